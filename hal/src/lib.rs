@@ -1,0 +1,1 @@
+//! Filled by a later issue: see the workspace README's crate map.

@@ -1,0 +1,696 @@
+//! The WebSocket protocol between agents, the relay and the backend.
+//!
+//! Every frame is a JSON text message in the seed's envelope:
+//!
+//! ```json
+//! {"type": "telemetry", "payload": { ... }, "timestamp": "2024-01-15T12:00:03Z"}
+//! ```
+//!
+//! `timestamp` is optional on input and always written on output ([`Envelope::new`] stamps it).
+//! Two optional routing fields are ours: `source` (written by the relay on what it forwards to the
+//! backend: which agent said it) and `target` (written by the backend: which agent it is for).
+//! Agents never write either; the relay ignores a `source` an agent claims and stamps its own.
+//!
+//! Parsing never panics: [`Envelope::from_json`] returns a [`ProtocolError`] that names the limit,
+//! the message type or the field (`payload.destination.lat`) that was wrong.
+
+use crate::error::ProtocolError;
+use crate::locker_api::{
+    ApiError, CellsCloseRequest, CellsCloseResponse, CellsOpenRequest, CellsOpenResponse,
+    CellsSyncRequest, CellsSyncResponse, QrScanRequest, QrScanResponse,
+};
+use crate::units::{Degrees, Latitude, Longitude, Metres, MetresPerSecond, Percent, Position, Volts};
+use chrono::{DateTime, Utc};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+/// Version of this protocol, sent in `register` so the backend can tell agent builds apart.
+/// Bump it when a message changes shape.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame any peer accepts, in bytes. A 640×480 JPEG video frame in base64 is
+/// 50–150 KB; anything past this is a bug or an attack and is refused before parsing.
+pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// One frame on the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub message: Message,
+    /// When the sender wrote the frame. Optional on input, always present on output.
+    pub timestamp: Option<DateTime<Utc>>,
+    /// Set by the relay on frames it forwards to the backend: the agent that sent it.
+    pub source: Option<Peer>,
+    /// Set by the backend on frames for an agent: the agent it is addressed to.
+    pub target: Option<Peer>,
+}
+
+impl Envelope {
+    /// A frame stamped with the current time.
+    pub fn new(message: impl Into<Message>) -> Self {
+        Self { message: message.into(), timestamp: Some(Utc::now()), source: None, target: None }
+    }
+
+    pub fn with_target(mut self, target: Peer) -> Self {
+        self.target = Some(target);
+        self
+    }
+
+    pub fn with_source(mut self, source: Peer) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// The wire name of this frame's type (`"telemetry"`, `"event"`, ...).
+    pub fn kind(&self) -> &'static str {
+        self.message.kind()
+    }
+
+    /// Parses one frame, refusing anything over [`MAX_MESSAGE_BYTES`] before reading it.
+    pub fn from_json(text: &str) -> Result<Self, ProtocolError> {
+        Self::from_slice(text.as_bytes())
+    }
+
+    /// As [`Envelope::from_json`], from bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return Err(ProtocolError::TooLarge { size: bytes.len(), limit: MAX_MESSAGE_BYTES });
+        }
+        let raw: RawEnvelope = serde_json::from_slice(bytes).map_err(ProtocolError::from_json)?;
+        raw.into_envelope()
+    }
+
+    /// Serialises to the wire form. Every type here serialises infallibly (string keys, finite
+    /// numbers), so this returns a `String` rather than a `Result`.
+    pub fn to_json(&self) -> String {
+        // Serialising our own types to a String cannot fail: no non-string map keys, and every
+        // float is range-checked finite on construction.
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(r#"{{"type":"error","payload":{{"code":"INTERNAL","message":"{e}"}}}}"#)
+        })
+    }
+}
+
+/// Who is at the other end: a drone or a locker, by id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Peer {
+    pub kind: PeerKind,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerKind {
+    Drone,
+    Locker,
+    Backend,
+    Relay,
+}
+
+/// Every message type, by its wire name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// drone → cloud, first frame after connecting.
+    Register(Register),
+    /// locker → cloud, first frame after connecting.
+    LockerRegister(LockerRegister),
+    /// drone → cloud, periodic.
+    Telemetry(Telemetry),
+    /// drone or locker → cloud: something happened. Kept until acknowledged.
+    Event(Event),
+    /// cloud → agent: this event id reached the backend; drop it from the queue.
+    EventAck(EventAck),
+    /// cloud → drone: fly this delivery.
+    Task(Task),
+    /// cloud → drone: a command for the running delivery or a mission control.
+    Command(Command),
+    /// drone → cloud: the outcome of a command (or a task) carrying an id.
+    Ack(Ack),
+    /// drone → cloud: one camera frame.
+    VideoFrame(VideoFrame),
+    /// anyone → anyone: the frame you sent could not be acted on.
+    Error(ErrorMessage),
+    /// cloud → locker: one of the locker HTTP API's operations, through the relay.
+    LockerRequest(LockerRequest),
+    /// locker → cloud: the answer to a [`LockerRequest`], with the same id.
+    LockerResponse(LockerResponse),
+    /// locker → cloud: a customer showed this QR code; is it good, and for which cell?
+    QrValidate(QrValidate),
+    /// cloud → locker: the verdict on a [`QrValidate`].
+    QrValidation(QrValidation),
+    /// relay → backend: an agent came, went or fell silent.
+    Presence(Presence),
+}
+
+macro_rules! message_kinds {
+    ($($variant:ident($ty:ty) = $name:literal),* $(,)?) => {
+        impl Message {
+            /// Every wire type name, in declaration order.
+            pub const KINDS: &'static [&'static str] = &[$($name),*];
+
+            pub fn kind(&self) -> &'static str {
+                match self { $(Message::$variant(_) => $name),* }
+            }
+
+            fn payload_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+                match self { $(Message::$variant(p) => serde_json::to_value(p)),* }
+            }
+
+            /// Parses `payload` as the type named `kind`; a wrong field is named by its path.
+            pub fn from_parts(kind: &str, payload: serde_json::Value) -> Result<Self, ProtocolError> {
+                match kind {
+                    $($name => parse_payload::<$ty>(kind, payload).map(Message::$variant),)*
+                    other => Err(ProtocolError::UnknownType(other.to_owned())),
+                }
+            }
+        }
+
+        $(impl From<$ty> for Message {
+            fn from(p: $ty) -> Self { Message::$variant(p) }
+        })*
+    };
+}
+
+message_kinds! {
+    Register(Register) = "register",
+    LockerRegister(LockerRegister) = "locker_register",
+    Telemetry(Telemetry) = "telemetry",
+    Event(Event) = "event",
+    EventAck(EventAck) = "event_ack",
+    Task(Task) = "task",
+    Command(Command) = "command",
+    Ack(Ack) = "ack",
+    VideoFrame(VideoFrame) = "video_frame",
+    Error(ErrorMessage) = "error",
+    LockerRequest(LockerRequest) = "locker_request",
+    LockerResponse(LockerResponse) = "locker_response",
+    QrValidate(QrValidate) = "qr_validate",
+    QrValidation(QrValidation) = "qr_validation",
+    Presence(Presence) = "presence",
+}
+
+fn parse_payload<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    payload: serde_json::Value,
+) -> Result<T, ProtocolError> {
+    serde_path_to_error::deserialize(payload).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { "payload".to_owned() } else { format!("payload.{path}") };
+        ProtocolError::Field { kind: kind.to_owned(), path, reason: e.into_inner().to_string() }
+    })
+}
+
+/// The envelope as it arrives, before the payload is typed by `type`.
+#[derive(Deserialize)]
+struct RawEnvelope {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    payload: Option<serde_json::Value>,
+    #[serde(default)]
+    timestamp: Option<serde_json::Value>,
+    #[serde(default)]
+    source: Option<serde_json::Value>,
+    #[serde(default)]
+    target: Option<serde_json::Value>,
+}
+
+impl RawEnvelope {
+    fn into_envelope(self) -> Result<Envelope, ProtocolError> {
+        let kind = self.kind.ok_or(ProtocolError::MissingField("type"))?;
+        let payload = self.payload.ok_or(ProtocolError::MissingField("payload"))?;
+        let message = Message::from_parts(&kind, payload)?;
+        Ok(Envelope {
+            timestamp: envelope_field(&kind, "timestamp", self.timestamp)?,
+            source: envelope_field(&kind, "source", self.source)?,
+            target: envelope_field(&kind, "target", self.target)?,
+            message,
+        })
+    }
+}
+
+/// Types one optional envelope field; `null` counts as absent.
+fn envelope_field<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    name: &str,
+    value: Option<serde_json::Value>,
+) -> Result<Option<T>, ProtocolError> {
+    value
+        .filter(|v| !v.is_null())
+        .map(|v| {
+            serde_path_to_error::deserialize(v).map_err(|e| ProtocolError::Field {
+                kind: kind.to_owned(),
+                path: name.to_owned(),
+                reason: e.into_inner().to_string(),
+            })
+        })
+        .transpose()
+}
+
+impl Serialize for Envelope {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap};
+        let payload = self.message.payload_value().map_err(S::Error::custom)?;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("type", self.kind())?;
+        map.serialize_entry("payload", &payload)?;
+        if let Some(ts) = &self.timestamp {
+            map.serialize_entry("timestamp", ts)?;
+        }
+        if let Some(source) = &self.source {
+            map.serialize_entry("source", source)?;
+        }
+        if let Some(target) = &self.target {
+            map.serialize_entry("target", target)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RawEnvelope::deserialize(d)?.into_envelope().map_err(D::Error::custom)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// drone → cloud
+
+/// The drone introduces itself. `protocol_version` and `firmware_version` are ours (optional on
+/// input so the seed's message parses; our agents always send them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Register {
+    pub drone_id: Uuid,
+    pub model: String,
+    /// State of charge, percent.
+    pub battery_level: Percent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware_version: Option<String>,
+    /// The agent's software version (`drone-agent 0.1.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// The state the drone is in right now (after a restart it may be mid-delivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<DroneState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<Uuid>,
+}
+
+/// The locker introduces itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockerRegister {
+    pub locker_id: Uuid,
+    pub protocol_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// How many cells the lock board drives.
+    pub cells: u16,
+}
+
+/// Periodic telemetry. The seed's three fields come first; the rest are ours and optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Telemetry {
+    /// State of charge, percent (never volts: see `battery_voltage`).
+    pub battery_level: Percent,
+    /// WGS-84 position; `alt` is relative to home, metres.
+    pub position: Position,
+    pub status: FlightStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery_voltage: Option<Volts>,
+    /// Altitude above mean sea level, metres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alt_msl: Option<Metres>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heading: Option<Degrees>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ground_speed: Option<MetresPerSecond>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gps: Option<GpsStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub armed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flight_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<DroneState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<Uuid>,
+}
+
+/// The seed's coarse `status` in telemetry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlightStatus {
+    Idle,
+    Flying,
+    Hovering,
+    Landed,
+    Failsafe,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GpsStatus {
+    pub fix: GpsFix,
+    pub satellites: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpsFix {
+    NoFix,
+    Fix2d,
+    Fix3d,
+    Dgps,
+    RtkFloat,
+    RtkFixed,
+}
+
+/// The drone's state as the backend sees it. The seed's six keep their spelling; the rest are the
+/// failure handling the seed lacks (see drone-agent's state machine for every transition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DroneState {
+    Idle,
+    Preflight,
+    Navigating,
+    WaitingDrop,
+    Dropped,
+    Returning,
+    Completed,
+    Paused,
+    /// Flying home with the parcel still on board (abort, drop timeout, cloud lost, battery low).
+    Aborting,
+    /// Landing where it is (battery critical, GPS lost too long).
+    EmergencyLanding,
+    /// The flight controller stopped answering; its own failsafe flies the drone.
+    Failsafe,
+    /// On the ground, disarmed, somewhere other than home.
+    LandedElsewhere,
+}
+
+/// Something that happened, kept in the sender's on-disk queue until an [`EventAck`] names its id.
+/// The seed's three fields come first; the rest are ours and optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub event_type: EventType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<Uuid>,
+    pub timestamp: DateTime<Utc>,
+    /// Unique per event; the backend de-duplicates by it (a re-sent event keeps its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
+    /// Per-sender sequence number, increasing by one per event: a gap is visible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_state: Option<DroneState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_state: Option<DroneState>,
+    /// Why: every failsafe and every give-up says it here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+    /// Locker events: which cell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell_id: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell_uuid: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<Uuid>,
+}
+
+impl Event {
+    /// A new event with a fresh id, stamped now.
+    pub fn new(event_type: EventType) -> Self {
+        Self {
+            event_type,
+            delivery_id: None,
+            timestamp: Utc::now(),
+            event_id: Some(Uuid::new_v4()),
+            seq: None,
+            from_state: None,
+            to_state: None,
+            reason: None,
+            position: None,
+            cell_id: None,
+            cell_uuid: None,
+            order_id: None,
+        }
+    }
+}
+
+/// Event names. The seed's six keep their spelling; the rest are ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    // the seed's drone events
+    TaskAssigned,
+    Arrived,
+    RetryNavigation,
+    DropConfirmed,
+    ReturnCommand,
+    ArrivedBase,
+    // drone: flight and mission controls
+    PreflightFailed,
+    TookOff,
+    Paused,
+    Resumed,
+    Aborted,
+    DropTimeout,
+    Completed,
+    Ready,
+    LandedElsewhere,
+    // drone: failsafes
+    Failsafe,
+    BatteryLow,
+    BatteryCritical,
+    GpsLost,
+    GpsRestored,
+    FcLinkLost,
+    FcLinkRestored,
+    CloudLinkLost,
+    AgentRestarted,
+    // locker
+    CellOpened,
+    CellClosed,
+    DoorOpened,
+    DoorClosed,
+    ParcelLoaded,
+    PickedUp,
+    QrRejected,
+    BoardFault,
+    BoardRecovered,
+    TechnicianAction,
+}
+
+/// Acknowledges one event by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventAck {
+    pub event_id: Uuid,
+}
+
+// ---------------------------------------------------------------------------------------------
+// cloud → drone
+
+/// A delivery to fly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub delivery_id: Uuid,
+    pub destination: Destination,
+    pub priority: Priority,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Destination {
+    pub lat: Latitude,
+    pub lon: Longitude,
+    /// The ArUco marker on the destination locker.
+    pub aruco_id: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Normal,
+    /// The seed's broker spells high priority `priority`.
+    #[serde(alias = "high")]
+    Priority,
+}
+
+/// A command. `cmd_id` is what makes it acknowledgeable and idempotent; the seed's own
+/// `drop_cargo` and `return_to_base` come without one and are still obeyed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// The mission-management seed calls this field `action`; both are accepted.
+    #[serde(alias = "action")]
+    pub command: CommandKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandKind {
+    DropCargo,
+    ReturnToBase,
+    Pause,
+    Resume,
+    /// Give up the delivery and fly home with the parcel.
+    Abort,
+    /// Fly home now (same as the seed's `return_to_base`, available at any point in flight).
+    ReturnToHome,
+}
+
+/// The outcome of a command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    pub cmd_id: Uuid,
+    pub status: AckStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    Executed,
+    Rejected,
+}
+
+/// One camera frame, base64-encoded JPEG as in the seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoFrame {
+    /// Base64 (standard alphabet, padded) of a JPEG image; checked on the way in.
+    #[serde(deserialize_with = "base64_text")]
+    pub frame: String,
+    pub width: u32,
+    pub height: u32,
+    /// Per-stream frame counter: gaps show dropped frames.
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
+}
+
+fn base64_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use base64::Engine as _;
+    let s = String::deserialize(d)?;
+    base64::engine::general_purpose::STANDARD
+        .decode(&s)
+        .map_err(|e| D::Error::custom(format!("frame is not valid base64: {e}")))?;
+    Ok(s)
+}
+
+/// A frame could not be acted on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorMessage {
+    /// Machine-readable, SCREAMING_SNAKE_CASE (see [`crate::error::codes`]).
+    pub code: String,
+    pub message: String,
+    /// The id of the command, request or event this error answers, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// cloud ↔ locker
+
+/// One locker API operation carried over the relay, answered by a [`LockerResponse`] with the same
+/// `request_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockerRequest {
+    pub request_id: Uuid,
+    #[serde(flatten)]
+    pub op: LockerOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "body", rename_all = "snake_case")]
+pub enum LockerOp {
+    CellsSync(CellsSyncRequest),
+    CellsOpen(CellsOpenRequest),
+    CellsClose(CellsCloseRequest),
+    QrScan(QrScanRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockerResponse {
+    pub request_id: Uuid,
+    /// The HTTP status the same operation would have had over the locker's HTTP API.
+    pub status: u16,
+    #[serde(flatten)]
+    pub outcome: LockerOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", content = "body", rename_all = "snake_case")]
+pub enum LockerOutcome {
+    CellsSynced(CellsSyncResponse),
+    CellOpened(CellsOpenResponse),
+    CellClosed(CellsCloseResponse),
+    QrScanned(QrScanResponse),
+    Error(ApiError),
+}
+
+/// The locker asks whether a scanned code is good.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QrValidate {
+    pub request_id: Uuid,
+    pub locker_id: Uuid,
+    pub qr_data: String,
+}
+
+/// The backend's verdict. When `valid`, `cell_uuid` says which cell to open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QrValidation {
+    pub request_id: Uuid,
+    pub valid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell_uuid: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<Uuid>,
+    /// Why not, in words a customer can read on the locker's screen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// relay → backend
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub peer: Peer,
+    pub status: PresenceStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    Connected,
+    Disconnected,
+    /// Connected, but missed its pongs: probably a dead 4G link not yet noticed by TCP.
+    Silent,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_unique() {
+        let mut k = Message::KINDS.to_vec();
+        k.sort_unstable();
+        k.dedup();
+        assert_eq!(k.len(), Message::KINDS.len());
+    }
+
+    #[test]
+    fn to_json_always_stamps_new_envelopes() {
+        let env = Envelope::new(EventAck { event_id: Uuid::nil() });
+        let v: serde_json::Value = serde_json::from_str(&env.to_json()).unwrap();
+        assert!(v["timestamp"].is_string());
+        assert_eq!(v["type"], "event_ack");
+    }
+}
