@@ -1,1 +1,10 @@
-//! placeholder
+//! What every SkyPost daemon (drone-agent, locker-agent, relay) needs at start-up, written once:
+//!
+//! - [`config`]: load a TOML file into the daemon's config type and validate it; every error names
+//!   the file and the field.
+//! - [`logging`]: `tracing` with an env-filter, to the journal under systemd, to stderr otherwise.
+//! - [`shutdown`]: SIGTERM / SIGINT as one future.
+
+pub mod config;
+pub mod logging;
+pub mod shutdown;

@@ -7,18 +7,30 @@ pub enum ProtocolError {
     #[error("message is {size} bytes, over the {limit}-byte limit")]
     TooLarge { size: usize, limit: usize },
     #[error("not valid JSON at line {line}, column {column}: {reason}")]
-    Malformed { line: usize, column: usize, reason: String },
+    Malformed {
+        line: usize,
+        column: usize,
+        reason: String,
+    },
     #[error("message has no `{0}` field")]
     MissingField(&'static str),
     #[error("unknown message type `{0}`")]
     UnknownType(String),
     #[error("`{kind}` message: {path}: {reason}")]
-    Field { kind: String, path: String, reason: String },
+    Field {
+        kind: String,
+        path: String,
+        reason: String,
+    },
 }
 
 impl ProtocolError {
     pub(crate) fn from_json(e: serde_json::Error) -> Self {
-        ProtocolError::Malformed { line: e.line(), column: e.column(), reason: e.to_string() }
+        ProtocolError::Malformed {
+            line: e.line(),
+            column: e.column(),
+            reason: e.to_string(),
+        }
     }
 
     /// The wire error code for this failure (for an `error` reply).

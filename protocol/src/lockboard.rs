@@ -81,7 +81,9 @@ impl BoardCommand {
         let (verb, n) = line
             .split_once('_')
             .ok_or_else(|| LineError::new(LineErrorKind::UnknownCommand, line))?;
-        let n: u16 = n.parse().map_err(|_| LineError::new(LineErrorKind::BadCell, line))?;
+        let n: u16 = n
+            .parse()
+            .map_err(|_| LineError::new(LineErrorKind::BadCell, line))?;
         let cell = CellNumber::new(n).map_err(|_| LineError::new(LineErrorKind::BadCell, line))?;
         match verb {
             "OPEN" => Ok(BoardCommand::Open(cell)),
@@ -162,11 +164,20 @@ impl fmt::Display for BoardErrorCode {
 /// What the board sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BoardReply {
-    Ready { firmware: String },
+    Ready {
+        firmware: String,
+    },
     Ok(BoardCommand),
-    Err { command: Option<BoardCommand>, code: BoardErrorCode, message: String },
+    Err {
+        command: Option<BoardCommand>,
+        code: BoardErrorCode,
+        message: String,
+    },
     Status(Vec<CellStatus>),
-    Door { cell: CellNumber, door: DoorState },
+    Door {
+        cell: CellNumber,
+        door: DoorState,
+    },
 }
 
 impl BoardReply {
@@ -179,7 +190,9 @@ impl BoardReply {
     pub fn answers(&self, cmd: &BoardCommand) -> bool {
         match self {
             BoardReply::Ok(c) => c == cmd,
-            BoardReply::Err { command: Some(c), .. } => c == cmd,
+            BoardReply::Err {
+                command: Some(c), ..
+            } => c == cmd,
             BoardReply::Err { command: None, .. } => true,
             BoardReply::Status(_) => *cmd == BoardCommand::Status,
             BoardReply::Ready { .. } | BoardReply::Door { .. } => false,
@@ -191,7 +204,9 @@ impl BoardReply {
         let line = checked_line(line)?;
         let (head, rest) = line.split_once(' ').unwrap_or((line, ""));
         match head {
-            "READY" => Ok(BoardReply::Ready { firmware: rest.to_owned() }),
+            "READY" => Ok(BoardReply::Ready {
+                firmware: rest.to_owned(),
+            }),
             "OK" => BoardCommand::parse(rest)
                 .map(BoardReply::Ok)
                 .map_err(|e| LineError::new(e.kind, line)),
@@ -207,7 +222,11 @@ impl BoardReply {
                 };
                 let code = BoardErrorCode::parse(code)
                     .ok_or_else(|| LineError::new(LineErrorKind::UnknownErrorCode, line))?;
-                Ok(BoardReply::Err { command, code, message })
+                Ok(BoardReply::Err {
+                    command,
+                    code,
+                    message,
+                })
             }
             "STATUS" => parse_status(rest).map_err(|kind| LineError::new(kind, line)),
             "DOOR" => {
@@ -268,7 +287,11 @@ impl fmt::Display for BoardReply {
             BoardReply::Ready { firmware } if firmware.is_empty() => f.write_str("READY"),
             BoardReply::Ready { firmware } => write!(f, "READY {firmware}"),
             BoardReply::Ok(cmd) => write!(f, "OK {cmd}"),
-            BoardReply::Err { command, code, message } => {
+            BoardReply::Err {
+                command,
+                code,
+                message,
+            } => {
                 match command {
                     Some(c) => write!(f, "ERR {c} {code}")?,
                     None => write!(f, "ERR - {code}")?,
@@ -281,15 +304,27 @@ impl fmt::Display for BoardReply {
             BoardReply::Status(cells) => {
                 f.write_str("STATUS")?;
                 for (i, c) in cells.iter().enumerate() {
-                    let bolt = if c.bolt == BoltState::Locked { 'L' } else { 'U' };
-                    let door = if c.door == DoorState::Closed { 'C' } else { 'O' };
+                    let bolt = if c.bolt == BoltState::Locked {
+                        'L'
+                    } else {
+                        'U'
+                    };
+                    let door = if c.door == DoorState::Closed {
+                        'C'
+                    } else {
+                        'O'
+                    };
                     let sep = if i == 0 { ' ' } else { ',' };
                     write!(f, "{sep}{}:{bolt}{door}", c.cell)?;
                 }
                 Ok(())
             }
             BoardReply::Door { cell, door } => {
-                let s = if *door == DoorState::Open { "OPEN" } else { "CLOSED" };
+                let s = if *door == DoorState::Open {
+                    "OPEN"
+                } else {
+                    "CLOSED"
+                };
                 write!(f, "DOOR {cell} {s}")
             }
         }
@@ -300,7 +335,10 @@ impl fmt::Display for BoardReply {
 fn checked_line(line: &str) -> Result<&str, LineError> {
     let line = line.trim_end_matches(['\r', '\n']);
     if line.len() > MAX_LINE {
-        return Err(LineError::new(LineErrorKind::TooLong, &line[..line.floor_char_boundary_compat(64)]));
+        return Err(LineError::new(
+            LineErrorKind::TooLong,
+            &line[..line.floor_char_boundary_compat(64)],
+        ));
     }
     if line.is_empty() {
         return Err(LineError::new(LineErrorKind::Empty, line));
@@ -386,12 +424,23 @@ mod tests {
 
     #[test]
     fn replies_parse() {
-        assert_eq!(BoardReply::parse("OK OPEN_5\r\n").unwrap(), BoardReply::Ok(BoardCommand::Open(cell(5))));
+        assert_eq!(
+            BoardReply::parse("OK OPEN_5\r\n").unwrap(),
+            BoardReply::Ok(BoardCommand::Open(cell(5)))
+        );
         assert_eq!(
             BoardReply::parse("STATUS 1:LC,2:UO").unwrap(),
             BoardReply::Status(vec![
-                CellStatus { cell: cell(1), bolt: BoltState::Locked, door: DoorState::Closed },
-                CellStatus { cell: cell(2), bolt: BoltState::Unlocked, door: DoorState::Open },
+                CellStatus {
+                    cell: cell(1),
+                    bolt: BoltState::Locked,
+                    door: DoorState::Closed
+                },
+                CellStatus {
+                    cell: cell(2),
+                    bolt: BoltState::Unlocked,
+                    door: DoorState::Open
+                },
             ])
         );
         assert_eq!(
@@ -404,20 +453,47 @@ mod tests {
         );
         assert_eq!(
             BoardReply::parse("DOOR 3 OPEN").unwrap(),
-            BoardReply::Door { cell: cell(3), door: DoorState::Open }
+            BoardReply::Door {
+                cell: cell(3),
+                door: DoorState::Open
+            }
         );
     }
 
     #[test]
     fn garbage_is_named() {
-        assert_eq!(BoardReply::parse("").unwrap_err().kind, LineErrorKind::Empty);
-        assert_eq!(BoardReply::parse("HELLO").unwrap_err().kind, LineErrorKind::UnknownReply);
-        assert_eq!(BoardReply::parse("OK OPEN_0").unwrap_err().kind, LineErrorKind::BadCell);
-        assert_eq!(BoardReply::parse("OK OPEN_300").unwrap_err().kind, LineErrorKind::BadCell);
-        assert_eq!(BoardReply::parse("STATUS 1:XC").unwrap_err().kind, LineErrorKind::BadStatus);
-        assert_eq!(BoardReply::parse("STATUS 1:LC,1:LC").unwrap_err().kind, LineErrorKind::DuplicateCell);
-        assert_eq!(BoardReply::parse("OK \u{7f}").unwrap_err().kind, LineErrorKind::NotAscii);
-        assert_eq!(BoardReply::parse(&"A".repeat(600)).unwrap_err().kind, LineErrorKind::TooLong);
+        assert_eq!(
+            BoardReply::parse("").unwrap_err().kind,
+            LineErrorKind::Empty
+        );
+        assert_eq!(
+            BoardReply::parse("HELLO").unwrap_err().kind,
+            LineErrorKind::UnknownReply
+        );
+        assert_eq!(
+            BoardReply::parse("OK OPEN_0").unwrap_err().kind,
+            LineErrorKind::BadCell
+        );
+        assert_eq!(
+            BoardReply::parse("OK OPEN_300").unwrap_err().kind,
+            LineErrorKind::BadCell
+        );
+        assert_eq!(
+            BoardReply::parse("STATUS 1:XC").unwrap_err().kind,
+            LineErrorKind::BadStatus
+        );
+        assert_eq!(
+            BoardReply::parse("STATUS 1:LC,1:LC").unwrap_err().kind,
+            LineErrorKind::DuplicateCell
+        );
+        assert_eq!(
+            BoardReply::parse("OK \u{7f}").unwrap_err().kind,
+            LineErrorKind::NotAscii
+        );
+        assert_eq!(
+            BoardReply::parse(&"A".repeat(600)).unwrap_err().kind,
+            LineErrorKind::TooLong
+        );
     }
 
     #[test]
@@ -425,6 +501,10 @@ mod tests {
         let open5 = BoardCommand::Open(cell(5));
         assert!(BoardReply::Ok(open5).answers(&open5));
         assert!(!BoardReply::Ok(BoardCommand::Open(cell(6))).answers(&open5));
-        assert!(!BoardReply::Door { cell: cell(5), door: DoorState::Open }.answers(&open5));
+        assert!(!BoardReply::Door {
+            cell: cell(5),
+            door: DoorState::Open
+        }
+        .answers(&open5));
     }
 }

@@ -125,7 +125,14 @@ pub struct ApiErrorResponse {
 
 impl ApiErrorResponse {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { success: false, data: None, error: ApiError { code: code.into(), message: message.into() } }
+        Self {
+            success: false,
+            data: None,
+            error: ApiError {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
     }
 }
 

@@ -132,7 +132,8 @@ mod tests {
     fn deserialises_from_plain_numbers() {
         let p: Position = serde_json::from_str(r#"{"lat":55.75,"lon":37.61,"alt":10.5}"#).unwrap();
         assert_eq!(p.lat.get(), 55.75);
-        let e = serde_json::from_str::<Position>(r#"{"lat":95,"lon":37.61,"alt":10.5}"#).unwrap_err();
+        let e =
+            serde_json::from_str::<Position>(r#"{"lat":95,"lon":37.61,"alt":10.5}"#).unwrap_err();
         assert!(e.to_string().contains("latitude"), "{e}");
     }
 }

@@ -19,7 +19,9 @@ use crate::locker_api::{
     ApiError, CellsCloseRequest, CellsCloseResponse, CellsOpenRequest, CellsOpenResponse,
     CellsSyncRequest, CellsSyncResponse, QrScanRequest, QrScanResponse,
 };
-use crate::units::{Degrees, Latitude, Longitude, Metres, MetresPerSecond, Percent, Position, Volts};
+use crate::units::{
+    Degrees, Latitude, Longitude, Metres, MetresPerSecond, Percent, Position, Volts,
+};
 use chrono::{DateTime, Utc};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -48,7 +50,12 @@ pub struct Envelope {
 impl Envelope {
     /// A frame stamped with the current time.
     pub fn new(message: impl Into<Message>) -> Self {
-        Self { message: message.into(), timestamp: Some(Utc::now()), source: None, target: None }
+        Self {
+            message: message.into(),
+            timestamp: Some(Utc::now()),
+            source: None,
+            target: None,
+        }
     }
 
     pub fn with_target(mut self, target: Peer) -> Self {
@@ -74,7 +81,10 @@ impl Envelope {
     /// As [`Envelope::from_json`], from bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, ProtocolError> {
         if bytes.len() > MAX_MESSAGE_BYTES {
-            return Err(ProtocolError::TooLarge { size: bytes.len(), limit: MAX_MESSAGE_BYTES });
+            return Err(ProtocolError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_MESSAGE_BYTES,
+            });
         }
         let raw: RawEnvelope = serde_json::from_slice(bytes).map_err(ProtocolError::from_json)?;
         raw.into_envelope()
@@ -195,8 +205,16 @@ fn parse_payload<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ProtocolError> {
     serde_path_to_error::deserialize(payload).map_err(|e| {
         let path = e.path().to_string();
-        let path = if path == "." { "payload".to_owned() } else { format!("payload.{path}") };
-        ProtocolError::Field { kind: kind.to_owned(), path, reason: e.into_inner().to_string() }
+        let path = if path == "." {
+            "payload".to_owned()
+        } else {
+            format!("payload.{path}")
+        };
+        ProtocolError::Field {
+            kind: kind.to_owned(),
+            path,
+            reason: e.into_inner().to_string(),
+        }
     })
 }
 
@@ -268,7 +286,9 @@ impl Serialize for Envelope {
 
 impl<'de> Deserialize<'de> for Envelope {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        RawEnvelope::deserialize(d)?.into_envelope().map_err(D::Error::custom)
+        RawEnvelope::deserialize(d)?
+            .into_envelope()
+            .map_err(D::Error::custom)
     }
 }
 
@@ -688,7 +708,9 @@ mod tests {
 
     #[test]
     fn to_json_always_stamps_new_envelopes() {
-        let env = Envelope::new(EventAck { event_id: Uuid::nil() });
+        let env = Envelope::new(EventAck {
+            event_id: Uuid::nil(),
+        });
         let v: serde_json::Value = serde_json::from_str(&env.to_json()).unwrap();
         assert!(v["timestamp"].is_string());
         assert_eq!(v["type"], "event_ack");

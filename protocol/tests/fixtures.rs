@@ -2,7 +2,9 @@
 //! equivalent JSON value.
 
 use protocol::broker::DeliveryTask;
-use protocol::locker_api::{ApiErrorResponse, CellsOpenRequest, CellsOpenResponse, GrpcCellOpenRequest};
+use protocol::locker_api::{
+    ApiErrorResponse, CellsOpenRequest, CellsOpenResponse, GrpcCellOpenRequest,
+};
 use protocol::ws::{AckStatus, CommandKind, EventType, Priority};
 use protocol::{Envelope, Message};
 use serde::de::DeserializeOwned;
@@ -38,14 +40,18 @@ fn envelope(name: &str) -> Envelope {
 
 #[test]
 fn drone_register() {
-    let Message::Register(r) = envelope("drone_register.json").message else { panic!("not register") };
+    let Message::Register(r) = envelope("drone_register.json").message else {
+        panic!("not register")
+    };
     assert_eq!(r.model, "Clover 4");
     assert_eq!(r.battery_level.get(), 95.5);
 }
 
 #[test]
 fn drone_telemetry() {
-    let Message::Telemetry(t) = envelope("drone_telemetry.json").message else { panic!("not telemetry") };
+    let Message::Telemetry(t) = envelope("drone_telemetry.json").message else {
+        panic!("not telemetry")
+    };
     assert_eq!(t.position.lat.get(), 55.7558);
     assert_eq!(t.position.alt.get(), 10.5);
 }
@@ -54,12 +60,22 @@ fn drone_telemetry() {
 fn drone_events() {
     for (file, kind, stamped) in [
         ("drone_event_arrived.json", EventType::Arrived, true),
-        ("drone_event_drop_confirmed.json", EventType::DropConfirmed, false),
-        ("drone_event_arrived_base.json", EventType::ArrivedBase, false),
+        (
+            "drone_event_drop_confirmed.json",
+            EventType::DropConfirmed,
+            false,
+        ),
+        (
+            "drone_event_arrived_base.json",
+            EventType::ArrivedBase,
+            false,
+        ),
     ] {
         let env = envelope(file);
         assert_eq!(env.timestamp.is_some(), stamped, "{file}");
-        let Message::Event(e) = env.message else { panic!("{file}: not an event") };
+        let Message::Event(e) = env.message else {
+            panic!("{file}: not an event")
+        };
         assert_eq!(e.event_type, kind);
         assert!(e.delivery_id.is_some());
     }
@@ -67,7 +83,9 @@ fn drone_events() {
 
 #[test]
 fn cloud_task() {
-    let Message::Task(t) = envelope("cloud_task.json").message else { panic!("not task") };
+    let Message::Task(t) = envelope("cloud_task.json").message else {
+        panic!("not task")
+    };
     assert_eq!(t.destination.aruco_id, 123);
     assert_eq!(t.priority, Priority::Normal);
 }
@@ -75,11 +93,21 @@ fn cloud_task() {
 #[test]
 fn cloud_commands() {
     for (file, kind, has_id) in [
-        ("cloud_command_drop_cargo.json", CommandKind::DropCargo, false),
-        ("cloud_command_return_to_base.json", CommandKind::ReturnToBase, false),
+        (
+            "cloud_command_drop_cargo.json",
+            CommandKind::DropCargo,
+            false,
+        ),
+        (
+            "cloud_command_return_to_base.json",
+            CommandKind::ReturnToBase,
+            false,
+        ),
         ("cloud_command_pause.json", CommandKind::Pause, true),
     ] {
-        let Message::Command(c) = envelope(file).message else { panic!("{file}: not a command") };
+        let Message::Command(c) = envelope(file).message else {
+            panic!("{file}: not a command")
+        };
         assert_eq!(c.command, kind);
         assert_eq!(c.cmd_id.is_some(), has_id);
     }
@@ -88,13 +116,17 @@ fn cloud_commands() {
 #[test]
 fn mission_seed_action_alias() {
     let text = r#"{"type":"command","payload":{"action":"abort","cmd_id":"3c9e1f20-5a7b-4d8c-9e0f-112233445566"}}"#;
-    let Message::Command(c) = Envelope::from_json(text).unwrap().message else { panic!() };
+    let Message::Command(c) = Envelope::from_json(text).unwrap().message else {
+        panic!()
+    };
     assert_eq!(c.command, CommandKind::Abort);
 }
 
 #[test]
 fn drone_command_ack() {
-    let Message::Ack(a) = envelope("drone_command_ack.json").message else { panic!("not ack") };
+    let Message::Ack(a) = envelope("drone_command_ack.json").message else {
+        panic!("not ack")
+    };
     assert_eq!(a.status, AckStatus::Executed);
 }
 
@@ -120,14 +152,22 @@ fn locker_api_bodies() {
 fn copies_match_shared_fixtures() {
     let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/protocol");
     let Ok(entries) = std::fs::read_dir(&shared) else {
-        eprintln!("no {} beside this checkout; comparing skipped", shared.display());
+        eprintln!(
+            "no {} beside this checkout; comparing skipped",
+            shared.display()
+        );
         return;
     };
     for entry in entries {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        let ours = std::fs::read(fixtures_dir().join(&name))
-            .unwrap_or_else(|_| panic!("shared fixture {name} has no copy in protocol/tests/fixtures"));
-        assert_eq!(ours, std::fs::read(&path).unwrap(), "{name} differs from the shared copy");
+        let ours = std::fs::read(fixtures_dir().join(&name)).unwrap_or_else(|_| {
+            panic!("shared fixture {name} has no copy in protocol/tests/fixtures")
+        });
+        assert_eq!(
+            ours,
+            std::fs::read(&path).unwrap(),
+            "{name} differs from the shared copy"
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! Bad input yields an error that names the field or the limit, never a panic.
 
+use proptest::prelude::*;
 use protocol::error::ProtocolError;
 use protocol::lockboard::{BoardCommand, BoardReply};
 use protocol::Envelope;
-use proptest::prelude::*;
 
 fn err(text: &str) -> ProtocolError {
     Envelope::from_json(text).expect_err(text)
@@ -11,14 +11,21 @@ fn err(text: &str) -> ProtocolError {
 
 #[test]
 fn wrong_type_names_the_field() {
-    let e = err(r#"{"type":"telemetry","payload":{"battery_level":"full","position":{"lat":1,"lon":2,"alt":3},"status":"flying"}}"#);
-    assert!(matches!(&e, ProtocolError::Field { path, .. } if path == "payload.battery_level"), "{e}");
+    let e = err(
+        r#"{"type":"telemetry","payload":{"battery_level":"full","position":{"lat":1,"lon":2,"alt":3},"status":"flying"}}"#,
+    );
+    assert!(
+        matches!(&e, ProtocolError::Field { path, .. } if path == "payload.battery_level"),
+        "{e}"
+    );
     assert!(e.to_string().contains("payload.battery_level"), "{e}");
 }
 
 #[test]
 fn missing_field_names_it() {
-    let e = err(r#"{"type":"task","payload":{"delivery_id":"9b2f6d1e-7c4a-4f3b-8a2d-0e1f2a3b4c5d","priority":"normal"}}"#);
+    let e = err(
+        r#"{"type":"task","payload":{"delivery_id":"9b2f6d1e-7c4a-4f3b-8a2d-0e1f2a3b4c5d","priority":"normal"}}"#,
+    );
     assert!(e.to_string().contains("destination"), "{e}");
     let e = err(r#"{"payload":{}}"#);
     assert_eq!(e, ProtocolError::MissingField("type"));
@@ -28,10 +35,17 @@ fn missing_field_names_it() {
 
 #[test]
 fn out_of_range_names_the_field_and_the_rule() {
-    let e = err(r#"{"type":"task","payload":{"delivery_id":"9b2f6d1e-7c4a-4f3b-8a2d-0e1f2a3b4c5d","destination":{"lat":91.0,"lon":37.6,"aruco_id":1},"priority":"normal"}}"#);
+    let e = err(
+        r#"{"type":"task","payload":{"delivery_id":"9b2f6d1e-7c4a-4f3b-8a2d-0e1f2a3b4c5d","destination":{"lat":91.0,"lon":37.6,"aruco_id":1},"priority":"normal"}}"#,
+    );
     let text = e.to_string();
-    assert!(text.contains("payload.destination.lat") && text.contains("-90 and 90"), "{text}");
-    let e = err(r#"{"type":"register","payload":{"drone_id":"9b2f6d1e-7c4a-4f3b-8a2d-0e1f2a3b4c5d","model":"x","battery_level":12.6e3}}"#);
+    assert!(
+        text.contains("payload.destination.lat") && text.contains("-90 and 90"),
+        "{text}"
+    );
+    let e = err(
+        r#"{"type":"register","payload":{"drone_id":"9b2f6d1e-7c4a-4f3b-8a2d-0e1f2a3b4c5d","model":"x","battery_level":12.6e3}}"#,
+    );
     assert!(e.to_string().contains("payload.battery_level"), "{e}");
 }
 
@@ -40,25 +54,42 @@ fn bad_uuid_and_bad_enum_are_named() {
     let e = err(r#"{"type":"command","payload":{"command":"drop_cargo","cmd_id":"not-a-uuid"}}"#);
     assert!(e.to_string().contains("payload.cmd_id"), "{e}");
     let e = err(r#"{"type":"command","payload":{"command":"self_destruct"}}"#);
-    assert!(e.to_string().contains("payload.command") && e.to_string().contains("self_destruct"), "{e}");
+    assert!(
+        e.to_string().contains("payload.command") && e.to_string().contains("self_destruct"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_type_is_named() {
-    assert_eq!(err(r#"{"type":"teleport","payload":{}}"#), ProtocolError::UnknownType("teleport".into()));
+    assert_eq!(
+        err(r#"{"type":"teleport","payload":{}}"#),
+        ProtocolError::UnknownType("teleport".into())
+    );
 }
 
 #[test]
 fn bad_timestamp_is_named() {
-    let e = err(r#"{"type":"event_ack","payload":{"event_id":"9b2f6d1e-7c4a-4f3b-8a2d-0e1f2a3b4c5d"},"timestamp":"yesterday"}"#);
-    assert!(matches!(&e, ProtocolError::Field { path, .. } if path == "timestamp"), "{e}");
+    let e = err(
+        r#"{"type":"event_ack","payload":{"event_id":"9b2f6d1e-7c4a-4f3b-8a2d-0e1f2a3b4c5d"},"timestamp":"yesterday"}"#,
+    );
+    assert!(
+        matches!(&e, ProtocolError::Field { path, .. } if path == "timestamp"),
+        "{e}"
+    );
 }
 
 #[test]
 fn truncated_json_says_where() {
-    let full = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cloud_task.json")).unwrap();
+    let full = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/cloud_task.json"
+    ))
+    .unwrap();
     for cut in 1..full.len() {
-        let Some(prefix) = full.get(..cut) else { continue };
+        let Some(prefix) = full.get(..cut) else {
+            continue;
+        };
         if let Err(e) = Envelope::from_json(prefix) {
             assert!(!e.to_string().is_empty());
         }
@@ -70,23 +101,44 @@ fn truncated_json_says_where() {
 
 #[test]
 fn ten_megabyte_payload_hits_the_limit() {
-    let big = format!(r#"{{"type":"video_frame","payload":{{"frame":"{}","width":1,"height":1,"seq":0}}}}"#, "A".repeat(10 * 1024 * 1024));
+    let big = format!(
+        r#"{{"type":"video_frame","payload":{{"frame":"{}","width":1,"height":1,"seq":0}}}}"#,
+        "A".repeat(10 * 1024 * 1024)
+    );
     let e = err(&big);
-    assert!(matches!(e, ProtocolError::TooLarge { limit: protocol::MAX_MESSAGE_BYTES, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ProtocolError::TooLarge {
+                limit: protocol::MAX_MESSAGE_BYTES,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("limit"), "{e}");
 }
 
 #[test]
 fn bad_base64_video_is_named() {
     let e = err(r#"{"type":"video_frame","payload":{"frame":"!!!","width":1,"height":1,"seq":0}}"#);
-    assert!(e.to_string().contains("payload.frame") && e.to_string().contains("base64"), "{e}");
+    assert!(
+        e.to_string().contains("payload.frame") && e.to_string().contains("base64"),
+        "{e}"
+    );
 }
 
 #[test]
 fn error_codes_are_distinct_per_failure() {
     assert_eq!(err("{").code(), "MALFORMED_JSON");
-    assert_eq!(err(r#"{"type":"x","payload":{}}"#).code(), "UNKNOWN_MESSAGE_TYPE");
-    assert_eq!(err(r#"{"type":"ack","payload":{}}"#).code(), "INVALID_PAYLOAD");
+    assert_eq!(
+        err(r#"{"type":"x","payload":{}}"#).code(),
+        "UNKNOWN_MESSAGE_TYPE"
+    );
+    assert_eq!(
+        err(r#"{"type":"ack","payload":{}}"#).code(),
+        "INVALID_PAYLOAD"
+    );
 }
 
 proptest! {
@@ -128,7 +180,22 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
             prop::collection::btree_map(
-                prop::sample::select(vec!["lat", "lon", "alt", "command", "cmd_id", "event_type", "delivery_id", "position", "battery_level", "status", "op", "body", "request_id"]).prop_map(String::from),
+                prop::sample::select(vec![
+                    "lat",
+                    "lon",
+                    "alt",
+                    "command",
+                    "cmd_id",
+                    "event_type",
+                    "delivery_id",
+                    "position",
+                    "battery_level",
+                    "status",
+                    "op",
+                    "body",
+                    "request_id"
+                ])
+                .prop_map(String::from),
                 inner,
                 0..5
             )

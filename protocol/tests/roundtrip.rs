@@ -3,7 +3,9 @@
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use protocol::broker::{BrokerDestination, DeliveryTask};
-use protocol::lockboard::{BoardCommand, BoardErrorCode, BoardReply, BoltState, CellNumber, CellStatus, DoorState};
+use protocol::lockboard::{
+    BoardCommand, BoardErrorCode, BoardReply, BoltState, CellNumber, CellStatus, DoorState,
+};
 use protocol::locker_api::*;
 use protocol::units::*;
 use protocol::ws::*;
@@ -46,20 +48,58 @@ prop_compose! {
 
 fn drone_state() -> impl Strategy<Value = DroneState> {
     prop::sample::select(vec![
-        DroneState::Idle, DroneState::Preflight, DroneState::Navigating, DroneState::WaitingDrop,
-        DroneState::Dropped, DroneState::Returning, DroneState::Completed, DroneState::Paused,
-        DroneState::Aborting, DroneState::EmergencyLanding, DroneState::Failsafe, DroneState::LandedElsewhere,
+        DroneState::Idle,
+        DroneState::Preflight,
+        DroneState::Navigating,
+        DroneState::WaitingDrop,
+        DroneState::Dropped,
+        DroneState::Returning,
+        DroneState::Completed,
+        DroneState::Paused,
+        DroneState::Aborting,
+        DroneState::EmergencyLanding,
+        DroneState::Failsafe,
+        DroneState::LandedElsewhere,
     ])
 }
 
 fn event_type() -> impl Strategy<Value = EventType> {
     use EventType::*;
     prop::sample::select(vec![
-        TaskAssigned, Arrived, RetryNavigation, DropConfirmed, ReturnCommand, ArrivedBase, PreflightFailed,
-        TookOff, Paused, Resumed, Aborted, DropTimeout, Completed, Ready, LandedElsewhere, Failsafe, BatteryLow,
-        BatteryCritical, GpsLost, GpsRestored, FcLinkLost, FcLinkRestored, CloudLinkLost, AgentRestarted,
-        CellOpened, CellClosed, DoorOpened, DoorClosed, ParcelLoaded, PickedUp, QrRejected, BoardFault,
-        BoardRecovered, TechnicianAction,
+        TaskAssigned,
+        Arrived,
+        RetryNavigation,
+        DropConfirmed,
+        ReturnCommand,
+        ArrivedBase,
+        PreflightFailed,
+        TookOff,
+        Paused,
+        Resumed,
+        Aborted,
+        DropTimeout,
+        Completed,
+        Ready,
+        LandedElsewhere,
+        Failsafe,
+        BatteryLow,
+        BatteryCritical,
+        GpsLost,
+        GpsRestored,
+        FcLinkLost,
+        FcLinkRestored,
+        CloudLinkLost,
+        AgentRestarted,
+        CellOpened,
+        CellClosed,
+        DoorOpened,
+        DoorClosed,
+        ParcelLoaded,
+        PickedUp,
+        QrRejected,
+        BoardFault,
+        BoardRecovered,
+        TechnicianAction,
     ])
 }
 
@@ -142,15 +182,33 @@ prop_compose! {
 }
 
 fn cell_size() -> impl Strategy<Value = Option<CellSize>> {
-    proptest::option::of(prop::sample::select(vec![CellSize::Small, CellSize::Medium, CellSize::Large]))
+    proptest::option::of(prop::sample::select(vec![
+        CellSize::Small,
+        CellSize::Medium,
+        CellSize::Large,
+    ]))
 }
 
 fn locker_op() -> impl Strategy<Value = LockerOp> {
     prop_oneof![
-        proptest::collection::vec((uuid(), any::<u16>(), cell_size()), 0..5).prop_map(|cells| LockerOp::CellsSync(CellsSyncRequest {
-            cells: cells.into_iter().map(|(cell_uuid, cell_id, size)| CellMapping { cell_uuid, cell_id, size }).collect()
-        })),
-        (uuid(), proptest::option::of(uuid())).prop_map(|(cell_uuid, delivery_id)| LockerOp::CellsOpen(CellsOpenRequest { cell_uuid, delivery_id })),
+        proptest::collection::vec((uuid(), any::<u16>(), cell_size()), 0..5).prop_map(|cells| {
+            LockerOp::CellsSync(CellsSyncRequest {
+                cells: cells
+                    .into_iter()
+                    .map(|(cell_uuid, cell_id, size)| CellMapping {
+                        cell_uuid,
+                        cell_id,
+                        size,
+                    })
+                    .collect(),
+            })
+        }),
+        (uuid(), proptest::option::of(uuid())).prop_map(|(cell_uuid, delivery_id)| {
+            LockerOp::CellsOpen(CellsOpenRequest {
+                cell_uuid,
+                delivery_id,
+            })
+        }),
         uuid().prop_map(|cell_uuid| LockerOp::CellsClose(CellsCloseRequest { cell_uuid })),
         text().prop_map(|qr_data| LockerOp::QrScan(QrScanRequest { qr_data })),
     ]
@@ -158,16 +216,45 @@ fn locker_op() -> impl Strategy<Value = LockerOp> {
 
 fn locker_outcome() -> impl Strategy<Value = LockerOutcome> {
     prop_oneof![
-        (any::<bool>(), any::<u32>()).prop_map(|(success, synced)| LockerOutcome::CellsSynced(CellsSyncResponse { success, synced })),
-        (any::<u16>(), time()).prop_map(|(cell_id, opened_at)| LockerOutcome::CellOpened(CellsOpenResponse { success: true, cell_id, opened_at })),
-        (any::<u16>(), time()).prop_map(|(cell_id, closed_at)| LockerOutcome::CellClosed(CellsCloseResponse { success: true, cell_id, closed_at })),
-        (any::<u16>(), proptest::option::of(uuid()), time()).prop_map(|(cell_id, order_id, opened_at)| LockerOutcome::QrScanned(QrScanResponse { success: true, cell_id, order_id, opened_at })),
+        (any::<bool>(), any::<u32>()).prop_map(|(success, synced)| LockerOutcome::CellsSynced(
+            CellsSyncResponse { success, synced }
+        )),
+        (any::<u16>(), time()).prop_map(|(cell_id, opened_at)| LockerOutcome::CellOpened(
+            CellsOpenResponse {
+                success: true,
+                cell_id,
+                opened_at
+            }
+        )),
+        (any::<u16>(), time()).prop_map(|(cell_id, closed_at)| LockerOutcome::CellClosed(
+            CellsCloseResponse {
+                success: true,
+                cell_id,
+                closed_at
+            }
+        )),
+        (any::<u16>(), proptest::option::of(uuid()), time()).prop_map(
+            |(cell_id, order_id, opened_at)| LockerOutcome::QrScanned(QrScanResponse {
+                success: true,
+                cell_id,
+                order_id,
+                opened_at
+            })
+        ),
         api_error().prop_map(LockerOutcome::Error),
     ]
 }
 
 fn peer() -> impl Strategy<Value = Peer> {
-    (prop::sample::select(vec![PeerKind::Drone, PeerKind::Locker, PeerKind::Backend, PeerKind::Relay]), text())
+    (
+        prop::sample::select(vec![
+            PeerKind::Drone,
+            PeerKind::Locker,
+            PeerKind::Backend,
+            PeerKind::Relay,
+        ]),
+        text(),
+    )
         .prop_map(|(kind, id)| Peer { kind, id })
 }
 
@@ -183,12 +270,46 @@ fn message() -> impl Strategy<Value = Message> {
         ack().prop_map(Message::from),
         video_frame().prop_map(Message::from),
         error_message().prop_map(Message::from),
-        (uuid(), locker_op()).prop_map(|(request_id, op)| Message::from(LockerRequest { request_id, op })),
-        (uuid(), 100u16..600, locker_outcome()).prop_map(|(request_id, status, outcome)| Message::from(LockerResponse { request_id, status, outcome })),
-        (uuid(), uuid(), text()).prop_map(|(request_id, locker_id, qr_data)| Message::from(QrValidate { request_id, locker_id, qr_data })),
-        (uuid(), any::<bool>(), proptest::option::of(uuid()), proptest::option::of(uuid()), proptest::option::of(text()))
-            .prop_map(|(request_id, valid, cell_uuid, order_id, reason)| Message::from(QrValidation { request_id, valid, cell_uuid, order_id, reason })),
-        (peer(), prop::sample::select(vec![PresenceStatus::Connected, PresenceStatus::Disconnected, PresenceStatus::Silent]))
+        (uuid(), locker_op())
+            .prop_map(|(request_id, op)| Message::from(LockerRequest { request_id, op })),
+        (uuid(), 100u16..600, locker_outcome()).prop_map(|(request_id, status, outcome)| {
+            Message::from(LockerResponse {
+                request_id,
+                status,
+                outcome,
+            })
+        }),
+        (uuid(), uuid(), text()).prop_map(|(request_id, locker_id, qr_data)| Message::from(
+            QrValidate {
+                request_id,
+                locker_id,
+                qr_data
+            }
+        )),
+        (
+            uuid(),
+            any::<bool>(),
+            proptest::option::of(uuid()),
+            proptest::option::of(uuid()),
+            proptest::option::of(text())
+        )
+            .prop_map(
+                |(request_id, valid, cell_uuid, order_id, reason)| Message::from(QrValidation {
+                    request_id,
+                    valid,
+                    cell_uuid,
+                    order_id,
+                    reason
+                })
+            ),
+        (
+            peer(),
+            prop::sample::select(vec![
+                PresenceStatus::Connected,
+                PresenceStatus::Disconnected,
+                PresenceStatus::Silent
+            ])
+        )
             .prop_map(|(peer, status)| Message::from(Presence { peer, status })),
     ]
 }
@@ -205,20 +326,50 @@ fn cell() -> impl Strategy<Value = CellNumber> {
 }
 
 fn board_command() -> impl Strategy<Value = BoardCommand> {
-    prop_oneof![cell().prop_map(BoardCommand::Open), cell().prop_map(BoardCommand::Close), Just(BoardCommand::Status)]
+    prop_oneof![
+        cell().prop_map(BoardCommand::Open),
+        cell().prop_map(BoardCommand::Close),
+        Just(BoardCommand::Status)
+    ]
 }
 
 fn board_reply() -> impl Strategy<Value = BoardReply> {
-    let code = prop::sample::select(vec![BoardErrorCode::BadCommand, BoardErrorCode::BadCell, BoardErrorCode::Jammed, BoardErrorCode::DoorOpen, BoardErrorCode::Busy]);
+    let code = prop::sample::select(vec![
+        BoardErrorCode::BadCommand,
+        BoardErrorCode::BadCell,
+        BoardErrorCode::Jammed,
+        BoardErrorCode::DoorOpen,
+        BoardErrorCode::Busy,
+    ]);
     let door = prop::sample::select(vec![DoorState::Open, DoorState::Closed]);
     prop_oneof![
-        "[ -~]{0,20}".prop_map(|f| BoardReply::Ready { firmware: f.trim().to_owned() }),
+        "[ -~]{0,20}".prop_map(|f| BoardReply::Ready {
+            firmware: f.trim().to_owned()
+        }),
         board_command().prop_map(BoardReply::Ok),
-        (proptest::option::of(board_command()), code, "[ -~]{0,30}")
-            .prop_map(|(command, code, m)| BoardReply::Err { command, code, message: m.trim().to_owned() }),
-        proptest::collection::btree_map(cell(), (any::<bool>(), door.clone()), 0..10).prop_map(|cells| BoardReply::Status(
-            cells.into_iter().map(|(cell, (locked, door))| CellStatus { cell, bolt: if locked { BoltState::Locked } else { BoltState::Unlocked }, door }).collect()
-        )),
+        (proptest::option::of(board_command()), code, "[ -~]{0,30}").prop_map(
+            |(command, code, m)| BoardReply::Err {
+                command,
+                code,
+                message: m.trim().to_owned()
+            }
+        ),
+        proptest::collection::btree_map(cell(), (any::<bool>(), door.clone()), 0..10).prop_map(
+            |cells| BoardReply::Status(
+                cells
+                    .into_iter()
+                    .map(|(cell, (locked, door))| CellStatus {
+                        cell,
+                        bolt: if locked {
+                            BoltState::Locked
+                        } else {
+                            BoltState::Unlocked
+                        },
+                        door
+                    })
+                    .collect()
+            )
+        ),
         (cell(), door).prop_map(|(cell, door)| BoardReply::Door { cell, door }),
     ]
 }

@@ -1,0 +1,235 @@
+//! TOML config: parse, then validate, and say exactly which field is wrong.
+//!
+//! Config types derive `Deserialize` with `#[serde(deny_unknown_fields)]` (a typo is an error, not a
+//! silently ignored key) and implement [`Validate`] for the rules serde cannot express (ranges,
+//! relations between fields). [`load`] runs both and returns every problem at once.
+
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A config that can check itself beyond what its types already guarantee.
+pub trait Validate {
+    /// Reports each broken rule through `v`, naming the field by its dotted path.
+    fn validate(&self, v: &mut Validator);
+}
+
+/// Collects field problems during [`Validate::validate`].
+#[derive(Debug, Default)]
+pub struct Validator {
+    problems: Vec<FieldProblem>,
+}
+
+impl Validator {
+    /// Records a problem with `field` unless `ok`.
+    pub fn check(&mut self, ok: bool, field: &str, message: impl fmt::Display) {
+        if !ok {
+            self.fail(field, message);
+        }
+    }
+
+    pub fn fail(&mut self, field: &str, message: impl fmt::Display) {
+        self.problems.push(FieldProblem {
+            field: field.to_owned(),
+            message: message.to_string(),
+        });
+    }
+
+    /// Checks `min <= value <= max`.
+    pub fn range<T: PartialOrd + fmt::Display>(&mut self, field: &str, value: T, min: T, max: T) {
+        if !(min <= value && value <= max) {
+            self.fail(
+                field,
+                format_args!("{value} is out of range: must be {min} to {max}"),
+            );
+        }
+    }
+
+    pub fn problems(&self) -> &[FieldProblem] {
+        &self.problems
+    }
+}
+
+/// One broken rule: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}", self.field, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config file {path}: field `{field}`: {message}")]
+    Field {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+    #[error("config file {path} has {} problem(s):\n{}", problems.len(), list(problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<FieldProblem>,
+    },
+}
+
+fn list(problems: &[FieldProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    /// Every field this error names (empty for read and syntax errors).
+    pub fn fields(&self) -> Vec<&str> {
+        match self {
+            ConfigError::Field { field, .. } => vec![field.as_str()],
+            ConfigError::Invalid { problems, .. } => {
+                problems.iter().map(|p| p.field.as_str()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Reads, parses and validates a config file.
+pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `origin` is only used in error messages.
+pub fn parse<T: DeserializeOwned + Validate>(text: &str, origin: &Path) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
+        path: origin.to_owned(),
+        message: one_line(&e.to_string()),
+    })?;
+    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let message = one_line(&e.inner().to_string());
+        if field == "." {
+            // unknown or missing top-level keys: toml's message names the key itself
+            ConfigError::Syntax {
+                path: origin.to_owned(),
+                message,
+            }
+        } else {
+            ConfigError::Field {
+                path: origin.to_owned(),
+                field,
+                message,
+            }
+        }
+    })?;
+    let mut v = Validator::default();
+    value.validate(&mut v);
+    if v.problems.is_empty() {
+        Ok(value)
+    } else {
+        Err(ConfigError::Invalid {
+            path: origin.to_owned(),
+            problems: v.problems,
+        })
+    }
+}
+
+/// toml's messages draw the offending line with carets over several lines; keep them but fold
+/// them into one log-friendly line.
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Cfg {
+        name: String,
+        link: Link,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Link {
+        timeout_s: f64,
+        retries: u32,
+    }
+
+    impl Validate for Cfg {
+        fn validate(&self, v: &mut Validator) {
+            v.check(!self.name.is_empty(), "name", "must not be empty");
+            v.range("link.timeout_s", self.link.timeout_s, 0.1, 60.0);
+        }
+    }
+
+    fn parse_cfg(text: &str) -> Result<Cfg, ConfigError> {
+        parse(text, Path::new("/etc/skypost/test.toml"))
+    }
+
+    #[test]
+    fn good_config_loads() {
+        let c = parse_cfg("name = \"a\"\n[link]\ntimeout_s = 2.0\nretries = 3\n").unwrap();
+        assert_eq!(c.link.retries, 3);
+    }
+
+    #[test]
+    fn wrong_type_names_the_field_and_file() {
+        let e = parse_cfg("name = \"a\"\n[link]\ntimeout_s = \"fast\"\nretries = 3\n").unwrap_err();
+        assert_eq!(e.fields(), ["link.timeout_s"]);
+        let s = e.to_string();
+        assert!(
+            s.contains("/etc/skypost/test.toml") && s.contains("link.timeout_s"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn typo_is_refused_with_its_name() {
+        let e = parse_cfg("name = \"a\"\n[link]\ntimeout_s = 2.0\nretires = 3\n").unwrap_err();
+        assert!(e.to_string().contains("retires"), "{e}");
+    }
+
+    #[test]
+    fn validation_reports_every_problem() {
+        let e = parse_cfg("name = \"\"\n[link]\ntimeout_s = 600.0\nretries = 3\n").unwrap_err();
+        assert_eq!(e.fields(), ["name", "link.timeout_s"]);
+        assert!(e.to_string().contains("600"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_says_where() {
+        let e = parse_cfg("name = \n").unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { .. }));
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = load::<Cfg>(Path::new("/nonexistent/skypost.toml")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/skypost.toml"), "{e}");
+    }
+}
