@@ -1,0 +1,241 @@
+//! The on-disk event outbox: every event is on disk before `publish` returns, and stays there
+//! until the backend's `event_ack` names its id.
+//!
+//! Layout: one file per event, `<seq:020>.json`, written to a temporary name, fsynced, renamed, and
+//! the directory fsynced — a power cut leaves either the whole event or nothing. `seq` is the
+//! sender's sequence number (also in the event, so the backend sees gaps); the highest seq ever
+//! used is kept in `seq` so numbers are never reused after every event was acknowledged.
+//!
+//! Bounded: at `capacity` events the oldest is evicted to make room, logged at ERROR level and
+//! counted in [`Outbox::evicted`]. With the default capacity (10 000 events, a few MB) that means
+//! the drone was cut off for days while changing state constantly; losing the oldest then is the
+//! lesser harm than refusing to record what happens now.
+
+use protocol::ws::Event;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("outbox file {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
+    move |source| OutboxError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Events not yet acknowledged, in sequence order.
+#[derive(Debug)]
+pub struct Outbox {
+    dir: PathBuf,
+    capacity: usize,
+    pending: BTreeMap<u64, Event>,
+    last_seq: u64,
+    evicted: u64,
+}
+
+impl Outbox {
+    /// Opens (creating if needed) the outbox in `dir`. Files that cannot be parsed are moved aside
+    /// to `<name>.corrupt` (kept for a technician) and reported, never silently dropped.
+    pub fn open(dir: &Path, capacity: usize) -> Result<(Self, Vec<OutboxError>), OutboxError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut pending = BTreeMap::new();
+        let mut problems = Vec::new();
+        let seq_path = dir.join("seq");
+        let mut last_seq = match fs::read_to_string(&seq_path) {
+            Ok(s) => s.trim().parse::<u64>().unwrap_or(0),
+            Err(_) => 0,
+        };
+        for entry in fs::read_dir(dir).map_err(io(dir))? {
+            let path = entry.map_err(io(dir))?.path();
+            let Some(seq) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let parsed = fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Event>(&b).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(event) => {
+                    last_seq = last_seq.max(seq);
+                    pending.insert(seq, event);
+                }
+                Err(reason) => {
+                    let aside = path.with_extension("json.corrupt");
+                    let _ = fs::rename(&path, &aside);
+                    problems.push(OutboxError::Corrupt {
+                        path: aside,
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok((
+            Self {
+                dir: dir.to_owned(),
+                capacity: capacity.max(1),
+                pending,
+                last_seq,
+                evicted: 0,
+            },
+            problems,
+        ))
+    }
+
+    /// Stores an event durably and returns it as it will be sent (id and seq filled in).
+    pub fn push(&mut self, mut event: Event) -> Result<Event, OutboxError> {
+        let seq = self.last_seq + 1;
+        event.seq = Some(seq);
+        if event.event_id.is_none() {
+            event.event_id = Some(Uuid::new_v4());
+        }
+        let bytes = serde_json::to_vec(&event).map_err(|e| OutboxError::Corrupt {
+            path: self.file(seq),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&self.dir.join("seq"), seq.to_string().as_bytes())?;
+        write_atomic(&self.file(seq), &bytes)?;
+        self.last_seq = seq;
+        self.pending.insert(seq, event.clone());
+        while self.pending.len() > self.capacity {
+            if let Some((old, ev)) = self.pending.pop_first() {
+                let _ = fs::remove_file(self.file(old));
+                self.evicted += 1;
+                tracing::error!(seq = old, event_type = ?ev.event_type, capacity = self.capacity,
+                    "event outbox full: oldest unacknowledged event evicted");
+            }
+        }
+        Ok(event)
+    }
+
+    /// Forgets an acknowledged event. Unknown ids (a duplicate ack) are fine.
+    pub fn ack(&mut self, event_id: Uuid) -> Result<bool, OutboxError> {
+        let Some(seq) = self
+            .pending
+            .iter()
+            .find(|(_, e)| e.event_id == Some(event_id))
+            .map(|(s, _)| *s)
+        else {
+            return Ok(false);
+        };
+        self.pending.remove(&seq);
+        let path = self.file(seq);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(OutboxError::Io { path, source: e }),
+        }
+    }
+
+    /// Unacknowledged events, oldest first.
+    pub fn pending(&self) -> impl Iterator<Item = &Event> {
+        self.pending.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Events evicted because the outbox was full, since it was opened.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    fn file(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:020}.json"))
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old content or the new, never a mix:
+/// temporary file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::ws::EventType;
+
+    #[test]
+    fn survives_reopen_and_forgets_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ob, problems) = Outbox::open(dir.path(), 100).unwrap();
+        assert!(problems.is_empty());
+        let a = ob.push(Event::new(EventType::Arrived)).unwrap();
+        let b = ob.push(Event::new(EventType::DropConfirmed)).unwrap();
+        assert_eq!((a.seq, b.seq), (Some(1), Some(2)));
+        assert!(ob.ack(a.event_id.unwrap()).unwrap());
+        assert!(
+            !ob.ack(a.event_id.unwrap()).unwrap(),
+            "a second ack is harmless"
+        );
+        drop(ob);
+        let (mut ob, _) = Outbox::open(dir.path(), 100).unwrap();
+        let left: Vec<_> = ob.pending().map(|e| e.event_id).collect();
+        assert_eq!(left, vec![b.event_id]);
+        ob.ack(b.event_id.unwrap()).unwrap();
+        drop(ob);
+        let (mut ob, _) = Outbox::open(dir.path(), 100).unwrap();
+        assert!(ob.is_empty());
+        assert_eq!(
+            ob.push(Event::new(EventType::Ready)).unwrap().seq,
+            Some(3),
+            "seq never reused"
+        );
+    }
+
+    #[test]
+    fn full_outbox_evicts_oldest_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ob, _) = Outbox::open(dir.path(), 2).unwrap();
+        for _ in 0..3 {
+            ob.push(Event::new(EventType::Arrived)).unwrap();
+        }
+        assert_eq!(ob.len(), 2);
+        assert_eq!(ob.evicted(), 1);
+        assert_eq!(ob.pending().next().unwrap().seq, Some(2));
+    }
+
+    #[test]
+    fn corrupt_file_is_set_aside_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("00000000000000000007.json"), b"{not json").unwrap();
+        let (ob, problems) = Outbox::open(dir.path(), 10).unwrap();
+        assert!(ob.is_empty());
+        assert_eq!(problems.len(), 1);
+        assert!(dir
+            .path()
+            .join("00000000000000000007.json.corrupt")
+            .exists());
+    }
+}
