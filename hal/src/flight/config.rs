@@ -1,0 +1,303 @@
+//! The flight-controller link's TOML config, embeddable in an agent's config as a table
+//! (e.g. `[flight_controller]`). Every timeout is a config value: a serial radio needs longer
+//! ones than a local UDP SITL.
+//!
+//! ```toml
+//! [flight_controller]
+//! connection = "udpin:0.0.0.0:14540"   # PX4 SITL API link; ArduPilot SITL: "tcpout:127.0.0.1:5760"
+//! system_id = 1                       # our MAVLink system id (the vehicle's)
+//! component_id = 191                  # MAV_COMP_ID_ONBOARD_COMPUTER
+//! heartbeat_timeout_ms = 3000         # no autopilot HEARTBEAT this long = link lost
+//! reopen_interval_ms = 1000           # between attempts to reopen a lost link
+//! command_timeout_ms = 1000           # per COMMAND_LONG attempt
+//! command_retries = 5                 # resends (confirmation 1, 2, ...) after the first attempt
+//! in_progress_timeout_ms = 30000      # wait for the final ACK after IN_PROGRESS
+//! mode_change_timeout_ms = 3000       # wait for HEARTBEAT to show a requested mode
+//! mission_timeout_ms = 1500           # per mission-protocol step
+//! mission_retries = 5
+//!
+//! [flight_controller.telemetry]       # messages per second requested with SET_MESSAGE_INTERVAL
+//! position_hz = 10.0
+//! attitude_hz = 10.0
+//! battery_hz = 1.0
+//! gps_hz = 2.0
+//! status_hz = 2.0
+//! servo_hz = 2.0
+//! ```
+
+use super::connection::ConnectionString;
+use daemon::config::{Validate, Validator};
+use std::time::Duration;
+
+/// The MAVLink link to the flight controller.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FcLinkConfig {
+    pub connection: ConnectionString,
+    #[serde(default = "default_system_id")]
+    pub system_id: u8,
+    #[serde(default = "default_component_id")]
+    pub component_id: u8,
+    #[serde(default = "default_heartbeat_timeout_ms")]
+    pub heartbeat_timeout_ms: u64,
+    #[serde(default = "default_reopen_interval_ms")]
+    pub reopen_interval_ms: u64,
+    #[serde(default = "default_command_timeout_ms")]
+    pub command_timeout_ms: u64,
+    #[serde(default = "default_command_retries")]
+    pub command_retries: u32,
+    #[serde(default = "default_in_progress_timeout_ms")]
+    pub in_progress_timeout_ms: u64,
+    #[serde(default = "default_mode_change_timeout_ms")]
+    pub mode_change_timeout_ms: u64,
+    #[serde(default = "default_mission_timeout_ms")]
+    pub mission_timeout_ms: u64,
+    #[serde(default = "default_mission_retries")]
+    pub mission_retries: u32,
+    #[serde(default)]
+    pub telemetry: TelemetryRates,
+}
+
+/// Message rates to request from the autopilot, per second (0 = leave the autopilot's default).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryRates {
+    /// GLOBAL_POSITION_INT (position, velocity, heading).
+    pub position_hz: f64,
+    /// ATTITUDE.
+    pub attitude_hz: f64,
+    /// BATTERY_STATUS.
+    pub battery_hz: f64,
+    /// GPS_RAW_INT.
+    pub gps_hz: f64,
+    /// SYS_STATUS, EXTENDED_SYS_STATE.
+    pub status_hz: f64,
+    /// SERVO_OUTPUT_RAW.
+    pub servo_hz: f64,
+}
+
+impl Default for TelemetryRates {
+    fn default() -> Self {
+        Self {
+            position_hz: 10.0,
+            attitude_hz: 10.0,
+            battery_hz: 1.0,
+            gps_hz: 2.0,
+            status_hz: 2.0,
+            servo_hz: 2.0,
+        }
+    }
+}
+
+fn default_system_id() -> u8 {
+    1
+}
+fn default_component_id() -> u8 {
+    // MAV_COMP_ID_ONBOARD_COMPUTER: the autopilots route and log us as a companion, not a GCS
+    191
+}
+fn default_heartbeat_timeout_ms() -> u64 {
+    3000
+}
+fn default_reopen_interval_ms() -> u64 {
+    1000
+}
+fn default_command_timeout_ms() -> u64 {
+    1000
+}
+fn default_command_retries() -> u32 {
+    5
+}
+fn default_in_progress_timeout_ms() -> u64 {
+    30_000
+}
+fn default_mode_change_timeout_ms() -> u64 {
+    3000
+}
+fn default_mission_timeout_ms() -> u64 {
+    1500
+}
+fn default_mission_retries() -> u32 {
+    5
+}
+
+impl FcLinkConfig {
+    /// Defaults for everything but the connection.
+    pub fn new(connection: ConnectionString) -> Self {
+        Self {
+            connection,
+            system_id: default_system_id(),
+            component_id: default_component_id(),
+            heartbeat_timeout_ms: default_heartbeat_timeout_ms(),
+            reopen_interval_ms: default_reopen_interval_ms(),
+            command_timeout_ms: default_command_timeout_ms(),
+            command_retries: default_command_retries(),
+            in_progress_timeout_ms: default_in_progress_timeout_ms(),
+            mode_change_timeout_ms: default_mode_change_timeout_ms(),
+            mission_timeout_ms: default_mission_timeout_ms(),
+            mission_retries: default_mission_retries(),
+            telemetry: TelemetryRates::default(),
+        }
+    }
+
+    pub fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_timeout_ms)
+    }
+    pub fn reopen_interval(&self) -> Duration {
+        Duration::from_millis(self.reopen_interval_ms)
+    }
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+    pub fn in_progress_timeout(&self) -> Duration {
+        Duration::from_millis(self.in_progress_timeout_ms)
+    }
+    pub fn mode_change_timeout(&self) -> Duration {
+        Duration::from_millis(self.mode_change_timeout_ms)
+    }
+    pub fn mission_timeout(&self) -> Duration {
+        Duration::from_millis(self.mission_timeout_ms)
+    }
+
+    /// Validates with field names under `prefix` (e.g. `flight_controller`), for agents that embed
+    /// this table in their own config.
+    pub fn validate_at(&self, prefix: &str, v: &mut Validator) {
+        let f = |name: &str| {
+            if prefix.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{prefix}.{name}")
+            }
+        };
+        v.check(
+            self.system_id != 0,
+            &f("system_id"),
+            "0 is the broadcast id; use the vehicle's system id (usually 1)",
+        );
+        v.check(
+            self.component_id != 0,
+            &f("component_id"),
+            "0 is the broadcast id; use 191 (MAV_COMP_ID_ONBOARD_COMPUTER)",
+        );
+        v.range(
+            &f("heartbeat_timeout_ms"),
+            self.heartbeat_timeout_ms,
+            1100,
+            60_000,
+        );
+        v.range(
+            &f("reopen_interval_ms"),
+            self.reopen_interval_ms,
+            50,
+            60_000,
+        );
+        v.range(
+            &f("command_timeout_ms"),
+            self.command_timeout_ms,
+            20,
+            30_000,
+        );
+        v.range(&f("command_retries"), self.command_retries, 0, 20);
+        v.range(
+            &f("in_progress_timeout_ms"),
+            self.in_progress_timeout_ms,
+            100,
+            600_000,
+        );
+        v.range(
+            &f("mode_change_timeout_ms"),
+            self.mode_change_timeout_ms,
+            100,
+            60_000,
+        );
+        v.range(
+            &f("mission_timeout_ms"),
+            self.mission_timeout_ms,
+            20,
+            60_000,
+        );
+        v.range(&f("mission_retries"), self.mission_retries, 0, 50);
+        let t = &self.telemetry;
+        for (name, hz) in [
+            ("position_hz", t.position_hz),
+            ("attitude_hz", t.attitude_hz),
+            ("battery_hz", t.battery_hz),
+            ("gps_hz", t.gps_hz),
+            ("status_hz", t.status_hz),
+            ("servo_hz", t.servo_hz),
+        ] {
+            v.range(&f(&format!("telemetry.{name}")), hz, 0.0, 50.0);
+        }
+    }
+}
+
+impl Validate for FcLinkConfig {
+    fn validate(&self, v: &mut Validator) {
+        self.validate_at("", v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Agent {
+        flight_controller: FcLinkConfig,
+    }
+    impl Validate for Agent {
+        fn validate(&self, v: &mut Validator) {
+            self.flight_controller.validate_at("flight_controller", v);
+        }
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("config.rs");
+        let toml: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let a: Agent = daemon::config::parse(&toml, Path::new("example.toml")).unwrap();
+        assert_eq!(
+            a.flight_controller,
+            FcLinkConfig::new("udpin:0.0.0.0:14540".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults_and_bad_values_are_named() {
+        let a: Agent = daemon::config::parse(
+            "[flight_controller]\nconnection = \"tcpout:127.0.0.1:5760\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(a.flight_controller.component_id, 191);
+
+        let e = daemon::config::parse::<Agent>(
+            "[flight_controller]\nconnection = \"tcp:127.0.0.1:5760\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(e.fields(), vec!["flight_controller.connection"]);
+
+        let e = daemon::config::parse::<Agent>(
+            "[flight_controller]\nconnection = \"tcpout:127.0.0.1:5760\"\ncommand_timeout_ms = 5\n[flight_controller.telemetry]\ngps_hz = 100.0\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.fields(),
+            vec![
+                "flight_controller.command_timeout_ms",
+                "flight_controller.telemetry.gps_hz"
+            ]
+        );
+    }
+}

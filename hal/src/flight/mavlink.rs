@@ -1,0 +1,1 @@
+//! The MAVLink implementation of [`super::FlightController`] (in progress: see issue 3).

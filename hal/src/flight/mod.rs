@@ -1,0 +1,469 @@
+//! The flight controller: what the drone agent asks of an autopilot, and what it sees of it.
+//!
+//! The agent is written against [`FlightController`]; [`mavlink::MavlinkFc`] implements it over a real
+//! MAVLink link (PX4 or ArduPilot, real or SITL, or the SkyPost `sim vehicle`). Every operation returns
+//! once the autopilot has *confirmed* it (a `COMMAND_ACK`, a mode change seen in `HEARTBEAT`, a
+//! `MISSION_ACK`) or with a typed [`FcError`] naming the command; progress (altitude, position, landed
+//! state) is watched through [`FlightController::snapshot`].
+//!
+//! Module map:
+//! - this file: the trait and its data types (the contract with the agent);
+//! - [`connection`]: connection strings (`udpin:`, `udpout:`, `tcpin:`, `tcpout:`, `serial:`);
+//! - [`config`]: the link's TOML config (timeouts, retries, telemetry rates);
+//! - [`modes`]: PX4 and ArduCopter flight-mode encodings ↔ [`FlightModeKind`];
+//! - [`mavlink`]: the MAVLink implementation (supervised link, command and mission protocols).
+
+pub mod config;
+pub mod connection;
+pub mod mavlink;
+pub mod modes;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+pub use config::{FcLinkConfig, TelemetryRates};
+pub use connection::{ConnectionString, ConnectionStringError};
+
+/// A WGS-84 point with an altitude relative to home (the take-off point), as the agent plans flights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GeoPoint {
+    pub lat_deg: f64,
+    pub lon_deg: f64,
+    /// Metres above home.
+    pub alt_rel_m: f64,
+}
+
+impl GeoPoint {
+    pub fn new(lat_deg: f64, lon_deg: f64, alt_rel_m: f64) -> Self {
+        Self {
+            lat_deg,
+            lon_deg,
+            alt_rel_m,
+        }
+    }
+}
+
+/// Where the vehicle (or home) is: WGS-84 with both altitudes the autopilot reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GlobalPosition {
+    pub lat_deg: f64,
+    pub lon_deg: f64,
+    /// Metres above mean sea level.
+    pub alt_msl_m: f64,
+    /// Metres above home.
+    pub alt_rel_m: f64,
+}
+
+impl GlobalPosition {
+    /// Great-circle distance in metres to another point (haversine; altitude ignored).
+    pub fn distance_m(&self, lat_deg: f64, lon_deg: f64) -> f64 {
+        distance_m(self.lat_deg, self.lon_deg, lat_deg, lon_deg)
+    }
+}
+
+/// Great-circle distance in metres between two WGS-84 points (haversine, mean Earth radius).
+pub fn distance_m(lat1_deg: f64, lon1_deg: f64, lat2_deg: f64, lon2_deg: f64) -> f64 {
+    const R: f64 = 6_371_008.8;
+    let (p1, p2) = (lat1_deg.to_radians(), lat2_deg.to_radians());
+    let dp = p2 - p1;
+    let dl = (lon2_deg - lon1_deg).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * R * a.sqrt().atan2((1.0 - a).sqrt())
+}
+
+/// The state of the MAVLink link to the autopilot, judged by its HEARTBEATs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// No HEARTBEAT from an autopilot yet since start.
+    NeverConnected,
+    /// HEARTBEATs arrive within the configured timeout.
+    Connected { since: SystemTime },
+    /// No HEARTBEAT for longer than the configured timeout; the link is being reopened.
+    Lost {
+        since: SystemTime,
+        last_heartbeat: SystemTime,
+    },
+}
+
+impl LinkState {
+    pub fn is_connected(&self) -> bool {
+        matches!(self, LinkState::Connected { .. })
+    }
+}
+
+/// Which autopilot firmware is on the other end (from HEARTBEAT `autopilot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Autopilot {
+    /// Not known yet (no HEARTBEAT seen).
+    Unknown,
+    Px4,
+    ArduPilot,
+    /// Another `MAV_AUTOPILOT` value, kept raw.
+    Other(u8),
+}
+
+/// GPS fix quality (`GPS_FIX_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GpsFixType {
+    /// No GPS data received yet.
+    Unknown,
+    NoGps,
+    NoFix,
+    Fix2d,
+    Fix3d,
+    Dgps,
+    RtkFloat,
+    RtkFixed,
+}
+
+impl GpsFixType {
+    /// A fix good enough to fly a delivery (3D or better).
+    pub fn is_3d(&self) -> bool {
+        *self >= GpsFixType::Fix3d
+    }
+}
+
+/// What a flight mode means, whichever autopilot encoded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlightModeKind {
+    Manual,
+    Stabilized,
+    Acro,
+    AltitudeHold,
+    PositionHold,
+    /// Companion-computer control: ArduPilot GUIDED; on PX4 the vehicle is in Hold/Loiter between
+    /// `DO_REPOSITION`s, so PX4 reports [`FlightModeKind::Hold`] for guided flight.
+    Guided,
+    /// PX4 Offboard.
+    Offboard,
+    /// Hold position (PX4 Hold/Loiter, ArduPilot LOITER/BRAKE).
+    Hold,
+    /// Mission.
+    Auto,
+    Takeoff,
+    Land,
+    ReturnToLaunch,
+    /// Known to the autopilot but not one the agent uses (for example ArduPilot FLIP).
+    Other,
+    /// Nothing decoded yet.
+    Unknown,
+}
+
+/// A flight mode: the meaning, plus the autopilot's own name for logs and the technician.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlightMode {
+    pub kind: FlightModeKind,
+    /// The autopilot's own name, e.g. `GUIDED`, `AUTO.LOITER`, or `custom(0x1234)` if not decoded.
+    pub raw: String,
+}
+
+impl FlightMode {
+    pub fn unknown() -> Self {
+        Self {
+            kind: FlightModeKind::Unknown,
+            raw: String::from("unknown"),
+        }
+    }
+}
+
+/// `MAV_LANDED_STATE`, or what HEARTBEAT/altitude imply when the autopilot does not send it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LandedState {
+    Unknown,
+    OnGround,
+    InAir,
+    TakingOff,
+    Landing,
+}
+
+/// Mission progress, in the agent's own item numbering (0 = the first item the agent uploaded,
+/// whatever the autopilot's numbering: ArduPilot's home item 0 is hidden).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MissionProgress {
+    /// Items on the autopilot that this link uploaded (None: unknown).
+    pub count: Option<u16>,
+    /// The item the autopilot is flying to (`MISSION_CURRENT`).
+    pub current: Option<u16>,
+    /// The last item reached (`MISSION_ITEM_REACHED`).
+    pub last_reached: Option<u16>,
+}
+
+/// A coherent, timestamped view of the vehicle. Each field is the latest the autopilot reported;
+/// `None` means "not reported yet" (never a made-up zero).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FcSnapshot {
+    /// When this snapshot was assembled (wall clock).
+    pub at: SystemTime,
+    pub link: LinkState,
+    pub autopilot: Autopilot,
+    /// The autopilot's MAVLink system and component ids, once seen.
+    pub target: Option<(u8, u8)>,
+    pub position: Option<GlobalPosition>,
+    /// North, east, down, metres per second.
+    pub velocity_ned_mps: Option<[f64; 3]>,
+    /// 0..360, degrees from true north.
+    pub heading_deg: Option<f64>,
+    /// 0..100.
+    pub battery_percent: Option<f64>,
+    pub battery_voltage: Option<f64>,
+    pub gps_fix: GpsFixType,
+    pub satellites: Option<u8>,
+    pub armed: bool,
+    pub mode: FlightMode,
+    pub landed: LandedState,
+    pub home: Option<GlobalPosition>,
+    /// The autopilot's sensors report no failures (`SYS_STATUS` health bits of every enabled sensor).
+    pub healthy: bool,
+    pub mission: MissionProgress,
+    /// Servo output channels 1..=16 in microseconds (`SERVO_OUTPUT_RAW`), index 0 = channel 1.
+    pub servo_outputs_us: Option<[u16; 16]>,
+    /// The last STATUSTEXT, e.g. an arming refusal reason.
+    pub last_status_text: Option<String>,
+}
+
+impl FcSnapshot {
+    /// The snapshot before anything is heard from the autopilot.
+    pub fn initial() -> Self {
+        Self {
+            at: SystemTime::now(),
+            link: LinkState::NeverConnected,
+            autopilot: Autopilot::Unknown,
+            target: None,
+            position: None,
+            velocity_ned_mps: None,
+            heading_deg: None,
+            battery_percent: None,
+            battery_voltage: None,
+            gps_fix: GpsFixType::Unknown,
+            satellites: None,
+            armed: false,
+            mode: FlightMode::unknown(),
+            landed: LandedState::Unknown,
+            home: None,
+            healthy: false,
+            mission: MissionProgress::default(),
+            servo_outputs_us: None,
+            last_status_text: None,
+        }
+    }
+}
+
+/// The result of [`FlightController::preflight_check`]: each check, passed or failed with a reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreflightReport {
+    pub checks: Vec<PreflightCheck>,
+}
+
+impl PreflightReport {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    /// The failed checks, for the rejection reason the agent reports.
+    pub fn failures(&self) -> impl Iterator<Item = &PreflightCheck> {
+        self.checks.iter().filter(|c| !c.passed)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreflightCheck {
+    /// Short stable name: `link`, `gps`, `battery`, `health`, `armable`, `home`.
+    pub name: &'static str,
+    pub passed: bool,
+    /// What was seen, e.g. `3D fix, 12 satellites` or `battery 18% below 30%`.
+    pub detail: String,
+}
+
+/// What the gripper should do (`MAV_CMD_DO_GRIPPER` param 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GripperAction {
+    Release,
+    Grab,
+}
+
+/// A precision-landing target seen by the companion computer's camera (`LANDING_TARGET`, body-frame
+/// angles).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LandingTarget {
+    /// Marker id (ArUco id), sent as `target_num`.
+    pub target_num: u8,
+    /// Angular offset of the target from the image centre, radians (x right, y down).
+    pub angle_x_rad: f32,
+    pub angle_y_rad: f32,
+    /// Distance to the target, metres, if known.
+    pub distance_m: Option<f32>,
+    /// Angular size of the target, radians.
+    pub size_x_rad: f32,
+    pub size_y_rad: f32,
+    /// When the frame was captured.
+    pub captured_at: SystemTime,
+}
+
+/// One mission step, in the agent's terms (the MAVLink implementation encodes it as
+/// `MISSION_ITEM_INT` with global-relative-altitude frame).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MissionItem {
+    /// Take off to this altitude above home, where the vehicle stands.
+    Takeoff { alt_rel_m: f64 },
+    /// Fly to a point; hover `hold_s` seconds there.
+    Waypoint { point: GeoPoint, hold_s: f32 },
+    /// Land at a point.
+    Land { point: GeoPoint },
+    /// Release or grab the gripper.
+    Gripper(GripperAction),
+    /// Return to launch (and land there).
+    ReturnToLaunch,
+}
+
+/// Why a flight-controller operation did not succeed. Every variant names the command
+/// (`MAV_CMD_*` name, mode change, or mission step) so the agent can report it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FcError {
+    /// No HEARTBEAT from the autopilot within the timeout (or never yet): nothing was sent.
+    #[error("{command}: flight-controller link lost")]
+    LinkLost { command: &'static str },
+    /// The autopilot never answered after all resends.
+    #[error("{command}: no answer after {attempts} attempt(s) over {after:?}")]
+    Timeout {
+        command: &'static str,
+        attempts: u32,
+        after: Duration,
+    },
+    /// `MAV_RESULT_TEMPORARILY_REJECTED`: may work if retried later (e.g. EKF not ready).
+    #[error("{command}: temporarily rejected by the autopilot{}", reason_suffix(.reason))]
+    TemporarilyRejected {
+        command: &'static str,
+        reason: Option<String>,
+    },
+    /// `MAV_RESULT_DENIED`: final refusal (e.g. arming checks failed).
+    #[error("{command}: denied by the autopilot{}", reason_suffix(.reason))]
+    Denied {
+        command: &'static str,
+        reason: Option<String>,
+    },
+    /// `MAV_RESULT_UNSUPPORTED`, or the autopilot cannot do it at all (no such mode).
+    #[error("{command}: not supported by this autopilot{}", reason_suffix(.reason))]
+    Unsupported {
+        command: &'static str,
+        reason: Option<String>,
+    },
+    /// `MAV_RESULT_FAILED` or another failure result; or the vehicle did not reach the state the
+    /// command should have produced.
+    #[error("{command}: failed{}", reason_suffix(.reason))]
+    Failed {
+        command: &'static str,
+        reason: Option<String>,
+    },
+    /// The arguments cannot be sent (e.g. latitude out of range); nothing was sent.
+    #[error("{command}: invalid argument: {reason}")]
+    InvalidArgument {
+        command: &'static str,
+        reason: String,
+    },
+    /// The mission protocol failed at a step (`MISSION_ACK` error or retries exhausted).
+    #[error("mission {step}: {reason}")]
+    Mission { step: &'static str, reason: String },
+    /// The operation was abandoned because the controller is shutting down or a newer command of
+    /// the same kind superseded it.
+    #[error("{command}: cancelled")]
+    Cancelled { command: &'static str },
+}
+
+fn reason_suffix(reason: &Option<String>) -> String {
+    match reason {
+        Some(r) => format!(": {r}"),
+        None => String::new(),
+    }
+}
+
+impl FcError {
+    /// True when trying the same operation again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            FcError::LinkLost { .. }
+                | FcError::Timeout { .. }
+                | FcError::TemporarilyRejected { .. }
+        )
+    }
+}
+
+/// A flight controller, as the drone agent uses it.
+///
+/// Implementations are cheap to share (`Arc`) and every method takes `&self`: the agent's tasks
+/// (state machine effects, telemetry, the technician socket) call it concurrently. Each future
+/// resolves when the autopilot confirmed the request (see the module docs), never just "sent".
+pub trait FlightController: Send + Sync + 'static {
+    /// The latest snapshot, and every later one; any number of watchers.
+    fn snapshot(&self) -> tokio::sync::watch::Receiver<FcSnapshot>;
+
+    /// Link up, autopilot known, GPS 3D fix, home set, battery above `min_battery_percent`, sensors
+    /// healthy, not already armed. Never fails for a failed check: the report says which failed.
+    fn preflight_check(
+        &self,
+        min_battery_percent: f64,
+    ) -> impl Future<Output = Result<PreflightReport, FcError>> + Send;
+
+    /// Arm the motors (`MAV_CMD_COMPONENT_ARM_DISARM`); resolves when the autopilot accepted.
+    fn arm(&self) -> impl Future<Output = Result<(), FcError>> + Send;
+
+    /// Disarm (not forced: the autopilot refuses in flight).
+    fn disarm(&self) -> impl Future<Output = Result<(), FcError>> + Send;
+
+    /// Take off to `alt_rel_m` above home (switches ArduPilot to GUIDED first). Resolves when the
+    /// autopilot accepted; watch the snapshot for the climb.
+    fn takeoff(&self, alt_rel_m: f64) -> impl Future<Output = Result<(), FcError>> + Send;
+
+    /// Fly to a point under companion control (ArduPilot GUIDED + `SET_POSITION_TARGET_GLOBAL_INT`,
+    /// PX4 `MAV_CMD_DO_REPOSITION`). Resolves when accepted, not when arrived.
+    fn goto(&self, target: GeoPoint) -> impl Future<Output = Result<(), FcError>> + Send;
+
+    /// Change altitude above home over the current position and hover there (precise descent to
+    /// drop height over the locker).
+    fn hover_at(&self, alt_rel_m: f64) -> impl Future<Output = Result<(), FcError>> + Send;
+
+    /// Stop and hold position (pause).
+    fn hold(&self) -> impl Future<Output = Result<(), FcError>> + Send;
+
+    /// Continue what `hold` paused: the mission if one was running, else the last `goto`.
+    fn resume(&self) -> impl Future<Output = Result<(), FcError>> + Send;
+
+    /// Return to launch; the autopilot lands and disarms there by itself.
+    fn return_to_launch(&self) -> impl Future<Output = Result<(), FcError>> + Send;
+
+    /// Land where the vehicle is.
+    fn land(&self) -> impl Future<Output = Result<(), FcError>> + Send;
+
+    /// `MAV_CMD_DO_GRIPPER` on gripper 1; resolves on the final ACCEPTED (PX4 answers IN_PROGRESS
+    /// first).
+    fn set_gripper(
+        &self,
+        action: GripperAction,
+    ) -> impl Future<Output = Result<(), FcError>> + Send;
+
+    /// `MAV_CMD_DO_SET_SERVO` (channel 1..=16, pulse width in µs).
+    fn set_servo(
+        &self,
+        channel: u8,
+        pwm_us: u16,
+    ) -> impl Future<Output = Result<(), FcError>> + Send;
+
+    /// Send a `LANDING_TARGET` (fire and forget: the protocol has no acknowledgement; fails only if
+    /// the link is down).
+    fn send_landing_target(
+        &self,
+        target: LandingTarget,
+    ) -> impl Future<Output = Result<(), FcError>> + Send;
+
+    /// Replace the autopilot's mission with `items` (mission protocol with per-step retries).
+    fn upload_mission(
+        &self,
+        items: &[MissionItem],
+    ) -> impl Future<Output = Result<(), FcError>> + Send;
+
+    /// Remove the autopilot's mission (`MISSION_CLEAR_ALL`).
+    fn clear_mission(&self) -> impl Future<Output = Result<(), FcError>> + Send;
+
+    /// Start the uploaded mission from its first item (arms nothing: arm first).
+    fn start_mission(&self) -> impl Future<Output = Result<(), FcError>> + Send;
+}
