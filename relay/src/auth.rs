@@ -1,0 +1,244 @@
+//! Who may connect: device tokens for agents, one credential for the backend.
+//!
+//! Every secret is kept as its SHA-256 digest (the config may give either form) and a presented
+//! token is hashed and compared in constant time, so neither the comparison's timing nor a memory
+//! dump of the relay gives a token away.
+
+use crate::config::{Config, Credential};
+use axum::http::HeaderMap;
+use protocol::ws::PeerKind;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// The header an agent names itself with.
+pub const AGENT_ID_HEADER: &str = "x-skypost-agent-id";
+
+/// The two kinds of agent that dial in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AgentKind {
+    Drone,
+    Locker,
+}
+
+impl AgentKind {
+    pub fn peer_kind(self) -> PeerKind {
+        match self {
+            AgentKind::Drone => PeerKind::Drone,
+            AgentKind::Locker => PeerKind::Locker,
+        }
+    }
+
+    pub fn from_peer_kind(kind: PeerKind) -> Option<Self> {
+        match kind {
+            PeerKind::Drone => Some(AgentKind::Drone),
+            PeerKind::Locker => Some(AgentKind::Locker),
+            PeerKind::Backend | PeerKind::Relay => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentKind::Drone => "drone",
+            AgentKind::Locker => "locker",
+        }
+    }
+}
+
+type Digest = [u8; 32];
+
+/// Why a connection or an HTTP call was refused (a metric label; never sent to the client, which
+/// only learns "401").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    MissingCredentials,
+    UnknownAgent,
+    BadToken,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [
+        Refusal::MissingCredentials,
+        Refusal::UnknownAgent,
+        Refusal::BadToken,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::MissingCredentials => "missing_credentials",
+            Refusal::UnknownAgent => "unknown_agent",
+            Refusal::BadToken => "bad_token",
+        }
+    }
+}
+
+/// The credentials from the config, ready to check.
+#[derive(Debug)]
+pub struct Authenticator {
+    backend: Digest,
+    agents: HashMap<(AgentKind, Uuid), Digest>,
+}
+
+impl Authenticator {
+    pub fn new(config: &Config) -> Self {
+        let mut agents = HashMap::new();
+        for (kind, list) in [
+            (AgentKind::Drone, &config.drones),
+            (AgentKind::Locker, &config.lockers),
+        ] {
+            for entry in list {
+                agents.insert((kind, entry.id), digest_of(&entry.credential()));
+            }
+        }
+        Self {
+            backend: digest_of(&config.backend),
+            agents,
+        }
+    }
+
+    /// Is this agent in the config at all (whatever its token)?
+    pub fn knows(&self, kind: AgentKind, id: Uuid) -> bool {
+        self.agents.contains_key(&(kind, id))
+    }
+
+    /// Checks an agent's upgrade request: the id header names a configured agent of this kind
+    /// and the bearer token is its token.
+    pub fn agent(&self, kind: AgentKind, headers: &HeaderMap) -> Result<Uuid, Refusal> {
+        let token = bearer(headers).ok_or(Refusal::MissingCredentials)?;
+        let id = headers
+            .get(AGENT_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(Refusal::MissingCredentials)?;
+        let id = Uuid::parse_str(id.trim()).map_err(|_| Refusal::UnknownAgent)?;
+        let expected = self.agents.get(&(kind, id)).ok_or(Refusal::UnknownAgent)?;
+        if ct_eq(&sha256(token.as_bytes()), expected) {
+            Ok(id)
+        } else {
+            Err(Refusal::BadToken)
+        }
+    }
+
+    /// Checks the backend's bearer token (WebSocket upgrade and HTTP bridge alike).
+    pub fn backend(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        let token = bearer(headers).ok_or(Refusal::MissingCredentials)?;
+        if ct_eq(&sha256(token.as_bytes()), &self.backend) {
+            Ok(())
+        } else {
+            Err(Refusal::BadToken)
+        }
+    }
+}
+
+/// `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 7235).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn sha256(bytes: &[u8]) -> Digest {
+    Sha256::digest(bytes).into()
+}
+
+fn digest_of(c: &Credential) -> Digest {
+    if let Some(hex) = &c.token_sha256 {
+        let mut out = [0u8; 32];
+        // validated as 64 hex digits; a config that bypassed validation matches nothing
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = hex
+                .get(2 * i..2 * i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .unwrap_or(0);
+        }
+        out
+    } else {
+        sha256(c.token.as_deref().unwrap_or_default().as_bytes())
+    }
+}
+
+/// Compares without an early exit, so timing says nothing about how many bytes matched.
+fn ct_eq(a: &Digest, b: &Digest) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(auth: Option<&str>, id: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert("authorization", HeaderValue::from_str(a).unwrap());
+        }
+        if let Some(i) = id {
+            h.insert(AGENT_ID_HEADER, HeaderValue::from_str(i).unwrap());
+        }
+        h
+    }
+
+    fn auth() -> Authenticator {
+        let hashed: String = sha256(b"locker-secret-0123456789")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[backend]
+token = "backend-secret-0123456789"
+[[drones]]
+id = "00000000-0000-4000-8000-000000000001"
+token = "drone-secret-0123456789"
+[[lockers]]
+id = "00000000-0000-4000-8000-000000000002"
+token_sha256 = "{hashed}"
+"#
+        );
+        let c: Config = daemon::config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        Authenticator::new(&c)
+    }
+
+    const DRONE: &str = "00000000-0000-4000-8000-000000000001";
+    const LOCKER: &str = "00000000-0000-4000-8000-000000000002";
+
+    #[test]
+    fn plaintext_and_hashed_tokens_both_work() {
+        let a = auth();
+        let h = headers(Some("Bearer drone-secret-0123456789"), Some(DRONE));
+        assert!(a.agent(AgentKind::Drone, &h).is_ok());
+        let h = headers(Some("bearer locker-secret-0123456789"), Some(LOCKER));
+        assert!(a.agent(AgentKind::Locker, &h).is_ok());
+    }
+
+    #[test]
+    fn wrong_token_kind_or_id_is_refused() {
+        let a = auth();
+        let h = headers(Some("Bearer locker-secret-0123456789"), Some(DRONE));
+        assert_eq!(a.agent(AgentKind::Drone, &h), Err(Refusal::BadToken));
+        let h = headers(Some("Bearer drone-secret-0123456789"), Some(DRONE));
+        assert_eq!(a.agent(AgentKind::Locker, &h), Err(Refusal::UnknownAgent));
+        let h = headers(Some("Bearer drone-secret-0123456789"), None);
+        assert_eq!(
+            a.agent(AgentKind::Drone, &h),
+            Err(Refusal::MissingCredentials)
+        );
+        let h = headers(Some("Basic drone-secret-0123456789"), Some(DRONE));
+        assert_eq!(
+            a.agent(AgentKind::Drone, &h),
+            Err(Refusal::MissingCredentials)
+        );
+        assert_eq!(
+            a.backend(&headers(Some("Bearer drone-secret-0123456789"), None)),
+            Err(Refusal::BadToken)
+        );
+        assert!(a
+            .backend(&headers(Some("Bearer backend-secret-0123456789"), None))
+            .is_ok());
+    }
+}

@@ -1,0 +1,433 @@
+//! One task per WebSocket connection, after authentication and upgrade.
+//!
+//! Each task owns its socket: it reads frames and hands them to the [`Hub`], drains its own
+//! outbound queue in batches (one flush per batch), pings on a timer, and closes when the hub
+//! kicks it (replaced, too slow) or the relay shuts down. A task never waits on another
+//! connection: everything it gives the hub is a non-blocking queue offer.
+
+use crate::auth::AgentKind;
+use crate::config::{secs, Config};
+use crate::hub::{agent_side, is_lossy, message_id, Hub, KickReason, Outbound, RouteError};
+use crate::metrics::{kind_index, DropReason, Side};
+use axum::extract::ws::{close_code, CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use futures_util::SinkExt as _;
+use protocol::error::codes;
+use protocol::ws::{Message, Peer};
+use protocol::Envelope;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{interval_at, timeout, MissedTickBehavior};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+/// At most this many queued frames go into one flush.
+const MAX_BATCH: usize = 512;
+
+/// Per-connection settings, copied out of the config once.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnSettings {
+    pub ping_interval: Duration,
+    pub silent_after: u32,
+    pub close_after: u32,
+    pub write_timeout: Duration,
+}
+
+impl ConnSettings {
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            ping_interval: secs(c.presence.ping_interval_s),
+            silent_after: c.presence.silent_after_missed_pongs,
+            close_after: c.presence.close_after_missed_pongs,
+            write_timeout: secs(c.queues.write_timeout_s),
+        }
+    }
+}
+
+/// What ended a connection loop.
+enum End {
+    /// The peer closed or the socket failed: nothing more to send.
+    Gone,
+    /// We close, with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// Counts missed pongs: anything heard from the peer since the last ping counts as a pong.
+struct Liveness {
+    heard: bool,
+    missed: u32,
+}
+
+impl Liveness {
+    fn new() -> Self {
+        Self {
+            heard: true,
+            missed: 0,
+        }
+    }
+    /// On each ping tick: how many intervals in a row have passed without a word.
+    fn tick(&mut self) -> u32 {
+        if self.heard {
+            self.missed = 0;
+        } else {
+            self.missed += 1;
+        }
+        self.heard = false;
+        self.missed
+    }
+}
+
+/// Writes one queued frame and whatever else is queued behind it, then flushes once.
+async fn write_batch(
+    ws: &mut WebSocket,
+    first: Outbound,
+    rx: &mut mpsc::Receiver<Outbound>,
+    hub: &Hub,
+    side: Side,
+    stamps: &mut Vec<Instant>,
+) -> Result<(), axum::Error> {
+    stamps.clear();
+    let mut next = Some(first);
+    let mut n = 0;
+    while let Some(item) = next.take() {
+        if let Some(t) = item.read_at {
+            stamps.push(t);
+        }
+        hub.metrics.frame_out(side, usize::from(item.kind));
+        ws.feed(WsMessage::Text(item.frame)).await?;
+        n += 1;
+        if n < MAX_BATCH {
+            next = rx.try_recv().ok();
+        }
+    }
+    ws.flush().await?;
+    for t in stamps.iter() {
+        hub.metrics.forward_latency(t.elapsed());
+    }
+    Ok(())
+}
+
+/// Sends one frame straight from this task (replies to the peer's own frames).
+async fn send_now(ws: &mut WebSocket, env: &Envelope, limit: Duration) -> bool {
+    let frame = WsMessage::Text(env.to_json().into());
+    matches!(timeout(limit, ws.send(frame)).await, Ok(Ok(())))
+}
+
+async fn close(ws: &mut WebSocket, end: End) {
+    if let End::Close(code, reason) = end {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let _ = timeout(
+            Duration::from_secs(1),
+            ws.send(WsMessage::Close(Some(frame))),
+        )
+        .await;
+    }
+}
+
+fn kick_end(reason: KickReason) -> End {
+    match reason {
+        KickReason::Replaced => End::Close(close_code::POLICY, "replaced by a newer connection"),
+        KickReason::SlowConsumer => End::Close(close_code::AGAIN, "too slow: outbound queue full"),
+    }
+}
+
+/// Runs one agent's connection until it ends.
+pub async fn run_agent(
+    hub: Arc<Hub>,
+    mut ws: WebSocket,
+    kind: AgentKind,
+    id: Uuid,
+    settings: ConnSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let side = agent_side(kind);
+    let key = (kind, id);
+    let peer = Peer {
+        kind: kind.peer_kind(),
+        id: id.to_string(),
+    };
+    hub.metrics.connected(side);
+    let mut reg = hub.register_agent(key);
+    info!(conn = reg.conn, "agent connected");
+
+    let start = tokio::time::Instant::now() + settings.ping_interval;
+    let mut ping = interval_at(start, settings.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut live = Liveness::new();
+    let mut silent = false;
+    let mut stamps = Vec::new();
+
+    let end = loop {
+        tokio::select! {
+            reason = reg.kick.wait() => break kick_end(reason),
+            _ = shutdown.changed() => break End::Close(close_code::AWAY, "relay shutting down"),
+            incoming = ws.recv() => {
+                let msg = match incoming {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        debug!(error = %e, "agent socket error");
+                        break End::Gone;
+                    }
+                    None => break End::Gone,
+                };
+                live.heard = true;
+                if silent {
+                    silent = false;
+                    hub.set_silent(key, reg.conn, false);
+                    info!("agent answering again");
+                }
+                let reply = match msg {
+                    WsMessage::Text(t) => agent_frame(&hub, key, &peer, t.as_bytes()),
+                    WsMessage::Binary(b) => agent_frame(&hub, key, &peer, &b),
+                    WsMessage::Close(_) => break End::Gone,
+                    WsMessage::Ping(_) | WsMessage::Pong(_) => None,
+                };
+                if let Some(reply) = reply {
+                    if !send_now(&mut ws, &reply, settings.write_timeout).await {
+                        break End::Gone;
+                    }
+                }
+            }
+            Some(out) = reg.rx.recv() => {
+                let write = write_batch(&mut ws, out, &mut reg.rx, &hub, side, &mut stamps);
+                match timeout(settings.write_timeout, write).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        debug!(error = %e, "agent write failed");
+                        break End::Gone;
+                    }
+                    Err(_) => break End::Close(close_code::AGAIN, "write timed out"),
+                }
+            }
+            _ = ping.tick() => {
+                let missed = live.tick();
+                if missed >= settings.close_after {
+                    warn!(missed, "agent silent too long: closing");
+                    break End::Close(close_code::POLICY, "no pong");
+                }
+                if missed >= settings.silent_after && !silent {
+                    silent = true;
+                    warn!(missed, "agent silent: missed pongs");
+                    hub.set_silent(key, reg.conn, true);
+                }
+                let ping = ws.send(WsMessage::Ping(Default::default()));
+                if !matches!(timeout(settings.write_timeout, ping).await, Ok(Ok(()))) {
+                    break End::Gone;
+                }
+            }
+        }
+    };
+    close(&mut ws, end).await;
+    hub.unregister_agent(key, reg.conn);
+    hub.metrics.disconnected(side);
+    info!(conn = reg.conn, "agent disconnected");
+}
+
+/// Handles one frame from an agent; returns the `error` to answer it with, if any.
+fn agent_frame(hub: &Hub, key: (AgentKind, Uuid), peer: &Peer, bytes: &[u8]) -> Option<Envelope> {
+    let read_at = Instant::now();
+    let side = agent_side(key.0);
+    let mut env = match Envelope::from_slice(bytes) {
+        Ok(env) => env,
+        Err(e) => {
+            hub.metrics.frame_in(side, usize::MAX);
+            hub.metrics.dropped(DropReason::Refused);
+            debug!(error = %e, "malformed frame from agent");
+            return Some(hub.error_frame(e.code(), e.to_string(), None));
+        }
+    };
+    let kind = kind_index(env.kind());
+    hub.metrics.frame_in(side, kind);
+    if let Some(problem) = impersonation(&env.message, key) {
+        hub.metrics.dropped(DropReason::Refused);
+        warn!(%problem, "agent frame names another agent: refused");
+        return Some(hub.error_frame(codes::UNAUTHORIZED, problem, message_id(&env.message)));
+    }
+    match &env.message {
+        Message::Presence(_) => {
+            hub.metrics.dropped(DropReason::Refused);
+            return Some(hub.error_frame(
+                codes::UNEXPECTED_MESSAGE,
+                "`presence` is written by the relay only",
+                None,
+            ));
+        }
+        // a response to a bridge call goes to that call, not to the backends
+        Message::LockerResponse(r)
+            if key.0 == AgentKind::Locker && hub.complete_locker_call(key.1, r) =>
+        {
+            return None;
+        }
+        _ => {}
+    }
+    // The relay's word on who said it, whatever the agent wrote; `target` means nothing here.
+    env.source = Some(peer.clone());
+    env.target = None;
+    if env.timestamp.is_none() {
+        env.timestamp = Some(chrono::Utc::now());
+    }
+    let lossy = is_lossy(&env.message);
+    hub.from_agent(env.to_json().into(), kind, lossy, read_at);
+    None
+}
+
+/// A frame whose body names an agent other than the one authenticated on this connection.
+fn impersonation(message: &Message, (kind, id): (AgentKind, Uuid)) -> Option<String> {
+    let (what, claimed) = match message {
+        Message::Register(r) => ("register.drone_id", r.drone_id),
+        Message::LockerRegister(r) => ("locker_register.locker_id", r.locker_id),
+        Message::QrValidate(q) => ("qr_validate.locker_id", q.locker_id),
+        _ => return None,
+    };
+    (claimed != id).then(|| {
+        format!(
+            "{what} is {claimed} but this connection is authenticated as {} {id}",
+            kind.as_str()
+        )
+    })
+}
+
+/// Runs one backend connection until it ends.
+pub async fn run_backend(
+    hub: Arc<Hub>,
+    mut ws: WebSocket,
+    settings: ConnSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    hub.metrics.connected(Side::Backend);
+    let (mut reg, snapshot) = hub.register_backend();
+    info!(
+        conn = reg.conn,
+        agents = snapshot.len(),
+        "backend connected"
+    );
+    let mut stamps = Vec::new();
+    let end = 'conn: {
+        // who is connected right now, before anything that happened after
+        let presence = kind_index("presence");
+        let snapshot_sent = async {
+            for frame in snapshot {
+                hub.metrics.frame_out(Side::Backend, presence);
+                ws.feed(WsMessage::Text(frame)).await?;
+            }
+            ws.flush().await
+        };
+        if !matches!(
+            timeout(settings.write_timeout, snapshot_sent).await,
+            Ok(Ok(()))
+        ) {
+            break 'conn End::Gone;
+        }
+
+        let start = tokio::time::Instant::now() + settings.ping_interval;
+        let mut ping = interval_at(start, settings.ping_interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut live = Liveness::new();
+        loop {
+            tokio::select! {
+                reason = reg.kick.wait() => break kick_end(reason),
+                _ = shutdown.changed() => break End::Close(close_code::AWAY, "relay shutting down"),
+                incoming = ws.recv() => {
+                    let msg = match incoming {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            debug!(error = %e, "backend socket error");
+                            break End::Gone;
+                        }
+                        None => break End::Gone,
+                    };
+                    live.heard = true;
+                    let reply = match msg {
+                        WsMessage::Text(t) => backend_frame(&hub, t.as_bytes()),
+                        WsMessage::Binary(b) => backend_frame(&hub, &b),
+                        WsMessage::Close(_) => break End::Gone,
+                        WsMessage::Ping(_) | WsMessage::Pong(_) => None,
+                    };
+                    if let Some(reply) = reply {
+                        if !send_now(&mut ws, &reply, settings.write_timeout).await {
+                            break End::Gone;
+                        }
+                    }
+                }
+                Some(out) = reg.rx.recv() => {
+                    let write = write_batch(&mut ws, out, &mut reg.rx, &hub, Side::Backend, &mut stamps);
+                    match timeout(settings.write_timeout, write).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            debug!(error = %e, "backend write failed");
+                            break End::Gone;
+                        }
+                        Err(_) => break End::Close(close_code::AGAIN, "write timed out"),
+                    }
+                }
+                _ = ping.tick() => {
+                    if live.tick() >= settings.close_after {
+                        warn!("backend silent too long: closing");
+                        break End::Close(close_code::POLICY, "no pong");
+                    }
+                    let ping = ws.send(WsMessage::Ping(Default::default()));
+                    if !matches!(timeout(settings.write_timeout, ping).await, Ok(Ok(()))) {
+                        break End::Gone;
+                    }
+                }
+            }
+        }
+    };
+    close(&mut ws, end).await;
+    hub.unregister_backend(reg.conn);
+    hub.metrics.disconnected(Side::Backend);
+    info!(conn = reg.conn, "backend disconnected");
+}
+
+/// Routes one frame from the backend to the agent in its `target`; returns the `error` to
+/// answer it with when it cannot be delivered.
+fn backend_frame(hub: &Hub, bytes: &[u8]) -> Option<Envelope> {
+    let mut env = match Envelope::from_slice(bytes) {
+        Ok(env) => env,
+        Err(e) => {
+            hub.metrics.frame_in(Side::Backend, usize::MAX);
+            debug!(error = %e, "malformed frame from backend");
+            return Some(hub.error_frame(e.code(), e.to_string(), None));
+        }
+    };
+    let kind = kind_index(env.kind());
+    hub.metrics.frame_in(Side::Backend, kind);
+    let reply_to = message_id(&env.message);
+    let Some(target) = env.target.take() else {
+        return Some(hub.error_frame(
+            codes::MALFORMED_MESSAGE,
+            format!(
+                "`{}` frame has no `target`: the relay cannot tell which agent it is for",
+                env.kind()
+            ),
+            reply_to,
+        ));
+    };
+    let unknown = || {
+        hub.error_frame(
+            codes::UNKNOWN_AGENT,
+            format!("no {:?} {} in the relay's config", target.kind, target.id),
+            reply_to.clone(),
+        )
+    };
+    let Some(agent_kind) = AgentKind::from_peer_kind(target.kind) else {
+        return Some(unknown());
+    };
+    let Ok(id) = Uuid::parse_str(&target.id) else {
+        return Some(unknown());
+    };
+    // agents see neither routing field: `target` is consumed here, `source` is the backend's
+    env.source = None;
+    match hub.to_agent((agent_kind, id), env.to_json().into(), kind) {
+        Ok(()) => None,
+        Err(RouteError::UnknownAgent) => Some(unknown()),
+        Err(e @ (RouteError::Offline | RouteError::Overloaded)) => Some(hub.error_frame(
+            codes::AGENT_OFFLINE,
+            format!("{} {id}: {e}", agent_kind.as_str()),
+            reply_to,
+        )),
+    }
+}

@@ -1,0 +1,504 @@
+//! The live connections and the routing between them. No I/O happens here: connection tasks
+//! (in [`crate::conn`]) read sockets and call in; the hub puts frames on other connections'
+//! bounded queues and never waits, so one slow peer can only ever fill its own queue.
+//!
+//! # When a queue fills
+//!
+//! Every connection has a bounded outbound queue (`[queues]` in the config).
+//! - Telemetry and video frames are *lossy*: they are shed (dropped, newest first: the frame
+//!   being offered) as soon as the queue is fuller than `lossy_shed_fraction`. The next
+//!   telemetry frame says the same thing more recently.
+//! - Any other frame (event, ack, locker response, presence, error, and everything sent to an
+//!   agent) that finds the queue completely full closes that slow connection (close code 1013,
+//!   "try again later") rather than drop a frame that matters silently. The peer reconnects;
+//!   agents re-send unacknowledged events from disk, and a backend gets the presence snapshot.
+//!
+//! Both are counted: `relay_queue_full_total{peer}` and `relay_dropped_frames_total{reason}`.
+//!
+//! # Ordering of presence
+//!
+//! Presence frames are put on the backends' queues while the agent map is locked, and a backend
+//! registers (taking its snapshot of who is connected) under the same lock, so a backend never
+//! sees `disconnected` before the `connected` it describes.
+
+use crate::auth::{AgentKind, Authenticator};
+use crate::config::Config;
+use crate::metrics::{kind_index, DropReason, Metrics, Side};
+use axum::extract::ws::Utf8Bytes;
+use protocol::ws::{
+    ErrorMessage, LockerOp, LockerRequest, LockerResponse, Peer, PeerKind, Presence, PresenceStatus,
+};
+use protocol::{Envelope, Message};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, Notify};
+use uuid::Uuid;
+
+/// An agent by kind and id.
+pub type AgentKey = (AgentKind, Uuid);
+
+/// One frame waiting on a connection's queue, already serialised (shared, not copied, between
+/// the backends of a fan-out).
+#[derive(Debug)]
+pub struct Outbound {
+    pub frame: Utf8Bytes,
+    /// Index into [`Message::KINDS`], for the `frames_out` metric.
+    pub kind: u8,
+    /// When the agent frame this came from was read (for the forward-latency histogram).
+    pub read_at: Option<Instant>,
+}
+
+/// Why the hub asks a connection to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KickReason {
+    /// The same agent connected again; the newest connection wins.
+    Replaced,
+    /// Its queue was full for a frame that must not be lost.
+    SlowConsumer,
+}
+
+/// A request to close one connection, visible to its task even if it is busy when it is made.
+#[derive(Debug, Default)]
+pub struct Kick {
+    notify: Notify,
+    reason: AtomicU8,
+}
+
+impl Kick {
+    fn kick(&self, reason: KickReason) {
+        self.reason.store(reason as u8, Ordering::Relaxed);
+        // notify_one stores a permit, so a task not waiting right now still sees it
+        self.notify.notify_one();
+    }
+
+    pub async fn wait(&self) -> KickReason {
+        self.notify.notified().await;
+        if self.reason.load(Ordering::Relaxed) == KickReason::Replaced as u8 {
+            KickReason::Replaced
+        } else {
+            KickReason::SlowConsumer
+        }
+    }
+}
+
+/// What a connection task gets when it registers.
+#[derive(Debug)]
+pub struct Registration {
+    pub conn: u64,
+    pub rx: mpsc::Receiver<Outbound>,
+    pub kick: Arc<Kick>,
+}
+
+struct Slot {
+    conn: u64,
+    tx: mpsc::Sender<Outbound>,
+    kick: Arc<Kick>,
+    silent: bool,
+}
+
+/// Why a frame from the backend could not be routed (each answered with an `error` frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no such agent in the relay's config")]
+    UnknownAgent,
+    #[error("agent is not connected")]
+    Offline,
+    #[error("agent's queue was full: its connection was closed as too slow")]
+    Overloaded,
+}
+
+/// Why an HTTP bridge call got no answer from the locker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BridgeFailure {
+    #[error("no such locker in the relay's config")]
+    UnknownLocker,
+    #[error("locker is not connected")]
+    Offline,
+    #[error("locker disconnected before answering")]
+    Disconnected,
+    #[error("locker did not answer in time")]
+    Timeout,
+}
+
+struct Pending {
+    locker: Uuid,
+    reply: oneshot::Sender<Result<LockerResponse, BridgeFailure>>,
+}
+
+enum Offer {
+    Queued,
+    Shed,
+    Full,
+    Closed,
+}
+
+/// Queue limits, from `[queues]`.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    backend_frames: usize,
+    agent_frames: usize,
+    /// Lossy frames are shed once fewer than this many slots are free on a backend queue.
+    backend_shed_free: usize,
+    agent_shed_free: usize,
+}
+
+pub struct Hub {
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+    limits: Limits,
+    agents: Mutex<HashMap<AgentKey, Slot>>,
+    backends: RwLock<Vec<Slot>>,
+    pending: Mutex<HashMap<Uuid, Pending>>,
+    next_conn: AtomicU64,
+    relay_peer: Peer,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock leaves consistent data here (every critical
+    // section is a map insert/remove), so keep serving rather than poison every connection.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn shed_free(capacity: usize, fraction: f64) -> usize {
+    let keep = (capacity as f64 * fraction).floor() as usize;
+    capacity.saturating_sub(keep)
+}
+
+fn offer(tx: &mpsc::Sender<Outbound>, item: Outbound, lossy: bool, shed_free: usize) -> Offer {
+    if lossy && tx.capacity() < shed_free {
+        return Offer::Shed;
+    }
+    match tx.try_send(item) {
+        Ok(()) => Offer::Queued,
+        Err(mpsc::error::TrySendError::Full(_)) if lossy => Offer::Shed,
+        Err(mpsc::error::TrySendError::Full(_)) => Offer::Full,
+        Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+    }
+}
+
+/// Is this a frame that may be shed under load?
+pub fn is_lossy(message: &Message) -> bool {
+    matches!(message, Message::Telemetry(_) | Message::VideoFrame(_))
+}
+
+/// The id a reply to this message should name in `in_reply_to`, when it has one.
+pub fn message_id(message: &Message) -> Option<String> {
+    let id = match message {
+        Message::Task(t) => t.delivery_id,
+        Message::Command(c) => c.cmd_id?,
+        Message::Ack(a) => a.cmd_id,
+        Message::Event(e) => e.event_id?,
+        Message::EventAck(a) => a.event_id,
+        Message::LockerRequest(r) => r.request_id,
+        Message::LockerResponse(r) => r.request_id,
+        Message::QrValidate(q) => q.request_id,
+        Message::QrValidation(q) => q.request_id,
+        _ => return None,
+    };
+    Some(id.to_string())
+}
+
+impl Hub {
+    pub fn new(config: &Config) -> Self {
+        let q = &config.queues;
+        Self {
+            auth: Authenticator::new(config),
+            metrics: Metrics::default(),
+            limits: Limits {
+                backend_frames: q.backend_frames,
+                agent_frames: q.agent_frames,
+                backend_shed_free: shed_free(q.backend_frames, q.lossy_shed_fraction),
+                agent_shed_free: shed_free(q.agent_frames, q.lossy_shed_fraction),
+            },
+            agents: Mutex::new(HashMap::new()),
+            backends: RwLock::new(Vec::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            relay_peer: Peer {
+                kind: PeerKind::Relay,
+                id: "relay".to_owned(),
+            },
+        }
+    }
+
+    /// An `error` frame from the relay itself (its `source` says so).
+    pub fn error_frame(
+        &self,
+        code: &str,
+        message: impl Into<String>,
+        in_reply_to: Option<String>,
+    ) -> Envelope {
+        Envelope::new(ErrorMessage {
+            code: code.to_owned(),
+            message: message.into(),
+            in_reply_to,
+        })
+        .with_source(self.relay_peer.clone())
+    }
+
+    fn presence_frame(&self, key: AgentKey, status: PresenceStatus) -> Utf8Bytes {
+        let peer = Peer {
+            kind: key.0.peer_kind(),
+            id: key.1.to_string(),
+        };
+        Envelope::new(Presence { peer, status })
+            .with_source(self.relay_peer.clone())
+            .to_json()
+            .into()
+    }
+
+    fn new_conn(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    // -- agents -----------------------------------------------------------------------------
+
+    /// Registers a freshly authenticated agent connection. An older connection of the same
+    /// agent is closed (the newest wins: the old one is usually a dead 4G link TCP has not
+    /// noticed yet), without a `disconnected` for it.
+    pub fn register_agent(&self, key: AgentKey) -> Registration {
+        let (tx, rx) = mpsc::channel(self.limits.agent_frames);
+        let kick = Arc::new(Kick::default());
+        let conn = self.new_conn();
+        let slot = Slot {
+            conn,
+            tx,
+            kick: kick.clone(),
+            silent: false,
+        };
+        let mut agents = lock(&self.agents);
+        if let Some(old) = agents.insert(key, slot) {
+            old.kick.kick(KickReason::Replaced);
+            self.metrics.replaced();
+        }
+        self.broadcast_presence(key, PresenceStatus::Connected);
+        drop(agents);
+        Registration { conn, rx, kick }
+    }
+
+    /// Removes an agent connection when its task ends; tells the backends and fails any
+    /// bridge call still waiting on that locker, unless a newer connection replaced it.
+    pub fn unregister_agent(&self, key: AgentKey, conn: u64) {
+        let mut agents = lock(&self.agents);
+        if agents.get(&key).is_some_and(|s| s.conn == conn) {
+            agents.remove(&key);
+            self.broadcast_presence(key, PresenceStatus::Disconnected);
+            drop(agents);
+            if key.0 == AgentKind::Locker {
+                let mut pending = lock(&self.pending);
+                let ids: Vec<Uuid> = pending
+                    .iter()
+                    .filter(|(_, p)| p.locker == key.1)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    if let Some(p) = pending.remove(&id) {
+                        let _ = p.reply.send(Err(BridgeFailure::Disconnected));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks an agent silent (missed pongs) or alive again, telling the backends on a change.
+    pub fn set_silent(&self, key: AgentKey, conn: u64, silent: bool) {
+        let mut agents = lock(&self.agents);
+        if let Some(slot) = agents.get_mut(&key).filter(|s| s.conn == conn) {
+            if slot.silent != silent {
+                slot.silent = silent;
+                if silent {
+                    self.metrics.silent();
+                }
+                let status = if silent {
+                    PresenceStatus::Silent
+                } else {
+                    PresenceStatus::Connected
+                };
+                self.broadcast_presence(key, status);
+            }
+        }
+    }
+
+    /// Called with the agent map locked (see "Ordering of presence").
+    fn broadcast_presence(&self, key: AgentKey, status: PresenceStatus) {
+        let frame = self.presence_frame(key, status);
+        self.to_backends(frame, kind_index("presence"), false, None);
+    }
+
+    /// Puts one agent frame (already stamped with its source) on every backend's queue.
+    pub fn from_agent(&self, frame: Utf8Bytes, kind: usize, lossy: bool, read_at: Instant) {
+        self.to_backends(frame, kind, lossy, Some(read_at));
+    }
+
+    fn to_backends(&self, frame: Utf8Bytes, kind: usize, lossy: bool, read_at: Option<Instant>) {
+        let backends = self.backends.read().unwrap_or_else(PoisonError::into_inner);
+        if backends.is_empty() {
+            self.metrics.dropped(DropReason::NoBackend);
+            return;
+        }
+        for b in backends.iter() {
+            let item = Outbound {
+                frame: frame.clone(),
+                kind: kind as u8,
+                read_at,
+            };
+            match offer(&b.tx, item, lossy, self.limits.backend_shed_free) {
+                Offer::Queued => {}
+                Offer::Shed => {
+                    self.metrics.queue_full(Side::Backend);
+                    self.metrics.dropped(DropReason::QueueFullLossy);
+                }
+                Offer::Full => {
+                    self.metrics.queue_full(Side::Backend);
+                    self.metrics.dropped(DropReason::QueueFullClosed);
+                    b.kick.kick(KickReason::SlowConsumer);
+                }
+                Offer::Closed => self.metrics.dropped(DropReason::ConnectionClosed),
+            }
+        }
+    }
+
+    /// Puts a frame from the backend on an agent's queue.
+    pub fn to_agent(&self, key: AgentKey, frame: Utf8Bytes, kind: usize) -> Result<(), RouteError> {
+        if !self.auth.knows(key.0, key.1) {
+            self.metrics.dropped(DropReason::UnknownAgent);
+            return Err(RouteError::UnknownAgent);
+        }
+        let agents = lock(&self.agents);
+        let Some(slot) = agents.get(&key) else {
+            self.metrics.dropped(DropReason::AgentOffline);
+            return Err(RouteError::Offline);
+        };
+        let item = Outbound {
+            frame,
+            kind: kind as u8,
+            read_at: None,
+        };
+        match offer(&slot.tx, item, false, self.limits.agent_shed_free) {
+            Offer::Queued => Ok(()),
+            Offer::Full | Offer::Shed => {
+                self.metrics.queue_full(agent_side(key.0));
+                self.metrics.dropped(DropReason::QueueFullClosed);
+                slot.kick.kick(KickReason::SlowConsumer);
+                Err(RouteError::Overloaded)
+            }
+            Offer::Closed => {
+                self.metrics.dropped(DropReason::ConnectionClosed);
+                Err(RouteError::Offline)
+            }
+        }
+    }
+
+    // -- backends ---------------------------------------------------------------------------
+
+    /// Registers a backend connection. Returns, with it, a `presence` frame for every agent
+    /// connected right now (the snapshot the backend writes before anything on its queue).
+    pub fn register_backend(&self) -> (Registration, Vec<Utf8Bytes>) {
+        let (tx, rx) = mpsc::channel(self.limits.backend_frames);
+        let kick = Arc::new(Kick::default());
+        let conn = self.new_conn();
+        let agents = lock(&self.agents);
+        let snapshot = agents
+            .iter()
+            .map(|(key, slot)| {
+                let status = if slot.silent {
+                    PresenceStatus::Silent
+                } else {
+                    PresenceStatus::Connected
+                };
+                self.presence_frame(*key, status)
+            })
+            .collect();
+        self.backends
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Slot {
+                conn,
+                tx,
+                kick: kick.clone(),
+                silent: false,
+            });
+        drop(agents);
+        (Registration { conn, rx, kick }, snapshot)
+    }
+
+    pub fn unregister_backend(&self, conn: u64) {
+        self.backends
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|b| b.conn != conn);
+    }
+
+    // -- HTTP bridge ------------------------------------------------------------------------
+
+    /// Sends one locker API operation to a locker and waits for its `locker_response`.
+    pub async fn locker_call(
+        &self,
+        locker: Uuid,
+        op: LockerOp,
+        timeout: Duration,
+    ) -> Result<LockerResponse, BridgeFailure> {
+        let request_id = Uuid::new_v4();
+        let (reply, answer) = oneshot::channel();
+        lock(&self.pending).insert(request_id, Pending { locker, reply });
+        // removes the entry however this future ends (answered, timed out, or the HTTP
+        // client went away and the handler was dropped)
+        let _guard = PendingGuard {
+            hub: self,
+            id: request_id,
+        };
+        let frame = Envelope::new(LockerRequest { request_id, op }).to_json();
+        match self.to_agent(
+            (AgentKind::Locker, locker),
+            frame.into(),
+            kind_index("locker_request"),
+        ) {
+            Ok(()) => {}
+            Err(RouteError::UnknownAgent) => return Err(BridgeFailure::UnknownLocker),
+            Err(RouteError::Offline | RouteError::Overloaded) => {
+                return Err(BridgeFailure::Offline)
+            }
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(BridgeFailure::Disconnected),
+            Err(_) => Err(BridgeFailure::Timeout),
+        }
+    }
+
+    /// Hands a locker's response to the bridge call waiting for it. Returns false (forward it
+    /// to the backends instead) when no call from this relay is waiting for that id from that
+    /// locker: a locker cannot answer another locker's request.
+    pub fn complete_locker_call(&self, locker: Uuid, response: &LockerResponse) -> bool {
+        let mut pending = lock(&self.pending);
+        match pending.get(&response.request_id) {
+            Some(p) if p.locker == locker => {
+                if let Some(p) = pending.remove(&response.request_id) {
+                    let _ = p.reply.send(Ok(response.clone()));
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+struct PendingGuard<'a> {
+    hub: &'a Hub,
+    id: Uuid,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.hub.pending).remove(&self.id);
+    }
+}
+
+pub fn agent_side(kind: AgentKind) -> Side {
+    match kind {
+        AgentKind::Drone => Side::Drone,
+        AgentKind::Locker => Side::Locker,
+    }
+}

@@ -1,0 +1,105 @@
+//! `relay run --config FILE` serves until SIGTERM/SIGINT; `relay config check FILE` validates a
+//! config (and loads its TLS files) without serving.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use relay::{Config, Relay};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "relay", version, about = "The SkyPost cloud relay")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve agents and the backend.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Config file commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Parse and validate a config file; exit 0 if it is good.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run { config } => match run(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("relay: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => match check(&file) {
+            Ok(summary) => {
+                println!("{}: ok ({summary})", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<String> {
+    let config: Config = daemon::config::load(path)?;
+    if let Some(tls) = &config.server.tls {
+        relay::tls::acceptor(tls)?;
+    }
+    Ok(format!(
+        "{} drone(s), {} locker(s), listen {}{}",
+        config.drones.len(),
+        config.lockers.len(),
+        config.server.listen,
+        if config.server.tls.is_some() {
+            ", TLS"
+        } else {
+            ""
+        }
+    ))
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<()> {
+    let config: Config = daemon::config::load(path)?;
+    daemon::logging::init("relay");
+    match relay::limits::raise_nofile_limit() {
+        Ok(n) => tracing::info!(open_files = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if config.server.worker_threads > 0 {
+        rt.worker_threads(config.server.worker_threads);
+    }
+    let rt = rt
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async {
+        let relay = Relay::start(&config).await?;
+        let signal = daemon::shutdown::wait()
+            .await
+            .context("installing signal handlers")?;
+        tracing::info!(?signal, "shutting down");
+        relay.shutdown().await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
