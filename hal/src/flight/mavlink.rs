@@ -1,1 +1,1555 @@
-//! The MAVLink implementation of [`super::FlightController`] (in progress: see issue 3).
+//! [`MavlinkFc`]: the flight controller over MAVLink 2 (`ardupilotmega` dialect) with the `mavlink`
+//! crate's tokio transports.
+//!
+//! Tasks:
+//! - the **supervisor** opens the connection, runs the receive loop and reopens the link whenever the
+//!   autopilot's HEARTBEAT is missing for `heartbeat_timeout_ms` or the transport fails (a serial
+//!   adapter unplugged, a TCP peer gone). It never gives up.
+//! - a **heartbeat** task per open connection sends our HEARTBEAT at 1 Hz as
+//!   `MAV_TYPE_ONBOARD_CONTROLLER` from our own component id (191 by default).
+//! - on the first HEARTBEAT of each connection, a **telemetry request** task asks for the message
+//!   rates from the config (`MAV_CMD_SET_MESSAGE_INTERVAL`) and for HOME_POSITION.
+//!
+//! The receive loop folds every telemetry message into the [`FcSnapshot`] watch channel and hands
+//! protocol replies (COMMAND_ACK, MISSION_*) to whoever is waiting on them through a broadcast
+//! channel; a waiter subscribes *before* it sends, so no reply can slip past it.
+//!
+//! Operations run the MAVLink command protocol: resend after `command_timeout_ms` with
+//! `confirmation` incremented, up to `command_retries` times; `IN_PROGRESS` stops the resends and
+//! waits `in_progress_timeout_ms` for the final result; each non-accepted result is its own
+//! [`FcError`] variant, with the autopilot's last STATUSTEXT as the reason when it sent one.
+//! Commands with the same id are serialised (the protocol allows one in flight per command);
+//! different commands run concurrently, so a long gripper cycle never blocks an RTL.
+
+use super::config::FcLinkConfig;
+use super::modes;
+use super::{
+    Autopilot, FcError, FcSnapshot, FlightController, FlightModeKind, GeoPoint, GlobalPosition,
+    GpsFixType, GripperAction, LandedState, LandingTarget, LinkState, MissionItem, MissionProgress,
+    PreflightCheck, PreflightReport,
+};
+use mavlink::dialects::ardupilotmega as apm;
+use mavlink::dialects::ardupilotmega::{MavCmd, MavMessage, MavResult};
+use mavlink::{AsyncMavConnection, MavHeader};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{broadcast, watch};
+use tracing::{debug, info, warn, Instrument};
+
+type Conn = mavlink::AsyncConnection<MavMessage>;
+type Reply = Arc<(MavHeader, MavMessage)>;
+
+/// The MAVLink flight controller. Cheap to share through `Arc`; dropping the last handle stops its
+/// tasks.
+pub struct MavlinkFc {
+    shared: Arc<Shared>,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    cfg: FcLinkConfig,
+    snapshot: watch::Sender<FcSnapshot>,
+    /// The open connection, if any (None while (re)opening).
+    conn: Mutex<Option<Arc<Conn>>>,
+    /// True while HEARTBEATs arrive; waiters abort with LinkLost when it falls.
+    link_up: watch::Sender<bool>,
+    replies: broadcast::Sender<Reply>,
+    command_locks: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
+    mission_lock: tokio::sync::Mutex<()>,
+    state: Mutex<LinkMemory>,
+    received: AtomicU64,
+    sequence: std::sync::atomic::AtomicU8,
+}
+
+/// What the link remembers beyond the snapshot.
+#[derive(Default)]
+struct LinkMemory {
+    last_status_text: Option<(Instant, String)>,
+    last_goto: Option<GeoPoint>,
+    paused_mission: bool,
+    /// ArduPilot keeps home as mission item 0: our item n is its item n + 1.
+    mission_offset: u16,
+    prearm_ok: Option<bool>,
+    seen_extended_state: bool,
+}
+
+impl MavlinkFc {
+    /// Starts the link supervisor (must be called inside a tokio runtime). Returns at once; watch
+    /// [`FlightController::snapshot`] for the link to come up.
+    pub fn start(cfg: FcLinkConfig) -> Arc<Self> {
+        let (snapshot, _) = watch::channel(FcSnapshot::initial());
+        let (link_up, _) = watch::channel(false);
+        let (replies, _) = broadcast::channel(256);
+        let shared = Arc::new(Shared {
+            cfg,
+            snapshot,
+            conn: Mutex::new(None),
+            link_up,
+            replies,
+            command_locks: Mutex::new(HashMap::new()),
+            mission_lock: tokio::sync::Mutex::new(()),
+            state: Mutex::new(LinkMemory::default()),
+            received: AtomicU64::new(0),
+            sequence: std::sync::atomic::AtomicU8::new(0),
+        });
+        let span = tracing::info_span!("fc_link", connection = %shared.cfg.connection);
+        let supervisor = tokio::spawn(supervise(shared.clone()).instrument(span));
+        Arc::new(Self { shared, supervisor })
+    }
+
+    /// Messages decoded by the receive loop since start (for benchmarks and diagnostics).
+    pub fn messages_received(&self) -> u64 {
+        self.shared.received.load(Ordering::Relaxed)
+    }
+
+    /// The config this link runs with.
+    pub fn config(&self) -> &FcLinkConfig {
+        &self.shared.cfg
+    }
+
+    /// Waits until the snapshot satisfies `pred`, up to `timeout`. Returns the matching snapshot.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl FnMut(&FcSnapshot) -> bool,
+    ) -> Option<FcSnapshot> {
+        self.shared.wait_for(timeout, pred).await
+    }
+}
+
+impl Drop for MavlinkFc {
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these short critical sections cannot leave them half-written in a way
+    // that matters more than stopping the link would, so recover the guard.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// link supervision and receive path
+
+async fn supervise(shared: Arc<Shared>) {
+    let address = shared.cfg.connection.to_mavlink_address();
+    loop {
+        debug!("opening link");
+        let conn = match mavlink::connect_async::<MavMessage>(&address).await {
+            Ok(c) => Arc::new(c),
+            Err(error) => {
+                warn!(%error, "cannot open flight-controller link; retrying");
+                tokio::time::sleep(shared.cfg.reopen_interval()).await;
+                continue;
+            }
+        };
+        info!("link open, waiting for the autopilot's HEARTBEAT");
+        *lock(&shared.conn) = Some(conn.clone());
+        let heartbeat =
+            tokio::spawn(send_heartbeats(shared.clone(), conn.clone()).in_current_span());
+        let reason = receive(&shared, &conn).await;
+        heartbeat.abort();
+        *lock(&shared.conn) = None;
+        drop(conn);
+        shared.mark_lost(&reason);
+        tokio::time::sleep(shared.cfg.reopen_interval()).await;
+    }
+}
+
+async fn send_heartbeats(shared: Arc<Shared>, conn: Arc<Conn>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let msg = MavMessage::HEARTBEAT(apm::HEARTBEAT_DATA {
+        custom_mode: 0,
+        mavtype: apm::MavType::MAV_TYPE_ONBOARD_CONTROLLER,
+        autopilot: apm::MavAutopilot::MAV_AUTOPILOT_INVALID,
+        base_mode: apm::MavModeFlag::empty(),
+        system_status: apm::MavState::MAV_STATE_ACTIVE,
+        mavlink_version: 3,
+    });
+    loop {
+        tick.tick().await;
+        // On udpin nothing goes out until the autopilot has sent us a packet: that is expected.
+        if let Err(error) = conn.send(&shared.header(), &msg).await {
+            debug!(%error, "heartbeat not sent");
+        }
+    }
+}
+
+/// Runs until the link is judged lost; returns why.
+async fn receive(shared: &Arc<Shared>, conn: &Conn) -> String {
+    let timeout = shared.cfg.heartbeat_timeout();
+    let mut deadline = tokio::time::Instant::now() + timeout;
+    let mut got_heartbeat = false;
+    loop {
+        tokio::select! {
+            r = conn.recv() => match r {
+                Ok((header, msg)) => {
+                    shared.received.fetch_add(1, Ordering::Relaxed);
+                    if shared.handle(header, msg) {
+                        deadline = tokio::time::Instant::now() + timeout;
+                        if !got_heartbeat {
+                            got_heartbeat = true;
+                            tokio::spawn(request_telemetry(shared.clone()).in_current_span());
+                        }
+                    }
+                }
+                Err(mavlink::error::MessageReadError::Io(error)) => {
+                    return format!("transport error: {error}");
+                }
+                // an unknown message id or enum value: skip it, the stream is still in sync
+                Err(mavlink::error::MessageReadError::Parse(error)) => {
+                    debug!(%error, "undecodable message skipped");
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                return format!("no HEARTBEAT for {timeout:?}");
+            }
+        }
+    }
+}
+
+async fn request_telemetry(shared: Arc<Shared>) {
+    let t = shared.cfg.telemetry;
+    let wanted: [(u32, f64, &str); 8] = [
+        (
+            apm::GLOBAL_POSITION_INT_DATA::ID_U32,
+            t.position_hz,
+            "GLOBAL_POSITION_INT",
+        ),
+        (apm::ATTITUDE_DATA::ID_U32, t.attitude_hz, "ATTITUDE"),
+        (
+            apm::BATTERY_STATUS_DATA::ID_U32,
+            t.battery_hz,
+            "BATTERY_STATUS",
+        ),
+        (apm::GPS_RAW_INT_DATA::ID_U32, t.gps_hz, "GPS_RAW_INT"),
+        (apm::SYS_STATUS_DATA::ID_U32, t.status_hz, "SYS_STATUS"),
+        (
+            apm::EXTENDED_SYS_STATE_DATA::ID_U32,
+            t.status_hz,
+            "EXTENDED_SYS_STATE",
+        ),
+        (
+            apm::SERVO_OUTPUT_RAW_DATA::ID_U32,
+            t.servo_hz,
+            "SERVO_OUTPUT_RAW",
+        ),
+        (
+            apm::MISSION_CURRENT_DATA::ID_U32,
+            t.status_hz,
+            "MISSION_CURRENT",
+        ),
+    ];
+    for (id, hz, name) in wanted {
+        if hz <= 0.0 {
+            continue;
+        }
+        let interval_us = (1e6 / hz) as f32;
+        let r = shared
+            .command(
+                "MAV_CMD_SET_MESSAGE_INTERVAL",
+                MavCmd::MAV_CMD_SET_MESSAGE_INTERVAL,
+                [id as f32, interval_us, 0.0, 0.0, 0.0, 0.0, 0.0],
+            )
+            .await;
+        match r {
+            Ok(()) => debug!(message = name, hz, "message rate set"),
+            Err(error) => warn!(message = name, hz, %error, "message rate not set"),
+        }
+    }
+    if let Err(error) = shared
+        .command(
+            "MAV_CMD_REQUEST_MESSAGE",
+            MavCmd::MAV_CMD_REQUEST_MESSAGE,
+            [
+                apm::HOME_POSITION_DATA::ID_U32 as f32,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+            ],
+        )
+        .await
+    {
+        debug!(%error, "HOME_POSITION request not acknowledged");
+    }
+}
+
+/// Message ids as u32 (the generated `ID` constants).
+trait IdU32 {
+    const ID_U32: u32;
+}
+impl<T: mavlink::MessageData> IdU32 for T {
+    const ID_U32: u32 = T::ID;
+}
+
+impl Shared {
+    fn header(&self) -> MavHeader {
+        MavHeader {
+            system_id: u32::from(self.cfg.system_id),
+            component_id: self.cfg.component_id,
+            sequence: self.sequence.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    fn target(&self) -> Option<(u8, u8)> {
+        let s = self.snapshot.borrow();
+        if s.link.is_connected() {
+            s.target
+        } else {
+            None
+        }
+    }
+
+    fn mark_lost(&self, reason: &str) {
+        let now = SystemTime::now();
+        let mut was_connected = false;
+        self.snapshot.send_modify(|s| {
+            s.at = now;
+            match s.link {
+                LinkState::Connected { .. } => {
+                    was_connected = true;
+                    // the last HEARTBEAT was at most heartbeat_timeout ago
+                    let last = now.checked_sub(self.cfg.heartbeat_timeout()).unwrap_or(now);
+                    s.link = LinkState::Lost {
+                        since: now,
+                        last_heartbeat: last,
+                    };
+                }
+                LinkState::NeverConnected | LinkState::Lost { .. } => {}
+            }
+        });
+        self.link_up.send_replace(false);
+        if was_connected {
+            warn!(reason, "flight-controller link lost; reopening");
+        } else {
+            debug!(reason, "link reopened without an autopilot");
+        }
+    }
+
+    /// Folds one message into the snapshot or hands it to waiters.
+    // MISSION_REQUEST is deprecated, but ArduPilot before 4.0 still sends it Returns true for a HEARTBEAT
+    /// from the autopilot we follow.
+    #[allow(deprecated)]
+    fn handle(&self, header: MavHeader, msg: MavMessage) -> bool {
+        // Which autopilot we follow: the first one that sends a HEARTBEAT (a GCS, camera or other
+        // companion on the same link is ignored).
+        let target = self.snapshot.borrow().target;
+        // MAVLink 2 allows system ids above 255; autopilots never use them
+        let Ok(sender) = u8::try_from(header.system_id) else {
+            return false;
+        };
+        if let MavMessage::HEARTBEAT(hb) = &msg {
+            use apm::MavAutopilot as A;
+            use apm::MavType as T;
+            let is_autopilot = hb.autopilot != A::MAV_AUTOPILOT_INVALID
+                && !matches!(
+                    hb.mavtype,
+                    T::MAV_TYPE_GCS
+                        | T::MAV_TYPE_ONBOARD_CONTROLLER
+                        | T::MAV_TYPE_GIMBAL
+                        | T::MAV_TYPE_CAMERA
+                );
+            let ours = match target {
+                Some((sys, comp)) => sys == sender && comp == header.component_id,
+                None => is_autopilot,
+            };
+            if !ours {
+                return false;
+            }
+            self.on_heartbeat(sender, header.component_id, hb);
+            return true;
+        }
+        let Some((sys, _)) = target else {
+            return false;
+        };
+        if sender != sys {
+            return false;
+        }
+        match msg {
+            MavMessage::COMMAND_ACK(_)
+            | MavMessage::MISSION_REQUEST_INT(_)
+            | MavMessage::MISSION_REQUEST(_)
+            | MavMessage::MISSION_ACK(_) => {
+                // no receiver = nobody waiting: fine
+                let _ = self.replies.send(Arc::new((header, msg)));
+            }
+            other => self.on_telemetry(other),
+        }
+        false
+    }
+
+    fn on_heartbeat(&self, system: u8, component: u8, hb: &apm::HEARTBEAT_DATA) {
+        let now = SystemTime::now();
+        let autopilot = match hb.autopilot {
+            apm::MavAutopilot::MAV_AUTOPILOT_PX4 => Autopilot::Px4,
+            apm::MavAutopilot::MAV_AUTOPILOT_ARDUPILOTMEGA => Autopilot::ArduPilot,
+            other => Autopilot::Other(other as u8),
+        };
+        let mode = modes::decode(autopilot, hb.custom_mode);
+        let armed = hb
+            .base_mode
+            .contains(apm::MavModeFlag::MAV_MODE_FLAG_SAFETY_ARMED);
+        let seen_ext = lock(&self.state).seen_extended_state;
+        let mut newly_connected = false;
+        let mut mode_changed = None;
+        self.snapshot.send_modify(|s| {
+            s.at = now;
+            if !s.link.is_connected() {
+                newly_connected = true;
+                s.link = LinkState::Connected { since: now };
+            }
+            if s.autopilot != autopilot {
+                info!(?autopilot, system, component, "autopilot detected");
+            }
+            s.autopilot = autopilot;
+            s.target = Some((system, component));
+            if s.mode != mode {
+                mode_changed = Some((s.mode.raw.clone(), mode.raw.clone()));
+                s.mode = mode;
+            }
+            if s.armed != armed {
+                info!(armed, "arming state changed");
+            }
+            s.armed = armed;
+            if !seen_ext {
+                // no EXTENDED_SYS_STATE from this autopilot: disarmed is on the ground at least
+                if !armed {
+                    s.landed = LandedState::OnGround;
+                } else if s.landed == LandedState::OnGround {
+                    s.landed = LandedState::Unknown;
+                }
+            }
+        });
+        if let Some((from, to)) = mode_changed {
+            info!(from, to, "flight mode changed");
+        }
+        if newly_connected {
+            info!("flight-controller link up");
+            self.link_up.send_replace(true);
+        }
+    }
+
+    fn on_telemetry(&self, msg: MavMessage) {
+        let now = SystemTime::now();
+        match msg {
+            MavMessage::GLOBAL_POSITION_INT(p) => self.snapshot.send_modify(|s| {
+                s.at = now;
+                s.position = Some(GlobalPosition {
+                    lat_deg: f64::from(p.lat) * 1e-7,
+                    lon_deg: f64::from(p.lon) * 1e-7,
+                    alt_msl_m: f64::from(p.alt) * 1e-3,
+                    alt_rel_m: f64::from(p.relative_alt) * 1e-3,
+                });
+                s.velocity_ned_mps = Some([
+                    f64::from(p.vx) * 0.01,
+                    f64::from(p.vy) * 0.01,
+                    f64::from(p.vz) * 0.01,
+                ]);
+                if p.hdg != u16::MAX {
+                    s.heading_deg = Some(f64::from(p.hdg) * 0.01);
+                }
+            }),
+            MavMessage::GPS_RAW_INT(g) => self.snapshot.send_modify(|s| {
+                use apm::GpsFixType as G;
+                s.at = now;
+                s.gps_fix = match g.fix_type {
+                    G::GPS_FIX_TYPE_NO_GPS => GpsFixType::NoGps,
+                    G::GPS_FIX_TYPE_NO_FIX => GpsFixType::NoFix,
+                    G::GPS_FIX_TYPE_2D_FIX => GpsFixType::Fix2d,
+                    G::GPS_FIX_TYPE_3D_FIX => GpsFixType::Fix3d,
+                    G::GPS_FIX_TYPE_DGPS => GpsFixType::Dgps,
+                    G::GPS_FIX_TYPE_RTK_FLOAT => GpsFixType::RtkFloat,
+                    G::GPS_FIX_TYPE_RTK_FIXED => GpsFixType::RtkFixed,
+                    // static/PPP fixes are at least 3D
+                    _ => GpsFixType::Fix3d,
+                };
+                s.satellites = (g.satellites_visible != u8::MAX).then_some(g.satellites_visible);
+            }),
+            MavMessage::SYS_STATUS(st) => {
+                use apm::MavSysStatusSensor as S;
+                let prearm = st
+                    .onboard_control_sensors_present
+                    .contains(S::MAV_SYS_STATUS_PREARM_CHECK)
+                    .then(|| {
+                        st.onboard_control_sensors_health
+                            .contains(S::MAV_SYS_STATUS_PREARM_CHECK)
+                    });
+                lock(&self.state).prearm_ok = prearm;
+                let failing = st.onboard_control_sensors_enabled
+                    & !st.onboard_control_sensors_health
+                    & !S::MAV_SYS_STATUS_PREARM_CHECK;
+                self.snapshot.send_modify(|s| {
+                    s.at = now;
+                    if st.battery_remaining >= 0 {
+                        s.battery_percent = Some(f64::from(st.battery_remaining));
+                    }
+                    if st.voltage_battery != u16::MAX {
+                        s.battery_voltage = Some(f64::from(st.voltage_battery) * 1e-3);
+                    }
+                    s.healthy = failing.is_empty();
+                });
+            }
+            MavMessage::BATTERY_STATUS(b) => self.snapshot.send_modify(|s| {
+                s.at = now;
+                if b.battery_remaining >= 0 {
+                    s.battery_percent = Some(f64::from(b.battery_remaining));
+                }
+                let mv: u32 = b
+                    .voltages
+                    .iter()
+                    .filter(|v| **v != u16::MAX)
+                    .map(|v| u32::from(*v))
+                    .sum();
+                if mv > 0 {
+                    s.battery_voltage = Some(f64::from(mv) * 1e-3);
+                }
+            }),
+            MavMessage::EXTENDED_SYS_STATE(e) => {
+                use apm::MavLandedState as L;
+                lock(&self.state).seen_extended_state = true;
+                self.snapshot.send_modify(|s| {
+                    s.at = now;
+                    s.landed = match e.landed_state {
+                        L::MAV_LANDED_STATE_ON_GROUND => LandedState::OnGround,
+                        L::MAV_LANDED_STATE_IN_AIR => LandedState::InAir,
+                        L::MAV_LANDED_STATE_TAKEOFF => LandedState::TakingOff,
+                        L::MAV_LANDED_STATE_LANDING => LandedState::Landing,
+                        _ => LandedState::Unknown,
+                    };
+                });
+            }
+            MavMessage::HOME_POSITION(h) => self.snapshot.send_modify(|s| {
+                s.at = now;
+                s.home = Some(GlobalPosition {
+                    lat_deg: f64::from(h.latitude) * 1e-7,
+                    lon_deg: f64::from(h.longitude) * 1e-7,
+                    alt_msl_m: f64::from(h.altitude) * 1e-3,
+                    alt_rel_m: 0.0,
+                });
+            }),
+            MavMessage::MISSION_CURRENT(m) => {
+                let off = lock(&self.state).mission_offset;
+                self.snapshot.send_modify(|s| {
+                    s.at = now;
+                    s.mission.current = m.seq.checked_sub(off);
+                });
+            }
+            MavMessage::MISSION_ITEM_REACHED(m) => {
+                let off = lock(&self.state).mission_offset;
+                if let Some(seq) = m.seq.checked_sub(off) {
+                    info!(item = seq, "mission item reached");
+                    self.snapshot.send_modify(|s| {
+                        s.at = now;
+                        s.mission.last_reached = Some(seq);
+                    });
+                }
+            }
+            MavMessage::SERVO_OUTPUT_RAW(o) => {
+                // port 0 carries outputs 1..8, port 1 outputs 9..16 (the extension fields servo9..16
+                // are not decoded by this dialect build)
+                let base = usize::from(o.port.min(1)) * 8;
+                let vals = [
+                    o.servo1_raw,
+                    o.servo2_raw,
+                    o.servo3_raw,
+                    o.servo4_raw,
+                    o.servo5_raw,
+                    o.servo6_raw,
+                    o.servo7_raw,
+                    o.servo8_raw,
+                ];
+                self.snapshot.send_modify(|s| {
+                    s.at = now;
+                    let outs = s.servo_outputs_us.get_or_insert([0; 16]);
+                    outs[base..base + 8].copy_from_slice(&vals);
+                });
+            }
+            MavMessage::STATUSTEXT(t) => {
+                let text = t.text.to_str().unwrap_or("").trim().to_owned();
+                info!(severity = ?t.severity, text, "autopilot says");
+                lock(&self.state).last_status_text = Some((Instant::now(), text.clone()));
+                self.snapshot.send_modify(|s| {
+                    s.at = now;
+                    s.last_status_text = Some(text);
+                });
+            }
+            _ => {}
+        }
+    }
+
+    async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&FcSnapshot) -> bool,
+    ) -> Option<FcSnapshot> {
+        let mut rx = self.snapshot.subscribe();
+        let wait = async {
+            loop {
+                {
+                    let s = rx.borrow_and_update();
+                    if pred(&s) {
+                        return Some(s.clone());
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+
+    async fn send(&self, command: &'static str, msg: &MavMessage) -> Result<(), FcError> {
+        let conn = lock(&self.conn).clone();
+        let Some(conn) = conn else {
+            return Err(FcError::LinkLost { command });
+        };
+        conn.send(&self.header(), msg).await.map_err(|error| {
+            warn!(command, %error, "send failed");
+            FcError::LinkLost { command }
+        })?;
+        Ok(())
+    }
+
+    fn status_text_since(&self, since: Instant) -> Option<String> {
+        lock(&self.state)
+            .last_status_text
+            .as_ref()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, t)| t.clone())
+    }
+
+    fn command_lock(&self, cmd: MavCmd) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.command_locks)
+            .entry(cmd as u32)
+            .or_default()
+            .clone()
+    }
+
+    /// COMMAND_LONG with the full command protocol.
+    async fn command(&self, name: &'static str, cmd: MavCmd, p: [f32; 7]) -> Result<(), FcError> {
+        self.run_command(name, cmd, |target, confirmation| {
+            MavMessage::COMMAND_LONG(apm::COMMAND_LONG_DATA {
+                param1: p[0],
+                param2: p[1],
+                param3: p[2],
+                param4: p[3],
+                param5: p[4],
+                param6: p[5],
+                param7: p[6],
+                command: cmd,
+                target_system: target.0,
+                target_component: target.1,
+                confirmation,
+            })
+        })
+        .await
+    }
+
+    /// COMMAND_INT (positions as 1e7 degrees: no float32 rounding of coordinates). It has no
+    /// confirmation field; resends are identical.
+    #[allow(clippy::too_many_arguments)]
+    async fn command_int(
+        &self,
+        name: &'static str,
+        cmd: MavCmd,
+        frame: apm::MavFrame,
+        p: [f32; 4],
+        x: i32,
+        y: i32,
+        z: f32,
+    ) -> Result<(), FcError> {
+        self.run_command(name, cmd, |target, _| {
+            MavMessage::COMMAND_INT(apm::COMMAND_INT_DATA {
+                param1: p[0],
+                param2: p[1],
+                param3: p[2],
+                param4: p[3],
+                x,
+                y,
+                z,
+                command: cmd,
+                target_system: target.0,
+                target_component: target.1,
+                frame,
+                current: 0,
+                autocontinue: 0,
+            })
+        })
+        .await
+    }
+
+    async fn run_command(
+        &self,
+        name: &'static str,
+        cmd: MavCmd,
+        build: impl Fn((u8, u8), u8) -> MavMessage,
+    ) -> Result<(), FcError> {
+        let lock = self.command_lock(cmd);
+        let _one_at_a_time = lock.lock().await;
+        let target = self.target().ok_or(FcError::LinkLost { command: name })?;
+        let mut replies = self.replies.subscribe();
+        let mut link = self.link_up.subscribe();
+        let started = Instant::now();
+        let attempts = self.cfg.command_retries + 1;
+        let mut in_progress = false;
+        let mut sent = 0u32;
+        while sent < attempts {
+            if !in_progress {
+                let confirmation = u8::try_from(sent).unwrap_or(u8::MAX);
+                self.send(name, &build(target, confirmation)).await?;
+                sent += 1;
+                debug!(command = name, confirmation, "command sent");
+            }
+            let wait = if in_progress {
+                self.cfg.in_progress_timeout()
+            } else {
+                self.cfg.command_timeout()
+            };
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    r = replies.recv() => {
+                        let reply = match r {
+                            Ok(reply) => reply,
+                            Err(broadcast::error::RecvError::Lagged(n)) => {
+                                warn!(command = name, skipped = n, "reply queue overflowed");
+                                continue;
+                            }
+                            Err(broadcast::error::RecvError::Closed) => {
+                                return Err(FcError::Cancelled { command: name });
+                            }
+                        };
+                        let MavMessage::COMMAND_ACK(ack) = &reply.1 else { continue };
+                        if ack.command != cmd {
+                            continue;
+                        }
+                        let reason = || self.status_text_since(started);
+                        match ack.result {
+                            MavResult::MAV_RESULT_ACCEPTED => {
+                                debug!(command = name, elapsed = ?started.elapsed(), "accepted");
+                                return Ok(());
+                            }
+                            MavResult::MAV_RESULT_IN_PROGRESS => {
+                                debug!(command = name, "in progress");
+                                if !in_progress {
+                                    in_progress = true;
+                                    break;
+                                }
+                                continue;
+                            }
+                            MavResult::MAV_RESULT_TEMPORARILY_REJECTED => {
+                                return Err(FcError::TemporarilyRejected { command: name, reason: reason() });
+                            }
+                            MavResult::MAV_RESULT_DENIED => {
+                                return Err(FcError::Denied { command: name, reason: reason() });
+                            }
+                            MavResult::MAV_RESULT_UNSUPPORTED => {
+                                return Err(FcError::Unsupported { command: name, reason: reason() });
+                            }
+                            MavResult::MAV_RESULT_CANCELLED => {
+                                return Err(FcError::Cancelled { command: name });
+                            }
+                            MavResult::MAV_RESULT_COMMAND_INT_ONLY | MavResult::MAV_RESULT_COMMAND_LONG_ONLY => {
+                                return Err(FcError::Unsupported { command: name, reason: Some(format!("{:?}", ack.result)) });
+                            }
+                            other => {
+                                return Err(FcError::Failed {
+                                    command: name,
+                                    reason: reason().or_else(|| Some(format!("{other:?}"))),
+                                });
+                            }
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        if in_progress {
+                            return Err(FcError::Timeout { command: name, attempts: sent, after: started.elapsed() });
+                        }
+                        debug!(command = name, attempt = sent, "no COMMAND_ACK; resending");
+                        break;
+                    }
+                    r = link.changed() => {
+                        if r.is_err() || !*link.borrow() {
+                            return Err(FcError::LinkLost { command: name });
+                        }
+                    }
+                }
+            }
+        }
+        Err(FcError::Timeout {
+            command: name,
+            attempts: sent,
+            after: started.elapsed(),
+        })
+    }
+
+    async fn set_mode(&self, name: &'static str, kind: FlightModeKind) -> Result<(), FcError> {
+        let (autopilot, current) = {
+            let s = self.snapshot.borrow();
+            if !s.link.is_connected() {
+                return Err(FcError::LinkLost { command: name });
+            }
+            (s.autopilot, s.mode.kind)
+        };
+        if modes::satisfies(autopilot, current, kind) {
+            return Ok(());
+        }
+        let (p2, p3) = modes::encode(autopilot, kind).ok_or_else(|| FcError::Unsupported {
+            command: name,
+            reason: Some(format!("{autopilot:?} has no {kind:?} mode")),
+        })?;
+        let custom_mode_enabled = apm::MavModeFlag::MAV_MODE_FLAG_CUSTOM_MODE_ENABLED.bits() as f32;
+        self.command(
+            name,
+            MavCmd::MAV_CMD_DO_SET_MODE,
+            [custom_mode_enabled, p2, p3, 0.0, 0.0, 0.0, 0.0],
+        )
+        .await?;
+        let started = Instant::now();
+        match self
+            .wait_for(self.cfg.mode_change_timeout(), |s| {
+                modes::satisfies(autopilot, s.mode.kind, kind) || !s.link.is_connected()
+            })
+            .await
+        {
+            Some(s) if s.link.is_connected() => Ok(()),
+            Some(_) => Err(FcError::LinkLost { command: name }),
+            None => Err(FcError::Failed {
+                command: name,
+                reason: Some(self.status_text_since(started).unwrap_or_else(|| {
+                    format!(
+                        "accepted, but HEARTBEAT still shows {}",
+                        self.snapshot.borrow().mode.raw
+                    )
+                })),
+            }),
+        }
+    }
+
+    fn autopilot(&self, command: &'static str) -> Result<Autopilot, FcError> {
+        let s = self.snapshot.borrow();
+        if !s.link.is_connected() {
+            return Err(FcError::LinkLost { command });
+        }
+        Ok(s.autopilot)
+    }
+
+    fn home_msl(&self, command: &'static str) -> Result<f64, FcError> {
+        self.snapshot
+            .borrow()
+            .home
+            .map(|h| h.alt_msl_m)
+            .ok_or_else(|| FcError::Failed {
+                command,
+                reason: Some("home position not known yet".into()),
+            })
+    }
+
+    async fn goto(&self, target: GeoPoint) -> Result<(), FcError> {
+        const NAME: &str = "MAV_CMD_DO_REPOSITION";
+        check_point(NAME, &target)?;
+        let autopilot = self.autopilot(NAME)?;
+        let (frame, z) = match autopilot {
+            // PX4 reads the altitude of DO_REPOSITION as AMSL
+            Autopilot::Px4 => (
+                apm::MavFrame::MAV_FRAME_GLOBAL,
+                self.home_msl(NAME)? + target.alt_rel_m,
+            ),
+            _ => {
+                // ArduCopter only accepts position targets in GUIDED
+                self.set_mode("set mode GUIDED", FlightModeKind::Guided)
+                    .await?;
+                (
+                    apm::MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT,
+                    target.alt_rel_m,
+                )
+            }
+        };
+        let change_mode =
+            apm::MavDoRepositionFlags::MAV_DO_REPOSITION_FLAGS_CHANGE_MODE.bits() as f32;
+        self.command_int(
+            NAME,
+            MavCmd::MAV_CMD_DO_REPOSITION,
+            frame,
+            [-1.0, change_mode, 0.0, f32::NAN],
+            deg_e7(target.lat_deg),
+            deg_e7(target.lon_deg),
+            z as f32,
+        )
+        .await?;
+        let mut st = lock(&self.state);
+        st.last_goto = Some(target);
+        st.paused_mission = false;
+        Ok(())
+    }
+}
+
+fn deg_e7(deg: f64) -> i32 {
+    (deg * 1e7).round() as i32
+}
+
+fn check_point(command: &'static str, p: &GeoPoint) -> Result<(), FcError> {
+    if !(-90.0..=90.0).contains(&p.lat_deg) || !(-180.0..=180.0).contains(&p.lon_deg) {
+        return Err(FcError::InvalidArgument {
+            command,
+            reason: format!(
+                "({}, {}) is not a WGS-84 latitude/longitude",
+                p.lat_deg, p.lon_deg
+            ),
+        });
+    }
+    if !p.alt_rel_m.is_finite() || p.alt_rel_m < 0.0 {
+        return Err(FcError::InvalidArgument {
+            command,
+            reason: format!("altitude {} m above home must be 0 or more", p.alt_rel_m),
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// missions
+
+impl Shared {
+    fn mission_item(&self, seq: u16, item: &MissionItem, target: (u8, u8)) -> MavMessage {
+        use apm::MavFrame as F;
+        let here = self.snapshot.borrow().position;
+        let (cmd, frame, p1, p2, x, y, z) = match *item {
+            MissionItem::Takeoff { alt_rel_m } => {
+                let (lat, lon) = here.map(|p| (p.lat_deg, p.lon_deg)).unwrap_or((0.0, 0.0));
+                (
+                    MavCmd::MAV_CMD_NAV_TAKEOFF,
+                    F::MAV_FRAME_GLOBAL_RELATIVE_ALT,
+                    0.0,
+                    0.0,
+                    deg_e7(lat),
+                    deg_e7(lon),
+                    alt_rel_m as f32,
+                )
+            }
+            MissionItem::Waypoint { point, hold_s } => (
+                MavCmd::MAV_CMD_NAV_WAYPOINT,
+                F::MAV_FRAME_GLOBAL_RELATIVE_ALT,
+                hold_s,
+                0.0,
+                deg_e7(point.lat_deg),
+                deg_e7(point.lon_deg),
+                point.alt_rel_m as f32,
+            ),
+            MissionItem::Land { point } => (
+                MavCmd::MAV_CMD_NAV_LAND,
+                F::MAV_FRAME_GLOBAL_RELATIVE_ALT,
+                0.0,
+                0.0,
+                deg_e7(point.lat_deg),
+                deg_e7(point.lon_deg),
+                0.0,
+            ),
+            MissionItem::Gripper(action) => (
+                MavCmd::MAV_CMD_DO_GRIPPER,
+                F::MAV_FRAME_MISSION,
+                1.0,
+                gripper_param(action),
+                0,
+                0,
+                0.0,
+            ),
+            MissionItem::ReturnToLaunch => (
+                MavCmd::MAV_CMD_NAV_RETURN_TO_LAUNCH,
+                F::MAV_FRAME_MISSION,
+                0.0,
+                0.0,
+                0,
+                0,
+                0.0,
+            ),
+        };
+        MavMessage::MISSION_ITEM_INT(apm::MISSION_ITEM_INT_DATA {
+            param1: p1,
+            param2: p2,
+            param3: 0.0,
+            param4: f32::NAN,
+            x,
+            y,
+            z,
+            seq,
+            command: cmd,
+            target_system: target.0,
+            target_component: target.1,
+            frame,
+            current: 0,
+            autocontinue: 1,
+        })
+    }
+
+    fn home_item(&self, target: (u8, u8)) -> MavMessage {
+        let home = self.snapshot.borrow().home;
+        let (lat, lon, alt) = home
+            .map(|h| (h.lat_deg, h.lon_deg, h.alt_msl_m))
+            .unwrap_or((0.0, 0.0, 0.0));
+        MavMessage::MISSION_ITEM_INT(apm::MISSION_ITEM_INT_DATA {
+            param1: 0.0,
+            param2: 0.0,
+            param3: 0.0,
+            param4: 0.0,
+            x: deg_e7(lat),
+            y: deg_e7(lon),
+            z: alt as f32,
+            seq: 0,
+            command: MavCmd::MAV_CMD_NAV_WAYPOINT,
+            target_system: target.0,
+            target_component: target.1,
+            frame: apm::MavFrame::MAV_FRAME_GLOBAL,
+            current: 0,
+            autocontinue: 1,
+        })
+    }
+
+    /// Waits for the next mission-protocol reply from the autopilot, up to the per-step timeout.
+    #[allow(deprecated)]
+    async fn next_mission_reply(
+        &self,
+        replies: &mut broadcast::Receiver<Reply>,
+        link: &mut watch::Receiver<bool>,
+        step: &'static str,
+    ) -> Result<Option<Reply>, FcError> {
+        let deadline = tokio::time::Instant::now() + self.cfg.mission_timeout();
+        loop {
+            tokio::select! {
+                r = replies.recv() => match r {
+                    Ok(reply) => {
+                        if matches!(reply.1, MavMessage::MISSION_REQUEST_INT(_) | MavMessage::MISSION_REQUEST(_) | MavMessage::MISSION_ACK(_)) {
+                            return Ok(Some(reply));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return Err(FcError::Cancelled { command: step }),
+                },
+                _ = tokio::time::sleep_until(deadline) => return Ok(None),
+                r = link.changed() => {
+                    if r.is_err() || !*link.borrow() {
+                        return Err(FcError::LinkLost { command: step });
+                    }
+                }
+            }
+        }
+    }
+
+    #[allow(deprecated)]
+    async fn upload_mission(&self, items: &[MissionItem]) -> Result<(), FcError> {
+        const STEP: &str = "upload";
+        for item in items {
+            if let MissionItem::Waypoint { point, .. } | MissionItem::Land { point } = item {
+                check_point("MISSION_ITEM_INT", point)?;
+            }
+        }
+        let _one = self.mission_lock.lock().await;
+        let target = self.target().ok_or(FcError::LinkLost {
+            command: "MISSION_COUNT",
+        })?;
+        let autopilot = self.autopilot("MISSION_COUNT")?;
+        let offset: u16 = if autopilot == Autopilot::ArduPilot {
+            1
+        } else {
+            0
+        };
+        let mut wire: Vec<MavMessage> = Vec::with_capacity(items.len() + 1);
+        if offset == 1 {
+            wire.push(self.home_item(target));
+        }
+        for (i, item) in items.iter().enumerate() {
+            let seq = u16::try_from(i).unwrap_or(u16::MAX).saturating_add(offset);
+            wire.push(self.mission_item(seq, item, target));
+        }
+        let count = u16::try_from(wire.len()).map_err(|_| FcError::InvalidArgument {
+            command: "MISSION_COUNT",
+            reason: format!("{} items is more than a mission can hold", wire.len()),
+        })?;
+        let mut replies = self.replies.subscribe();
+        let mut link = self.link_up.subscribe();
+        let count_msg = MavMessage::MISSION_COUNT(apm::MISSION_COUNT_DATA {
+            count,
+            target_system: target.0,
+            target_component: target.1,
+        });
+        self.send("MISSION_COUNT", &count_msg).await?;
+        let mut last_sent = count_msg;
+        let mut tries = 0u32;
+        let mut highest_requested: Option<u16> = None;
+        loop {
+            let reply = self
+                .next_mission_reply(&mut replies, &mut link, STEP)
+                .await?;
+            let Some(reply) = reply else {
+                tries += 1;
+                if tries > self.cfg.mission_retries {
+                    return Err(FcError::Mission {
+                        step: STEP,
+                        reason: format!(
+                            "no answer after {} attempts (last request: {:?})",
+                            tries, highest_requested
+                        ),
+                    });
+                }
+                debug!(tries, "mission step timed out; resending");
+                self.send("MISSION_ITEM_INT", &last_sent).await?;
+                continue;
+            };
+            match &reply.1 {
+                MavMessage::MISSION_REQUEST_INT(apm::MISSION_REQUEST_INT_DATA { seq, .. })
+                | MavMessage::MISSION_REQUEST(apm::MISSION_REQUEST_DATA { seq, .. }) => {
+                    let Some(item) = wire.get(usize::from(*seq)) else {
+                        return Err(FcError::Mission {
+                            step: STEP,
+                            reason: format!("autopilot asked for item {seq} of {count}"),
+                        });
+                    };
+                    tries = 0;
+                    highest_requested = Some(highest_requested.map_or(*seq, |h| h.max(*seq)));
+                    self.send("MISSION_ITEM_INT", item).await?;
+                    last_sent = item.clone();
+                }
+                MavMessage::MISSION_ACK(ack) => {
+                    if ack.mavtype == apm::MavMissionResult::MAV_MISSION_ACCEPTED {
+                        if highest_requested.map(|h| h + 1) == Some(count) {
+                            break;
+                        }
+                        // an ACCEPTED before all items were requested is a stale ack
+                        continue;
+                    }
+                    return Err(FcError::Mission {
+                        step: STEP,
+                        reason: format!("autopilot answered {:?}", ack.mavtype),
+                    });
+                }
+                _ => {}
+            }
+        }
+        lock(&self.state).mission_offset = offset;
+        self.snapshot.send_modify(|s| {
+            s.at = SystemTime::now();
+            s.mission = MissionProgress {
+                count: Some(count - offset),
+                current: None,
+                last_reached: None,
+            };
+        });
+        info!(items = items.len(), "mission uploaded");
+        Ok(())
+    }
+
+    async fn clear_mission(&self) -> Result<(), FcError> {
+        const STEP: &str = "clear";
+        let _one = self.mission_lock.lock().await;
+        let target = self.target().ok_or(FcError::LinkLost {
+            command: "MISSION_CLEAR_ALL",
+        })?;
+        let mut replies = self.replies.subscribe();
+        let mut link = self.link_up.subscribe();
+        let msg = MavMessage::MISSION_CLEAR_ALL(apm::MISSION_CLEAR_ALL_DATA {
+            target_system: target.0,
+            target_component: target.1,
+        });
+        for attempt in 0..=self.cfg.mission_retries {
+            self.send("MISSION_CLEAR_ALL", &msg).await?;
+            loop {
+                match self
+                    .next_mission_reply(&mut replies, &mut link, STEP)
+                    .await?
+                {
+                    None => {
+                        debug!(attempt, "no MISSION_ACK for clear; resending");
+                        break;
+                    }
+                    Some(reply) => {
+                        if let MavMessage::MISSION_ACK(ack) = &reply.1 {
+                            if ack.mavtype == apm::MavMissionResult::MAV_MISSION_ACCEPTED {
+                                self.snapshot.send_modify(|s| {
+                                    s.at = SystemTime::now();
+                                    s.mission = MissionProgress {
+                                        count: Some(0),
+                                        current: None,
+                                        last_reached: None,
+                                    };
+                                });
+                                return Ok(());
+                            }
+                            return Err(FcError::Mission {
+                                step: STEP,
+                                reason: format!("autopilot answered {:?}", ack.mavtype),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Err(FcError::Mission {
+            step: STEP,
+            reason: format!(
+                "no MISSION_ACK after {} attempts",
+                self.cfg.mission_retries + 1
+            ),
+        })
+    }
+}
+
+fn gripper_param(action: GripperAction) -> f32 {
+    match action {
+        GripperAction::Release => 0.0,
+        GripperAction::Grab => 1.0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the trait
+
+impl FlightController for MavlinkFc {
+    fn snapshot(&self) -> watch::Receiver<FcSnapshot> {
+        self.shared.snapshot.subscribe()
+    }
+
+    async fn preflight_check(&self, min_battery_percent: f64) -> Result<PreflightReport, FcError> {
+        let s = self.shared.snapshot.borrow().clone();
+        let prearm = lock(&self.shared.state).prearm_ok;
+        let mut checks = Vec::new();
+        let mut check = |name: &'static str, passed: bool, detail: String| {
+            checks.push(PreflightCheck {
+                name,
+                passed,
+                detail,
+            });
+        };
+        check(
+            "link",
+            s.link.is_connected(),
+            format!("{:?}, autopilot {:?}", s.link, s.autopilot),
+        );
+        check(
+            "gps",
+            s.gps_fix.is_3d(),
+            format!(
+                "{:?}, {} satellites",
+                s.gps_fix,
+                s.satellites.map_or("?".into(), |n| n.to_string())
+            ),
+        );
+        check(
+            "home",
+            s.home.is_some(),
+            match s.home {
+                Some(h) => format!("home at {:.7}, {:.7}", h.lat_deg, h.lon_deg),
+                None => "no home position yet".into(),
+            },
+        );
+        check(
+            "battery",
+            s.battery_percent.is_some_and(|p| p >= min_battery_percent),
+            match s.battery_percent {
+                Some(p) => format!("{p:.0}% (minimum {min_battery_percent:.0}%)"),
+                None => "battery not reported".into(),
+            },
+        );
+        check(
+            "health",
+            s.healthy,
+            if s.healthy {
+                "sensors healthy".into()
+            } else {
+                "autopilot reports failing sensors".into()
+            },
+        );
+        check(
+            "armable",
+            !s.armed && prearm != Some(false),
+            if s.armed {
+                "already armed".into()
+            } else {
+                match prearm {
+                    Some(true) => "pre-arm checks pass".into(),
+                    Some(false) => format!(
+                        "pre-arm checks fail{}",
+                        s.last_status_text
+                            .map(|t| format!(" (last message: {t})"))
+                            .unwrap_or_default()
+                    ),
+                    None => "pre-arm state not reported".into(),
+                }
+            },
+        );
+        Ok(PreflightReport { checks })
+    }
+
+    async fn arm(&self) -> Result<(), FcError> {
+        const NAME: &str = "MAV_CMD_COMPONENT_ARM_DISARM(arm)";
+        self.shared
+            .command(
+                NAME,
+                MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
+                [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            )
+            .await?;
+        match self
+            .shared
+            .wait_for(self.shared.cfg.mode_change_timeout(), |s| s.armed)
+            .await
+        {
+            Some(_) => Ok(()),
+            None => Err(FcError::Failed {
+                command: NAME,
+                reason: Some("accepted, but HEARTBEAT does not show armed".into()),
+            }),
+        }
+    }
+
+    async fn disarm(&self) -> Result<(), FcError> {
+        const NAME: &str = "MAV_CMD_COMPONENT_ARM_DISARM(disarm)";
+        self.shared
+            .command(NAME, MavCmd::MAV_CMD_COMPONENT_ARM_DISARM, [0.0; 7])
+            .await?;
+        match self
+            .shared
+            .wait_for(self.shared.cfg.mode_change_timeout(), |s| !s.armed)
+            .await
+        {
+            Some(_) => Ok(()),
+            None => Err(FcError::Failed {
+                command: NAME,
+                reason: Some("accepted, but HEARTBEAT still shows armed".into()),
+            }),
+        }
+    }
+
+    async fn takeoff(&self, alt_rel_m: f64) -> Result<(), FcError> {
+        const NAME: &str = "MAV_CMD_NAV_TAKEOFF";
+        if !alt_rel_m.is_finite() || alt_rel_m <= 0.0 {
+            return Err(FcError::InvalidArgument {
+                command: NAME,
+                reason: format!("take-off altitude {alt_rel_m} m must be above 0"),
+            });
+        }
+        let alt = match self.shared.autopilot(NAME)? {
+            // PX4 takes the take-off altitude as AMSL
+            Autopilot::Px4 => self.shared.home_msl(NAME)? + alt_rel_m,
+            _ => {
+                // ArduCopter takes off only in GUIDED, to an altitude above home
+                self.shared
+                    .set_mode("set mode GUIDED", FlightModeKind::Guided)
+                    .await?;
+                alt_rel_m
+            }
+        };
+        self.shared
+            .command(
+                NAME,
+                MavCmd::MAV_CMD_NAV_TAKEOFF,
+                [0.0, 0.0, 0.0, f32::NAN, f32::NAN, f32::NAN, alt as f32],
+            )
+            .await?;
+        lock(&self.shared.state).last_goto = None;
+        Ok(())
+    }
+
+    async fn goto(&self, target: GeoPoint) -> Result<(), FcError> {
+        self.shared.goto(target).await
+    }
+
+    async fn hover_at(&self, alt_rel_m: f64) -> Result<(), FcError> {
+        let here = self.shared.snapshot.borrow().position;
+        let here = here.ok_or(FcError::Failed {
+            command: "MAV_CMD_DO_REPOSITION",
+            reason: Some("position not known yet".into()),
+        })?;
+        self.shared
+            .goto(GeoPoint::new(here.lat_deg, here.lon_deg, alt_rel_m))
+            .await
+    }
+
+    async fn hold(&self) -> Result<(), FcError> {
+        let in_mission = self.shared.snapshot.borrow().mode.kind == FlightModeKind::Auto;
+        self.shared
+            .set_mode("set mode HOLD", FlightModeKind::Hold)
+            .await?;
+        if in_mission {
+            lock(&self.shared.state).paused_mission = true;
+        }
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<(), FcError> {
+        let (paused_mission, last_goto) = {
+            let st = lock(&self.shared.state);
+            (st.paused_mission, st.last_goto)
+        };
+        if paused_mission {
+            self.shared
+                .set_mode("set mode AUTO", FlightModeKind::Auto)
+                .await?;
+            lock(&self.shared.state).paused_mission = false;
+            Ok(())
+        } else if let Some(target) = last_goto {
+            self.shared.goto(target).await
+        } else {
+            Err(FcError::Failed {
+                command: "resume",
+                reason: Some("nothing was paused: no mission and no go-to target".into()),
+            })
+        }
+    }
+
+    async fn return_to_launch(&self) -> Result<(), FcError> {
+        self.shared
+            .set_mode("set mode RTL", FlightModeKind::ReturnToLaunch)
+            .await
+    }
+
+    async fn land(&self) -> Result<(), FcError> {
+        self.shared
+            .set_mode("set mode LAND", FlightModeKind::Land)
+            .await
+    }
+
+    async fn set_gripper(&self, action: GripperAction) -> Result<(), FcError> {
+        self.shared
+            .command(
+                "MAV_CMD_DO_GRIPPER",
+                MavCmd::MAV_CMD_DO_GRIPPER,
+                [1.0, gripper_param(action), 0.0, 0.0, 0.0, 0.0, 0.0],
+            )
+            .await
+    }
+
+    async fn set_servo(&self, channel: u8, pwm_us: u16) -> Result<(), FcError> {
+        if !(1..=16).contains(&channel) || !(500..=2500).contains(&pwm_us) {
+            return Err(FcError::InvalidArgument {
+                command: "MAV_CMD_DO_SET_SERVO",
+                reason: format!("channel {channel} must be 1..=16 and {pwm_us} µs 500..=2500"),
+            });
+        }
+        match self.shared.autopilot("MAV_CMD_DO_SET_SERVO")? {
+            Autopilot::Px4 => {
+                // PX4 drives peripherals through actuator sets: an output configured as
+                // "Peripheral via Actuator Set N" on AUX N (output 8 + N)
+                const NAME: &str = "MAV_CMD_DO_SET_ACTUATOR";
+                let set = channel
+                    .checked_sub(8)
+                    .filter(|s| (1..=6).contains(s))
+                    .ok_or(FcError::Unsupported {
+                        command: NAME,
+                        reason: Some(format!(
+                            "on PX4 use outputs 9..=14 (actuator sets 1..=6), not {channel}"
+                        )),
+                    })?;
+                let mut p = [f32::NAN; 7];
+                p[usize::from(set - 1)] = ((f32::from(pwm_us) - 1500.0) / 500.0).clamp(-1.0, 1.0);
+                p[6] = 0.0;
+                self.shared
+                    .command(NAME, MavCmd::MAV_CMD_DO_SET_ACTUATOR, p)
+                    .await
+            }
+            _ => {
+                self.shared
+                    .command(
+                        "MAV_CMD_DO_SET_SERVO",
+                        MavCmd::MAV_CMD_DO_SET_SERVO,
+                        [
+                            f32::from(channel),
+                            f32::from(pwm_us),
+                            0.0,
+                            0.0,
+                            0.0,
+                            0.0,
+                            0.0,
+                        ],
+                    )
+                    .await
+            }
+        }
+    }
+
+    async fn send_landing_target(&self, t: LandingTarget) -> Result<(), FcError> {
+        const NAME: &str = "LANDING_TARGET";
+        if self.shared.target().is_none() {
+            return Err(FcError::LinkLost { command: NAME });
+        }
+        let time_usec = t
+            .captured_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let msg = MavMessage::LANDING_TARGET(apm::LANDING_TARGET_DATA {
+            time_usec,
+            angle_x: t.angle_x_rad,
+            angle_y: t.angle_y_rad,
+            distance: t.distance_m.unwrap_or(0.0),
+            size_x: t.size_x_rad,
+            size_y: t.size_y_rad,
+            target_num: t.target_num,
+            frame: apm::MavFrame::MAV_FRAME_BODY_FRD,
+        });
+        self.shared.send(NAME, &msg).await
+    }
+
+    async fn upload_mission(&self, items: &[MissionItem]) -> Result<(), FcError> {
+        self.shared.upload_mission(items).await
+    }
+
+    async fn clear_mission(&self) -> Result<(), FcError> {
+        self.shared.clear_mission().await
+    }
+
+    async fn start_mission(&self) -> Result<(), FcError> {
+        const NAME: &str = "MAV_CMD_MISSION_START";
+        let (count, offset) = {
+            let n = self.shared.snapshot.borrow().mission.count;
+            (n, lock(&self.shared.state).mission_offset)
+        };
+        let count = match count {
+            Some(n) if n > 0 => n,
+            _ => {
+                return Err(FcError::Failed {
+                    command: NAME,
+                    reason: Some("no mission uploaded through this link".into()),
+                })
+            }
+        };
+        self.shared
+            .command(
+                NAME,
+                MavCmd::MAV_CMD_MISSION_START,
+                [
+                    f32::from(offset),
+                    f32::from(offset + count - 1),
+                    0.0,
+                    0.0,
+                    0.0,
+                    0.0,
+                    0.0,
+                ],
+            )
+            .await?;
+        let autopilot = self.shared.autopilot(NAME)?;
+        match self
+            .shared
+            .wait_for(self.shared.cfg.mode_change_timeout(), |s| {
+                modes::satisfies(autopilot, s.mode.kind, FlightModeKind::Auto)
+            })
+            .await
+        {
+            Some(_) => {
+                lock(&self.shared.state).paused_mission = false;
+                Ok(())
+            }
+            None => Err(FcError::Failed {
+                command: NAME,
+                reason: Some("accepted, but the autopilot is not in mission mode".into()),
+            }),
+        }
+    }
+}
