@@ -7,7 +7,7 @@
 
 use crate::auth::AgentKind;
 use crate::config::{secs, Config};
-use crate::hub::{agent_side, is_lossy, message_id, Hub, KickReason, Outbound, RouteError};
+use crate::hub::{agent_side, is_lossy, message_id, Hub, Kick, KickReason, Outbound, RouteError};
 use crate::metrics::{kind_index, DropReason, Side};
 use axum::extract::ws::{close_code, CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::SinkExt as _;
@@ -107,6 +107,27 @@ async fn write_batch(
     Ok(())
 }
 
+/// Runs a queue write to completion unless the socket stalls past `limit` or the hub kicks the
+/// connection meanwhile (a stalled peer's queue fills while we wait on its socket: that kick
+/// must not wait for the write timeout).
+async fn bounded_write(
+    write: impl std::future::Future<Output = Result<(), axum::Error>>,
+    kick: &Kick,
+    limit: Duration,
+) -> Result<(), End> {
+    tokio::select! {
+        written = timeout(limit, write) => match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                debug!(error = %e, "write failed");
+                Err(End::Gone)
+            }
+            Err(_) => Err(End::Close(close_code::AGAIN, "write timed out")),
+        },
+        reason = kick.wait() => Err(kick_end(reason)),
+    }
+}
+
 /// Sends one frame straight from this task (replies to the peer's own frames).
 async fn send_now(ws: &mut WebSocket, env: &Envelope, limit: Duration) -> bool {
     let frame = WsMessage::Text(env.to_json().into());
@@ -193,13 +214,8 @@ pub async fn run_agent(
             }
             Some(out) = reg.rx.recv() => {
                 let write = write_batch(&mut ws, out, &mut reg.rx, &hub, side, &mut stamps);
-                match timeout(settings.write_timeout, write).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        debug!(error = %e, "agent write failed");
-                        break End::Gone;
-                    }
-                    Err(_) => break End::Close(close_code::AGAIN, "write timed out"),
+                if let Err(end) = bounded_write(write, &reg.kick, settings.write_timeout).await {
+                    break end;
                 }
             }
             _ = ping.tick() => {
@@ -354,13 +370,8 @@ pub async fn run_backend(
                 }
                 Some(out) = reg.rx.recv() => {
                     let write = write_batch(&mut ws, out, &mut reg.rx, &hub, Side::Backend, &mut stamps);
-                    match timeout(settings.write_timeout, write).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            debug!(error = %e, "backend write failed");
-                            break End::Gone;
-                        }
-                        Err(_) => break End::Close(close_code::AGAIN, "write timed out"),
+                    if let Err(end) = bounded_write(write, &reg.kick, settings.write_timeout).await {
+                        break end;
                     }
                 }
                 _ = ping.tick() => {

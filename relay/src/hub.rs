@@ -335,7 +335,11 @@ impl Hub {
     fn to_backends(&self, frame: Utf8Bytes, kind: usize, lossy: bool, read_at: Option<Instant>) {
         let backends = self.backends.read().unwrap_or_else(PoisonError::into_inner);
         if backends.is_empty() {
-            self.metrics.dropped(DropReason::NoBackend);
+            // presence with nobody to tell is not a lost frame: a backend that connects later
+            // gets the snapshot instead
+            if read_at.is_some() {
+                self.metrics.dropped(DropReason::NoBackend);
+            }
             return;
         }
         for b in backends.iter() {
