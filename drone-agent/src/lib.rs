@@ -1,4 +1,19 @@
 //! The SkyPost drone agent, beside a PX4 or ArduPilot flight controller.
 //!
-//! - [`machine`]: the delivery state machine (pure: events in, effects out).
+//! - [`machine`]: the delivery state machine (pure: events in, effects out; the diagram is in
+//!   `docs/state-machine.md`).
+//! - [`monitor`]: flight-controller snapshots → machine events (progress, battery, GPS, link).
+//! - [`runtime`]: runs effects against the flight controller, the payload and the cloud.
+//! - [`report`]: what the drone tells the cloud (register, telemetry, events).
+//! - [`commands`]: command ids already acted on (idempotency).
+//! - [`persist`]: the state file, written atomically on every transition.
+//! - [`config`]: the TOML config; [`app`]: wiring from config to a running agent.
+
+pub mod app;
+pub mod commands;
+pub mod config;
 pub mod machine;
+pub mod monitor;
+pub mod persist;
+pub mod report;
+pub mod runtime;

@@ -1,0 +1,145 @@
+//! Wiring: from a validated config to a running agent. Hardware is chosen here, from the config,
+//! and nowhere else.
+
+use crate::config::{DroneConfig, PayloadConfig};
+use crate::machine::Machine;
+use crate::persist::StateFile;
+use crate::runtime::Agent;
+use anyhow::Context as _;
+use cloud_link::CloudLink;
+use hal::flight::mavlink::MavlinkFc;
+use hal::flight::FlightController;
+use hal::payload::rppal_pin::RppalPwm;
+use hal::payload::{
+    FcPayload, FcReleaseMethod, PayloadError, PayloadRelease, PwmPayload, ServoPulses,
+};
+use protocol::ws::PeerKind;
+use protocol::Envelope;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+/// The payload release the config names.
+pub enum AnyPayload<F: FlightController> {
+    Fc(FcPayload<F>),
+    PiPwm(PwmPayload<RppalPwm>),
+}
+
+impl<F: FlightController> PayloadRelease for AnyPayload<F> {
+    async fn release(&self) -> Result<(), PayloadError> {
+        match self {
+            AnyPayload::Fc(p) => p.release().await,
+            AnyPayload::PiPwm(p) => p.release().await,
+        }
+    }
+
+    async fn close(&self) -> Result<(), PayloadError> {
+        match self {
+            AnyPayload::Fc(p) => p.close().await,
+            AnyPayload::PiPwm(p) => p.close().await,
+        }
+    }
+}
+
+pub fn payload<F: FlightController>(
+    cfg: &PayloadConfig,
+    fc: Arc<F>,
+) -> anyhow::Result<AnyPayload<F>> {
+    Ok(match cfg {
+        PayloadConfig::Gripper => AnyPayload::Fc(FcPayload::new(fc, FcReleaseMethod::Gripper)?),
+        PayloadConfig::FcServo {
+            channel,
+            release_pwm_us,
+            hold_pwm_us,
+            confirm_timeout_ms,
+        } => AnyPayload::Fc(FcPayload::new(
+            fc,
+            FcReleaseMethod::Servo {
+                channel: *channel,
+                release_pwm_us: *release_pwm_us,
+                hold_pwm_us: *hold_pwm_us,
+                confirm_timeout_ms: *confirm_timeout_ms,
+            },
+        )?),
+        PayloadConfig::PiPwm {
+            pwm_channel,
+            period_us,
+            release_us,
+            hold_us,
+        } => {
+            // Real hardware configured: failing to open it is fatal, never a silent fallback.
+            let pin = RppalPwm::open(
+                *pwm_channel,
+                Duration::from_micros(u64::from(*period_us)),
+                Duration::from_micros(u64::from(*hold_us)),
+            )
+            .with_context(|| {
+                format!(
+                    "payload.pwm_channel {pwm_channel}: cannot open the Raspberry Pi PWM channel"
+                )
+            })?;
+            let pulses = ServoPulses {
+                period_us: *period_us,
+                release_us: *release_us,
+                hold_us: *hold_us,
+            };
+            AnyPayload::PiPwm(PwmPayload::new(pin, pulses)?)
+        }
+    })
+}
+
+/// Runs the agent from `cfg` until `shutdown` resolves.
+pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let state_dir = cfg.drone.state_dir.clone();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("drone.state_dir {}: cannot create", state_dir.display()))?;
+    let state_file = StateFile::new(&state_dir);
+    let (machine, commands, restored) = match state_file.load() {
+        Ok(Some(saved)) => match Machine::from_json(saved.machine, cfg.limits()) {
+            Ok(m) => {
+                info!(state = ?m.state(), delivery = ?m.delivery().map(|d| d.delivery_id), "state restored");
+                (m, saved.commands, true)
+            }
+            Err(e) => {
+                error!(error = %e, "saved machine state unreadable; starting IDLE");
+                (Machine::new(cfg.limits()), saved.commands, false)
+            }
+        },
+        Ok(None) => (Machine::new(cfg.limits()), Default::default(), false),
+        Err(e) => {
+            error!(error = %e, "state file unreadable (moved aside); starting IDLE");
+            (Machine::new(cfg.limits()), Default::default(), false)
+        }
+    };
+
+    let fc = MavlinkFc::start(cfg.flight_controller.clone());
+    let payload = Arc::new(payload(&cfg.payload, fc.clone())?);
+    let hello = crate::report::register(
+        cfg.drone.id,
+        &cfg.drone.model,
+        &fc.snapshot().borrow(),
+        &machine,
+    );
+    let (link, incoming) = CloudLink::spawn(
+        cfg.cloud.clone(),
+        PeerKind::Drone,
+        cfg.drone.id.to_string(),
+        &state_dir.join("outbox"),
+        Envelope::new(hello),
+    )?;
+    if restored && machine.state() != protocol::ws::DroneState::Idle {
+        warn!(state = ?machine.state(), "agent restarted in the middle of a delivery");
+    }
+    let (agent, internal) = Agent::new(
+        cfg,
+        fc,
+        payload,
+        Arc::new(link),
+        machine,
+        commands,
+        restored,
+    );
+    agent.run(incoming, internal, shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! The drone agent's TOML config. Every field is documented in `drone-agent.example.toml`.
+
+use cloud_link::CloudConfig;
+use daemon::config::{Validate, Validator};
+use hal::flight::FcLinkConfig;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DroneConfig {
+    pub drone: Identity,
+    pub cloud: CloudConfig,
+    pub flight_controller: FcLinkConfig,
+    #[serde(default)]
+    pub flight: FlightConfig,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub battery: BatteryConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    pub payload: PayloadConfig,
+    #[serde(default)]
+    pub restart: RestartConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub id: Uuid,
+    pub model: String,
+    /// Where the state file and the event outbox live (`/var/lib/skypost-drone` under systemd).
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlightConfig {
+    pub cruise_alt_m: f64,
+    pub drop_alt_m: f64,
+    /// Within this horizontal distance of a target point counts as there.
+    pub arrive_radius_m: f64,
+    /// Within this vertical distance of a target altitude counts as there.
+    pub alt_tolerance_m: f64,
+    /// Landed within this distance of home counts as home.
+    pub home_radius_m: f64,
+    pub max_nav_attempts: u32,
+}
+
+impl Default for FlightConfig {
+    fn default() -> Self {
+        Self {
+            cruise_alt_m: 30.0,
+            drop_alt_m: 4.0,
+            arrive_radius_m: 2.0,
+            alt_tolerance_m: 0.5,
+            home_radius_m: 10.0,
+            max_nav_attempts: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// How long to hover over the locker waiting for `drop_cargo` before flying home with it.
+    pub drop_wait_s: f64,
+    /// Fly home by itself this long after the drop if no `return_to_base` came; 0 = wait for it.
+    pub auto_return_after_drop_s: f64,
+    /// The approach (descent to drop height) must finish within this.
+    pub approach_s: f64,
+    /// Cloud link down this long while waiting for the drop: fly home with the parcel.
+    pub cloud_loss_return_s: f64,
+    /// GPS lost in the air this long: land where the drone is.
+    pub gps_loss_land_s: f64,
+    /// After a restart, how long to wait for the flight controller before deciding without it.
+    pub fc_reattach_s: f64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            drop_wait_s: 120.0,
+            auto_return_after_drop_s: 30.0,
+            approach_s: 60.0,
+            cloud_loss_return_s: 60.0,
+            gps_loss_land_s: 20.0,
+            fc_reattach_s: 15.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatteryConfig {
+    /// Pre-flight refuses to take off below this, percent.
+    pub min_takeoff_percent: f64,
+    /// Below this in the air: fly home (with the parcel if it is still on board).
+    pub return_percent: f64,
+    /// Below this in the air: land now, wherever the drone is.
+    pub critical_percent: f64,
+}
+
+impl Default for BatteryConfig {
+    fn default() -> Self {
+        Self {
+            min_takeoff_percent: 40.0,
+            return_percent: 25.0,
+            critical_percent: 10.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Seconds between telemetry frames: 3 by default, down to 0.1 (10 Hz).
+    pub interval_s: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { interval_s: 3.0 }
+    }
+}
+
+/// How the parcel is released.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PayloadConfig {
+    /// The flight controller's gripper (`MAV_CMD_DO_GRIPPER`).
+    Gripper,
+    /// A servo on one of the flight controller's outputs (`MAV_CMD_DO_SET_SERVO`).
+    FcServo {
+        channel: u8,
+        release_pwm_us: u16,
+        hold_pwm_us: u16,
+        #[serde(default = "default_confirm_ms")]
+        confirm_timeout_ms: u64,
+    },
+    /// A servo on a Raspberry Pi hardware PWM channel (0 or 1).
+    PiPwm {
+        pwm_channel: u8,
+        /// PWM period, µs (20000 = 50 Hz).
+        period_us: u16,
+        release_us: u16,
+        hold_us: u16,
+    },
+}
+
+fn default_confirm_ms() -> u64 {
+    2000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InAirRestart {
+    /// Carry on with the delivery where it stood.
+    #[default]
+    Continue,
+    /// Fly home with whatever is on board.
+    ReturnHome,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RestartConfig {
+    /// What to do when the agent restarts while the drone is flying a delivery.
+    #[serde(default)]
+    pub in_air: InAirRestart,
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::from_secs_f64(v.max(0.0))
+}
+
+impl DroneConfig {
+    /// The numbers the state machine decides with.
+    pub fn limits(&self) -> crate::machine::Limits {
+        crate::machine::Limits {
+            cruise_alt_m: self.flight.cruise_alt_m,
+            drop_alt_m: self.flight.drop_alt_m,
+            max_nav_attempts: self.flight.max_nav_attempts,
+            drop_wait: secs(self.timeouts.drop_wait_s),
+            auto_return: (self.timeouts.auto_return_after_drop_s > 0.0)
+                .then(|| secs(self.timeouts.auto_return_after_drop_s)),
+            approach_timeout: secs(self.timeouts.approach_s),
+            gps_loss_land: secs(self.timeouts.gps_loss_land_s),
+            continue_after_restart: self.restart.in_air == InAirRestart::Continue,
+        }
+    }
+
+    pub fn telemetry_interval(&self) -> Duration {
+        secs(self.telemetry.interval_s)
+    }
+
+    pub fn cloud_loss_limit(&self) -> Duration {
+        secs(self.timeouts.cloud_loss_return_s)
+    }
+
+    pub fn fc_reattach(&self) -> Duration {
+        secs(self.timeouts.fc_reattach_s)
+    }
+}
+
+impl Validate for DroneConfig {
+    fn validate(&self, v: &mut Validator) {
+        v.check(
+            !self.drone.model.trim().is_empty(),
+            "drone.model",
+            "must not be empty",
+        );
+        v.check(
+            !self.drone.state_dir.as_os_str().is_empty(),
+            "drone.state_dir",
+            "must not be empty",
+        );
+        self.cloud.validate_at("cloud", v);
+        self.flight_controller.validate_at("flight_controller", v);
+        let f = &self.flight;
+        v.range("flight.cruise_alt_m", f.cruise_alt_m, 5.0, 120.0);
+        v.range("flight.drop_alt_m", f.drop_alt_m, 0.5, f.cruise_alt_m);
+        v.range("flight.arrive_radius_m", f.arrive_radius_m, 0.1, 50.0);
+        v.range("flight.alt_tolerance_m", f.alt_tolerance_m, 0.05, 10.0);
+        v.range("flight.home_radius_m", f.home_radius_m, 0.5, 500.0);
+        v.range("flight.max_nav_attempts", f.max_nav_attempts, 1, 10);
+        let t = &self.timeouts;
+        v.range("timeouts.drop_wait_s", t.drop_wait_s, 1.0, 3600.0);
+        v.range(
+            "timeouts.auto_return_after_drop_s",
+            t.auto_return_after_drop_s,
+            0.0,
+            3600.0,
+        );
+        v.range("timeouts.approach_s", t.approach_s, 1.0, 600.0);
+        v.range(
+            "timeouts.cloud_loss_return_s",
+            t.cloud_loss_return_s,
+            1.0,
+            3600.0,
+        );
+        v.range("timeouts.gps_loss_land_s", t.gps_loss_land_s, 1.0, 600.0);
+        v.range("timeouts.fc_reattach_s", t.fc_reattach_s, 0.5, 600.0);
+        let b = &self.battery;
+        v.range("battery.critical_percent", b.critical_percent, 0.0, 100.0);
+        v.range(
+            "battery.return_percent",
+            b.return_percent,
+            b.critical_percent,
+            100.0,
+        );
+        v.range(
+            "battery.min_takeoff_percent",
+            b.min_takeoff_percent,
+            b.return_percent,
+            100.0,
+        );
+        v.range("telemetry.interval_s", self.telemetry.interval_s, 0.1, 60.0);
+        match &self.payload {
+            PayloadConfig::Gripper => {}
+            PayloadConfig::FcServo {
+                channel,
+                release_pwm_us,
+                hold_pwm_us,
+                ..
+            } => {
+                v.range("payload.channel", *channel, 1, 16);
+                v.range("payload.release_pwm_us", *release_pwm_us, 500, 2500);
+                v.range("payload.hold_pwm_us", *hold_pwm_us, 500, 2500);
+            }
+            PayloadConfig::PiPwm {
+                pwm_channel,
+                period_us,
+                release_us,
+                hold_us,
+            } => {
+                v.range("payload.pwm_channel", *pwm_channel, 0, 1);
+                v.check(
+                    release_us < period_us,
+                    "payload.release_us",
+                    "must be shorter than period_us",
+                );
+                v.check(
+                    hold_us < period_us,
+                    "payload.hold_us",
+                    "must be shorter than period_us",
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! The async side: runs the machine's effects against the flight controller, the payload release
+//! and the cloud, and turns what they say (and the clock) back into events.
+//!
+//! One task owns the machine; everything reaches it as a message, so the machine sees one event
+//! at a time in the order they happened. Flight-controller operations run in spawned tasks that
+//! report back through the internal channel; a new flight operation supersedes the previous one
+//! (a `pause` during a take-off aborts the wait for the take-off and holds).
+
+use crate::commands::CommandLog;
+use crate::config::DroneConfig;
+use crate::machine::{Delivery, Effect, Event, Machine, Outcome, Timer};
+use crate::monitor::{self, Monitor, Thresholds};
+use crate::persist::StateFile;
+use crate::report;
+use cloud_link::CloudLink;
+use hal::flight::{FcError, FcSnapshot, FlightController, GeoPoint, LandedState};
+use hal::payload::PayloadRelease;
+use protocol::error::codes;
+use protocol::ws::{DroneState, ErrorMessage, Message};
+use protocol::Envelope;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+/// The running agent: the machine and the handles it drives.
+pub struct Agent<F: FlightController, P: PayloadRelease> {
+    cfg: DroneConfig,
+    fc: Arc<F>,
+    payload: Arc<P>,
+    link: Arc<CloudLink>,
+    machine: Machine,
+    monitor: Monitor,
+    commands: CommandLog,
+    state_file: StateFile,
+    timers: HashMap<Timer, Instant>,
+    internal: mpsc::UnboundedSender<Event>,
+    flight_op: Option<JoinHandle<()>>,
+    release_op: Option<JoinHandle<()>>,
+    snap: FcSnapshot,
+    restored: bool,
+}
+
+impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
+    /// `machine` comes from the state file (or is new); `restored` says which.
+    pub fn new(
+        cfg: DroneConfig,
+        fc: Arc<F>,
+        payload: Arc<P>,
+        link: Arc<CloudLink>,
+        machine: Machine,
+        commands: CommandLog,
+        restored: bool,
+    ) -> (Self, mpsc::UnboundedReceiver<Event>) {
+        let (internal, internal_rx) = mpsc::unbounded_channel();
+        let monitor = Monitor::new(Thresholds {
+            cruise_alt_m: cfg.flight.cruise_alt_m,
+            drop_alt_m: cfg.flight.drop_alt_m,
+            arrive_radius_m: cfg.flight.arrive_radius_m,
+            alt_tolerance_m: cfg.flight.alt_tolerance_m,
+            home_radius_m: cfg.flight.home_radius_m,
+            battery_return_percent: cfg.battery.return_percent,
+            battery_critical_percent: cfg.battery.critical_percent,
+        });
+        let state_file = StateFile::new(&cfg.drone.state_dir);
+        let snap = fc.snapshot().borrow().clone();
+        let agent = Self {
+            cfg,
+            fc,
+            payload,
+            link,
+            machine,
+            monitor,
+            commands,
+            state_file,
+            timers: HashMap::new(),
+            internal,
+            flight_op: None,
+            release_op: None,
+            snap,
+            restored,
+        };
+        (agent, internal_rx)
+    }
+
+    pub fn state(&self) -> DroneState {
+        self.machine.state()
+    }
+
+    /// Runs until `shutdown` resolves. Saves state on the way out; lands nothing by itself.
+    pub async fn run(
+        mut self,
+        mut incoming: mpsc::Receiver<Envelope>,
+        mut internal_rx: mpsc::UnboundedReceiver<Event>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let mut snaps = self.fc.snapshot();
+        let mut cloud = self.link.status();
+        let mut telemetry = tokio::time::interval(self.cfg.telemetry_interval());
+        telemetry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let cloud_limit = self.cfg.cloud_loss_limit();
+        let mut cloud_check = tokio::time::interval((cloud_limit / 4).min(Duration::from_secs(1)));
+        let mut cloud_down_since: Option<Instant> = None;
+        let mut cloud_loss_reported = false;
+        tokio::pin!(shutdown);
+
+        self.save();
+        if self.restored {
+            self.reattach(&mut snaps).await;
+        }
+
+        loop {
+            let next_timer = self
+                .timers
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(t, at)| (*t, *at));
+            tokio::select! {
+                _ = &mut shutdown => break,
+                frame = incoming.recv() => match frame {
+                    Some(env) => self.on_frame(env).await,
+                    None => {
+                        error!("cloud link stopped delivering frames; flying on without it");
+                        incoming = mpsc::channel(1).1;
+                    }
+                },
+                changed = snaps.changed() => {
+                    if changed.is_err() {
+                        error!("flight controller snapshot stream ended");
+                        break;
+                    }
+                    self.snap = snaps.borrow_and_update().clone();
+                    let at = self.monitor_position();
+                    for event in self.monitor.observe(&self.snap, at) {
+                        self.feed(event).await;
+                    }
+                }
+                Some(event) = internal_rx.recv() => { self.feed(event).await; }
+                _ = sleep_until(next_timer.map(|t| t.1)), if next_timer.is_some() => {
+                    if let Some((timer, _)) = next_timer {
+                        self.timers.remove(&timer);
+                        self.feed(Event::TimerFired(timer)).await;
+                    }
+                }
+                _ = telemetry.tick() => self.push_telemetry(),
+                Ok(()) = cloud.changed() => {
+                    let up = cloud.borrow_and_update().is_connected();
+                    if up {
+                        cloud_down_since = None;
+                        cloud_loss_reported = false;
+                    } else if cloud_down_since.is_none() {
+                        cloud_down_since = Some(Instant::now());
+                    }
+                }
+                _ = cloud_check.tick() => {
+                    let down_long = cloud_down_since.is_some_and(|t| t.elapsed() >= cloud_limit);
+                    if down_long && !cloud_loss_reported && self.machine.state() == DroneState::WaitingDrop {
+                        cloud_loss_reported = true;
+                        self.feed(Event::CloudLost).await;
+                    }
+                }
+            }
+        }
+        info!(state = ?self.machine.state(), "shutting down: state saved, nothing landed");
+        self.save();
+        if let Some(h) = self.flight_op.take() {
+            h.abort();
+        }
+        self.link.close().await;
+    }
+
+    /// After a restart mid-delivery: wait for the autopilot, then let the machine decide.
+    async fn reattach(&mut self, snaps: &mut watch::Receiver<FcSnapshot>) {
+        let state = self.machine.state();
+        let wait = self.cfg.fc_reattach();
+        info!(
+            ?state,
+            wait_s = wait.as_secs_f64(),
+            "restarted with saved state; waiting for the flight controller"
+        );
+        let found = tokio::time::timeout(wait, async {
+            loop {
+                {
+                    let s = snaps.borrow_and_update();
+                    if s.link.is_connected() && s.position.is_some() {
+                        return s.clone();
+                    }
+                }
+                if snaps.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await;
+        match found {
+            Ok(snap) => {
+                self.snap = snap;
+                let airborne = self.snap.armed && self.snap.landed != LandedState::OnGround;
+                if airborne {
+                    self.monitor.assume_flown();
+                }
+                self.feed(Event::Restarted { airborne }).await;
+            }
+            Err(_) => {
+                warn!("flight controller not reachable after restart");
+                self.feed(Event::Restarted { airborne: false }).await;
+                if monitor_airborne(state) {
+                    self.feed(Event::FcLinkLost).await;
+                }
+            }
+        }
+    }
+
+    fn monitor_position(&self) -> monitor::Position {
+        monitor::Position {
+            state: self.machine.state(),
+            phase: self.machine.nav_phase(),
+            destination: self.machine.delivery().map(|d| (d.lat, d.lon)),
+        }
+    }
+
+    /// Feeds one event through the machine and runs what it asks for.
+    pub async fn feed(&mut self, event: Event) -> Outcome {
+        let delivery_before = self.machine.delivery().map(|d| d.delivery_id);
+        let outcome = self.machine.handle(&event);
+        if let Some((from, to)) = outcome.transition {
+            info!(event = event.name(), ?from, ?to, "state changed");
+        } else if let Some(why) = &outcome.rejected {
+            info!(event = event.name(), state = ?self.machine.state(), reason = %why, "event rejected");
+        } else {
+            debug!(event = event.name(), state = ?self.machine.state(), "event handled");
+        }
+        if outcome.transition.is_some() || !outcome.effects.is_empty() {
+            self.save();
+        }
+        for effect in outcome.effects.clone() {
+            self.run_effect(effect, &outcome, delivery_before).await;
+        }
+        if matches!(outcome.transition, Some((_, DroneState::Completed))) {
+            // COMPLETED is on disk and reported: ready for the next task.
+            let _ = self.internal.send(Event::Recovered);
+        }
+        outcome
+    }
+
+    fn save(&self) {
+        if let Err(e) = self.state_file.save(self.machine.to_json(), &self.commands) {
+            error!(error = %e, "could not save the state file; a restart now would forget this step");
+        }
+    }
+
+    async fn run_effect(
+        &mut self,
+        effect: Effect,
+        outcome: &Outcome,
+        delivery_before: Option<uuid::Uuid>,
+    ) {
+        match effect {
+            Effect::Report { event, reason } => {
+                let facts = report::EventFacts {
+                    event,
+                    reason,
+                    delivery_id: self
+                        .machine
+                        .delivery()
+                        .map(|d| d.delivery_id)
+                        .or(delivery_before),
+                    transition: outcome.transition,
+                };
+                let ev = report::event(facts, &self.snap);
+                if let Err(e) = self.link.publish_event(ev).await {
+                    error!(error = %e, ?event, "could not store the event in the outbox");
+                }
+            }
+            Effect::RunPreflight => {
+                let fc = self.fc.clone();
+                let min = self.cfg.battery.min_takeoff_percent;
+                let tx = self.internal.clone();
+                tokio::spawn(async move {
+                    let event = match fc.preflight_check(min).await {
+                        Ok(r) if r.passed() => Event::PreflightPassed,
+                        Ok(r) => Event::PreflightFailed(
+                            r.failures()
+                                .map(|c| format!("{}: {}", c.name, c.detail))
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        ),
+                        Err(e) => Event::PreflightFailed(e.to_string()),
+                    };
+                    let _ = tx.send(event);
+                });
+            }
+            Effect::Takeoff { alt_m } => {
+                let fc = self.fc.clone();
+                self.spawn_flight("take-off", async move {
+                    retry_transient(|| fc.arm()).await?;
+                    retry_transient(|| fc.takeoff(alt_m)).await
+                });
+            }
+            Effect::Goto { lat, lon, alt_m } => {
+                let fc = self.fc.clone();
+                self.spawn_flight("goto", async move {
+                    fc.goto(GeoPoint::new(lat, lon, alt_m)).await
+                });
+            }
+            Effect::HoverAt { alt_m } => {
+                let fc = self.fc.clone();
+                // over the destination itself when there is one: GPS drift must not carry the
+                // descent away from the locker
+                let dest = self.machine.delivery().map(|d: &Delivery| (d.lat, d.lon));
+                self.spawn_flight("descend", async move {
+                    match dest {
+                        Some((lat, lon)) => fc.goto(GeoPoint::new(lat, lon, alt_m)).await,
+                        None => fc.hover_at(alt_m).await,
+                    }
+                });
+            }
+            Effect::Hold => {
+                let fc = self.fc.clone();
+                self.spawn_flight("hold", async move { fc.hold().await });
+            }
+            Effect::ReturnHome => {
+                let fc = self.fc.clone();
+                self.spawn_flight(
+                    "return to launch",
+                    async move { fc.return_to_launch().await },
+                );
+            }
+            Effect::LandNow => {
+                let fc = self.fc.clone();
+                self.spawn_flight("land", async move { fc.land().await });
+            }
+            Effect::ReleasePayload => {
+                let payload = self.payload.clone();
+                let tx = self.internal.clone();
+                if let Some(h) = self.release_op.take() {
+                    h.abort();
+                }
+                self.release_op = Some(tokio::spawn(
+                    async move {
+                        let event = match payload.release().await {
+                            Ok(()) => Event::ReleaseDone,
+                            Err(e) => Event::ReleaseFailed(e.to_string()),
+                        };
+                        let _ = tx.send(event);
+                    }
+                    .instrument(info_span!("payload_release")),
+                ));
+            }
+            Effect::StartTimer(timer, after) => {
+                self.timers.insert(timer, Instant::now() + after);
+            }
+            Effect::CancelTimer(timer) => {
+                self.timers.remove(&timer);
+            }
+        }
+    }
+
+    /// Starts a flight-controller operation, superseding the one in progress.
+    fn spawn_flight(
+        &mut self,
+        what: &'static str,
+        op: impl Future<Output = Result<(), FcError>> + Send + 'static,
+    ) {
+        if let Some(previous) = self.flight_op.take() {
+            previous.abort();
+        }
+        let tx = self.internal.clone();
+        self.flight_op = Some(tokio::spawn(
+            async move {
+                match op.await {
+                    Ok(()) => debug!("accepted by the autopilot"),
+                    Err(e) => {
+                        warn!(error = %e, "flight controller operation failed");
+                        let _ = tx.send(Event::FlightOpFailed(format!("{what}: {e}")));
+                    }
+                }
+            }
+            .instrument(info_span!("flight_op", op = what)),
+        ));
+    }
+
+    fn push_telemetry(&self) {
+        if let Some(t) = report::telemetry(&self.snap, &self.machine) {
+            self.link.set_telemetry(Envelope::new(t));
+        }
+        let hello = report::register(
+            self.cfg.drone.id,
+            &self.cfg.drone.model,
+            &self.snap,
+            &self.machine,
+        );
+        self.link.set_hello(Envelope::new(hello));
+    }
+
+    async fn on_frame(&mut self, env: Envelope) {
+        match env.message {
+            Message::Task(task) => {
+                let span = info_span!("task", delivery_id = %task.delivery_id);
+                let delivery = Delivery {
+                    delivery_id: task.delivery_id,
+                    lat: task.destination.lat.get(),
+                    lon: task.destination.lon.get(),
+                    aruco_id: task.destination.aruco_id,
+                    priority: task.priority,
+                };
+                let outcome = self.feed(Event::Task(delivery)).instrument(span).await;
+                // A task has no cmd_id: its delivery id stands in for one in the ack.
+                let ack = self
+                    .commands
+                    .record(task.delivery_id, outcome.rejected.clone());
+                if let Some(why) = outcome.rejected {
+                    self.link.send(Envelope::new(ErrorMessage {
+                        code: codes::TASK_REJECTED.into(),
+                        message: why,
+                        in_reply_to: Some(task.delivery_id.to_string()),
+                    }));
+                }
+                self.link.send(Envelope::new(ack));
+            }
+            Message::Command(cmd) => {
+                if let Some(prev) = cmd.cmd_id.and_then(|id| self.commands.seen(id)) {
+                    debug!(cmd_id = %prev.cmd_id, "command id seen before: acknowledging again, not acting");
+                    self.link.send(Envelope::new(prev.clone()));
+                    return;
+                }
+                let active = self.machine.delivery().map(|d| d.delivery_id);
+                let rejected = match (cmd.delivery_id, active) {
+                    (Some(asked), Some(flying)) if asked != flying => Some(format!(
+                        "command is for delivery {asked}, the drone is flying {flying}"
+                    )),
+                    _ => self.feed(Event::Command(cmd.command)).await.rejected,
+                };
+                match cmd.cmd_id {
+                    Some(id) => {
+                        let ack = self.commands.record(id, rejected);
+                        self.save();
+                        self.link.send(Envelope::new(ack));
+                    }
+                    None => {
+                        if let Some(why) = rejected {
+                            self.link.send(Envelope::new(ErrorMessage {
+                                code: codes::COMMAND_REJECTED.into(),
+                                message: why,
+                                in_reply_to: cmd.delivery_id.map(|d| d.to_string()),
+                            }));
+                        }
+                    }
+                }
+            }
+            Message::Error(e) => {
+                warn!(code = %e.code, message = %e.message, "the cloud reports an error")
+            }
+            Message::Presence(_) => {}
+            other => {
+                let kind = Envelope::new(other).kind();
+                self.link.send(Envelope::new(ErrorMessage {
+                    code: codes::UNEXPECTED_MESSAGE.into(),
+                    message: format!("a drone does not accept `{kind}` messages"),
+                    in_reply_to: None,
+                }));
+            }
+        }
+    }
+}
+
+fn monitor_airborne(s: DroneState) -> bool {
+    use DroneState::*;
+    matches!(
+        s,
+        Navigating | WaitingDrop | Dropped | Returning | Aborting | Paused | EmergencyLanding
+    )
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Arming and take-off are refused for a while after the autopilot boots (EKF settling):
+/// `TEMPORARILY_REJECTED` is worth a few more tries; anything else is final.
+async fn retry_transient<Fut>(mut op: impl FnMut() -> Fut) -> Result<(), FcError>
+where
+    Fut: Future<Output = Result<(), FcError>>,
+{
+    let mut tries = 0;
+    loop {
+        match op().await {
+            Err(FcError::TemporarilyRejected { .. }) if tries < 10 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
+}
