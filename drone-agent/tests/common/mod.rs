@@ -1,0 +1,398 @@
+//! The world a drone-agent test flies in: the sim vehicle (real MAVLink over real UDP or TCP,
+//! faster than real time), a scripted backend behind an in-process WebSocket server (the relay's
+//! place), and the agent itself — in this process, or as its own binary for kill tests.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use futures_util::{SinkExt, StreamExt};
+use protocol::ws::{Command, CommandKind, Event, EventAck, EventType, Message, Task};
+use protocol::Envelope;
+use sim::vehicle::{self, Flavour, Transport, VehicleConfig, VehicleHandle};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message as Ws;
+use uuid::Uuid;
+
+pub const DRONE_ID: &str = "5f0c7a8e-3b1d-4c2a-9e6f-1a2b3c4d5e6f";
+pub const TOKEN: &str = "test-token";
+/// Sim speed-up: a 300 m delivery takes a few seconds of wall time.
+pub const SPEEDUP: f64 = 20.0;
+pub const WAIT: Duration = Duration::from_secs(60);
+
+type Outbound = mpsc::UnboundedSender<Option<String>>;
+
+/// The backend's end of the relay: every frame from the agent, in order, across reconnects.
+pub struct Backend {
+    pub url: String,
+    frames: mpsc::UnboundedReceiver<Envelope>,
+    current: Arc<Mutex<Option<Outbound>>>,
+    /// Acknowledge events as they arrive (on by default).
+    pub ack_events: Arc<AtomicBool>,
+    pub connections: Arc<AtomicUsize>,
+    /// Every event received, duplicates included, in arrival order.
+    pub events: Vec<Event>,
+    /// Every other frame received.
+    pub others: Vec<Envelope>,
+}
+
+impl Backend {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/ws/drone", listener.local_addr().unwrap());
+        let (frames_tx, frames) = mpsc::unbounded_channel();
+        let current: Arc<Mutex<Option<Outbound>>> = Arc::default();
+        let ack_events = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (cur, ack, conns) = (current.clone(), ack_events.clone(), connections.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    continue;
+                };
+                conns.fetch_add(1, Ordering::SeqCst);
+                let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Option<String>>();
+                *cur.lock().unwrap() = Some(out_tx.clone());
+                let frames_tx = frames_tx.clone();
+                let ack = ack.clone();
+                tokio::spawn(async move {
+                    let (mut sink, mut stream) = ws.split();
+                    loop {
+                        tokio::select! {
+                            f = stream.next() => match f {
+                                Some(Ok(Ws::Text(t))) => {
+                                    let Ok(env) = Envelope::from_json(t.as_str()) else { continue };
+                                    if let (Message::Event(e), true) = (&env.message, ack.load(Ordering::SeqCst)) {
+                                        if let Some(id) = e.event_id {
+                                            let _ = out_tx.send(Some(Envelope::new(EventAck { event_id: id }).to_json()));
+                                        }
+                                    }
+                                    let _ = frames_tx.send(env);
+                                }
+                                Some(Ok(_)) => {}
+                                _ => return,
+                            },
+                            out = out_rx.recv() => match out {
+                                Some(Some(text)) => { if sink.send(Ws::text(text)).await.is_err() { return } }
+                                _ => return, // cut: drop the socket, no close frame
+                            },
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            url,
+            frames,
+            current,
+            ack_events,
+            connections,
+            events: vec![],
+            others: vec![],
+        }
+    }
+
+    /// Sends to the agent's current connection; false if it has none.
+    pub fn send(&self, env: Envelope) -> bool {
+        self.send_text(&env.to_json())
+    }
+
+    /// Sends any text frame, well-formed or not.
+    pub fn send_text(&self, text: &str) -> bool {
+        self.current
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|tx| tx.send(Some(text.to_owned())).is_ok())
+    }
+
+    /// Drops the agent's connection without a close frame (a dead 4G link).
+    pub fn cut(&self) {
+        if let Some(tx) = self.current.lock().unwrap().take() {
+            let _ = tx.send(None);
+        }
+    }
+
+    pub async fn next(&mut self) -> Envelope {
+        let env = tokio::time::timeout(WAIT, self.frames.recv())
+            .await
+            .expect("a frame from the agent in time")
+            .expect("open");
+        match &env.message {
+            Message::Event(e) => self.events.push(e.clone()),
+            _ => self.others.push(env.clone()),
+        }
+        env
+    }
+
+    /// Waits for the first event of `kind` not yet consumed.
+    pub async fn event(&mut self, kind: EventType) -> Event {
+        if let Some(e) = self.events.iter().find(|e| e.event_type == kind).cloned() {
+            return e;
+        }
+        loop {
+            if let Message::Event(e) = self.next().await.message {
+                if e.event_type == kind {
+                    return e;
+                }
+            }
+        }
+    }
+
+    /// Waits for a frame matching `pred` (events are logged on the way).
+    pub async fn frame(&mut self, mut pred: impl FnMut(&Envelope) -> bool) -> Envelope {
+        if let Some(e) = self.others.iter().find(|e| pred(e)).cloned() {
+            return e;
+        }
+        loop {
+            let env = self.next().await;
+            if pred(&env) {
+                return env;
+            }
+        }
+    }
+
+    pub async fn ack_for(&mut self, cmd_id: Uuid) -> protocol::ws::Ack {
+        let env = self
+            .frame(|e| matches!(&e.message, Message::Ack(a) if a.cmd_id == cmd_id))
+            .await;
+        let Message::Ack(a) = env.message else {
+            unreachable!()
+        };
+        a
+    }
+
+    /// Sends a command with a fresh id; returns the id.
+    pub fn command(&self, kind: CommandKind) -> Uuid {
+        let id = Uuid::new_v4();
+        assert!(
+            self.send(Envelope::new(Command {
+                command: kind,
+                cmd_id: Some(id),
+                delivery_id: None
+            })),
+            "agent connected"
+        );
+        id
+    }
+
+    /// Waits until the agent is connected (its register frame arrived).
+    pub async fn registered(&mut self) {
+        self.frame(|e| e.kind() == "register").await;
+    }
+
+    /// Event types in order, duplicates (same event_id) removed.
+    pub fn event_types(&self) -> Vec<EventType> {
+        let mut seen = std::collections::HashSet::new();
+        self.events
+            .iter()
+            .filter(|e| seen.insert(e.event_id))
+            .map(|e| e.event_type)
+            .collect()
+    }
+}
+
+pub fn task(dest: (f64, f64)) -> Task {
+    serde_json::from_value(serde_json::json!({
+        "delivery_id": Uuid::new_v4(),
+        "destination": {"lat": dest.0, "lon": dest.1, "aruco_id": 123},
+        "priority": "normal"
+    }))
+    .unwrap()
+}
+
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A vehicle of `flavour` on ephemeral loopback ports, and the connection string for the agent.
+pub async fn vehicle(flavour: Flavour) -> (VehicleHandle, String) {
+    let mut cfg = VehicleConfig::standard(flavour);
+    cfg.speedup = SPEEDUP;
+    let (transport, connection) = match flavour {
+        Flavour::Px4 => {
+            let agent_port = free_udp_port();
+            (
+                Transport::Udp {
+                    bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    peer: SocketAddr::from(([127, 0, 0, 1], agent_port)),
+                },
+                format!("udpin:127.0.0.1:{agent_port}"),
+            )
+        }
+        Flavour::ArduPilot => (
+            Transport::Tcp {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            },
+            String::new(),
+        ),
+    };
+    cfg.transport = transport;
+    let v = vehicle::spawn(cfg).await.unwrap();
+    let connection = if connection.is_empty() {
+        format!("tcpout:{}", v.local_addr())
+    } else {
+        connection
+    };
+    (v, connection)
+}
+
+/// Waits until the sim vehicle would accept arming (GPS fix and estimator settled).
+pub async fn arm_ready(v: &VehicleHandle, flavour: Flavour) {
+    let p = sim::vehicle::model::Params::for_flavour(flavour);
+    let t = p.gps_fix_after_s + p.arm_ready_after_fix_s + 1.0;
+    v.wait_for(WAIT, |view| view.gps_fix && view.t_s >= t)
+        .await
+        .expect("vehicle ready to arm");
+}
+
+/// A destination `north_m` metres north of the vehicle's home.
+pub fn north_of_home(flavour: Flavour, north_m: f64) -> (f64, f64) {
+    let home = VehicleConfig::standard(flavour).home;
+    (home.0 + north_m / 111_320.0, home.1)
+}
+
+/// The agent's config for this world, as TOML (tests edit it before use).
+pub fn config_toml(url: &str, connection: &str, state_dir: &Path) -> String {
+    format!(
+        r#"
+[drone]
+id = "{DRONE_ID}"
+model = "test quad"
+state_dir = "{state}"
+
+[cloud]
+url = "{url}"
+token = "{TOKEN}"
+backoff_initial_s = 0.05
+backoff_max_s = 0.2
+event_resend_s = 1.0
+ping_interval_s = 2.0
+
+[flight_controller]
+connection = "{connection}"
+heartbeat_timeout_ms = 1500
+command_timeout_ms = 300
+reopen_interval_ms = 200
+
+[flight]
+cruise_alt_m = 20.0
+drop_alt_m = 4.0
+arrive_radius_m = 1.5
+alt_tolerance_m = 0.5
+
+[timeouts]
+drop_wait_s = 30.0
+auto_return_after_drop_s = 0
+approach_s = 30.0
+cloud_loss_return_s = 2.0
+gps_loss_land_s = 3.0
+fc_reattach_s = 10.0
+
+[telemetry]
+interval_s = 0.2
+
+[payload]
+kind = "gripper"
+"#,
+        state = state_dir.display()
+    )
+}
+
+pub fn parse_config(text: &str) -> drone_agent::config::DroneConfig {
+    daemon::config::parse(text, Path::new("test.toml")).unwrap()
+}
+
+/// The agent running in this process.
+pub struct InProcessAgent {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcessAgent {
+    pub fn start(cfg: drone_agent::config::DroneConfig) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(drone_agent::app::run(cfg, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// SIGTERM's path: save and exit.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(WAIT, &mut self.task).await;
+    }
+}
+
+/// One whole world, in-process.
+pub struct World {
+    pub flavour: Flavour,
+    pub vehicle: VehicleHandle,
+    pub backend: Backend,
+    pub agent: Option<InProcessAgent>,
+    pub dir: tempfile::TempDir,
+    pub config: String,
+}
+
+impl World {
+    pub async fn start(flavour: Flavour, edit: impl FnOnce(String) -> String) -> Self {
+        let (vehicle, connection) = vehicle(flavour).await;
+        let backend = Backend::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = edit(config_toml(&backend.url, &connection, dir.path()));
+        let agent = Some(InProcessAgent::start(parse_config(&config)));
+        let mut w = Self {
+            flavour,
+            vehicle,
+            backend,
+            agent,
+            dir,
+            config,
+        };
+        w.backend.registered().await;
+        arm_ready(&w.vehicle, flavour).await;
+        w
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    /// Sends a task to a point `north_m` north of home; returns its delivery id.
+    pub fn send_task(&self, north_m: f64) -> Uuid {
+        let t = task(north_of_home(self.flavour, north_m));
+        let id = t.delivery_id;
+        assert!(self.backend.send(Envelope::new(t)));
+        id
+    }
+
+    /// Flies the happy path up to WAITING_DROP.
+    pub async fn fly_to_locker(&mut self, north_m: f64) -> Uuid {
+        let id = self.send_task(north_m);
+        self.backend.event(EventType::TaskAssigned).await;
+        self.backend.event(EventType::Arrived).await;
+        id
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(a) = self.agent.take() {
+            a.stop().await;
+        }
+    }
+}
