@@ -1,1 +1,3 @@
 //! Filled by a later issue: see the workspace README's crate map.
+
+pub mod vehicle;

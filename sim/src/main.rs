@@ -1,0 +1,30 @@
+//! `sim`: the SkyPost software-in-the-loop world, one subcommand per simulated device.
+//!
+//! ```text
+//! sim vehicle --flavour px4 --speedup 20 --seed 7 --home 47.397742,8.545594,488
+//! sim vehicle --flavour ardupilot --listen 0.0.0.0:5760 --control 127.0.0.1:5799
+//! ```
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sim", about = "SkyPost software-in-the-loop world")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A MAVLink quadcopter that behaves like PX4 or ArduPilot SITL.
+    Vehicle(sim::vehicle::cli::VehicleArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    daemon::logging::init("sim");
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Vehicle(args) => sim::vehicle::cli::run(args).await,
+    }
+}

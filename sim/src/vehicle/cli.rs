@@ -1,0 +1,95 @@
+//! `sim vehicle` command-line options and the process entry point.
+
+use super::{control, spawn, Flavour, Transport, VehicleConfig};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[derive(Debug, clap::Args)]
+pub struct VehicleArgs {
+    /// Which autopilot to imitate.
+    #[arg(long, value_enum, default_value = "px4")]
+    pub flavour: Flavour,
+    /// World speed relative to real time (HEARTBEAT stays at least 2 Hz real time).
+    #[arg(long, default_value_t = 1.0)]
+    pub speedup: f64,
+    /// Seed for the deterministic noise (GPS fix time, satellite count).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Home as LAT,LON[,ALT_MSL].
+    #[arg(long, default_value = "47.397742,8.545594,488")]
+    pub home: String,
+    /// PX4: the UDP address to send from (PX4 SITL: 0.0.0.0:14580).
+    #[arg(long, default_value = "0.0.0.0:14580")]
+    pub bind: SocketAddr,
+    /// PX4: where to send until someone sends to us (PX4 SITL's API link: 127.0.0.1:14540).
+    #[arg(long, default_value = "127.0.0.1:14540")]
+    pub peer: SocketAddr,
+    /// ArduPilot: the TCP address to listen on (ArduPilot SITL: 0.0.0.0:5760).
+    #[arg(long, default_value = "0.0.0.0:5760")]
+    pub listen: SocketAddr,
+    /// Serve the fault-injection/status control socket here (see `sim::vehicle::control`).
+    #[arg(long)]
+    pub control: Option<SocketAddr>,
+    /// Seconds after boot until GPS has a 3D fix (flavour default if absent).
+    #[arg(long)]
+    pub gps_fix_s: Option<f64>,
+}
+
+/// Parses `LAT,LON[,ALT]`.
+pub fn parse_home(s: &str) -> anyhow::Result<(f64, f64, f64)> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let num = |i: usize| -> anyhow::Result<f64> {
+        parts[i]
+            .parse::<f64>()
+            .with_context(|| format!("--home {s}: `{}` is not a number", parts[i]))
+    };
+    let (lat, lon, alt) = match parts.len() {
+        2 => (num(0)?, num(1)?, 0.0),
+        3 => (num(0)?, num(1)?, num(2)?),
+        _ => anyhow::bail!("--home {s}: expected LAT,LON or LAT,LON,ALT_MSL"),
+    };
+    anyhow::ensure!(
+        (-85.0..=85.0).contains(&lat) && (-180.0..=180.0).contains(&lon),
+        "--home {s}: latitude must be within ±85° and longitude within ±180°"
+    );
+    Ok((lat, lon, alt))
+}
+
+pub async fn run(args: VehicleArgs) -> anyhow::Result<()> {
+    let mut cfg = VehicleConfig::standard(args.flavour);
+    cfg.home = parse_home(&args.home)?;
+    cfg.speedup = args.speedup;
+    cfg.seed = args.seed;
+    if let Some(s) = args.gps_fix_s {
+        anyhow::ensure!(s >= 0.0, "--gps-fix-s must be 0 or more");
+        cfg.params.gps_fix_after_s = s;
+    }
+    cfg.transport = match args.flavour {
+        Flavour::Px4 => Transport::Udp {
+            bind: args.bind,
+            peer: args.peer,
+        },
+        Flavour::ArduPilot => Transport::Tcp {
+            listen: args.listen,
+        },
+    };
+    let vehicle = Arc::new(spawn(cfg).await?);
+    let mut ready = format!(
+        "ready flavour={:?} mavlink={}",
+        args.flavour,
+        vehicle.local_addr()
+    );
+    if let Some(addr) = args.control {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind control socket {addr}"))?;
+        ready.push_str(&format!(" control={}", listener.local_addr()?));
+        tokio::spawn(control::serve(listener, vehicle.clone()));
+    }
+    // one line on stdout that process-level tests wait for (logs go to stderr)
+    println!("{ready}");
+    let signal = daemon::shutdown::wait().await?;
+    tracing::info!(?signal, "vehicle stopping");
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! The control socket: how a test that runs `sim vehicle` as a separate process injects faults and
+//! reads the vehicle's state. One command per line, one reply line each (`ok …` or `error …`):
+//!
+//! ```text
+//! link_drop <ms>                      stop sending and receiving for <ms> real milliseconds
+//! lose_acks <n>                       drop the next n COMMAND_ACKs
+//! delay_acks <n> <ms>                 delay the next n COMMAND_ACKs by <ms> real milliseconds
+//! gps_loss <s>                        no GPS fix for <s> sim seconds
+//! battery_sag <percent>               battery drops by <percent> at once
+//! refuse <command id> <result> [n]    answer the next n (default 1) of that command with
+//!                                     denied | temporarily_rejected | unsupported | failed
+//! status                              ok t=<s> armed=<bool> mode=<name> lat=… lon=… alt=… …
+//! ```
+//!
+//! It is a plain text protocol on purpose: a test in any language (or `nc`) can drive it, and it
+//! stays out of the MAVLink link, so a dropped MAVLink link does not take the controls with it.
+
+use super::{Fault, VehicleHandle};
+use mavlink::dialects::ardupilotmega::MavResult;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// Parses one control line into a fault, or an error message for the reply.
+pub fn parse_fault(line: &str) -> Result<Fault, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let num = |i: usize, what: &str| -> Result<f64, String> {
+        words
+            .get(i)
+            .ok_or_else(|| format!("missing {what}"))?
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| format!("{what} must be a non-negative number"))
+    };
+    match words.first().copied() {
+        Some("link_drop") => Ok(Fault::LinkDrop(Duration::from_secs_f64(
+            num(1, "milliseconds")? / 1000.0,
+        ))),
+        Some("lose_acks") => Ok(Fault::LoseAcks(num(1, "count")? as u32)),
+        Some("delay_acks") => Ok(Fault::DelayAcks(
+            num(1, "count")? as u32,
+            Duration::from_secs_f64(num(2, "milliseconds")? / 1000.0),
+        )),
+        Some("gps_loss") => Ok(Fault::GpsLoss(num(1, "seconds")?)),
+        Some("battery_sag") => Ok(Fault::BatterySag(num(1, "percent")?)),
+        Some("refuse") => {
+            let command = num(1, "command id")? as u32;
+            let result = match words.get(2).copied() {
+                Some("denied") => MavResult::MAV_RESULT_DENIED,
+                Some("temporarily_rejected") => MavResult::MAV_RESULT_TEMPORARILY_REJECTED,
+                Some("unsupported") => MavResult::MAV_RESULT_UNSUPPORTED,
+                Some("failed") => MavResult::MAV_RESULT_FAILED,
+                other => {
+                    return Err(format!(
+                        "result {other:?} is not denied|temporarily_rejected|unsupported|failed"
+                    ))
+                }
+            };
+            let n = if words.len() > 3 {
+                num(3, "count")? as u32
+            } else {
+                1
+            };
+            Ok(Fault::Refuse { command, result, n })
+        }
+        Some(other) => Err(format!("unknown command `{other}`")),
+        None => Err("empty line".into()),
+    }
+}
+
+/// Serves the control socket until the listener fails.
+pub async fn serve(listener: TcpListener, vehicle: Arc<VehicleHandle>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let vehicle = vehicle.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let reply = if line.trim() == "status" {
+                    let v = vehicle.view().borrow().clone();
+                    format!(
+                        "ok t={:.2} armed={} mode={} lat={:.7} lon={:.7} alt={:.2} on_ground={} battery={:.1} gps={} gripper_released={} mission_len={} mission_current={}\n",
+                        v.t_s, v.armed, v.mode, v.lat_deg, v.lon_deg, v.alt_rel_m, v.on_ground,
+                        v.battery_pct, v.gps_fix, v.gripper_released, v.mission_len, v.mission_current
+                    )
+                } else {
+                    match parse_fault(&line) {
+                        Ok(f) => {
+                            vehicle.inject(f);
+                            "ok\n".to_owned()
+                        }
+                        Err(e) => format!("error {e}\n"),
+                    }
+                };
+                if write.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_fault_and_rejects_nonsense() {
+        assert_eq!(
+            parse_fault("link_drop 1500").unwrap(),
+            Fault::LinkDrop(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_fault("lose_acks 2").unwrap(), Fault::LoseAcks(2));
+        assert_eq!(
+            parse_fault("delay_acks 1 300").unwrap(),
+            Fault::DelayAcks(1, Duration::from_millis(300))
+        );
+        assert_eq!(parse_fault("gps_loss 10").unwrap(), Fault::GpsLoss(10.0));
+        assert_eq!(
+            parse_fault("battery_sag 40").unwrap(),
+            Fault::BatterySag(40.0)
+        );
+        assert_eq!(
+            parse_fault("refuse 400 denied 2").unwrap(),
+            Fault::Refuse {
+                command: 400,
+                result: MavResult::MAV_RESULT_DENIED,
+                n: 2
+            }
+        );
+        assert!(parse_fault("refuse 400 maybe").is_err());
+        assert!(parse_fault("link_drop -5").is_err());
+        assert!(parse_fault("explode").is_err());
+    }
+}
