@@ -7,7 +7,7 @@
 
 use crate::auth::AgentKind;
 use crate::config::{secs, Config};
-use crate::hub::{agent_side, is_lossy, message_id, Hub, Kick, KickReason, Outbound, RouteError};
+use crate::hub::{agent_side, is_lossy, message_id, Hub, KickReason, Outbound, Queue, RouteError};
 use crate::metrics::{kind_index, DropReason, Side};
 use axum::extract::ws::{close_code, CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::SinkExt as _;
@@ -16,7 +16,7 @@ use protocol::ws::{Message, Peer};
 use protocol::Envelope;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{interval_at, timeout, MissedTickBehavior};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -77,34 +77,45 @@ impl Liveness {
     }
 }
 
-/// Writes one queued frame and whatever else is queued behind it, then flushes once.
+/// Writes a batch of queued frames, then flushes once.
 async fn write_batch(
     ws: &mut WebSocket,
-    first: Outbound,
-    rx: &mut mpsc::Receiver<Outbound>,
+    batch: &mut Vec<Outbound>,
     hub: &Hub,
     side: Side,
-    stamps: &mut Vec<Instant>,
 ) -> Result<(), axum::Error> {
-    stamps.clear();
-    let mut next = Some(first);
-    let mut n = 0;
-    while let Some(item) = next.take() {
+    // only frames to a backend carry a read time; an agent's batch never allocates here
+    let mut stamps = Vec::new();
+    for item in batch.drain(..) {
         if let Some(t) = item.read_at {
             stamps.push(t);
         }
         hub.metrics.frame_out(side, usize::from(item.kind));
         ws.feed(WsMessage::Text(item.frame)).await?;
-        n += 1;
-        if n < MAX_BATCH {
-            next = rx.try_recv().ok();
-        }
     }
     ws.flush().await?;
-    for t in stamps.iter() {
+    for t in stamps {
         hub.metrics.forward_latency(t.elapsed());
     }
     Ok(())
+}
+
+/// Drains one batch from the queue and writes it, bounded as [`bounded_write`] says.
+async fn write_queued(
+    ws: &mut WebSocket,
+    queue: &Queue,
+    batch: &mut Vec<Outbound>,
+    hub: &Hub,
+    side: Side,
+    limit: Duration,
+) -> Result<(), End> {
+    queue.drain_into(batch, MAX_BATCH);
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let result = bounded_write(write_batch(ws, batch, hub, side), queue, limit).await;
+    batch.clear();
+    result
 }
 
 /// Runs a queue write to completion unless the socket stalls past `limit` or the hub kicks the
@@ -112,7 +123,7 @@ async fn write_batch(
 /// must not wait for the write timeout).
 async fn bounded_write(
     write: impl std::future::Future<Output = Result<(), axum::Error>>,
-    kick: &Kick,
+    queue: &Queue,
     limit: Duration,
 ) -> Result<(), End> {
     tokio::select! {
@@ -124,7 +135,7 @@ async fn bounded_write(
             }
             Err(_) => Err(End::Close(close_code::AGAIN, "write timed out")),
         },
-        reason = kick.wait() => Err(kick_end(reason)),
+        reason = queue.kicked() => Err(kick_end(reason)),
     }
 }
 
@@ -171,7 +182,7 @@ pub async fn run_agent(
         id: id.to_string(),
     };
     hub.metrics.connected(side);
-    let mut reg = hub.register_agent(key);
+    let reg = hub.register_agent(key);
     info!(conn = reg.conn, "agent connected");
 
     let start = tokio::time::Instant::now() + settings.ping_interval;
@@ -179,11 +190,11 @@ pub async fn run_agent(
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut live = Liveness::new();
     let mut silent = false;
-    let mut stamps = Vec::new();
+    let mut batch = Vec::new();
 
     let end = loop {
         tokio::select! {
-            reason = reg.kick.wait() => break kick_end(reason),
+            reason = reg.queue.kicked() => break kick_end(reason),
             _ = shutdown.changed() => break End::Close(close_code::AWAY, "relay shutting down"),
             incoming = ws.recv() => {
                 let msg = match incoming {
@@ -212,9 +223,9 @@ pub async fn run_agent(
                     }
                 }
             }
-            Some(out) = reg.rx.recv() => {
-                let write = write_batch(&mut ws, out, &mut reg.rx, &hub, side, &mut stamps);
-                if let Err(end) = bounded_write(write, &reg.kick, settings.write_timeout).await {
+            _ = reg.queue.ready() => {
+                let queued = write_queued(&mut ws, &reg.queue, &mut batch, &hub, side, settings.write_timeout);
+                if let Err(end) = queued.await {
                     break end;
                 }
             }
@@ -236,6 +247,7 @@ pub async fn run_agent(
             }
         }
     };
+    reg.queue.close();
     close(&mut ws, end).await;
     hub.unregister_agent(key, reg.conn);
     hub.metrics.disconnected(side);
@@ -314,13 +326,13 @@ pub async fn run_backend(
     mut shutdown: watch::Receiver<bool>,
 ) {
     hub.metrics.connected(Side::Backend);
-    let (mut reg, snapshot) = hub.register_backend();
+    let (reg, snapshot) = hub.register_backend();
     info!(
         conn = reg.conn,
         agents = snapshot.len(),
         "backend connected"
     );
-    let mut stamps = Vec::new();
+    let mut batch = Vec::new();
     let end = 'conn: {
         // who is connected right now, before anything that happened after
         let presence = kind_index("presence");
@@ -344,7 +356,7 @@ pub async fn run_backend(
         let mut live = Liveness::new();
         loop {
             tokio::select! {
-                reason = reg.kick.wait() => break kick_end(reason),
+                reason = reg.queue.kicked() => break kick_end(reason),
                 _ = shutdown.changed() => break End::Close(close_code::AWAY, "relay shutting down"),
                 incoming = ws.recv() => {
                     let msg = match incoming {
@@ -368,9 +380,9 @@ pub async fn run_backend(
                         }
                     }
                 }
-                Some(out) = reg.rx.recv() => {
-                    let write = write_batch(&mut ws, out, &mut reg.rx, &hub, Side::Backend, &mut stamps);
-                    if let Err(end) = bounded_write(write, &reg.kick, settings.write_timeout).await {
+                _ = reg.queue.ready() => {
+                    let queued = write_queued(&mut ws, &reg.queue, &mut batch, &hub, Side::Backend, settings.write_timeout);
+                    if let Err(end) = queued.await {
                         break end;
                     }
                 }
@@ -387,6 +399,7 @@ pub async fn run_backend(
             }
         }
     };
+    reg.queue.close();
     close(&mut ws, end).await;
     hub.unregister_backend(reg.conn);
     hub.metrics.disconnected(Side::Backend);

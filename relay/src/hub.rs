@@ -29,11 +29,11 @@ use protocol::ws::{
     ErrorMessage, LockerOp, LockerRequest, LockerResponse, Peer, PeerKind, Presence, PresenceStatus,
 };
 use protocol::{Envelope, Message};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
 
 /// An agent by kind and id.
@@ -59,27 +59,98 @@ pub enum KickReason {
     SlowConsumer,
 }
 
-/// A request to close one connection, visible to its task even if it is busy when it is made.
-#[derive(Debug, Default)]
-pub struct Kick {
-    notify: Notify,
-    reason: AtomicU8,
+/// One connection's bounded outbound queue, and the hub's way to ask that connection to close.
+///
+/// Hand-rolled rather than a tokio mpsc channel for memory: a channel allocates a block of 32
+/// slots when it is created, about 2 KiB per connection, while an empty `VecDeque` allocates
+/// nothing. Most agents are sent nothing for minutes at a time, so at 10,000 agents that is
+/// 20 MiB saved. Offers never wait: a full queue is reported to the caller.
+#[derive(Debug)]
+pub struct Queue {
+    items: Mutex<VecDeque<Outbound>>,
+    capacity: usize,
+    /// Lossy frames are shed once fewer than this many slots are free.
+    shed_free: usize,
+    ready: Notify,
+    kick: Notify,
+    kick_reason: AtomicU8,
+    closed: AtomicBool,
 }
 
-impl Kick {
-    fn kick(&self, reason: KickReason) {
-        self.reason.store(reason as u8, Ordering::Relaxed);
-        // notify_one stores a permit, so a task not waiting right now still sees it
-        self.notify.notify_one();
+impl Queue {
+    fn new(capacity: usize, shed_free: usize) -> Self {
+        Self {
+            items: Mutex::new(VecDeque::new()),
+            capacity,
+            shed_free,
+            ready: Notify::new(),
+            kick: Notify::new(),
+            kick_reason: AtomicU8::new(0),
+            closed: AtomicBool::new(false),
+        }
     }
 
-    pub async fn wait(&self) -> KickReason {
-        self.notify.notified().await;
-        if self.reason.load(Ordering::Relaxed) == KickReason::Replaced as u8 {
+    fn offer(&self, item: Outbound, lossy: bool) -> Offer {
+        if self.closed.load(Ordering::Relaxed) {
+            return Offer::Closed;
+        }
+        let mut items = lock(&self.items);
+        let free = self.capacity.saturating_sub(items.len());
+        if lossy && (free == 0 || free < self.shed_free) {
+            return Offer::Shed;
+        }
+        if free == 0 {
+            return Offer::Full;
+        }
+        items.push_back(item);
+        drop(items);
+        // stores a permit if the connection task is busy: it will look again
+        self.ready.notify_one();
+        Offer::Queued
+    }
+
+    /// Resolves when frames may be waiting (spuriously at times: drain and see).
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Moves up to `max` queued frames into `out`; if more remain, arranges another wake-up so
+    /// the connection task gets back to them after serving its other duties.
+    pub fn drain_into(&self, out: &mut Vec<Outbound>, max: usize) {
+        let mut items = lock(&self.items);
+        let n = items.len().min(max);
+        out.extend(items.drain(..n));
+        if !items.is_empty() {
+            self.ready.notify_one();
+        }
+    }
+
+    fn kick(&self, reason: KickReason) {
+        let code = match reason {
+            KickReason::Replaced => 1,
+            KickReason::SlowConsumer => 2,
+        };
+        self.kick_reason.store(code, Ordering::Relaxed);
+        // notify_one stores a permit, so a task not waiting right now still sees it
+        self.kick.notify_one();
+    }
+
+    /// Resolves when the hub wants this connection closed.
+    pub async fn kicked(&self) -> KickReason {
+        self.kick.notified().await;
+        if self.kick_reason.load(Ordering::Relaxed) == 1 {
             KickReason::Replaced
         } else {
             KickReason::SlowConsumer
         }
+    }
+
+    /// The connection is gone: refuse further frames and free what is queued.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        let mut items = lock(&self.items);
+        items.clear();
+        items.shrink_to_fit();
     }
 }
 
@@ -87,14 +158,12 @@ impl Kick {
 #[derive(Debug)]
 pub struct Registration {
     pub conn: u64,
-    pub rx: mpsc::Receiver<Outbound>,
-    pub kick: Arc<Kick>,
+    pub queue: Arc<Queue>,
 }
 
 struct Slot {
     conn: u64,
-    tx: mpsc::Sender<Outbound>,
-    kick: Arc<Kick>,
+    queue: Arc<Queue>,
     silent: bool,
 }
 
@@ -164,18 +233,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 fn shed_free(capacity: usize, fraction: f64) -> usize {
     let keep = (capacity as f64 * fraction).floor() as usize;
     capacity.saturating_sub(keep)
-}
-
-fn offer(tx: &mpsc::Sender<Outbound>, item: Outbound, lossy: bool, shed_free: usize) -> Offer {
-    if lossy && tx.capacity() < shed_free {
-        return Offer::Shed;
-    }
-    match tx.try_send(item) {
-        Ok(()) => Offer::Queued,
-        Err(mpsc::error::TrySendError::Full(_)) if lossy => Offer::Shed,
-        Err(mpsc::error::TrySendError::Full(_)) => Offer::Full,
-        Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
-    }
 }
 
 /// Is this a frame that may be shed under load?
@@ -259,23 +316,24 @@ impl Hub {
     /// agent is closed (the newest wins: the old one is usually a dead 4G link TCP has not
     /// noticed yet), without a `disconnected` for it.
     pub fn register_agent(&self, key: AgentKey) -> Registration {
-        let (tx, rx) = mpsc::channel(self.limits.agent_frames);
-        let kick = Arc::new(Kick::default());
+        let queue = Arc::new(Queue::new(
+            self.limits.agent_frames,
+            self.limits.agent_shed_free,
+        ));
         let conn = self.new_conn();
         let slot = Slot {
             conn,
-            tx,
-            kick: kick.clone(),
+            queue: queue.clone(),
             silent: false,
         };
         let mut agents = lock(&self.agents);
         if let Some(old) = agents.insert(key, slot) {
-            old.kick.kick(KickReason::Replaced);
+            old.queue.kick(KickReason::Replaced);
             self.metrics.replaced();
         }
         self.broadcast_presence(key, PresenceStatus::Connected);
         drop(agents);
-        Registration { conn, rx, kick }
+        Registration { conn, queue }
     }
 
     /// Removes an agent connection when its task ends; tells the backends and fails any
@@ -348,7 +406,7 @@ impl Hub {
                 kind: kind as u8,
                 read_at,
             };
-            match offer(&b.tx, item, lossy, self.limits.backend_shed_free) {
+            match b.queue.offer(item, lossy) {
                 Offer::Queued => {}
                 Offer::Shed => {
                     self.metrics.queue_full(Side::Backend);
@@ -357,7 +415,7 @@ impl Hub {
                 Offer::Full => {
                     self.metrics.queue_full(Side::Backend);
                     self.metrics.dropped(DropReason::QueueFullClosed);
-                    b.kick.kick(KickReason::SlowConsumer);
+                    b.queue.kick(KickReason::SlowConsumer);
                 }
                 Offer::Closed => self.metrics.dropped(DropReason::ConnectionClosed),
             }
@@ -380,12 +438,12 @@ impl Hub {
             kind: kind as u8,
             read_at: None,
         };
-        match offer(&slot.tx, item, false, self.limits.agent_shed_free) {
+        match slot.queue.offer(item, false) {
             Offer::Queued => Ok(()),
             Offer::Full | Offer::Shed => {
                 self.metrics.queue_full(agent_side(key.0));
                 self.metrics.dropped(DropReason::QueueFullClosed);
-                slot.kick.kick(KickReason::SlowConsumer);
+                slot.queue.kick(KickReason::SlowConsumer);
                 Err(RouteError::Overloaded)
             }
             Offer::Closed => {
@@ -400,8 +458,10 @@ impl Hub {
     /// Registers a backend connection. Returns, with it, a `presence` frame for every agent
     /// connected right now (the snapshot the backend writes before anything on its queue).
     pub fn register_backend(&self) -> (Registration, Vec<Utf8Bytes>) {
-        let (tx, rx) = mpsc::channel(self.limits.backend_frames);
-        let kick = Arc::new(Kick::default());
+        let queue = Arc::new(Queue::new(
+            self.limits.backend_frames,
+            self.limits.backend_shed_free,
+        ));
         let conn = self.new_conn();
         let agents = lock(&self.agents);
         let snapshot = agents
@@ -420,12 +480,11 @@ impl Hub {
             .unwrap_or_else(PoisonError::into_inner)
             .push(Slot {
                 conn,
-                tx,
-                kick: kick.clone(),
+                queue: queue.clone(),
                 silent: false,
             });
         drop(agents);
-        (Registration { conn, rx, kick }, snapshot)
+        (Registration { conn, queue }, snapshot)
     }
 
     pub fn unregister_backend(&self, conn: u64) {

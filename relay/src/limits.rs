@@ -24,3 +24,13 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
     #[allow(clippy::unnecessary_cast)]
     Ok(lim.rlim_cur as u64)
 }
+
+/// Returns freed heap pages to the OS (glibc keeps them otherwise: parsing a config of ten
+/// thousand agents leaves megabytes of free but resident heap behind). A no-op elsewhere.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -92,8 +92,12 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(async {
+    rt.block_on(async move {
         let relay = Relay::start(&config).await?;
+        // The config (thousands of agents) was parsed into temporary trees; nothing needs it
+        // now that the hub holds the digests. Give that memory back to the OS.
+        drop(config);
+        relay::limits::release_freed_memory();
         let signal = daemon::shutdown::wait()
             .await
             .context("installing signal handlers")?;

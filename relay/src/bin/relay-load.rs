@@ -1,1 +1,560 @@
-fn main() {}
+//! Relay load benchmark: N drone agents each sending telemetry at 1 Hz, one backend receiving
+//! everything, all on loopback against a relay started here as a separate process (so its CPU
+//! and memory can be read from /proc without the generator's in them).
+//!
+//! ```text
+//! cargo build --release -p relay
+//! cargo run --release -p relay --bin relay-load -- --agents 10000 --seconds 30
+//! ```
+//!
+//! It stops by itself and prints messages per second, loss, agent-to-backend latency (p50, p99,
+//! max; from the envelope's send timestamp to the backend's receipt, same host clock), and the
+//! relay's resident memory and CPU over the measured window. Traffic goes to 127.0.0.1 only.
+
+use anyhow::{bail, Context as _};
+use chrono::{DateTime, SecondsFormat, Utc};
+use clap::Parser;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde::Deserialize;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use uuid::Uuid;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "relay-load",
+    about = "Load benchmark for the SkyPost relay (loopback only)"
+)]
+struct Args {
+    /// Simulated drone agents, one WebSocket each.
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Length of the measured window, seconds (after every agent is connected).
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Telemetry per agent per second.
+    #[arg(long, default_value_t = 1.0)]
+    rate_hz: f64,
+    /// The relay binary (default: `relay` next to this one).
+    #[arg(long)]
+    relay_bin: Option<PathBuf>,
+    /// The relay's tokio worker threads (0 = one per CPU).
+    #[arg(long, default_value_t = 0)]
+    relay_threads: usize,
+    /// Connections being opened at once during the ramp-up.
+    #[arg(long, default_value_t = 200)]
+    ramp_concurrency: usize,
+    /// Seconds of traffic before the measured window starts.
+    #[arg(long, default_value_t = 3)]
+    warmup_seconds: u64,
+}
+
+const BACKEND_TOKEN: &str = "load-backend-token-0123456789";
+
+fn agent_id(i: usize) -> Uuid {
+    Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000 | (i as u128 + 1))
+}
+
+fn agent_token(i: usize) -> String {
+    format!("load-agent-token-{i:010}")
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.agents == 0 || args.seconds == 0 || args.rate_hz <= 0.0 {
+        bail!("--agents, --seconds and --rate-hz must be positive");
+    }
+    let nofile = relay::limits::raise_nofile_limit().context("raising the open-file limit")?;
+    if nofile < args.agents as u64 + 64 {
+        bail!(
+            "open-file limit is {nofile}: too low for {} agents (raise the hard limit, `ulimit -Hn`)",
+            args.agents
+        );
+    }
+
+    let dir = std::env::temp_dir().join(format!("relay-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    let config_path = dir.join("relay.toml");
+    std::fs::write(&config_path, relay_config(&args, port))?;
+
+    let relay_bin = match &args.relay_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no parent directory of this binary")?
+            .join("relay"),
+    };
+    let child = Command::new(&relay_bin)
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", relay_bin.display()))?;
+    let mut relay = RelayProcess { child };
+    let result = run(&args, port, relay.pid());
+    relay.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = result?;
+    print!("{report}");
+    Ok(())
+}
+
+fn relay_config(args: &Args, port: u16) -> String {
+    let mut c = String::new();
+    let _ = writeln!(
+        c,
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nworker_threads = {}\n",
+        args.relay_threads
+    );
+    let _ = writeln!(c, "[backend]\ntoken = \"{BACKEND_TOKEN}\"\n");
+    for i in 0..args.agents {
+        let _ = writeln!(
+            c,
+            "[[drones]]\nid = \"{}\"\ntoken = \"{}\"",
+            agent_id(i),
+            agent_token(i)
+        );
+    }
+    c
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+struct RelayProcess {
+    child: Child,
+}
+
+impl RelayProcess {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, as systemd would, then wait for it to exit.
+    fn stop(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// -- /proc ------------------------------------------------------------------------------------
+
+/// CPU time (user + system) of a process, seconds.
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // fields after the `(comm)`, which may itself hold spaces
+    let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime and stime are fields 14 and 15
+    let utime: f64 = f.get(11).context("no utime")?.parse()?;
+    let stime: f64 = f.get(12).context("no stime")?.parse()?;
+    // SAFETY: sysconf only reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((utime + stime) / ticks)
+}
+
+/// (VmRSS, VmHWM) in KiB.
+fn memory_kib(pid: &str) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+// -- the run ----------------------------------------------------------------------------------
+
+/// What the backend saw.
+#[derive(Default)]
+struct BackendView {
+    up: AtomicBool,
+    connected: AtomicU64,
+    received: AtomicU64,
+    errors: AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(borrow, default)]
+    timestamp: Option<&'a str>,
+}
+
+fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
+    let pid = pid.to_string();
+    let addr = format!("127.0.0.1:{port}");
+    wait_for_listener(&addr)?;
+    let (idle_rss, _) = memory_kib(&pid)?;
+
+    // The window is defined on send timestamps; latencies are recorded for frames sent in it.
+    let window: Arc<std::sync::OnceLock<(DateTime<Utc>, DateTime<Utc>)>> = Default::default();
+    let view = Arc::new(BackendView::default());
+    let done = Arc::new(AtomicBool::new(false));
+
+    // The backend on its own thread and runtime, so its receive times are not delayed by the
+    // agents' sending work.
+    let backend = {
+        let (url, view, window, done) = (
+            format!("ws://{addr}/ws/backend"),
+            view.clone(),
+            window.clone(),
+            done.clone(),
+        );
+        std::thread::Builder::new().name("backend".into()).spawn(
+            move || -> anyhow::Result<Vec<u32>> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(backend_loop(url, view, window, done))
+            },
+        )?
+    };
+    while !view.up.load(Relaxed) && view.errors.load(Relaxed) == 0 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let sent_in_window = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ramp_started = Instant::now();
+    let outcome = rt.block_on(async {
+        let period = Duration::from_secs_f64(1.0 / args.rate_hz);
+        let ramp = Arc::new(Semaphore::new(args.ramp_concurrency));
+        let origin = tokio::time::Instant::now() + Duration::from_millis(100);
+        let mut tasks = Vec::with_capacity(args.agents);
+        for i in 0..args.agents {
+            // spread the agents evenly over one period, as real drones are
+            let phase = period.mul_f64(i as f64 / args.agents as f64);
+            tasks.push(tokio::spawn(agent(
+                format!("ws://{addr}/ws/drone"),
+                i,
+                origin + phase,
+                period,
+                ramp.clone(),
+                window.clone(),
+                sent_in_window.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        // every agent connected (the backend has seen its presence)
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while (view.connected.load(Relaxed) as usize) < args.agents {
+            if Instant::now() > deadline {
+                bail!(
+                    "only {} of {} agents connected in 120 s",
+                    view.connected.load(Relaxed),
+                    args.agents
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ramp_s = ramp_started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(args.warmup_seconds)).await;
+
+        let start = Utc::now();
+        let end = start + chrono::Duration::seconds(args.seconds as i64);
+        let _ = window.set((start, end));
+        let cpu0 = cpu_seconds(&pid)?;
+        let own0 = cpu_seconds("self")?;
+        let t0 = Instant::now();
+        let mut peak_rss = 0;
+        while t0.elapsed() < Duration::from_secs(args.seconds) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            peak_rss = peak_rss.max(memory_kib(&pid)?.0);
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        let cpu = (cpu_seconds(&pid)? - cpu0) / elapsed;
+        let own = (cpu_seconds("self")? - own0) / elapsed;
+        let (rss, hwm) = memory_kib(&pid)?;
+        // frames sent just before the end are still in flight: give them time to land
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+        anyhow::Ok(Measured {
+            ramp_s,
+            elapsed,
+            cpu,
+            own,
+            rss,
+            hwm,
+            peak_rss: peak_rss.max(rss),
+        })
+    });
+    done.store(true, Relaxed);
+    let mut lat = backend
+        .join()
+        .map_err(|_| anyhow::anyhow!("backend thread panicked"))??;
+    let m = outcome?;
+
+    let sent = sent_in_window.load(Relaxed);
+    let received = lat.len() as u64;
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+        f64::from(lat[i]) / 1000.0
+    };
+    let max = lat.last().map_or(f64::NAN, |v| f64::from(*v) / 1000.0);
+    let loss = sent.saturating_sub(received);
+    let mut r = String::new();
+    let _ = writeln!(
+        r,
+        "relay-load: {} agents at {} Hz, {:.1} s measured (ramp-up {:.1} s, warm-up {} s)",
+        args.agents, args.rate_hz, m.elapsed, m.ramp_s, args.warmup_seconds
+    );
+    let _ = writeln!(
+        r,
+        "  messages: sent {sent}, received {received}, lost {loss} ({:.4} %), {:.0} msg/s",
+        100.0 * loss as f64 / sent.max(1) as f64,
+        received as f64 / m.elapsed
+    );
+    let _ = writeln!(
+        r,
+        "  latency agent->backend: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        pct(0.50),
+        pct(0.99),
+        pct(0.999),
+        max
+    );
+    let _ = writeln!(
+        r,
+        "  relay: CPU {:.1} % of one core, RSS {:.1} MiB (peak {:.1} MiB, high-water {:.1} MiB, idle before agents {:.1} MiB)",
+        100.0 * m.cpu,
+        m.rss as f64 / 1024.0,
+        m.peak_rss as f64 / 1024.0,
+        m.hwm as f64 / 1024.0,
+        idle_rss as f64 / 1024.0
+    );
+    let _ = writeln!(
+        r,
+        "  load generator: CPU {:.1} % of one core; backend errors {}",
+        100.0 * m.own,
+        view.errors.load(Relaxed)
+    );
+    let _ = writeln!(
+        r,
+        "  json: {{\"agents\":{},\"msgs_per_s\":{:.1},\"sent\":{sent},\"received\":{received},\"lost\":{loss},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"relay_cpu_pct\":{:.1},\"relay_rss_mib\":{:.1},\"relay_peak_rss_mib\":{:.1}}}",
+        args.agents,
+        received as f64 / m.elapsed,
+        pct(0.5),
+        pct(0.99),
+        max,
+        100.0 * m.cpu,
+        m.rss as f64 / 1024.0,
+        m.peak_rss as f64 / 1024.0
+    );
+    Ok(r)
+}
+
+struct Measured {
+    ramp_s: f64,
+    elapsed: f64,
+    cpu: f64,
+    own: f64,
+    rss: u64,
+    hwm: u64,
+    peak_rss: u64,
+}
+
+fn wait_for_listener(addr: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("the relay did not start listening on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Small client buffers too: the generator holds as many sockets as the relay.
+fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+}
+
+async fn backend_loop(
+    url: String,
+    view: Arc<BackendView>,
+    window: Arc<std::sync::OnceLock<(DateTime<Utc>, DateTime<Utc>)>>,
+    done: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<u32>> {
+    let mut req = url.into_client_request()?;
+    req.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {BACKEND_TOKEN}"))?,
+    );
+    let cfg = WebSocketConfig::default().read_buffer_size(256 * 1024);
+    let (mut ws, _) = match tokio_tungstenite::connect_async_with_config(req, Some(cfg), true).await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            view.errors.fetch_add(1, Relaxed);
+            return Err(e).context("backend connect");
+        }
+    };
+    // the backend is up before any agent connects, so it sees every `connected`
+    view.up.store(true, Relaxed);
+    let mut latencies_us = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
+        let msg = match next {
+            Err(_) => {
+                if done.load(Relaxed) {
+                    break;
+                }
+                continue;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                view.errors.fetch_add(1, Relaxed);
+                eprintln!("backend: {e}");
+                break;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        let WsMessage::Text(text) = msg else { continue };
+        let now = Utc::now();
+        let Ok(frame) = serde_json::from_str::<Frame<'_>>(&text) else {
+            view.errors.fetch_add(1, Relaxed);
+            continue;
+        };
+        match frame.kind {
+            "presence" => {
+                if text.contains("\"connected\"") {
+                    view.connected.fetch_add(1, Relaxed);
+                }
+            }
+            "telemetry" => {
+                view.received.fetch_add(1, Relaxed);
+                let (Some(ts), Some((start, end))) = (frame.timestamp, window.get()) else {
+                    continue;
+                };
+                let Ok(sent) = DateTime::parse_from_rfc3339(ts) else {
+                    view.errors.fetch_add(1, Relaxed);
+                    continue;
+                };
+                let sent = sent.with_timezone(&Utc);
+                if sent >= *start && sent < *end {
+                    let us = (now - sent).num_microseconds().unwrap_or(i64::MAX);
+                    latencies_us.push(u32::try_from(us.max(0)).unwrap_or(u32::MAX));
+                }
+            }
+            "error" => {
+                view.errors.fetch_add(1, Relaxed);
+            }
+            _ => {}
+        }
+        if done.load(Relaxed) {
+            break;
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(latencies_us)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn agent(
+    url: String,
+    i: usize,
+    first_send: tokio::time::Instant,
+    period: Duration,
+    ramp: Arc<Semaphore>,
+    window: Arc<std::sync::OnceLock<(DateTime<Utc>, DateTime<Utc>)>>,
+    sent_in_window: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ws = {
+        let Ok(_permit) = ramp.acquire().await else {
+            return;
+        };
+        let Ok(mut req) = url.into_client_request() else {
+            return;
+        };
+        let h = req.headers_mut();
+        if let (Ok(auth), Ok(id)) = (
+            HeaderValue::from_str(&format!("Bearer {}", agent_token(i))),
+            HeaderValue::from_str(&agent_id(i).to_string()),
+        ) {
+            h.insert("authorization", auth);
+            h.insert("x-skypost-agent-id", id);
+        }
+        match tokio_tungstenite::connect_async_with_config(req, Some(client_config()), true).await {
+            Ok((ws, _)) => ws,
+            Err(e) => {
+                eprintln!("agent {i}: {e}");
+                return;
+            }
+        }
+    };
+    let mut tick = tokio::time::interval_at(first_send, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut battery = 100.0_f64;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tick.tick() => {
+                let now = Utc::now();
+                battery = (battery - 0.01).max(5.0);
+                let frame = format!(
+                    r#"{{"type":"telemetry","payload":{{"battery_level":{battery:.2},"position":{{"lat":55.7512,"lon":37.6184,"alt":42.0}},"status":"flying","heading":181.0,"ground_speed":11.2,"armed":true,"state":"NAVIGATING"}},"timestamp":"{}"}}"#,
+                    now.to_rfc3339_opts(SecondsFormat::Micros, true)
+                );
+                if ws.send(WsMessage::text(frame)).await.is_err() {
+                    break;
+                }
+                if let Some((start, end)) = window.get() {
+                    if now >= *start && now < *end {
+                        sent_in_window.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            incoming = ws.next() => match incoming {
+                // pings are answered by tungstenite while we poll; nothing else is expected
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            },
+        }
+    }
+    let _ = ws.close(None).await;
+}
