@@ -378,6 +378,22 @@ async fn run(
 
     loop {
         tokio::select! {
+            // a fault injected before a message was sent must apply to that message
+            biased;
+            f = faults.recv() => {
+                let Some(f) = f else { return };
+                info!(?f, "fault injected");
+                match f {
+                    Fault::LinkDrop(d) => link_down_until = Some(Instant::now() + d),
+                    Fault::LoseAcks(n) => lose_acks += n,
+                    Fault::DelayAcks(n, d) => delay_acks = (delay_acks.0 + n, d),
+                    Fault::GpsLoss(s) => model.faults.gps_lost_until = model.t + s,
+                    Fault::BatterySag(p) => model.battery_sag(p),
+                    Fault::Refuse { command, result, n } => {
+                        model.faults.refuse.insert(command, (result, n));
+                    }
+                }
+            }
             _ = tick.tick() => {
                 let now = Instant::now();
                 sim_debt += (now - last).as_secs_f64() * speedup;
@@ -458,20 +474,7 @@ async fn run(
                     tx.buf.clear();
                 }
             }
-            f = faults.recv() => {
-                let Some(f) = f else { return };
-                info!(?f, "fault injected");
-                match f {
-                    Fault::LinkDrop(d) => link_down_until = Some(Instant::now() + d),
-                    Fault::LoseAcks(n) => lose_acks += n,
-                    Fault::DelayAcks(n, d) => delay_acks = (delay_acks.0 + n, d),
-                    Fault::GpsLoss(s) => model.faults.gps_lost_until = model.t + s,
-                    Fault::BatterySag(p) => model.battery_sag(p),
-                    Fault::Refuse { command, result, n } => {
-                        model.faults.refuse.insert(command, (result, n));
-                    }
-                }
-            }
+
         }
     }
 }
