@@ -15,12 +15,26 @@ async fn link_drop_is_reported_then_the_link_is_reopened() {
     for flavour in [Flavour::Px4, Flavour::ArduPilot] {
         let r = rig(flavour).await;
         r.wait("link", |s| s.link.is_connected()).await;
-        r.vehicle.inject(Fault::LinkDrop(Duration::from_millis(2500)));
-        let s = r.wait("link lost", |s| matches!(s.link, LinkState::Lost { .. })).await;
-        let LinkState::Lost { since, last_heartbeat } = s.link else { unreachable!() };
+        r.vehicle
+            .inject(Fault::LinkDrop(Duration::from_millis(2500)));
+        let s = r
+            .wait("link lost", |s| matches!(s.link, LinkState::Lost { .. }))
+            .await;
+        let LinkState::Lost {
+            since,
+            last_heartbeat,
+        } = s.link
+        else {
+            unreachable!()
+        };
         assert!(last_heartbeat <= since);
         // while lost, commands fail at once with LinkLost rather than hanging
-        assert_eq!(r.fc.arm().await, Err(FcError::LinkLost { command: "MAV_CMD_COMPONENT_ARM_DISARM(arm)" }));
+        assert_eq!(
+            r.fc.arm().await,
+            Err(FcError::LinkLost {
+                command: "MAV_CMD_COMPONENT_ARM_DISARM(arm)"
+            })
+        );
         r.wait("link back", |s| s.link.is_connected()).await;
         // and work again afterwards
         r.ready().await;
@@ -35,7 +49,12 @@ async fn lost_acks_are_resent_with_confirmation_incremented() {
     r.vehicle.inject(Fault::LoseAcks(2));
     r.fc.arm().await.unwrap();
     let v = r.vehicle.wait_for(WAIT, |v| v.armed).await.unwrap();
-    let confirmations: Vec<u8> = v.commands.iter().filter(|c| c.0 == ARM).map(|c| c.1).collect();
+    let confirmations: Vec<u8> = v
+        .commands
+        .iter()
+        .filter(|c| c.0 == ARM)
+        .map(|c| c.1)
+        .collect();
     assert_eq!(confirmations, vec![0, 1, 2]);
 }
 
@@ -46,23 +65,39 @@ async fn a_late_ack_is_still_taken_and_all_acks_lost_is_a_timeout() {
     // every ACK lost: a Timeout naming the attempts (1 + command_retries)
     r.vehicle.inject(Fault::LoseAcks(5));
     match r.fc.arm().await {
-        Err(FcError::Timeout { command, attempts, .. }) => {
+        Err(FcError::Timeout {
+            command, attempts, ..
+        }) => {
             assert_eq!(command, "MAV_CMD_COMPONENT_ARM_DISARM(arm)");
             assert_eq!(attempts, 5);
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
     // the vehicle saw every attempt (only the ACKs were lost)
-    let v = r.vehicle.wait_for(WAIT, |v| v.commands.iter().filter(|c| c.0 == ARM).count() == 5).await;
+    let v = r
+        .vehicle
+        .wait_for(WAIT, |v| {
+            v.commands.iter().filter(|c| c.0 == ARM).count() == 5
+        })
+        .await;
     assert!(v.is_some(), "five arm attempts reached the vehicle");
     r.fc.disarm().await.unwrap();
     // the first ACK arrives after the resend: the command succeeds once, the stray ACK is ignored
     // (MAVLink ACKs carry no request id, so this is the last command of the test)
-    r.vehicle.inject(Fault::DelayAcks(1, Duration::from_millis(400)));
+    r.vehicle
+        .inject(Fault::DelayAcks(1, Duration::from_millis(400)));
     r.fc.arm().await.unwrap();
     let v = r.vehicle.view().borrow().clone();
-    let arms: Vec<u8> = v.commands.iter().filter(|c| c.0 == ARM).map(|c| c.1).collect();
-    assert!(arms.ends_with(&[0, 1]), "resent while the ACK was late: {arms:?}");
+    let arms: Vec<u8> = v
+        .commands
+        .iter()
+        .filter(|c| c.0 == ARM)
+        .map(|c| c.1)
+        .collect();
+    assert!(
+        arms.ends_with(&[0, 1]),
+        "resent while the ACK was late: {arms:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,13 +105,20 @@ async fn each_refusal_is_its_own_error() {
     let r = rig(Flavour::ArduPilot).await;
     r.ready().await;
     let cases = [
-        (MavResult::MAV_RESULT_TEMPORARILY_REJECTED, "TemporarilyRejected"),
+        (
+            MavResult::MAV_RESULT_TEMPORARILY_REJECTED,
+            "TemporarilyRejected",
+        ),
         (MavResult::MAV_RESULT_DENIED, "Denied"),
         (MavResult::MAV_RESULT_UNSUPPORTED, "Unsupported"),
         (MavResult::MAV_RESULT_FAILED, "Failed"),
     ];
     for (result, name) in cases {
-        r.vehicle.inject(Fault::Refuse { command: ARM, result, n: 1 });
+        r.vehicle.inject(Fault::Refuse {
+            command: ARM,
+            result,
+            n: 1,
+        });
         let e = r.fc.arm().await.unwrap_err();
         let got = match &e {
             FcError::TemporarilyRejected { .. } => "TemporarilyRejected",
@@ -86,7 +128,10 @@ async fn each_refusal_is_its_own_error() {
             _ => "other",
         };
         assert_eq!(got, name, "{e}");
-        assert!(e.to_string().contains("MAV_CMD_COMPONENT_ARM_DISARM"), "{e}");
+        assert!(
+            e.to_string().contains("MAV_CMD_COMPONENT_ARM_DISARM"),
+            "{e}"
+        );
         assert_eq!(e.is_transient(), name == "TemporarilyRejected");
     }
     // the refusal is used up: the next attempt goes through
@@ -95,19 +140,34 @@ async fn each_refusal_is_its_own_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arming_too_early_is_refused_with_the_autopilots_reason() {
-    for (flavour, text) in [(Flavour::ArduPilot, "Arm: "), (Flavour::Px4, "Arming denied")] {
+    for (flavour, text) in [
+        (Flavour::ArduPilot, "Arm: "),
+        (Flavour::Px4, "Arming denied"),
+    ] {
         let r = rig(flavour).await;
         r.wait("link", |s| s.link.is_connected()).await;
         let e = r.fc.arm().await.unwrap_err();
         match &e {
-            FcError::Failed { reason: Some(reason), .. } | FcError::Denied { reason: Some(reason), .. } => {
+            FcError::Failed {
+                reason: Some(reason),
+                ..
+            }
+            | FcError::Denied {
+                reason: Some(reason),
+                ..
+            } => {
                 assert!(reason.contains(text), "{e}")
             }
             other => panic!("{other:?}"),
         }
         let report = r.fc.preflight_check(30.0).await.unwrap();
         assert!(!report.passed());
-        assert!(report.failures().any(|c| c.name == "armable" || c.name == "gps"), "{report:#?}");
+        assert!(
+            report
+                .failures()
+                .any(|c| c.name == "armable" || c.name == "gps"),
+            "{report:#?}"
+        );
     }
 }
 
@@ -116,14 +176,21 @@ async fn gps_loss_and_battery_sag_show_in_the_snapshot_and_preflight() {
     let r = rig(Flavour::Px4).await;
     r.ready().await;
     r.vehicle.inject(Fault::GpsLoss(60.0));
-    r.wait("no fix", |s| s.gps_fix == GpsFixType::NoFix && s.satellites == Some(0)).await;
+    r.wait("no fix", |s| {
+        s.gps_fix == GpsFixType::NoFix && s.satellites == Some(0)
+    })
+    .await;
     let report = r.fc.preflight_check(30.0).await.unwrap();
     assert!(report.failures().any(|c| c.name == "gps"), "{report:#?}");
     r.wait("fix back", |s| s.gps_fix.is_3d()).await;
 
     let before = r.fc.snapshot().borrow().battery_percent.unwrap();
     r.vehicle.inject(Fault::BatterySag(60.0));
-    let s = r.wait("battery sag", |s| s.battery_percent.is_some_and(|p| p <= before - 59.0)).await;
+    let s = r
+        .wait("battery sag", |s| {
+            s.battery_percent.is_some_and(|p| p <= before - 59.0)
+        })
+        .await;
     assert!(s.battery_voltage.unwrap() < 14.5, "{:?}", s.battery_voltage);
     let report = r.fc.preflight_check(50.0).await.unwrap();
     let battery = report.checks.iter().find(|c| c.name == "battery").unwrap();
@@ -147,7 +214,11 @@ async fn a_mission_upload_survives_a_short_link_drop() {
             hold_s: 0.0,
         })
         .collect();
-    r.vehicle.inject(Fault::LinkDrop(Duration::from_millis(800)));
+    r.vehicle
+        .inject(Fault::LinkDrop(Duration::from_millis(800)));
     r.fc.upload_mission(&items).await.unwrap();
-    r.vehicle.wait_for(WAIT, |v| v.mission_len == 21).await.expect("all items stored");
+    r.vehicle
+        .wait_for(WAIT, |v| v.mission_len == 21)
+        .await
+        .expect("all items stored");
 }
