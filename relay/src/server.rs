@@ -153,12 +153,11 @@ fn agent_upgrade(
         .max_write_buffer_size(sizes.max_message.saturating_mul(2))
         .max_message_size(sizes.max_message)
         .max_frame_size(sizes.max_message)
+        // The callback returns run_agent's future itself, not an async block around it: a
+        // block would keep its own copy of every captured value (the socket included) beside
+        // the future it awaits, in each of ten thousand tasks.
         .on_upgrade(move |socket| {
-            async move {
-                let _drain = s.drain;
-                run_agent(s.hub, socket, kind, id, s.settings, s.shutdown).await;
-            }
-            .instrument(span)
+            run_agent(s.hub, socket, kind, id, s.settings, s.shutdown, s.drain).instrument(span)
         })
 }
 
@@ -188,11 +187,7 @@ async fn ws_backend(
         .max_message_size(sizes.max_message)
         .max_frame_size(sizes.max_message)
         .on_upgrade(move |socket| {
-            async move {
-                let _drain = s.drain;
-                run_backend(s.hub, socket, s.settings, s.shutdown).await;
-            }
-            .instrument(span)
+            run_backend(s.hub, socket, s.settings, s.shutdown, s.drain).instrument(span)
         })
 }
 

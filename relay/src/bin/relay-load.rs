@@ -217,6 +217,8 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
     let pid = pid.to_string();
     let addr = format!("127.0.0.1:{port}");
     wait_for_listener(&addr)?;
+    // the relay trims its heap just after binding: read its idle size after that
+    std::thread::sleep(Duration::from_millis(500));
     let (idle_rss, _) = memory_kib(&pid)?;
 
     // The window is defined on send timestamps; latencies are recorded for frames sent in it.
@@ -460,10 +462,8 @@ async fn backend_loop(
             continue;
         };
         match frame.kind {
-            "presence" => {
-                if text.contains("\"connected\"") {
-                    view.connected.fetch_add(1, Relaxed);
-                }
+            "presence" if text.contains("\"connected\"") => {
+                view.connected.fetch_add(1, Relaxed);
             }
             "telemetry" => {
                 view.received.fetch_add(1, Relaxed);
