@@ -2,3 +2,9 @@
 
 pub mod flight;
 pub mod payload;
+
+// locker side: lock board, camera, QR decoding, display
+pub mod camera;
+pub mod display;
+pub mod lockboard;
+pub mod qr;

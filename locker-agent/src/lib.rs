@@ -1,1 +1,30 @@
-//! Filled by a later issue: see the workspace README's crate map.
+//! The SkyPost locker agent: the program on the parcel locker's Orange Pi.
+//!
+//! It drives the Arduino lock board, opens cells for drones (a drop) and for customers (a QR
+//! pickup), follows the doors, shows messages on the screen, and answers the backend over its HTTP
+//! API and over the relay link.
+//!
+//! Module map:
+//! - [`config`]: the TOML config (`locker-agent.example.toml` documents every field).
+//! - [`cells`]: which UUID is which cell, what each holds and why it is open; saved atomically.
+//! - [`locker`]: the operations (sync, open, close, QR scan, health) and the door monitor; the
+//!   only module that talks to the board.
+//! - [`api`]: the seed's HTTP API on top of [`locker`], with a bearer token.
+//! - [`uplink`]: what the locker needs from the cloud link, as a trait; inbound `locker_request`
+//!   and `qr_validation` handling.
+//! - [`scanner`]: the camera loop: frames → QR decode → debounce → [`locker::Locker::qr_scan`].
+//! - [`screen`]: every word shown on the screen.
+//! - [`agent`]: wiring for `locker-agent run`.
+//!
+//! Invariants: a cell is reported open only on the board's word; every change to a cell is on
+//! disk before the board is asked to act on it; the agent never names a device itself (config
+//! does) and never falls back to a simulated board.
+
+pub mod agent;
+pub mod api;
+pub mod cells;
+pub mod config;
+pub mod locker;
+pub mod scanner;
+pub mod screen;
+pub mod uplink;

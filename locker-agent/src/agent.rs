@@ -1,0 +1,121 @@
+//! `locker-agent run`: wires the parts together from the config, and stops them in order.
+
+use crate::cells::CellStore;
+use crate::config::{secs, CameraSource, Config, DisplayConfig};
+use crate::locker::{Locker, Settings};
+use crate::uplink::{LogUplink, QrValidator, Uplink};
+use crate::{api, scanner};
+use anyhow::Context as _;
+use hal::camera::{Camera, DirectoryCamera};
+use hal::display::{Display, NoDisplay, SerialDisplay, TerminalDisplay};
+use hal::lockboard::{SerialLockBoard, SerialLockBoardConfig};
+use hal::qr::QrDecoder;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+pub fn board_config(cfg: &Config) -> SerialLockBoardConfig {
+    let b = &cfg.board;
+    let mut c = SerialLockBoardConfig::new(&b.path);
+    c.baud = b.baud;
+    c.travel_timeout = secs(b.travel_timeout_s);
+    c.status_timeout = secs(b.status_timeout_s);
+    c.reopen_interval = secs(b.reopen_interval_s);
+    c.max_timeouts = b.max_timeouts;
+    c
+}
+
+pub fn settings(cfg: &Config) -> Settings {
+    Settings {
+        locker_id: cfg.locker_id,
+        open_timeout: secs(cfg.cells.open_timeout_s),
+        poll_interval: secs(cfg.board.poll_interval_s),
+        version: format!("locker-agent {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+pub fn display(cfg: &DisplayConfig) -> anyhow::Result<Arc<dyn Display>> {
+    Ok(match cfg {
+        DisplayConfig::None => Arc::new(NoDisplay),
+        DisplayConfig::Terminal {
+            path: Some(p),
+            ansi,
+        } => Arc::new(TerminalDisplay::open(p, *ansi)?),
+        DisplayConfig::Terminal { path: None, .. } => Arc::new(TerminalDisplay::stdout()),
+        DisplayConfig::Serial { path, baud } => Arc::new(SerialDisplay::open(path, *baud)?),
+    })
+}
+
+pub fn camera(source: &CameraSource) -> anyhow::Result<Box<dyn Camera>> {
+    Ok(match source {
+        CameraSource::Directory { path } => Box::new(DirectoryCamera::new(path)),
+        #[cfg(feature = "opencv")]
+        CameraSource::Device {
+            device,
+            width,
+            height,
+        } => Box::new(hal::camera::OpenCvCamera::open(device, *width, *height)?),
+        #[cfg(not(feature = "opencv"))]
+        CameraSource::Device { .. } => {
+            anyhow::bail!("camera.source kind \"device\" needs a build with the `opencv` feature")
+        }
+    })
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let state_path = cfg.state_dir.join("cells.json");
+    let store = CellStore::open(&state_path, cfg.board.cells, cfg.cells.used_codes_kept)
+        .with_context(|| format!("cell state {}", state_path.display()))?;
+    let token = cfg.http.token().context("http token")?;
+    let board = SerialLockBoard::spawn(board_config(&cfg));
+    let display = display(&cfg.display).context("display")?;
+
+    // The cloud link plugs in here (see `uplink`): until it is configured, events are logged and
+    // QR codes cannot be validated.
+    let uplink: Arc<dyn Uplink> = Arc::new(LogUplink);
+    let validator: Option<Arc<dyn QrValidator>> = None;
+    warn!("no cloud link in this build's config: events are logged only, QR pickups are refused");
+
+    let locker = Arc::new(Locker::new(
+        board,
+        store,
+        settings(&cfg),
+        uplink,
+        validator,
+        display,
+    ));
+    let monitor = tokio::spawn(locker.clone().run_monitor());
+
+    let scanner = match &cfg.camera {
+        Some(c) => {
+            let cam = camera(&c.source).context("camera")?;
+            let decoder = QrDecoder::new(c.second_opinion)?;
+            let (handle, codes) = scanner::spawn(cam, decoder, c.fps, secs(c.debounce_s))?;
+            tokio::spawn(scanner::run_pickups(locker.clone(), codes));
+            Some(handle)
+        }
+        None => None,
+    };
+
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("http.listen {}", cfg.http.listen))?;
+    info!(listen = %cfg.http.listen, "locker HTTP API listening");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let app = api::router(locker.clone(), token);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            match daemon::shutdown::wait().await {
+                Ok(sig) => info!(?sig, "shutting down"),
+                Err(e) => warn!(error = %e, "cannot wait for signals"),
+            }
+        })
+        .await?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    if let Some(s) = scanner {
+        s.stop();
+    }
+    monitor.abort();
+    // Cell state is saved on every change: nothing more to write.
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! The seed's locker HTTP API, with a bearer token (the seed had none).
+//!
+//! | route | body in | body out |
+//! |---|---|---|
+//! | `POST /api/cells/sync` | `CellsSyncRequest` | `CellsSyncResponse` |
+//! | `POST /api/cells/open` | `CellsOpenRequest` | `CellsOpenResponse` |
+//! | `POST /api/cells/close` | `CellsCloseRequest` | `CellsCloseResponse` |
+//! | `POST /api/qr/scan` | `QrScanRequest` | `QrScanResponse` |
+//! | `GET /health` | — | `HealthResponse` (no token needed: it says nothing secret, and a load balancer or a technician's `curl` must reach it) |
+//!
+//! Every failure, including a missing token and JSON that does not parse, answers with the seed's
+//! error body `{"success": false, "data": null, "error": {"code", "message"}}`. Bodies are parsed
+//! here rather than by axum's `Json` extractor so that those failures use that body too and name
+//! the field that was wrong.
+
+use crate::locker::{ApiFailure, Locker};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hal::lockboard::LockBoard;
+use protocol::error::codes;
+use protocol::locker_api::{
+    ApiErrorResponse, CellsCloseRequest, CellsOpenRequest, CellsSyncRequest, QrScanRequest,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Largest request body accepted (a sync of a few hundred cells is a few tens of KB).
+const MAX_BODY: usize = 256 * 1024;
+
+struct AppState<B> {
+    locker: Arc<Locker<B>>,
+    token: String,
+}
+
+/// The router, ready for `axum::serve`.
+pub fn router<B: LockBoard>(locker: Arc<Locker<B>>, token: String) -> Router {
+    let state = Arc::new(AppState { locker, token });
+    Router::new()
+        .route("/api/cells/sync", post(sync::<B>))
+        .route("/api/cells/open", post(open::<B>))
+        .route("/api/cells/close", post(close::<B>))
+        .route("/api/qr/scan", post(qr_scan::<B>))
+        .route("/health", get(health::<B>))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(ApiErrorResponse::new(self.code, self.message))).into_response()
+    }
+}
+
+fn ok<T: Serialize>(r: Result<T, ApiFailure>) -> Response {
+    match r {
+        Ok(body) => (StatusCode::OK, Json(body)).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+/// Compares the bearer token in constant time (a timing side channel would leak it byte by byte).
+fn authorised(headers: &HeaderMap, token: &str) -> Result<(), ApiFailure> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(given) = given else {
+        return Err(ApiFailure::new(
+            401,
+            codes::UNAUTHORIZED,
+            "missing `Authorization: Bearer <token>` header",
+        ));
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ x);
+    }
+    if diff == 0 {
+        Ok(())
+    } else {
+        Err(ApiFailure::new(401, codes::UNAUTHORIZED, "bad token"))
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiFailure> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: serde_json::Value = serde::Deserialize::deserialize(&mut de).map_err(|e| {
+        ApiFailure::new(400, codes::MALFORMED_JSON, format!("body is not JSON: {e}"))
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        ApiFailure::new(
+            400,
+            codes::INVALID_PAYLOAD,
+            format!("{path}: {}", e.into_inner()),
+        )
+    })
+}
+
+async fn sync<B: LockBoard>(
+    State(s): State<Arc<AppState<B>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        authorised(&headers, &s.token)?;
+        let req: CellsSyncRequest = parse(&body)?;
+        s.locker.sync(req).await
+    };
+    ok(r.await)
+}
+
+async fn open<B: LockBoard>(
+    State(s): State<Arc<AppState<B>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        authorised(&headers, &s.token)?;
+        let req: CellsOpenRequest = parse(&body)?;
+        s.locker.open(req).await
+    };
+    ok(r.await)
+}
+
+async fn close<B: LockBoard>(
+    State(s): State<Arc<AppState<B>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        authorised(&headers, &s.token)?;
+        let req: CellsCloseRequest = parse(&body)?;
+        s.locker.close(req).await
+    };
+    ok(r.await)
+}
+
+async fn qr_scan<B: LockBoard>(
+    State(s): State<Arc<AppState<B>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        authorised(&headers, &s.token)?;
+        let req: QrScanRequest = parse(&body)?;
+        s.locker.qr_scan(&req.qr_data).await
+    };
+    ok(r.await)
+}
+
+async fn health<B: LockBoard>(State(s): State<Arc<AppState<B>>>) -> Response {
+    (StatusCode::OK, Json(s.locker.health())).into_response()
+}
+
+async fn not_found() -> Response {
+    ApiFailure::new(404, "NOT_FOUND", "no such route").into_response()
+}

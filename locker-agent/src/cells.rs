@@ -1,0 +1,555 @@
+//! The cells: which backend UUID is which board cell, what each holds, and which is open and why.
+//!
+//! Pure state and rules, no I/O but the state file: the [`crate::locker`] module does the board
+//! calls and asks this module what is allowed. Every change is written to disk before the caller
+//! acts on it ([`CellStore::save`]: temporary file, fsync, rename, fsync of the directory), so a
+//! restart or a power cut in the middle of a pickup comes back knowing the cell is open for that
+//! order and whether its door was already seen open.
+//!
+//! A cell has *contents* (empty, or a parcel) and, while its bolt is pulled, an *open session*
+//! saying why (a drone drop, a customer pickup, a technician). The session ends when the door has
+//! been seen open and then closed again (the parcel went in or came out) or when nobody opened the
+//! door in time.
+
+use chrono::{DateTime, Utc};
+use protocol::locker_api::{CellMapping, CellSize};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashSet, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+/// Bumped when the file's shape changes.
+const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    pub cell_uuid: Uuid,
+    /// The board's number for it (`OPEN_<n>`).
+    pub number: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<CellSize>,
+    pub contents: Contents,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Session>,
+    /// Set by a technician or after a jammed bolt; such a cell is never offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_service: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Contents {
+    Empty,
+    Parcel {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delivery_id: Option<Uuid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        order_id: Option<Uuid>,
+        loaded_at: DateTime<Utc>,
+    },
+}
+
+impl Contents {
+    pub fn holds_parcel(&self) -> bool {
+        matches!(self, Contents::Parcel { .. })
+    }
+}
+
+/// Why a cell's bolt is pulled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "purpose", rename_all = "snake_case")]
+pub enum Purpose {
+    /// A drone is dropping a parcel in.
+    Drop {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delivery_id: Option<Uuid>,
+    },
+    /// A customer is taking their parcel out; `code` is the QR code that opened it.
+    Pickup {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        order_id: Option<Uuid>,
+        code: String,
+    },
+    /// Opened through the API without a delivery (a technician, a backend retry).
+    Service,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    #[serde(flatten)]
+    pub purpose: Purpose,
+    /// When the session was recorded (before the board was asked).
+    pub started_at: DateTime<Utc>,
+    /// When the board acknowledged the bolt pulled; `None` while the command is in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_at: Option<DateTime<Utc>>,
+    /// The board reported this door open at least once during the session.
+    #[serde(default)]
+    pub door_seen_open: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    cells: Vec<Cell>,
+    /// QR codes that already opened a cell, newest last, bounded.
+    #[serde(default)]
+    used_codes: VecDeque<String>,
+}
+
+/// Why a cells operation is refused. [`crate::api`] turns each into a status and an error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CellError {
+    #[error("cell {0} is not known to this locker")]
+    NotFound(Uuid),
+    #[error("cell {number} is busy: it is already open ({purpose})")]
+    Busy { number: u16, purpose: &'static str },
+    #[error("cell {number} already holds a parcel")]
+    Occupied { number: u16 },
+    #[error("cell {number} holds no parcel")]
+    NoParcel { number: u16 },
+    #[error("cell {number} is out of service: {reason}")]
+    OutOfService { number: u16, reason: String },
+    #[error("sync refused: it would orphan cell {number} ({cell_uuid}), which holds a parcel or is open")]
+    WouldOrphan { cell_uuid: Uuid, number: u16 },
+    #[error("sync refused: {0}")]
+    BadMapping(String),
+    #[error("this QR code was already used")]
+    CodeUsed,
+    #[error("cannot save cell state to {path}: {reason}")]
+    Persist { path: PathBuf, reason: String },
+}
+
+/// The cells and their state file.
+#[derive(Debug)]
+pub struct CellStore {
+    path: PathBuf,
+    file: StateFile,
+    max_cells: u16,
+    used_kept: usize,
+    used_index: HashSet<String>,
+}
+
+impl CellStore {
+    /// Loads the state file, or starts empty if there is none. A file that exists but cannot be
+    /// read is an error: starting empty would forget parcels.
+    pub fn open(path: &Path, max_cells: u16, used_kept: usize) -> Result<Self, CellError> {
+        let file = match std::fs::read(path) {
+            Ok(bytes) => {
+                let f: StateFile =
+                    serde_json::from_slice(&bytes).map_err(|e| CellError::Persist {
+                        path: path.to_owned(),
+                        reason: format!("state file is corrupt: {e}"),
+                    })?;
+                if f.version != STATE_VERSION {
+                    return Err(CellError::Persist {
+                        path: path.to_owned(),
+                        reason: format!("state file version {} is not {STATE_VERSION}", f.version),
+                    });
+                }
+                f
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile {
+                version: STATE_VERSION,
+                ..Default::default()
+            },
+            Err(e) => {
+                return Err(CellError::Persist {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let used_index = file.used_codes.iter().cloned().collect();
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            max_cells,
+            used_kept: used_kept.max(1),
+            used_index,
+        })
+    }
+
+    pub fn cells(&self) -> &[Cell] {
+        &self.file.cells
+    }
+
+    pub fn by_uuid(&self, id: Uuid) -> Result<&Cell, CellError> {
+        self.file
+            .cells
+            .iter()
+            .find(|c| c.cell_uuid == id)
+            .ok_or(CellError::NotFound(id))
+    }
+
+    pub fn by_number(&self, n: u16) -> Option<&Cell> {
+        self.file.cells.iter().find(|c| c.number == n)
+    }
+
+    fn by_uuid_mut(&mut self, id: Uuid) -> Result<&mut Cell, CellError> {
+        self.file
+            .cells
+            .iter_mut()
+            .find(|c| c.cell_uuid == id)
+            .ok_or(CellError::NotFound(id))
+    }
+
+    pub fn by_number_mut(&mut self, n: u16) -> Option<&mut Cell> {
+        self.file.cells.iter_mut().find(|c| c.number == n)
+    }
+
+    /// Replaces the mapping. Cells that keep their UUID and number keep their state; a cell that
+    /// holds a parcel or is open must keep both, or the sync is refused whole.
+    pub fn sync(&mut self, mapping: &[CellMapping]) -> Result<usize, CellError> {
+        let mut uuids = HashSet::new();
+        let mut numbers = HashSet::new();
+        for m in mapping {
+            if m.cell_id == 0 || m.cell_id > self.max_cells {
+                return Err(CellError::BadMapping(format!(
+                    "cell_id {} is outside this board's cells 1..={}",
+                    m.cell_id, self.max_cells
+                )));
+            }
+            if !uuids.insert(m.cell_uuid) {
+                return Err(CellError::BadMapping(format!(
+                    "cell_uuid {} appears twice",
+                    m.cell_uuid
+                )));
+            }
+            if !numbers.insert(m.cell_id) {
+                return Err(CellError::BadMapping(format!(
+                    "cell_id {} appears twice",
+                    m.cell_id
+                )));
+            }
+        }
+        for c in &self.file.cells {
+            let in_use = c.contents.holds_parcel() || c.session.is_some();
+            let kept = mapping
+                .iter()
+                .any(|m| m.cell_uuid == c.cell_uuid && m.cell_id == c.number);
+            if in_use && !kept {
+                return Err(CellError::WouldOrphan {
+                    cell_uuid: c.cell_uuid,
+                    number: c.number,
+                });
+            }
+        }
+        let old = std::mem::take(&mut self.file.cells);
+        self.file.cells = mapping
+            .iter()
+            .map(|m| {
+                match old
+                    .iter()
+                    .find(|c| c.cell_uuid == m.cell_uuid && c.number == m.cell_id)
+                {
+                    Some(c) => Cell {
+                        size: m.size,
+                        ..c.clone()
+                    },
+                    None => Cell {
+                        cell_uuid: m.cell_uuid,
+                        number: m.cell_id,
+                        size: m.size,
+                        contents: Contents::Empty,
+                        session: None,
+                        out_of_service: None,
+                    },
+                }
+            })
+            .collect();
+        self.file.cells.sort_by_key(|c| c.number);
+        if let Err(e) = self.save() {
+            self.file.cells = old;
+            return Err(e);
+        }
+        Ok(self.file.cells.len())
+    }
+
+    /// Records that `cell` is about to be opened for `purpose`, after checking it may be.
+    /// Saved before returning: the caller then asks the board.
+    pub fn begin(&mut self, id: Uuid, purpose: Purpose) -> Result<u16, CellError> {
+        let code_used = match &purpose {
+            Purpose::Pickup { code, .. } => self.used_index.contains(code),
+            _ => false,
+        };
+        let cell = self.by_uuid_mut(id)?;
+        if let Some(s) = &cell.session {
+            return Err(CellError::Busy {
+                number: cell.number,
+                purpose: s.purpose.name(),
+            });
+        }
+        if let Some(reason) = &cell.out_of_service {
+            return Err(CellError::OutOfService {
+                number: cell.number,
+                reason: reason.clone(),
+            });
+        }
+        match &purpose {
+            Purpose::Drop { .. } if cell.contents.holds_parcel() => {
+                return Err(CellError::Occupied {
+                    number: cell.number,
+                })
+            }
+            Purpose::Pickup { .. } if code_used => return Err(CellError::CodeUsed),
+            Purpose::Pickup { .. } if !cell.contents.holds_parcel() => {
+                return Err(CellError::NoParcel {
+                    number: cell.number,
+                })
+            }
+            _ => {}
+        }
+        let number = cell.number;
+        cell.session = Some(Session {
+            purpose: purpose.clone(),
+            started_at: Utc::now(),
+            opened_at: None,
+            door_seen_open: false,
+        });
+        if let Purpose::Pickup { code, .. } = &purpose {
+            self.remember_code(code.clone());
+        }
+        self.save_or_revert(|s| {
+            if let Some(c) = s.by_number_mut(number) {
+                c.session = None;
+            }
+        })?;
+        Ok(number)
+    }
+
+    /// The board acknowledged the bolt: the session is open from now.
+    pub fn opened(&mut self, number: u16) -> Result<DateTime<Utc>, CellError> {
+        let now = Utc::now();
+        if let Some(s) = self.by_number_mut(number).and_then(|c| c.session.as_mut()) {
+            s.opened_at = Some(now);
+        }
+        self.save()?;
+        Ok(now)
+    }
+
+    /// The board refused or never answered: the session did not start.
+    pub fn abandon(&mut self, number: u16) -> Result<Option<Session>, CellError> {
+        let session = self.by_number_mut(number).and_then(|c| c.session.take());
+        if let Some(Session {
+            purpose: Purpose::Pickup { code, .. },
+            ..
+        }) = &session
+        {
+            // The customer never got to the parcel: let the same code work again.
+            self.forget_code(code);
+        }
+        self.save()?;
+        Ok(session)
+    }
+
+    /// The board reported the door open during the session. Returns true the first time.
+    pub fn door_opened(&mut self, number: u16) -> Result<bool, CellError> {
+        let first = match self.by_number_mut(number).and_then(|c| c.session.as_mut()) {
+            Some(s) if !s.door_seen_open => {
+                s.door_seen_open = true;
+                true
+            }
+            _ => false,
+        };
+        if first {
+            self.save()?;
+        }
+        Ok(first)
+    }
+
+    /// The door was opened and closed again and the bolt is home: the parcel went in or out.
+    pub fn complete(&mut self, number: u16) -> Result<Option<(Session, Contents)>, CellError> {
+        let Some(cell) = self.by_number_mut(number) else {
+            return Ok(None);
+        };
+        let Some(session) = cell.session.take() else {
+            return Ok(None);
+        };
+        let now = Utc::now();
+        match &session.purpose {
+            Purpose::Drop { delivery_id } => {
+                cell.contents = Contents::Parcel {
+                    delivery_id: *delivery_id,
+                    order_id: None,
+                    loaded_at: now,
+                };
+            }
+            Purpose::Pickup { .. } => cell.contents = Contents::Empty,
+            Purpose::Service => {}
+        }
+        let contents = cell.contents.clone();
+        self.save()?;
+        Ok(Some((session, contents)))
+    }
+
+    pub fn set_out_of_service(
+        &mut self,
+        number: u16,
+        reason: Option<String>,
+    ) -> Result<(), CellError> {
+        if let Some(c) = self.by_number_mut(number) {
+            c.out_of_service = reason;
+        }
+        self.save()
+    }
+
+    pub fn code_used(&self, code: &str) -> bool {
+        self.used_index.contains(code)
+    }
+
+    fn remember_code(&mut self, code: String) {
+        if self.used_index.insert(code.clone()) {
+            self.file.used_codes.push_back(code);
+            while self.file.used_codes.len() > self.used_kept {
+                if let Some(old) = self.file.used_codes.pop_front() {
+                    self.used_index.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn forget_code(&mut self, code: &str) {
+        if self.used_index.remove(code) {
+            self.file.used_codes.retain(|c| c != code);
+        }
+    }
+
+    fn save_or_revert(&mut self, revert: impl FnOnce(&mut Self)) -> Result<(), CellError> {
+        self.save().inspect_err(|_| revert(self))
+    }
+
+    /// Writes the whole state: temporary file, fsync, rename over the old one, fsync the
+    /// directory. A crash leaves the old file or the new one, never half of one.
+    pub fn save(&self) -> Result<(), CellError> {
+        let err = |e: std::io::Error| CellError::Persist {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
+        let bytes = serde_json::to_vec_pretty(&self.file).map_err(|e| CellError::Persist {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let tmp = self.path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        f.write_all(&bytes).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(err)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Purpose {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Purpose::Drop { .. } => "drone drop",
+            Purpose::Pickup { .. } => "customer pickup",
+            Purpose::Service => "service",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(pairs: &[(Uuid, u16)]) -> Vec<CellMapping> {
+        pairs
+            .iter()
+            .map(|(u, n)| CellMapping {
+                cell_uuid: *u,
+                cell_id: *n,
+                size: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cells.json");
+        let a = Uuid::new_v4();
+        let mut s = CellStore::open(&path, 8, 100).unwrap();
+        s.sync(&mapping(&[(a, 3)])).unwrap();
+        let n = s
+            .begin(
+                a,
+                Purpose::Drop {
+                    delivery_id: Some(Uuid::nil()),
+                },
+            )
+            .unwrap();
+        s.opened(n).unwrap();
+        s.door_opened(n).unwrap();
+        drop(s);
+        let mut s = CellStore::open(&path, 8, 100).unwrap();
+        let c = s.by_uuid(a).unwrap();
+        assert!(c.session.as_ref().unwrap().door_seen_open);
+        s.complete(3).unwrap();
+        let s = CellStore::open(&path, 8, 100).unwrap();
+        assert!(s.by_uuid(a).unwrap().contents.holds_parcel());
+    }
+
+    #[test]
+    fn sync_refuses_to_orphan_a_parcel_and_keeps_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cells.json");
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut s = CellStore::open(&path, 8, 100).unwrap();
+        s.sync(&mapping(&[(a, 1), (b, 2)])).unwrap();
+        s.begin(a, Purpose::Drop { delivery_id: None }).unwrap();
+        s.complete(1).unwrap();
+        let e = s.sync(&mapping(&[(b, 2)])).unwrap_err();
+        assert!(matches!(e, CellError::WouldOrphan { number: 1, .. }), "{e}");
+        let e = s.sync(&mapping(&[(a, 2), (b, 1)])).unwrap_err();
+        assert!(matches!(e, CellError::WouldOrphan { .. }), "{e}");
+        // dropping the empty cell is fine, and the parcel stays
+        assert_eq!(s.sync(&mapping(&[(a, 1)])).unwrap(), 1);
+        assert!(s.by_uuid(a).unwrap().contents.holds_parcel());
+        assert!(matches!(
+            s.sync(&mapping(&[(a, 1), (b, 1)])).unwrap_err(),
+            CellError::BadMapping(_)
+        ));
+        assert!(matches!(
+            s.sync(&mapping(&[(a, 1), (b, 9)])).unwrap_err(),
+            CellError::BadMapping(_)
+        ));
+    }
+
+    #[test]
+    fn a_code_opens_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = CellStore::open(&dir.path().join("c.json"), 8, 100).unwrap();
+        let a = Uuid::new_v4();
+        s.sync(&mapping(&[(a, 1)])).unwrap();
+        s.begin(a, Purpose::Drop { delivery_id: None }).unwrap();
+        s.complete(1).unwrap();
+        let pickup = || Purpose::Pickup {
+            order_id: None,
+            code: "ORDER-1".into(),
+        };
+        s.begin(a, pickup()).unwrap();
+        assert!(matches!(s.begin(a, pickup()), Err(CellError::Busy { .. })));
+        s.abandon(1).unwrap();
+        s.begin(a, pickup()).unwrap();
+        s.complete(1).unwrap();
+        assert_eq!(s.begin(a, pickup()), Err(CellError::CodeUsed));
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_not_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(matches!(
+            CellStore::open(&path, 8, 100),
+            Err(CellError::Persist { .. })
+        ));
+    }
+}

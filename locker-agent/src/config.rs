@@ -1,0 +1,291 @@
+//! The locker agent's TOML config (see `locker-agent.example.toml` for every field, documented).
+
+use daemon::config::{Validate, Validator};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub locker_id: Uuid,
+    /// Where the cell state file lives (`cells.json`).
+    pub state_dir: PathBuf,
+    pub board: BoardConfig,
+    #[serde(default)]
+    pub cells: CellsConfig,
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub camera: Option<CameraConfig>,
+    #[serde(default)]
+    pub display: DisplayConfig,
+    #[serde(default)]
+    pub qr: QrConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardConfig {
+    pub path: PathBuf,
+    #[serde(default = "d::baud")]
+    pub baud: u32,
+    /// How many cells the board drives (numbers 1..=cells).
+    pub cells: u16,
+    #[serde(default = "d::travel_timeout_s")]
+    pub travel_timeout_s: f64,
+    #[serde(default = "d::status_timeout_s")]
+    pub status_timeout_s: f64,
+    #[serde(default = "d::reopen_interval_s")]
+    pub reopen_interval_s: f64,
+    #[serde(default = "d::max_timeouts")]
+    pub max_timeouts: u32,
+    #[serde(default = "d::poll_interval_s")]
+    pub poll_interval_s: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellsConfig {
+    #[serde(default = "d::open_timeout_s")]
+    pub open_timeout_s: f64,
+    #[serde(default = "d::used_codes_kept")]
+    pub used_codes_kept: usize,
+}
+
+impl Default for CellsConfig {
+    fn default() -> Self {
+        Self {
+            open_timeout_s: d::open_timeout_s(),
+            used_codes_kept: d::used_codes_kept(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Bearer token the backend presents. Give it here or in `token_file` (one of the two).
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl HttpConfig {
+    /// The token, read from `token_file` if that is how it was given.
+    pub fn token(&self) -> std::io::Result<String> {
+        match (&self.token, &self.token_file) {
+            (Some(t), _) => Ok(t.clone()),
+            (None, Some(p)) => Ok(std::fs::read_to_string(p)?.trim().to_owned()),
+            (None, None) => Err(std::io::Error::other("no http.token or http.token_file")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum CameraSource {
+    /// Image files in a directory, shown in name order, round and round (tests, demos).
+    Directory { path: PathBuf },
+    /// An OpenCV `VideoCapture` device (needs the `opencv` feature).
+    Device {
+        /// `/dev/video0` or a camera index such as `0`.
+        device: String,
+        #[serde(default = "d::width")]
+        width: u32,
+        #[serde(default = "d::height")]
+        height: u32,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    pub source: CameraSource,
+    #[serde(default = "d::fps")]
+    pub fps: f64,
+    /// The same code seen again within this long is the same scan.
+    #[serde(default = "d::debounce_s")]
+    pub debounce_s: f64,
+    /// Ask OpenCV's WeChat decoder when rqrr saw a code but could not read it (`opencv` feature).
+    #[serde(default = "d::yes")]
+    pub second_opinion: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum DisplayConfig {
+    #[default]
+    None,
+    /// A text terminal: `/dev/tty1` (console), any tty, or a file.
+    Terminal {
+        path: Option<PathBuf>,
+        #[serde(default = "d::yes")]
+        ansi: bool,
+    },
+    /// A character display behind a serial port.
+    Serial {
+        path: PathBuf,
+        #[serde(default = "d::baud")]
+        baud: u32,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrConfig {
+    /// How long to wait for the backend's verdict on a code.
+    #[serde(default = "d::validate_timeout_s")]
+    pub validate_timeout_s: f64,
+}
+
+impl Default for QrConfig {
+    fn default() -> Self {
+        Self {
+            validate_timeout_s: d::validate_timeout_s(),
+        }
+    }
+}
+
+mod d {
+    pub fn baud() -> u32 {
+        9600
+    }
+    pub fn travel_timeout_s() -> f64 {
+        15.0
+    }
+    pub fn status_timeout_s() -> f64 {
+        2.0
+    }
+    pub fn reopen_interval_s() -> f64 {
+        2.0
+    }
+    pub fn max_timeouts() -> u32 {
+        3
+    }
+    pub fn poll_interval_s() -> f64 {
+        1.0
+    }
+    pub fn open_timeout_s() -> f64 {
+        120.0
+    }
+    pub fn used_codes_kept() -> usize {
+        10_000
+    }
+    pub fn width() -> u32 {
+        640
+    }
+    pub fn height() -> u32 {
+        480
+    }
+    pub fn fps() -> f64 {
+        10.0
+    }
+    pub fn debounce_s() -> f64 {
+        5.0
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn validate_timeout_s() -> f64 {
+        10.0
+    }
+}
+
+pub fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+impl Validate for Config {
+    fn validate(&self, v: &mut Validator) {
+        let b = &self.board;
+        v.range("board.cells", b.cells, 1, 255);
+        v.range("board.baud", b.baud, 300, 4_000_000);
+        v.range("board.travel_timeout_s", b.travel_timeout_s, 0.01, 120.0);
+        v.range("board.status_timeout_s", b.status_timeout_s, 0.01, 60.0);
+        v.range("board.reopen_interval_s", b.reopen_interval_s, 0.01, 300.0);
+        v.range("board.max_timeouts", b.max_timeouts, 1, 100);
+        v.range("board.poll_interval_s", b.poll_interval_s, 0.01, 60.0);
+        v.check(
+            !b.path.as_os_str().is_empty(),
+            "board.path",
+            "must name the serial port",
+        );
+        v.range(
+            "cells.open_timeout_s",
+            self.cells.open_timeout_s,
+            1.0,
+            3600.0,
+        );
+        v.range(
+            "cells.used_codes_kept",
+            self.cells.used_codes_kept,
+            1,
+            10_000_000,
+        );
+        match (&self.http.token, &self.http.token_file) {
+            (Some(t), None) => v.check(
+                t.len() >= 16,
+                "http.token",
+                "must be at least 16 characters",
+            ),
+            (None, Some(_)) => {}
+            _ => v.fail(
+                "http.token",
+                "give exactly one of http.token or http.token_file",
+            ),
+        }
+        if let Some(c) = &self.camera {
+            v.range("camera.fps", c.fps, 0.1, 120.0);
+            v.range("camera.debounce_s", c.debounce_s, 0.0, 600.0);
+            if let CameraSource::Device { width, height, .. } = &c.source {
+                v.range("camera.source.width", *width, 16, 7680);
+                v.range("camera.source.height", *height, 16, 4320);
+                v.check(
+                    cfg!(feature = "opencv"),
+                    "camera.source",
+                    "a camera device needs the agent built with the `opencv` feature",
+                );
+            }
+        }
+        v.range(
+            "qr.validate_timeout_s",
+            self.qr.validate_timeout_s,
+            0.1,
+            120.0,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../locker-agent.example.toml");
+        let c: Config =
+            daemon::config::parse(text, Path::new("locker-agent.example.toml")).unwrap();
+        assert_eq!(c.board.cells, 16);
+    }
+
+    #[test]
+    fn problems_are_named() {
+        let text = r#"
+locker_id = "7d2c7e4e-2a8c-4b53-9d7e-1f9b2c3d4e5f"
+state_dir = "/tmp/x"
+[board]
+path = "/dev/ttyUSB0"
+cells = 0
+[http]
+listen = "127.0.0.1:8080"
+token = "short"
+"#;
+        let e = daemon::config::parse::<Config>(text, Path::new("t.toml")).unwrap_err();
+        assert_eq!(e.fields(), ["board.cells", "http.token"]);
+    }
+}

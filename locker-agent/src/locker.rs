@@ -1,0 +1,693 @@
+//! The locker's operations (the HTTP API's and the link's), and the door monitor.
+//!
+//! Each operation checks the cell with [`CellStore`], records what it is about to do (saved to
+//! disk), asks the board, and records the board's answer. A cell is reported open only on the
+//! board's `OK`; when the board's answer is uncertain (timeout, reset, unplugged mid-command) the
+//! board's own `STATUS` decides.
+//!
+//! The door monitor ([`Locker::run_monitor`]) follows the doors the board reports (`DOOR` lines
+//! and a periodic `STATUS`) and ends sessions: door opened then closed → lock the bolt → the
+//! parcel is in (drop) or out (pickup). It also re-locks any bolt the board reports pulled for a
+//! cell that has no session (a late `OK`, a board that rebooted), so a door is never left unlocked.
+
+use crate::cells::{CellError, CellStore, Contents, Purpose, Session};
+use crate::screen::{self, Message};
+use crate::uplink::{QrValidator, Uplink, ValidateError};
+use chrono::Utc;
+use hal::display::Display;
+use hal::lockboard::{BoardError, BoardEvent, LockBoard};
+use protocol::error::codes;
+use protocol::lockboard::{BoltState, CellNumber, CellStatus, DoorState};
+use protocol::locker_api::{
+    CellsCloseRequest, CellsCloseResponse, CellsOpenRequest, CellsOpenResponse, CellsSyncRequest,
+    CellsSyncResponse, ComponentHealth, HealthResponse, HealthStatus, QrScanResponse,
+};
+use protocol::ws::{Event, EventType};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tracing::{error, info, warn, Instrument};
+use uuid::Uuid;
+
+/// A refused operation: HTTP status, wire error code, words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiFailure {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiFailure {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Codes the protocol crate does not name (locker-only).
+pub mod extra_codes {
+    pub const CELL_EMPTY: &str = "CELL_EMPTY";
+    pub const CELL_OUT_OF_SERVICE: &str = "CELL_OUT_OF_SERVICE";
+    pub const DOOR_OPEN: &str = "DOOR_OPEN";
+    pub const VALIDATION_UNAVAILABLE: &str = "VALIDATION_UNAVAILABLE";
+}
+
+impl From<CellError> for ApiFailure {
+    fn from(e: CellError) -> Self {
+        let (status, code) = match &e {
+            CellError::NotFound(_) => (404, codes::CELL_NOT_FOUND),
+            CellError::Busy { .. } => (409, codes::CELL_BUSY),
+            CellError::Occupied { .. } | CellError::WouldOrphan { .. } => {
+                (409, codes::CELL_OCCUPIED)
+            }
+            CellError::NoParcel { .. } => (409, extra_codes::CELL_EMPTY),
+            CellError::OutOfService { .. } => (409, extra_codes::CELL_OUT_OF_SERVICE),
+            CellError::BadMapping(_) => (400, codes::INVALID_PAYLOAD),
+            CellError::CodeUsed => (409, codes::QR_ALREADY_USED),
+            CellError::Persist { .. } => (500, codes::INTERNAL),
+        };
+        ApiFailure::new(status, code, e.to_string())
+    }
+}
+
+fn board_failure(e: &BoardError) -> ApiFailure {
+    match e {
+        BoardError::Refused {
+            code: protocol::lockboard::BoardErrorCode::DoorOpen,
+            ..
+        } => ApiFailure::new(409, extra_codes::DOOR_OPEN, e.to_string()),
+        BoardError::Refused { .. } | BoardError::Unexpected { .. } => {
+            ApiFailure::new(502, codes::BOARD_ERROR, e.to_string())
+        }
+        _ => ApiFailure::new(503, codes::BOARD_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// Whether a failed command may still have moved the bolt (only `STATUS` can tell).
+fn uncertain(e: &BoardError) -> bool {
+    matches!(
+        e,
+        BoardError::Timeout { .. } | BoardError::Reset { .. } | BoardError::Disconnected { .. }
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub locker_id: Uuid,
+    /// A bolt pulled for this long with its door never opened is locked again.
+    pub open_timeout: Duration,
+    /// How often the monitor asks the board for `STATUS`.
+    pub poll_interval: Duration,
+    pub version: String,
+}
+
+pub struct Locker<B> {
+    board: B,
+    store: Mutex<CellStore>,
+    settings: Settings,
+    uplink: Arc<dyn Uplink>,
+    validator: Option<Arc<dyn QrValidator>>,
+    display: Arc<dyn Display>,
+    /// Cells with a board command in flight: the monitor leaves them alone.
+    in_flight: Mutex<std::collections::HashMap<u16, u32>>,
+    /// Cells whose door we already reported open without a session (report once).
+    stray_open: Mutex<HashSet<u16>>,
+    /// Bumped whenever a bolt command finishes: a `STATUS` asked for before that is stale and
+    /// must not be acted on (it would show a bolt that has since moved in its old place).
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+impl<B: LockBoard> Locker<B> {
+    pub fn new(
+        board: B,
+        store: CellStore,
+        settings: Settings,
+        uplink: Arc<dyn Uplink>,
+        validator: Option<Arc<dyn QrValidator>>,
+        display: Arc<dyn Display>,
+    ) -> Self {
+        let me = Self {
+            board,
+            store: Mutex::new(store),
+            settings,
+            uplink,
+            validator,
+            display,
+            in_flight: Mutex::new(std::collections::HashMap::new()),
+            stray_open: Mutex::new(HashSet::new()),
+            epoch: std::sync::atomic::AtomicU64::new(0),
+        };
+        me.show(&Message::Idle);
+        me
+    }
+
+    pub fn board(&self) -> &B {
+        &self.board
+    }
+
+    fn store(&self) -> MutexGuard<'_, CellStore> {
+        // A panic while holding the lock cannot leave the store half-changed on disk (every
+        // change is saved whole), so the in-memory copy is still the best we have.
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn show(&self, m: &Message) {
+        if let Err(e) = self.display.show(&screen::render(m)) {
+            warn!(error = %e, "display write failed");
+        }
+    }
+
+    async fn emit(&self, ev: Event) {
+        let t = ev.event_type;
+        if let Err(e) = self.uplink.publish_event(ev).await {
+            error!(event_type = ?t, error = %e, "event could not be queued for the backend");
+        }
+    }
+
+    fn event(kind: EventType, number: u16, uuid: Option<Uuid>) -> Event {
+        let mut ev = Event::new(kind);
+        ev.cell_id = Some(number);
+        ev.cell_uuid = uuid;
+        ev
+    }
+
+    /// A copy of the cells (for status tools and tests).
+    pub fn cells(&self) -> Vec<crate::cells::Cell> {
+        self.store().cells().to_vec()
+    }
+
+    pub async fn sync(&self, req: CellsSyncRequest) -> Result<CellsSyncResponse, ApiFailure> {
+        let n = self.store().sync(&req.cells)?;
+        info!(cells = n, "cell mapping synced");
+        Ok(CellsSyncResponse {
+            success: true,
+            synced: u32::try_from(n).unwrap_or(u32::MAX),
+        })
+    }
+
+    pub async fn open(&self, req: CellsOpenRequest) -> Result<CellsOpenResponse, ApiFailure> {
+        let purpose = match req.delivery_id {
+            Some(d) => Purpose::Drop {
+                delivery_id: Some(d),
+            },
+            None => Purpose::Service,
+        };
+        let (number, opened_at) = self.open_cell(req.cell_uuid, purpose).await?;
+        Ok(CellsOpenResponse {
+            success: true,
+            cell_id: number,
+            opened_at,
+        })
+    }
+
+    /// Records the session, pulls the bolt, and believes only the board.
+    async fn open_cell(
+        &self,
+        id: Uuid,
+        purpose: Purpose,
+    ) -> Result<(u16, chrono::DateTime<Utc>), ApiFailure> {
+        let number = self.store().by_uuid(id)?.number;
+        // In flight from before the session is recorded until its outcome is: the door monitor
+        // must never judge a half-recorded session by a STATUS taken meanwhile.
+        let _flight = InFlight::new(self, number);
+        let number = self.store().begin(id, purpose.clone())?;
+        let span = tracing::info_span!("open_cell", cell = number, purpose = purpose.name());
+        async {
+            let cell = CellNumber::new(number)
+                .map_err(|e| ApiFailure::new(500, codes::INTERNAL, e.to_string()))?;
+            let result = self.board.open(cell).await;
+            let result = match result {
+                Ok(()) => Ok(()),
+                Err(e) if uncertain(&e) => {
+                    // The bolt may have moved anyway: ask the board, never guess.
+                    match self.board.status().await {
+                        Ok(s) if bolt_of(&s, cell) == Some(BoltState::Unlocked) => {
+                            warn!(error = %e, "open was not acknowledged, but the board reports the bolt pulled");
+                            Ok(())
+                        }
+                        _ => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    let at = self.store().opened(number)?;
+                    info!("cell open");
+                    let mut ev = Self::event(EventType::CellOpened, number, Some(id));
+                    match &purpose {
+                        Purpose::Drop { delivery_id } => ev.delivery_id = *delivery_id,
+                        Purpose::Pickup { order_id, .. } => ev.order_id = *order_id,
+                        Purpose::Service => ev.reason = Some("opened through the API without a delivery".into()),
+                    }
+                    self.emit(ev).await;
+                    Ok((number, at))
+                }
+                Err(e) => {
+                    warn!(error = %e, "board did not open the cell");
+                    self.store().abandon(number)?;
+                    let mut ev = Self::event(EventType::BoardFault, number, Some(id));
+                    ev.reason = Some(e.to_string());
+                    self.emit(ev).await;
+                    Err(board_failure(&e))
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    pub async fn close(&self, req: CellsCloseRequest) -> Result<CellsCloseResponse, ApiFailure> {
+        let number = self.store().by_uuid(req.cell_uuid)?.number;
+        let cell = CellNumber::new(number)
+            .map_err(|e| ApiFailure::new(500, codes::INTERNAL, e.to_string()))?;
+        let _flight = InFlight::new(self, number);
+        self.board
+            .close(cell)
+            .await
+            .map_err(|e| board_failure(&e))?;
+        let closed_at = Utc::now();
+        // Closing through the API ends a session whose door was used, and abandons one whose
+        // door never opened (the backend gave up on it).
+        let seen = self
+            .store()
+            .by_number(number)
+            .and_then(|c| c.session.as_ref().map(|s| s.door_seen_open));
+        match seen {
+            Some(true) => self.finish(number).await,
+            Some(false) => {
+                self.store().abandon(number)?;
+            }
+            None => {}
+        }
+        self.emit(Self::event(
+            EventType::CellClosed,
+            number,
+            Some(req.cell_uuid),
+        ))
+        .await;
+        Ok(CellsCloseResponse {
+            success: true,
+            cell_id: number,
+            closed_at,
+        })
+    }
+
+    /// A customer's code, from the camera or from `POST /api/qr/scan`.
+    pub async fn qr_scan(&self, code: &str) -> Result<QrScanResponse, ApiFailure> {
+        let code = code.trim();
+        if code.is_empty() || code.len() > 2048 {
+            return Err(ApiFailure::new(
+                400,
+                codes::INVALID_PAYLOAD,
+                "qr_data must be 1 to 2048 characters",
+            ));
+        }
+        if self.store().code_used(code) {
+            self.show(&Message::AlreadyUsed);
+            return Err(CellError::CodeUsed.into());
+        }
+        let Some(validator) = &self.validator else {
+            self.show(&Message::Unavailable);
+            return Err(ApiFailure::new(
+                503,
+                extra_codes::VALIDATION_UNAVAILABLE,
+                "no QR validation is configured (cloud link)",
+            ));
+        };
+        self.show(&Message::Checking);
+        let verdict = match validator.validate(code).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.show(&Message::Unavailable);
+                let status = if matches!(e, ValidateError::Timeout(_)) {
+                    504
+                } else {
+                    503
+                };
+                return Err(ApiFailure::new(
+                    status,
+                    extra_codes::VALIDATION_UNAVAILABLE,
+                    e.to_string(),
+                ));
+            }
+        };
+        let cell_uuid = match (verdict.valid, verdict.cell_uuid) {
+            (true, Some(c)) => c,
+            (valid, _) => {
+                let reason = verdict
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| screen::DEFAULT_REJECTION.to_owned());
+                self.show(&Message::Rejected {
+                    reason: reason.clone(),
+                });
+                let mut ev = Event::new(EventType::QrRejected);
+                ev.order_id = verdict.order_id;
+                ev.reason = Some(reason.clone());
+                self.emit(ev).await;
+                let msg = if valid {
+                    "the backend accepted the code but named no cell".to_owned()
+                } else {
+                    reason
+                };
+                return Err(ApiFailure::new(403, codes::QR_INVALID, msg));
+            }
+        };
+        let purpose = Purpose::Pickup {
+            order_id: verdict.order_id,
+            code: code.to_owned(),
+        };
+        match self.open_cell(cell_uuid, purpose).await {
+            Ok((number, opened_at)) => {
+                self.show(&Message::CellOpen { cell: number });
+                Ok(QrScanResponse {
+                    success: true,
+                    cell_id: number,
+                    order_id: verdict.order_id,
+                    opened_at,
+                })
+            }
+            Err(f) => {
+                if f.code == codes::QR_ALREADY_USED {
+                    self.show(&Message::AlreadyUsed);
+                } else {
+                    self.show(&Message::OutOfOrder {
+                        detail: f.message.clone(),
+                    });
+                }
+                Err(f)
+            }
+        }
+    }
+
+    pub fn health(&self) -> HealthResponse {
+        let board = self.board.health().borrow().clone();
+        let cloud_ok = self.uplink.connected();
+        let board_h = ComponentHealth {
+            ok: board.ok(),
+            detail: board.last_error.clone().or_else(|| {
+                board
+                    .firmware
+                    .as_ref()
+                    .map(|f| format!("firmware {f}, reopened {} times", board.reopens))
+            }),
+        };
+        HealthResponse {
+            status: if board.ok() {
+                HealthStatus::Ok
+            } else {
+                HealthStatus::Degraded
+            },
+            version: self.settings.version.clone(),
+            board: board_h,
+            camera: None,
+            cloud: ComponentHealth {
+                ok: cloud_ok,
+                detail: (!cloud_ok).then(|| "not connected".to_owned()),
+            },
+            cells: u32::try_from(self.store().cells().len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Follows the doors until the board driver stops. Run it on its own task.
+    pub async fn run_monitor(self: Arc<Self>) {
+        let mut events = self.board.events();
+        let mut tick = tokio::time::interval(self.settings.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(BoardEvent::Door { cell, door }) => self.door_event(cell, door).await,
+                    Ok(BoardEvent::Ready { firmware }) => {
+                        let mut e = Event::new(EventType::BoardRecovered);
+                        e.reason = Some(format!("board (re)started, firmware {firmware}"));
+                        self.emit(e).await;
+                        self.poll().await;
+                    }
+                    Ok(BoardEvent::Connected) => self.poll().await,
+                    Ok(BoardEvent::Disconnected { reason }) => {
+                        let mut e = Event::new(EventType::BoardFault);
+                        e.reason = Some(reason);
+                        self.emit(e).await;
+                        self.show(&Message::OutOfOrder { detail: "lock board offline".into() });
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(missed = n, "door monitor fell behind; polling the board");
+                        self.poll().await;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tick.tick() => self.poll().await,
+            }
+        }
+    }
+
+    async fn door_event(&self, cell: CellNumber, door: DoorState) {
+        let number = cell.get();
+        let uuid = self.store().by_number(number).map(|c| c.cell_uuid);
+        match door {
+            DoorState::Open => {
+                self.saw_open(number, uuid).await;
+            }
+            DoorState::Closed => {
+                self.emit(Self::event(EventType::DoorClosed, number, uuid))
+                    .await;
+                // The board's STATUS decides what happens next.
+                self.poll().await;
+            }
+        }
+    }
+
+    async fn saw_open(&self, number: u16, uuid: Option<Uuid>) {
+        let has_session = self
+            .store()
+            .by_number(number)
+            .is_some_and(|c| c.session.is_some());
+        if has_session {
+            let first = self.store().door_opened(number);
+            match first {
+                Ok(true) => {
+                    self.emit(Self::event(EventType::DoorOpened, number, uuid))
+                        .await
+                }
+                Ok(false) => {}
+                Err(e) => error!(error = %e, "cannot record door opened"),
+            }
+        } else {
+            let first = self
+                .stray_open
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(number);
+            if first {
+                warn!(cell = number, "door open with no open session");
+                let mut ev = Self::event(EventType::DoorOpened, number, uuid);
+                ev.reason = Some("door open without an open session".into());
+                self.emit(ev).await;
+            }
+        }
+    }
+
+    /// Asks the board for every cell and acts on what it says.
+    pub async fn poll(&self) {
+        let epoch = self.epoch();
+        match self.board.status().await {
+            Ok(status) => self.reconcile(&status, epoch).await,
+            Err(e) => tracing::debug!(error = %e, "status poll failed"),
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn reconcile(&self, status: &[CellStatus], epoch: u64) {
+        for cs in status {
+            let number = cs.cell.get();
+            {
+                // Both checked under the in-flight lock, which `flight` holds while it ends a
+                // command and bumps the epoch: no command can finish between the two checks.
+                let f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                if self.epoch() != epoch {
+                    // A bolt moved since this STATUS was asked for; the next poll is fresh.
+                    return;
+                }
+                if f.contains_key(&number) {
+                    continue;
+                }
+            }
+            if cs.door == DoorState::Closed {
+                self.stray_open
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&number);
+            }
+            let cell = self.store().by_number(number).cloned();
+            let uuid = cell.as_ref().map(|c| c.cell_uuid);
+            let session = cell.and_then(|c| c.session);
+            match (session, cs.door, cs.bolt) {
+                (None, DoorState::Closed, BoltState::Unlocked) => {
+                    warn!(cell = number, "bolt pulled with no session: locking it");
+                    self.relock(cs.cell).await;
+                }
+                (None, DoorState::Open, _) => self.saw_open(number, uuid).await,
+                (None, _, _) => {}
+                (Some(_), DoorState::Open, _) => self.saw_open(number, uuid).await,
+                (Some(s), DoorState::Closed, bolt) => self.closed_door(cs.cell, s, bolt).await,
+            }
+        }
+    }
+
+    async fn closed_door(&self, cell: CellNumber, s: Session, bolt: BoltState) {
+        let number = cell.get();
+        if s.door_seen_open {
+            if bolt == BoltState::Unlocked {
+                if let Err(e) = self.board_close(cell).await {
+                    warn!(cell = number, error = %e, "could not lock after the door closed; will retry");
+                    return;
+                }
+            }
+            self.finish(number).await;
+            return;
+        }
+        let Some(opened_at) = s.opened_at else {
+            // Recorded, but the agent stopped before the board answered (no command is in
+            // flight now): the bolt says whether it happened.
+            if bolt == BoltState::Unlocked {
+                let _ = self.store().opened(number);
+            } else {
+                info!(
+                    cell = number,
+                    "open never completed before a restart; abandoned"
+                );
+                let _ = self.store().abandon(number);
+            }
+            return;
+        };
+        if bolt == BoltState::Locked {
+            // Locked again without the door ever opening (board rebooted, technician).
+            info!(
+                cell = number,
+                "bolt locked before the door opened; session abandoned"
+            );
+            self.abandon(number, "bolt locked before the door was opened")
+                .await;
+            return;
+        }
+        let waited = Utc::now() - opened_at;
+        if waited.to_std().unwrap_or_default() >= self.settings.open_timeout {
+            info!(cell = number, ?waited, "door never opened; locking again");
+            if self.board_close(cell).await.is_ok() {
+                self.abandon(number, "door was not opened in time").await;
+            }
+        }
+    }
+
+    async fn board_close(&self, cell: CellNumber) -> Result<(), BoardError> {
+        let _flight = InFlight::new(self, cell.get());
+        self.board.close(cell).await
+    }
+
+    async fn relock(&self, cell: CellNumber) {
+        if let Err(e) = self.board_close(cell).await {
+            warn!(cell = cell.get(), error = %e, "re-lock failed; will retry");
+        }
+    }
+
+    async fn abandon(&self, number: u16, reason: &str) {
+        let abandoned = self.store().abandon(number);
+        match abandoned {
+            Ok(Some(s)) => {
+                let uuid = self.store().by_number(number).map(|c| c.cell_uuid);
+                let mut ev = Self::event(EventType::CellClosed, number, uuid);
+                ev.reason = Some(reason.to_owned());
+                if let Purpose::Drop { delivery_id } = s.purpose {
+                    ev.delivery_id = delivery_id;
+                }
+                self.emit(ev).await;
+                self.show(&Message::Idle);
+            }
+            Ok(None) => {}
+            Err(e) => error!(error = %e, "cannot record abandoned session"),
+        }
+    }
+
+    /// The door was used and the bolt is home: record the parcel in or out, and say so.
+    async fn finish(&self, number: u16) {
+        let done = self.store().complete(number);
+        let uuid = self.store().by_number(number).map(|c| c.cell_uuid);
+        match done {
+            Ok(Some((session, contents))) => {
+                let mut ev = match &session.purpose {
+                    Purpose::Drop { delivery_id } => {
+                        let mut ev = Self::event(EventType::ParcelLoaded, number, uuid);
+                        ev.delivery_id = *delivery_id;
+                        ev
+                    }
+                    Purpose::Pickup { order_id, .. } => {
+                        self.show(&Message::PickupDone { cell: number });
+                        let mut ev = Self::event(EventType::PickedUp, number, uuid);
+                        ev.order_id = *order_id;
+                        ev
+                    }
+                    Purpose::Service => Self::event(EventType::CellClosed, number, uuid),
+                };
+                if let Contents::Parcel { delivery_id, .. } = contents {
+                    ev.delivery_id = ev.delivery_id.or(delivery_id);
+                }
+                info!(cell = number, event_type = ?ev.event_type, "session complete");
+                self.emit(ev).await;
+            }
+            Ok(None) => {}
+            Err(e) => error!(error = %e, "cannot record completed session"),
+        }
+    }
+}
+
+impl<B> Locker<B> {
+    /// Counts commands in flight per cell (a second, refused open of the same cell must not
+    /// clear the first one's mark); ending one bumps the epoch.
+    fn flight(&self, number: u16, on: bool) {
+        let mut f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            *f.entry(number).or_insert(0) += 1;
+        } else {
+            if let Some(n) = f.get_mut(&number) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    f.remove(&number);
+                }
+            }
+            self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// Marks a cell as having a board command in flight for as long as it lives (also when the
+/// operation returns early with an error or its future is dropped).
+struct InFlight<'a, B> {
+    locker: &'a Locker<B>,
+    number: u16,
+}
+
+impl<'a, B> InFlight<'a, B> {
+    fn new(locker: &'a Locker<B>, number: u16) -> Self {
+        locker.flight(number, true);
+        Self { locker, number }
+    }
+}
+
+impl<B> Drop for InFlight<'_, B> {
+    fn drop(&mut self) {
+        self.locker.flight(self.number, false);
+    }
+}
+
+fn bolt_of(status: &[CellStatus], cell: CellNumber) -> Option<BoltState> {
+    status.iter().find(|c| c.cell == cell).map(|c| c.bolt)
+}
