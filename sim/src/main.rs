@@ -3,6 +3,7 @@
 //! ```text
 //! sim vehicle --flavour px4 --speedup 20 --seed 7 --home 47.397742,8.545594,488
 //! sim vehicle --flavour ardupilot --listen 0.0.0.0:5760 --control 127.0.0.1:5799
+//! sim lockboard --cells 16 --travel-ms 500 --link /tmp/lockboard --control /tmp/lockboard.ctl
 //! ```
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// A MAVLink quadcopter that behaves like PX4 or ArduPilot SITL.
     Vehicle(sim::vehicle::cli::VehicleArgs),
+    /// An Arduino lock board on a pseudo-terminal (prints LOCKBOARD_PATH=...).
+    Lockboard(sim::lockboard::LockboardArgs),
 }
 
 #[tokio::main]
@@ -26,5 +29,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Vehicle(args) => sim::vehicle::cli::run(args).await,
+        Command::Lockboard(args) => sim::lockboard::run(args).await,
     }
 }
