@@ -61,6 +61,11 @@ struct Shared {
     state: Mutex<LinkMemory>,
     received: AtomicU64,
     sequence: std::sync::atomic::AtomicU8,
+    /// The followed autopilot's (system << 8 | component) + 1, 0 = none yet: read for every
+    /// received message, so kept out of the snapshot's lock.
+    target_ids: std::sync::atomic::AtomicU32,
+    /// The snapshot changed without waking watchers (see [`Shared::update`]).
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 /// What the link remembers beyond the snapshot.
@@ -93,6 +98,8 @@ impl MavlinkFc {
             state: Mutex::new(LinkMemory::default()),
             received: AtomicU64::new(0),
             sequence: std::sync::atomic::AtomicU8::new(0),
+            target_ids: std::sync::atomic::AtomicU32::new(0),
+            dirty: std::sync::atomic::AtomicBool::new(false),
         });
         let span = tracing::info_span!("fc_link", connection = %shared.cfg.connection);
         let supervisor = tokio::spawn(supervise(shared.clone()).instrument(span));
@@ -180,9 +187,18 @@ async fn send_heartbeats(shared: Arc<Shared>, conn: Arc<Conn>) {
 }
 
 /// Runs until the link is judged lost; returns why.
+/// How long a telemetry change may wait before snapshot watchers are woken.
+const NOTIFY_EVERY: Duration = Duration::from_millis(2);
+
 async fn receive(shared: &Arc<Shared>, conn: &Conn) -> String {
     let timeout = shared.cfg.heartbeat_timeout();
-    let mut deadline = tokio::time::Instant::now() + timeout;
+    // one timer for the whole connection, pushed back on each HEARTBEAT: creating a timer per
+    // message would cost more than decoding the message
+    let silence = tokio::time::sleep(timeout);
+    tokio::pin!(silence);
+    let wake = tokio::time::sleep(NOTIFY_EVERY);
+    tokio::pin!(wake);
+    let mut wake_armed = false;
     let mut got_heartbeat = false;
     loop {
         tokio::select! {
@@ -190,14 +206,19 @@ async fn receive(shared: &Arc<Shared>, conn: &Conn) -> String {
                 Ok((header, msg)) => {
                     shared.received.fetch_add(1, Ordering::Relaxed);
                     if shared.handle(header, msg) {
-                        deadline = tokio::time::Instant::now() + timeout;
+                        silence.as_mut().reset(tokio::time::Instant::now() + timeout);
                         if !got_heartbeat {
                             got_heartbeat = true;
                             tokio::spawn(request_telemetry(shared.clone()).in_current_span());
                         }
                     }
+                    if !wake_armed && shared.dirty.load(Ordering::Relaxed) {
+                        wake_armed = true;
+                        wake.as_mut().reset(tokio::time::Instant::now() + NOTIFY_EVERY);
+                    }
                 }
                 Err(mavlink::error::MessageReadError::Io(error)) => {
+                    shared.notify();
                     return format!("transport error: {error}");
                 }
                 // an unknown message id or enum value: skip it, the stream is still in sync
@@ -205,7 +226,12 @@ async fn receive(shared: &Arc<Shared>, conn: &Conn) -> String {
                     debug!(%error, "undecodable message skipped");
                 }
             },
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut wake, if wake_armed => {
+                wake_armed = false;
+                shared.notify();
+            }
+            _ = &mut silence => {
+                shared.notify();
                 return format!("no HEARTBEAT for {timeout:?}");
             }
         }
@@ -340,7 +366,10 @@ impl Shared {
     fn handle(&self, header: MavHeader, msg: MavMessage) -> bool {
         // Which autopilot we follow: the first one that sends a HEARTBEAT (a GCS, camera or other
         // companion on the same link is ignored).
-        let target = self.snapshot.borrow().target;
+        let target = match self.target_ids.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some((((v - 1) >> 8) as u8, ((v - 1) & 0xff) as u8)),
+        };
         // MAVLink 2 allows system ids above 255; autopilots never use them
         let Ok(sender) = u8::try_from(header.system_id) else {
             return false;
@@ -410,6 +439,10 @@ impl Shared {
             }
             s.autopilot = autopilot;
             s.target = Some((system, component));
+            self.target_ids.store(
+                ((u32::from(system) << 8) | u32::from(component)) + 1,
+                Ordering::Relaxed,
+            );
             if s.mode != mode {
                 mode_changed = Some((s.mode.raw.clone(), mode.raw.clone()));
                 s.mode = mode;
@@ -436,11 +469,28 @@ impl Shared {
         }
     }
 
+    /// Changes the snapshot in place without waking watchers: the receive loop wakes them at most
+    /// every [`NOTIFY_EVERY`] (waking every watcher for every one of hundreds of messages a second
+    /// would cost more than decoding them). Readers that `borrow()` see the change at once.
+    fn update(&self, f: impl FnOnce(&mut FcSnapshot)) {
+        self.snapshot.send_if_modified(|s| {
+            f(s);
+            false
+        });
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Wakes snapshot watchers if anything changed since the last wake-up.
+    fn notify(&self) {
+        if self.dirty.swap(false, Ordering::Relaxed) {
+            // `at` is stamped here, once per batch, rather than once per message
+            self.snapshot.send_modify(|s| s.at = SystemTime::now());
+        }
+    }
+
     fn on_telemetry(&self, msg: MavMessage) {
-        let now = SystemTime::now();
         match msg {
-            MavMessage::GLOBAL_POSITION_INT(p) => self.snapshot.send_modify(|s| {
-                s.at = now;
+            MavMessage::GLOBAL_POSITION_INT(p) => self.update(|s| {
                 s.position = Some(GlobalPosition {
                     lat_deg: f64::from(p.lat) * 1e-7,
                     lon_deg: f64::from(p.lon) * 1e-7,
@@ -456,9 +506,8 @@ impl Shared {
                     s.heading_deg = Some(f64::from(p.hdg) * 0.01);
                 }
             }),
-            MavMessage::GPS_RAW_INT(g) => self.snapshot.send_modify(|s| {
+            MavMessage::GPS_RAW_INT(g) => self.update(|s| {
                 use apm::GpsFixType as G;
-                s.at = now;
                 s.gps_fix = match g.fix_type {
                     G::GPS_FIX_TYPE_NO_GPS => GpsFixType::NoGps,
                     G::GPS_FIX_TYPE_NO_FIX => GpsFixType::NoFix,
@@ -485,8 +534,7 @@ impl Shared {
                 let failing = st.onboard_control_sensors_enabled
                     & !st.onboard_control_sensors_health
                     & !S::MAV_SYS_STATUS_PREARM_CHECK;
-                self.snapshot.send_modify(|s| {
-                    s.at = now;
+                self.update(|s| {
                     if st.battery_remaining >= 0 {
                         s.battery_percent = Some(f64::from(st.battery_remaining));
                     }
@@ -496,8 +544,7 @@ impl Shared {
                     s.healthy = failing.is_empty();
                 });
             }
-            MavMessage::BATTERY_STATUS(b) => self.snapshot.send_modify(|s| {
-                s.at = now;
+            MavMessage::BATTERY_STATUS(b) => self.update(|s| {
                 if b.battery_remaining >= 0 {
                     s.battery_percent = Some(f64::from(b.battery_remaining));
                 }
@@ -514,8 +561,7 @@ impl Shared {
             MavMessage::EXTENDED_SYS_STATE(e) => {
                 use apm::MavLandedState as L;
                 lock(&self.state).seen_extended_state = true;
-                self.snapshot.send_modify(|s| {
-                    s.at = now;
+                self.update(|s| {
                     s.landed = match e.landed_state {
                         L::MAV_LANDED_STATE_ON_GROUND => LandedState::OnGround,
                         L::MAV_LANDED_STATE_IN_AIR => LandedState::InAir,
@@ -525,8 +571,7 @@ impl Shared {
                     };
                 });
             }
-            MavMessage::HOME_POSITION(h) => self.snapshot.send_modify(|s| {
-                s.at = now;
+            MavMessage::HOME_POSITION(h) => self.update(|s| {
                 s.home = Some(GlobalPosition {
                     lat_deg: f64::from(h.latitude) * 1e-7,
                     lon_deg: f64::from(h.longitude) * 1e-7,
@@ -536,8 +581,7 @@ impl Shared {
             }),
             MavMessage::MISSION_CURRENT(m) => {
                 let off = lock(&self.state).mission_offset;
-                self.snapshot.send_modify(|s| {
-                    s.at = now;
+                self.update(|s| {
                     s.mission.current = m.seq.checked_sub(off);
                 });
             }
@@ -545,8 +589,7 @@ impl Shared {
                 let off = lock(&self.state).mission_offset;
                 if let Some(seq) = m.seq.checked_sub(off) {
                     info!(item = seq, "mission item reached");
-                    self.snapshot.send_modify(|s| {
-                        s.at = now;
+                    self.update(|s| {
                         s.mission.last_reached = Some(seq);
                     });
                 }
@@ -565,8 +608,7 @@ impl Shared {
                     o.servo7_raw,
                     o.servo8_raw,
                 ];
-                self.snapshot.send_modify(|s| {
-                    s.at = now;
+                self.update(|s| {
                     let outs = s.servo_outputs_us.get_or_insert([0; 16]);
                     outs[base..base + 8].copy_from_slice(&vals);
                 });
@@ -575,8 +617,7 @@ impl Shared {
                 let text = t.text.to_str().unwrap_or("").trim().to_owned();
                 info!(severity = ?t.severity, text, "autopilot says");
                 lock(&self.state).last_status_text = Some((Instant::now(), text.clone()));
-                self.snapshot.send_modify(|s| {
-                    s.at = now;
+                self.update(|s| {
                     s.last_status_text = Some(text);
                 });
             }
