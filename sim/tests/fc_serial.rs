@@ -37,7 +37,11 @@ impl Plug {
         fcntl(&pty.master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
         let tcp = TcpStream::connect(sim).await.unwrap();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(bridge(AsyncFd::new(pty.master).unwrap(), tcp, stopped));
+        // AsyncFd::new is deprecated for fds that might be closed behind its back; this OwnedFd is
+        // moved in and owned by the AsyncFd alone, so that cannot happen here
+        #[allow(deprecated)]
+        let master = AsyncFd::new(pty.master).unwrap();
+        let task = tokio::spawn(bridge(master, tcp, stopped));
         Plug {
             stop: Some(stop),
             task,
