@@ -140,7 +140,14 @@ async fn bounded_write(
 }
 
 /// Sends one frame straight from this task (replies to the peer's own frames).
-async fn send_now(ws: &mut WebSocket, env: &Envelope, limit: Duration) -> bool {
+async fn send_now(
+    ws: &mut WebSocket,
+    env: &Envelope,
+    hub: &Hub,
+    side: Side,
+    limit: Duration,
+) -> bool {
+    hub.metrics.frame_out(side, kind_index(env.kind()));
     let frame = WsMessage::Text(env.to_json().into());
     matches!(timeout(limit, ws.send(frame)).await, Ok(Ok(())))
 }
@@ -223,7 +230,7 @@ pub async fn run_agent(
                     WsMessage::Ping(_) | WsMessage::Pong(_) => None,
                 };
                 if let Some(reply) = reply {
-                    if !Box::pin(send_now(&mut ws, &reply, settings.write_timeout)).await {
+                    if !Box::pin(send_now(&mut ws, &reply, &hub, side, settings.write_timeout)).await {
                         break End::Gone;
                     }
                 }
@@ -383,7 +390,7 @@ pub async fn run_backend(
                         WsMessage::Ping(_) | WsMessage::Pong(_) => None,
                     };
                     if let Some(reply) = reply {
-                        if !send_now(&mut ws, &reply, settings.write_timeout).await {
+                        if !send_now(&mut ws, &reply, &hub, Side::Backend, settings.write_timeout).await {
                             break End::Gone;
                         }
                     }

@@ -478,6 +478,31 @@ async fn an_agent_that_stops_answering_pings_goes_silent_then_is_dropped() {
     assert_eq!(error_of(&next(&mut be).await).0, codes::MALFORMED_MESSAGE);
 }
 
+#[tokio::test]
+async fn a_silent_agent_that_answers_again_is_reported_connected() {
+    let relay = start(
+        "[presence]\nping_interval_s = 0.05\nsilent_after_missed_pongs = 2\nclose_after_missed_pongs = 100\n",
+    )
+    .await;
+    let mut be = backend(&relay, 0).await;
+    let mut a = drone(&relay, DRONE_A).await;
+    let who = peer(PeerKind::Drone, DRONE_A);
+    assert_eq!(
+        presence_of(&next(&mut be).await),
+        (who.clone(), PresenceStatus::Connected)
+    );
+    assert_eq!(
+        presence_of(&next(&mut be).await),
+        (who.clone(), PresenceStatus::Silent)
+    );
+    // reading again makes tungstenite answer the queued pings
+    tokio::spawn(async move { while let Some(Ok(_)) = a.next().await {} });
+    assert_eq!(
+        presence_of(&next(&mut be).await),
+        (who, PresenceStatus::Connected)
+    );
+}
+
 // -- HTTP bridge -----------------------------------------------------------------------------
 
 /// A minimal HTTP/1.1 client: one request, `Connection: close`, status and JSON body back.
