@@ -327,12 +327,17 @@ impl Hub {
             silent: false,
         };
         let mut agents = lock(&self.agents);
-        if let Some(old) = agents.insert(key, slot) {
+        let replaced = agents.insert(key, slot);
+        if let Some(old) = &replaced {
             old.queue.kick(KickReason::Replaced);
             self.metrics.replaced();
         }
         self.broadcast_presence(key, PresenceStatus::Connected);
         drop(agents);
+        if replaced.is_some() && key.0 == AgentKind::Locker {
+            // requests queued on the old connection die with it
+            self.fail_locker_calls(key.1);
+        }
         Registration { conn, queue }
     }
 
@@ -345,17 +350,23 @@ impl Hub {
             self.broadcast_presence(key, PresenceStatus::Disconnected);
             drop(agents);
             if key.0 == AgentKind::Locker {
-                let mut pending = lock(&self.pending);
-                let ids: Vec<Uuid> = pending
-                    .iter()
-                    .filter(|(_, p)| p.locker == key.1)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in ids {
-                    if let Some(p) = pending.remove(&id) {
-                        let _ = p.reply.send(Err(BridgeFailure::Disconnected));
-                    }
-                }
+                self.fail_locker_calls(key.1);
+            }
+        }
+    }
+
+    /// Answers every bridge call waiting on this locker with "disconnected" (its requests were
+    /// on a connection that is gone; the caller hears so now rather than at the timeout).
+    fn fail_locker_calls(&self, locker: Uuid) {
+        let mut pending = lock(&self.pending);
+        let ids: Vec<Uuid> = pending
+            .iter()
+            .filter(|(_, p)| p.locker == locker)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(p) = pending.remove(&id) {
+                let _ = p.reply.send(Err(BridgeFailure::Disconnected));
             }
         }
     }

@@ -680,6 +680,28 @@ async fn http_bridge_errors_are_in_the_seed_format() {
     );
 }
 
+#[tokio::test]
+async fn http_bridge_answers_503_at_once_when_the_locker_drops_mid_call() {
+    // a timeout far longer than the wait below: only the disconnect can answer in time
+    let relay = start("[bridge]\ntimeout_s = 300.0\n").await;
+    let addr = relay.local_addr();
+    let mut l = locker(&relay, LOCKER).await;
+    let path = format!("/api/lockers/{LOCKER}/cells/close");
+    let body = json!({"cell_uuid": Uuid::new_v4()}).to_string();
+    let call =
+        tokio::spawn(async move { http_post(addr, &path, Some(BACKEND_TOKEN), &body).await });
+    assert!(matches!(
+        next(&mut l).await.message,
+        Message::LockerRequest(_)
+    ));
+    drop(l);
+    let (status, b) = tokio::time::timeout(WAIT, call).await.unwrap().unwrap();
+    assert_eq!(
+        (status, b["error"]["code"].as_str()),
+        (503, Some("AGENT_OFFLINE"))
+    );
+}
+
 // -- queues ----------------------------------------------------------------------------------
 
 #[tokio::test]
