@@ -269,17 +269,17 @@ pub fn finder_hint(frame: &GrayImage) -> bool {
 mod cv {
     use super::QrError;
     use image::GrayImage;
-    use opencv::core::{Mat, Vector};
+    use opencv::core::Mat;
     use opencv::prelude::*;
     use opencv::wechat_qrcode::WeChatQRCode;
 
-    pub struct WeChat(opencv::core::Ptr<WeChatQRCode>);
+    pub struct WeChat(WeChatQRCode);
 
     impl WeChat {
         pub fn new() -> Result<Self, QrError> {
             // new_def(): no CNN model files; the traditional detector and ZXing-derived decoder.
             WeChatQRCode::new_def()
-                .map(|w| WeChat(opencv::core::Ptr::new(w)))
+                .map(WeChat)
                 .map_err(|e| QrError::OpenCv(e.to_string()))
         }
 
@@ -288,8 +288,7 @@ mod cv {
             let err = |e: opencv::Error| QrError::OpenCv(e.to_string());
             let mat = Mat::new_rows_cols_with_data(h as i32, w as i32, frame.as_raw().as_slice())
                 .map_err(err)?;
-            let mut points = Vector::<Mat>::new();
-            let found = self.0.detect_and_decode(&*mat, &mut points).map_err(err)?;
+            let found = self.0.detect_and_decode_def(&mat).map_err(err)?;
             let mut out: Vec<String> = Vec::new();
             for s in found.iter() {
                 if !s.is_empty() && !out.contains(&s) {

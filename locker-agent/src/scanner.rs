@@ -59,10 +59,16 @@ pub struct ScannerStats {
 pub struct ScannerHandle {
     stop: Arc<AtomicBool>,
     pub stats: Arc<ScannerStats>,
+    frames: tokio::sync::watch::Receiver<u64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ScannerHandle {
+    /// Frames processed so far, as they happen (a test waits on it instead of sleeping).
+    pub fn frames(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.frames.clone()
+    }
+
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -89,6 +95,7 @@ pub fn spawn(
     let stats = Arc::new(ScannerStats::default());
     let frame_time = Duration::from_secs_f64(1.0 / fps.max(0.1));
     let (stop2, stats2) = (stop.clone(), stats.clone());
+    let (frames_tx, frames) = tokio::sync::watch::channel(0u64);
     let name = camera.describe();
     let thread = std::thread::Builder::new()
         .name("qr-camera".into())
@@ -110,7 +117,6 @@ pub fn spawn(
                             info!("camera frames are back");
                             failing = false;
                         }
-                        stats2.frames.fetch_add(1, Ordering::Relaxed);
                         let decoded = decoder.decode(&frame);
                         for code in decoded.codes {
                             stats2.codes.fetch_add(1, Ordering::Relaxed);
@@ -131,6 +137,8 @@ pub fn spawn(
                         }
                     }
                 }
+                let n = stats2.frames.fetch_add(1, Ordering::Relaxed) + 1;
+                frames_tx.send_replace(n);
                 // Rate limit: the camera's own pace on hardware; files would otherwise spin.
                 if let Some(rest) = frame_time.checked_sub(started.elapsed()) {
                     std::thread::sleep(rest);
@@ -141,6 +149,7 @@ pub fn spawn(
         ScannerHandle {
             stop,
             stats,
+            frames,
             thread: Some(thread),
         },
         rx,
