@@ -216,3 +216,82 @@ impl<P: SetDutyCycle + Send + 'static> PayloadRelease for PwmPayload<P> {
         self.set_pulse(self.pulses.hold_us)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embedded_hal::pwm::{ErrorKind, ErrorType};
+    use std::sync::{Arc as StdArc, Mutex as StdMutex};
+
+    /// A simulated PWM pin: records every duty cycle written, can be told to fail.
+    #[derive(Clone, Default)]
+    struct SimPin {
+        written: StdArc<StdMutex<Vec<u16>>>,
+        broken: bool,
+    }
+    #[derive(Debug)]
+    struct PinFault;
+    impl embedded_hal::pwm::Error for PinFault {
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+    impl ErrorType for SimPin {
+        type Error = PinFault;
+    }
+    impl SetDutyCycle for SimPin {
+        fn max_duty_cycle(&self) -> u16 {
+            20_000
+        }
+        fn set_duty_cycle(&mut self, duty: u16) -> Result<(), PinFault> {
+            if self.broken {
+                return Err(PinFault);
+            }
+            self.written.lock().unwrap().push(duty);
+            Ok(())
+        }
+    }
+
+    const SERVO: ServoPulses = ServoPulses {
+        period_us: 20_000,
+        release_us: 2000,
+        hold_us: 1000,
+    };
+
+    #[tokio::test]
+    async fn pwm_release_and_close_write_the_pulse_widths() {
+        let pin = SimPin::default();
+        let p = PwmPayload::new(pin.clone(), SERVO).unwrap();
+        p.release().await.unwrap();
+        p.close().await.unwrap();
+        // max duty 20 000 over a 20 000 µs period: duty == pulse width in µs
+        assert_eq!(*pin.written.lock().unwrap(), vec![2000, 1000]);
+    }
+
+    #[tokio::test]
+    async fn pwm_errors_and_bad_config_are_reported() {
+        let p = PwmPayload::new(
+            SimPin {
+                broken: true,
+                ..SimPin::default()
+            },
+            SERVO,
+        )
+        .unwrap();
+        assert!(matches!(p.release().await, Err(PayloadError::Pin(_))));
+        let bad = ServoPulses {
+            release_us: 25_000,
+            ..SERVO
+        };
+        assert!(matches!(
+            PwmPayload::new(
+                SimPin::default(),
+                ServoPulses {
+                    period_us: 20_000,
+                    ..bad
+                }
+            ),
+            Err(PayloadError::Config(_))
+        ));
+    }
+}
