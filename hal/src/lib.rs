@@ -1,4 +1,13 @@
-//! Filled by a later issue: see the workspace README's crate map.
+//! The hardware abstraction layer: the agents are written against these traits, never against a
+//! device; which implementation runs is chosen in the agent's TOML config.
+//!
+//! Drone side:
+//! - [`flight`]: the flight controller ([`flight::FlightController`]) and its MAVLink implementation
+//!   for PX4 and ArduPilot ([`flight::mavlink::MavlinkFc`]), connection strings and link config;
+//! - [`payload`]: parcel release ([`payload::PayloadRelease`]) through the flight controller's
+//!   gripper/servo or a companion-computer PWM pin (embedded-hal `SetDutyCycle`, rppal on a Pi).
+//!
+//! Locker side: [`lockboard`] (the Arduino lock board over serial), [`camera`], [`qr`], [`display`].
 
 pub mod flight;
 pub mod payload;

@@ -78,6 +78,7 @@ struct LinkMemory {
     mission_offset: u16,
     prearm_ok: Option<bool>,
     seen_extended_state: bool,
+    last_heartbeat: Option<SystemTime>,
 }
 
 impl MavlinkFc {
@@ -425,7 +426,11 @@ impl Shared {
         let armed = hb
             .base_mode
             .contains(apm::MavModeFlag::MAV_MODE_FLAG_SAFETY_ARMED);
-        let seen_ext = lock(&self.state).seen_extended_state;
+        let seen_ext = {
+            let mut st = lock(&self.state);
+            st.last_heartbeat = Some(now);
+            st.seen_extended_state
+        };
         let mut newly_connected = false;
         let mut mode_changed = None;
         self.snapshot.send_modify(|s| {
