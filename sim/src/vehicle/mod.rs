@@ -199,7 +199,8 @@ enum Link {
     },
     Tcp {
         rx: mpsc::Receiver<MavMessage>,
-        writer: watch::Receiver<Option<Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>>>,
+        /// The current client's outgoing queue (None until a client connects).
+        writer: watch::Receiver<Option<ClientTx>>,
     },
 }
 
@@ -263,8 +264,12 @@ impl Link {
             }
             Link::Tcp { writer, .. } => {
                 let w = writer.borrow().clone();
+                // a client that does not keep up loses whole batches (frames stay intact), as a
+                // saturated telemetry link would, instead of stalling the world
                 if let Some(w) = w {
-                    let _ = w.lock().await.write_all(bytes).await;
+                    if w.try_send(bytes.to_vec()).is_err() {
+                        debug!("TCP client not keeping up: telemetry batch dropped");
+                    }
                 }
             }
         }
@@ -274,8 +279,13 @@ impl Link {
 async fn udp_reader(socket: Arc<UdpSocket>, tx: mpsc::Sender<(MavMessage, SocketAddr)>) {
     let mut buf = vec![0u8; 65536];
     loop {
-        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
-            continue;
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(error) => {
+                warn!(%error, "UDP receive failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let mut reader = mavlink::MavlinkReader::new(&buf[..n]);
         while let Ok((_, msg)) = reader.read_any_message::<MavMessage>() {
@@ -286,27 +296,42 @@ async fn udp_reader(socket: Arc<UdpSocket>, tx: mpsc::Sender<(MavMessage, Socket
     }
 }
 
-type SharedWriter = Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>;
+type ClientTx = mpsc::Sender<Vec<u8>>;
 
 async fn tcp_acceptor(
     listener: TcpListener,
     tx: mpsc::Sender<MavMessage>,
-    writer: watch::Sender<Option<SharedWriter>>,
+    writer: watch::Sender<Option<ClientTx>>,
 ) {
-    let mut current: Option<tokio::task::JoinHandle<()>> = None;
+    let mut current: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     loop {
-        let Ok((stream, from)) = listener.accept().await else {
-            continue;
+        let (stream, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(error) => {
+                // e.g. out of file descriptors: do not spin
+                warn!(%error, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
         };
         info!(%from, "TCP client connected");
         let _ = stream.set_nodelay(true);
-        if let Some(old) = current.take() {
+        // like ArduPilot SITL's ports, one client at a time: the newest wins
+        for old in current.drain(..) {
             old.abort();
         }
-        let (read, write) = stream.into_split();
-        writer.send_replace(Some(Arc::new(tokio::sync::Mutex::new(write))));
+        let (read, mut write) = stream.into_split();
+        let (ctx, mut crx) = mpsc::channel::<Vec<u8>>(256);
+        writer.send_replace(Some(ctx));
+        current.push(tokio::spawn(async move {
+            while let Some(batch) = crx.recv().await {
+                if write.write_all(&batch).await.is_err() {
+                    return;
+                }
+            }
+        }));
         let tx = tx.clone();
-        current = Some(tokio::spawn(async move {
+        current.push(tokio::spawn(async move {
             let mut reader = mavlink::AsyncMavlinkReader::new(read);
             loop {
                 match reader.read_any_message::<MavMessage>().await {
