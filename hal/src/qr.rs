@@ -84,11 +84,31 @@ impl QrDecoder {
         if !hint {
             return Decoded::default();
         }
+        // WeChat first when there is one: on a frame that does hold a code it takes a few ms,
+        // less than the pre-processed rqrr passes below (it is only slow on frames with none,
+        // which the hint has already ruled out).
+        #[cfg(feature = "opencv")]
+        if let Some(w) = &mut self.wechat {
+            match w.decode(frame) {
+                Ok(codes) if !codes.is_empty() => {
+                    return Decoded {
+                        codes,
+                        hint,
+                        stage: Some(Stage::WeChat),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "WeChat decoder failed"),
+            }
+        }
+        // rqrr again on cleaned-up copies, cheapest first: contrast stretched (dim or washed-out
+        // print), smoothed (sensor noise breaks its thresholding), enlarged (modules of 2-3 px).
         let stretched = stretch_contrast(frame);
-        let smoothed = image::imageops::blur(&stretched, 1.2);
         let (w, h) = frame.dimensions();
-        let variants: [&dyn Fn() -> GrayImage; 3] =
-            [&|| stretched.clone(), &|| smoothed.clone(), &|| {
+        let variants: [&dyn Fn() -> GrayImage; 3] = [
+            &|| stretched.clone(),
+            &|| image::imageops::blur(&stretched, 1.2),
+            &|| {
                 if w <= 1280 {
                     image::imageops::resize(
                         &stretched,
@@ -104,7 +124,8 @@ impl QrDecoder {
                         image::imageops::FilterType::Triangle,
                     )
                 }
-            }];
+            },
+        ];
         for v in variants {
             let (codes, _) = rqrr_pass(&v());
             if !codes.is_empty() {
@@ -113,20 +134,6 @@ impl QrDecoder {
                     hint,
                     stage: Some(Stage::RqrrPreprocessed),
                 };
-            }
-        }
-        #[cfg(feature = "opencv")]
-        if let Some(w) = &mut self.wechat {
-            match w.decode(frame) {
-                Ok(codes) if !codes.is_empty() => {
-                    return Decoded {
-                        codes,
-                        hint,
-                        stage: Some(Stage::WeChat),
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "WeChat decoder failed"),
             }
         }
         Decoded {

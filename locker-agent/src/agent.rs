@@ -1,15 +1,19 @@
 //! `locker-agent run`: wires the parts together from the config, and stops them in order.
 
 use crate::cells::CellStore;
+use crate::cloud::CloudUplink;
 use crate::config::{secs, CameraSource, Config, DisplayConfig};
 use crate::locker::{Locker, Settings};
-use crate::uplink::{LogUplink, QrValidator, Uplink};
+use crate::uplink::{self, CloudValidator, LogUplink, QrValidator, Uplink};
 use crate::{api, scanner};
 use anyhow::Context as _;
+use cloud_link::CloudLink;
 use hal::camera::{Camera, DirectoryCamera};
 use hal::display::{Display, NoDisplay, SerialDisplay, TerminalDisplay};
 use hal::lockboard::{SerialLockBoard, SerialLockBoardConfig};
 use hal::qr::QrDecoder;
+use protocol::ws::{Envelope, LockerRegister, PeerKind};
+use protocol::PROTOCOL_VERSION;
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -70,21 +74,51 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let board = SerialLockBoard::spawn(board_config(&cfg));
     let display = display(&cfg.display).context("display")?;
 
-    // The cloud link plugs in here (see `uplink`): until it is configured, events are logged and
-    // QR codes cannot be validated.
-    let uplink: Arc<dyn Uplink> = Arc::new(LogUplink);
-    let validator: Option<Arc<dyn QrValidator>> = None;
-    warn!("no cloud link in this build's config: events are logged only, QR pickups are refused");
+    // The cloud link: events with the no-loss outbox, backend requests, QR validation.
+    let mut inbound = None;
+    let (uplink, validator): (Arc<dyn Uplink>, Option<Arc<CloudValidator>>) = match &cfg.cloud {
+        Some(cloud) => {
+            let hello = Envelope::new(LockerRegister {
+                locker_id: cfg.locker_id,
+                protocol_version: PROTOCOL_VERSION,
+                agent_version: Some(format!("locker-agent {}", env!("CARGO_PKG_VERSION"))),
+                cells: cfg.board.cells,
+            });
+            let (link, rx) = CloudLink::spawn(
+                cloud.clone(),
+                PeerKind::Locker,
+                cfg.locker_id.to_string(),
+                &cfg.state_dir.join("outbox"),
+                hello,
+            )
+            .context("cloud link")?;
+            inbound = Some(rx);
+            let uplink: Arc<dyn Uplink> = Arc::new(CloudUplink(link));
+            let validator = Arc::new(CloudValidator::new(
+                uplink.clone(),
+                cfg.locker_id,
+                secs(cfg.qr.validate_timeout_s),
+            ));
+            (uplink, Some(validator))
+        }
+        None => {
+            warn!("no [cloud] section: events are logged only and QR pickups are refused");
+            (Arc::new(LogUplink), None)
+        }
+    };
 
     let locker = Arc::new(Locker::new(
         board,
         store,
         settings(&cfg),
-        uplink,
-        validator,
+        uplink.clone(),
+        validator.clone().map(|v| v as Arc<dyn QrValidator>),
         display,
     ));
     let monitor = tokio::spawn(locker.clone().run_monitor());
+    if let Some(rx) = inbound {
+        tokio::spawn(uplink::dispatch(locker.clone(), uplink, validator, rx));
+    }
 
     let scanner = match &cfg.camera {
         Some(c) => {

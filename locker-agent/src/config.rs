@@ -23,6 +23,10 @@ pub struct Config {
     pub display: DisplayConfig,
     #[serde(default)]
     pub qr: QrConfig,
+    /// The link to the relay. Without it the locker serves only its HTTP API, logs its events,
+    /// and cannot validate QR codes.
+    #[serde(default)]
+    pub cloud: Option<cloud_link::CloudConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

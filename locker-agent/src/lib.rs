@@ -11,7 +11,7 @@
 //!   only module that talks to the board.
 //! - [`api`]: the seed's HTTP API on top of [`locker`], with a bearer token.
 //! - [`uplink`]: what the locker needs from the cloud link, as a trait; inbound `locker_request`
-//!   and `qr_validation` handling.
+//!   and `qr_validation` handling. [`cloud`] implements it with the shared `cloud-link` crate.
 //! - [`scanner`]: the camera loop: frames → QR decode → debounce → [`locker::Locker::qr_scan`].
 //! - [`screen`]: every word shown on the screen.
 //! - [`agent`]: wiring for `locker-agent run`.
@@ -23,6 +23,7 @@
 pub mod agent;
 pub mod api;
 pub mod cells;
+pub mod cloud;
 pub mod config;
 pub mod locker;
 pub mod scanner;
