@@ -11,7 +11,6 @@ use hal::flight::{
 use hal::payload::{FcPayload, FcReleaseMethod, PayloadRelease};
 use sim::vehicle::model::{GRIPPER_CHANNEL, GRIPPER_RELEASE_US};
 use sim::vehicle::Flavour;
-use std::time::Duration;
 
 async fn delivery(flavour: Flavour, expect: Autopilot) {
     let r = rig(flavour).await;
@@ -255,5 +254,11 @@ async fn own_heartbeat_and_telemetry_rates_reach_the_autopilot() {
     );
     let s = r.fc.snapshot().borrow().clone();
     assert!(matches!(s.link, LinkState::Connected { .. }));
-    let _ = Duration::ZERO;
+    // our own HEARTBEAT: system 1, MAV_COMP_ID_ONBOARD_COMPUTER (191), MAV_TYPE_ONBOARD_CONTROLLER (18)
+    let v = r
+        .vehicle
+        .wait_for(common::WAIT, |v| v.heartbeats_received >= 2)
+        .await
+        .expect("companion heartbeats");
+    assert_eq!(v.last_heartbeat_from, Some((1, 191, 18)));
 }

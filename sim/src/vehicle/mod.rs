@@ -195,10 +195,10 @@ enum Link {
     Udp {
         socket: Arc<UdpSocket>,
         peer: SocketAddr,
-        rx: mpsc::Receiver<(MavMessage, SocketAddr)>,
+        rx: mpsc::Receiver<(MavHeader, MavMessage, SocketAddr)>,
     },
     Tcp {
-        rx: mpsc::Receiver<MavMessage>,
+        rx: mpsc::Receiver<(MavHeader, MavMessage)>,
         /// The current client's outgoing queue (None until a client connects).
         writer: watch::Receiver<Option<ClientTx>>,
     },
@@ -244,13 +244,13 @@ impl Link {
         }
     }
 
-    async fn recv(&mut self) -> Option<MavMessage> {
+    async fn recv(&mut self) -> Option<(MavHeader, MavMessage)> {
         match self {
             Link::Udp { rx, peer, .. } => {
-                let (m, from) = rx.recv().await?;
+                let (h, m, from) = rx.recv().await?;
                 // like PX4, answer whoever talks to us
                 *peer = from;
-                Some(m)
+                Some((h, m))
             }
             Link::Tcp { rx, .. } => rx.recv().await,
         }
@@ -276,7 +276,7 @@ impl Link {
     }
 }
 
-async fn udp_reader(socket: Arc<UdpSocket>, tx: mpsc::Sender<(MavMessage, SocketAddr)>) {
+async fn udp_reader(socket: Arc<UdpSocket>, tx: mpsc::Sender<(MavHeader, MavMessage, SocketAddr)>) {
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {
@@ -288,8 +288,8 @@ async fn udp_reader(socket: Arc<UdpSocket>, tx: mpsc::Sender<(MavMessage, Socket
             }
         };
         let mut reader = mavlink::MavlinkReader::new(&buf[..n]);
-        while let Ok((_, msg)) = reader.read_any_message::<MavMessage>() {
-            if tx.send((msg, from)).await.is_err() {
+        while let Ok((header, msg)) = reader.read_any_message::<MavMessage>() {
+            if tx.send((header, msg, from)).await.is_err() {
                 return;
             }
         }
@@ -300,7 +300,7 @@ type ClientTx = mpsc::Sender<Vec<u8>>;
 
 async fn tcp_acceptor(
     listener: TcpListener,
-    tx: mpsc::Sender<MavMessage>,
+    tx: mpsc::Sender<(MavHeader, MavMessage)>,
     writer: watch::Sender<Option<ClientTx>>,
 ) {
     let mut current: Vec<tokio::task::JoinHandle<()>> = Vec::new();
@@ -335,8 +335,8 @@ async fn tcp_acceptor(
             let mut reader = mavlink::AsyncMavlinkReader::new(read);
             loop {
                 match reader.read_any_message::<MavMessage>().await {
-                    Ok((_, msg)) => {
-                        if tx.send(msg).await.is_err() {
+                    Ok(received) => {
+                        if tx.send(received).await.is_err() {
                             return;
                         }
                     }
@@ -483,7 +483,7 @@ async fn run(
                 view.send_replace(model.view());
             }
             m = link.recv() => {
-                let Some(m) = m else { return };
+                let Some((header, m)) = m else { return };
                 let now = Instant::now();
                 if link_down_until.is_some_and(|t| now < t) {
                     continue;
@@ -491,6 +491,9 @@ async fn run(
                 debug!(?m, "received");
                 if matches!(m, MavMessage::MISSION_ITEM_INT(_) | MavMessage::MISSION_COUNT(_)) {
                     upload_quiet_since = Some(now);
+                }
+                if let MavMessage::HEARTBEAT(hb) = &m {
+                    model.note_heartbeat(header, hb);
                 }
                 model.handle(&m, &mut outs);
                 flush(&mut outs, &mut tx, false, &mut lose_acks, &mut delay_acks, &mut delayed_real, now);

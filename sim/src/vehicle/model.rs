@@ -213,6 +213,9 @@ pub struct View {
     pub mission_len: usize,
     pub mission_current: u16,
     pub landing_targets: u32,
+    /// HEARTBEATs received from companions/GCSs, and the last sender (system, component, MAV_TYPE).
+    pub heartbeats_received: u32,
+    pub last_heartbeat_from: Option<(u32, u8, u32)>,
     /// Every COMMAND_LONG/COMMAND_INT received: (command id, confirmation).
     pub commands: Vec<(u32, u8)>,
 }
@@ -247,6 +250,8 @@ pub struct Model {
     pub faults: FaultState,
     rng: SplitMix,
     landing_targets: u32,
+    heartbeats_received: u32,
+    last_heartbeat_from: Option<(u32, u8, u32)>,
     commands: Vec<(u32, u8)>,
     /// Outputs due at a later sim time.
     delayed: Vec<(f64, Out)>,
@@ -346,6 +351,8 @@ impl Model {
             faults: FaultState::default(),
             rng,
             landing_targets: 0,
+            heartbeats_received: 0,
+            last_heartbeat_from: None,
             commands: Vec::new(),
             delayed: Vec::new(),
         }
@@ -394,6 +401,8 @@ impl Model {
             mission_len: self.mission.len(),
             mission_current: self.mission_current,
             landing_targets: self.landing_targets,
+            heartbeats_received: self.heartbeats_received,
+            last_heartbeat_from: self.last_heartbeat_from,
             commands: self.commands.clone(),
         }
     }
@@ -690,6 +699,12 @@ impl Model {
     }
 
     // ---- messages in
+
+    /// Records a HEARTBEAT from the other side (tests check the companion's identity and rate).
+    pub fn note_heartbeat(&mut self, header: mavlink::MavHeader, hb: &apm::HEARTBEAT_DATA) {
+        self.heartbeats_received += 1;
+        self.last_heartbeat_from = Some((header.system_id, header.component_id, hb.mavtype as u32));
+    }
 
     /// Handles one message from the companion/GCS; pushes replies.
     #[allow(deprecated)]
