@@ -33,6 +33,8 @@ pub struct Backend {
     /// Acknowledge events as they arrive (on by default).
     pub ack_events: Arc<AtomicBool>,
     pub connections: Arc<AtomicUsize>,
+    /// Refuse new connections (the TCP connection is dropped before the WebSocket handshake).
+    pub refuse: Arc<AtomicBool>,
     /// Every event received, duplicates included, in arrival order.
     pub events: Vec<Event>,
     /// Every other frame received.
@@ -47,12 +49,22 @@ impl Backend {
         let current: Arc<Mutex<Option<Outbound>>> = Arc::default();
         let ack_events = Arc::new(AtomicBool::new(true));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (cur, ack, conns) = (current.clone(), ack_events.clone(), connections.clone());
+        let refuse = Arc::new(AtomicBool::new(false));
+        let (cur, ack, conns, refusing) = (
+            current.clone(),
+            ack_events.clone(),
+            connections.clone(),
+            refuse.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                if refusing.load(Ordering::SeqCst) {
+                    drop(tcp);
+                    continue;
+                }
                 let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
                     continue;
                 };
@@ -91,6 +103,7 @@ impl Backend {
             url,
             frames,
             current,
+            refuse,
             ack_events,
             connections,
             events: vec![],

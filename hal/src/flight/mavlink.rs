@@ -1418,12 +1418,26 @@ impl FlightController for MavlinkFc {
     }
 
     async fn hold(&self) -> Result<(), FcError> {
-        let in_mission = self.shared.snapshot.borrow().mode.kind == FlightModeKind::Auto;
+        let snap = self.shared.snapshot.borrow().clone();
+        let in_mission = snap.mode.kind == FlightModeKind::Auto;
         self.shared
             .set_mode("set mode HOLD", FlightModeKind::Hold)
             .await?;
         if in_mission {
             lock(&self.shared.state).paused_mission = true;
+        } else if snap.autopilot == Autopilot::Px4 {
+            // PX4 flies guided legs in Hold (DO_REPOSITION), so "switch to Hold" changes nothing
+            // mid-leg: stop by repositioning to where the vehicle is now, and keep the real
+            // target for `resume`.
+            if let Some(here) = snap.position {
+                let target = lock(&self.shared.state).last_goto;
+                let result = self
+                    .shared
+                    .goto(GeoPoint::new(here.lat_deg, here.lon_deg, here.alt_rel_m))
+                    .await;
+                lock(&self.shared.state).last_goto = target;
+                result?;
+            }
         }
         Ok(())
     }
