@@ -115,7 +115,9 @@ impl Monitor {
             }
         }
         let has_fix = snap.gps_fix.is_3d();
-        if self.flown && !has_fix && !self.gps_lost {
+        // `Unknown` is "not reported yet" (a fresh link after a restart), not a lost fix
+        let lost_fix = !has_fix && snap.gps_fix != hal::flight::GpsFixType::Unknown;
+        if self.flown && lost_fix && !self.gps_lost {
             self.gps_lost = true;
             out.push(Event::GpsLost);
         } else if has_fix && self.gps_lost {

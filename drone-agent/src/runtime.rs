@@ -200,10 +200,27 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
             Ok(snap) => {
                 self.snap = snap;
                 let airborne = self.snap.armed && self.snap.landed != LandedState::OnGround;
+                let taking_off = state == DroneState::Preflight
+                    || self.machine.nav_phase() == Some(crate::machine::NavPhase::TakingOff);
                 if airborne {
                     self.monitor.assume_flown();
+                    self.feed(Event::Restarted { airborne }).await;
+                } else if monitor_airborne(state) && !taking_off {
+                    // the flight ended while the agent was down: it landed, here or elsewhere
+                    let event = match (self.snap.home, self.snap.position) {
+                        (Some(home), Some(pos))
+                            if home.distance_m(pos.lat_deg, pos.lon_deg)
+                                <= self.cfg.flight.home_radius_m =>
+                        {
+                            Event::LandedAtHome
+                        }
+                        _ => Event::LandedAway,
+                    };
+                    self.feed(Event::Restarted { airborne }).await;
+                    self.feed(event).await;
+                } else {
+                    self.feed(Event::Restarted { airborne }).await;
                 }
-                self.feed(Event::Restarted { airborne }).await;
             }
             Err(_) => {
                 warn!("flight controller not reachable after restart");

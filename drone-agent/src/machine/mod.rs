@@ -229,6 +229,9 @@ pub struct Drone {
     pub delivery: Option<Delivery>,
     pub parcel_on_board: bool,
     pub nav_attempts: u32,
+    /// `drop_cargo` accepted, release not yet confirmed: after a restart, release again.
+    #[serde(default)]
+    pub releasing: bool,
 }
 
 /// What one event produced, collected while the machine handles it (statig's context). Holds the
@@ -297,6 +300,14 @@ impl Drone {
                 ctx.report(EventType::Aborted, Some("aborted before take-off".into()));
                 self.finish_delivery();
                 Transition(State::idle())
+            }
+            Event::Restarted { .. } => {
+                ctx.go(
+                    EventType::AgentRestarted,
+                    Some("checking again before take-off".into()),
+                    Effect::RunPreflight,
+                );
+                Handled
             }
             _ => Super,
         }
@@ -389,12 +400,14 @@ impl Drone {
     fn waiting_drop(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
         match event {
             Event::Command(CommandKind::DropCargo) => {
+                self.releasing = true;
                 ctx.effects.push(Effect::CancelTimer(Timer::DropWait));
                 ctx.effects.push(Effect::ReleasePayload);
                 Handled
             }
             Event::ReleaseDone => {
                 self.parcel_on_board = false;
+                self.releasing = false;
                 let effect = match ctx.limits.auto_return {
                     Some(after) => Effect::StartTimer(Timer::AutoReturn, after),
                     None => Effect::CancelTimer(Timer::AutoReturn),
@@ -403,6 +416,7 @@ impl Drone {
                 Transition(State::dropped())
             }
             Event::ReleaseFailed(why) => {
+                self.releasing = false;
                 // The parcel may still hang: fly it home rather than drop it somewhere else.
                 self.abort_home(
                     ctx,
@@ -477,6 +491,7 @@ impl Drone {
             }
             // Already on the way home: these change nothing but are answered as done.
             Event::Command(CommandKind::ReturnToBase | CommandKind::ReturnToHome) => Handled,
+            Event::GpsRestored => self.home_again_after_gps(ctx),
             Event::BatteryLow => {
                 ctx.report(EventType::BatteryLow, Some("already returning".into()));
                 Handled
@@ -509,6 +524,7 @@ impl Drone {
                 CommandKind::Abort | CommandKind::ReturnToHome | CommandKind::ReturnToBase,
             ) => Handled,
             Event::BatteryLow | Event::CloudLost => Handled,
+            Event::GpsRestored => self.home_again_after_gps(ctx),
             _ => Super,
         }
     }
@@ -847,6 +863,16 @@ impl Drone {
                 "agent restarted in flight: returning home by config".into(),
             )
         }
+    }
+
+    fn home_again_after_gps(&mut self, ctx: &mut Ctx) -> Response {
+        ctx.effects.push(Effect::CancelTimer(Timer::GpsLoss));
+        ctx.go(
+            EventType::GpsRestored,
+            Some("GPS back: flying home again".into()),
+            Effect::ReturnHome,
+        );
+        Handled
     }
 
     fn finish_delivery(&mut self) {
