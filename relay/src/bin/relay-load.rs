@@ -56,6 +56,11 @@ struct Args {
     /// Seconds of traffic before the measured window starts.
     #[arg(long, default_value_t = 3)]
     warmup_seconds: u64,
+    /// Run the relay and this generator at this nice level (negative needs root). On a machine
+    /// shared with other work (builds), a negative value shows the latency the relay itself
+    /// gives when it gets the CPU; 0 (default) measures it as it stands among the others.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    nice: i32,
 }
 
 const BACKEND_TOKEN: &str = "load-backend-token-0123456789";
@@ -72,6 +77,17 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.agents == 0 || args.seconds == 0 || args.rate_hz <= 0.0 {
         bail!("--agents, --seconds and --rate-hz must be positive");
+    }
+    if args.nice != 0 {
+        // before any thread exists: threads inherit the creating thread's nice level
+        // SAFETY: setpriority on our own process with a plain integer.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, args.nice) } != 0 {
+            bail!(
+                "cannot set nice {}: {}",
+                args.nice,
+                std::io::Error::last_os_error()
+            );
+        }
     }
     let nofile = relay::limits::raise_nofile_limit().context("raising the open-file limit")?;
     if nofile < args.agents as u64 + 64 {
@@ -94,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             .context("no parent directory of this binary")?
             .join("relay"),
     };
+    // the relay inherits this process's nice level (set above, before any thread)
     let child = Command::new(&relay_bin)
         .args(["run", "--config"])
         .arg(&config_path)
@@ -194,6 +211,51 @@ fn memory_kib(pid: &str) -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:"), field("VmHWM:")))
 }
 
+/// The relay's own forward-latency histogram (cumulative bucket counts by upper bound,
+/// seconds), read from its `/metrics` over plain HTTP on loopback.
+fn relay_histogram(addr: &str) -> anyhow::Result<Vec<(f64, u64)>> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let mut buckets = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("relay_forward_latency_seconds_bucket{le=\"") else {
+            continue;
+        };
+        let Some((le, count)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse()?
+        };
+        buckets.push((le, count.trim().parse()?));
+    }
+    Ok(buckets)
+}
+
+/// The smallest bucket bound holding fraction `p` of the frames counted between two readings.
+fn histogram_quantile(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> Option<f64> {
+    let delta: Vec<(f64, u64)> = after
+        .iter()
+        .zip(before)
+        .map(|((le, a), (_, b))| (*le, a.saturating_sub(*b)))
+        .collect();
+    let total = delta.last()?.1;
+    let want = (total as f64 * p).ceil() as u64;
+    delta.iter().find(|(_, c)| *c >= want).map(|(le, _)| *le)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 // -- the run ----------------------------------------------------------------------------------
 
 /// What the backend saw.
@@ -291,6 +353,7 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
         let start = Utc::now();
         let end = start + chrono::Duration::seconds(args.seconds as i64);
         let _ = window.set((start, end));
+        let hist0 = relay_histogram(&addr)?;
         let cpu0 = cpu_seconds(&pid)?;
         let own0 = cpu_seconds("self")?;
         let t0 = Instant::now();
@@ -303,6 +366,8 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
         let cpu = (cpu_seconds(&pid)? - cpu0) / elapsed;
         let own = (cpu_seconds("self")? - own0) / elapsed;
         let (rss, hwm) = memory_kib(&pid)?;
+        let hist1 = relay_histogram(&addr)?;
+        let load = load_average();
         // frames sent just before the end are still in flight: give them time to land
         tokio::time::sleep(Duration::from_secs(2)).await;
         let _ = stop_tx.send(true);
@@ -317,6 +382,9 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
             rss,
             hwm,
             peak_rss: peak_rss.max(rss),
+            relay_p50: histogram_quantile(&hist0, &hist1, 0.50),
+            relay_p99: histogram_quantile(&hist0, &hist1, 0.99),
+            load,
         })
     });
     done.store(true, Relaxed);
@@ -340,8 +408,8 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
     let mut r = String::new();
     let _ = writeln!(
         r,
-        "relay-load: {} agents at {} Hz, {:.1} s measured (ramp-up {:.1} s, warm-up {} s)",
-        args.agents, args.rate_hz, m.elapsed, m.ramp_s, args.warmup_seconds
+        "relay-load: {} agents at {} Hz, {:.1} s measured (ramp-up {:.1} s, warm-up {} s, nice {})",
+        args.agents, args.rate_hz, m.elapsed, m.ramp_s, args.warmup_seconds, args.nice
     );
     let _ = writeln!(
         r,
@@ -366,11 +434,19 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
         m.hwm as f64 / 1024.0,
         idle_rss as f64 / 1024.0
     );
+    let bound = |b: Option<f64>| b.map_or("?".to_owned(), |s| format!("<= {:.3} ms", s * 1e3));
     let _ = writeln!(
         r,
-        "  load generator: CPU {:.1} % of one core; backend errors {}",
+        "  inside the relay (read -> written to the backend socket, its /metrics histogram): p50 {}, p99 {}",
+        bound(m.relay_p50),
+        bound(m.relay_p99)
+    );
+    let _ = writeln!(
+        r,
+        "  load generator: CPU {:.1} % of one core; backend errors {}; machine load average {}",
         100.0 * m.own,
-        view.errors.load(Relaxed)
+        view.errors.load(Relaxed),
+        m.load
     );
     let _ = writeln!(
         r,
@@ -395,6 +471,11 @@ struct Measured {
     rss: u64,
     hwm: u64,
     peak_rss: u64,
+    /// Bucket bounds (seconds) from the relay's own histogram: its share of the latency.
+    relay_p50: Option<f64>,
+    relay_p99: Option<f64>,
+    /// The machine's 1-minute load average at the end of the window (other work skews latency).
+    load: String,
 }
 
 fn wait_for_listener(addr: &str) -> anyhow::Result<()> {
