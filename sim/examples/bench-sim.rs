@@ -6,7 +6,7 @@
 //! cargo run --release -p sim --example bench-sim            # PX4 over UDP and ArduPilot over TCP
 //! cargo run --release -p sim --example bench-sim -- 2000    # a different requested speedup
 //! ```
-//! Prints, per flavour, the requested speedup, the achieved one (sim seconds / wall seconds over
+//! Prints the model's own ceiling (stepped flat out, no sockets), then, per flavour, the requested speedup, the achieved one (sim seconds / wall seconds over
 //! the flight), and the sim time the flight took.
 
 use hal::flight::mavlink::MavlinkFc;
@@ -20,6 +20,30 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(500.0);
+    // headroom: the model alone, stepped as fast as it goes, with the default telemetry encoded
+    let mut m = sim::vehicle::model::Model::new(
+        Flavour::Px4,
+        sim::vehicle::model::Params::for_flavour(Flavour::Px4),
+        (47.4, 8.5, 488.0),
+        1,
+    );
+    let mut outs = Vec::new();
+    let ids: Vec<u32> = m.intervals.keys().copied().collect();
+    let t = Instant::now();
+    let steps = 500_000;
+    for i in 0..steps {
+        m.step(0.02, &mut outs);
+        outs.clear();
+        if i % 10 == 0 {
+            for id in &ids {
+                let _ = m.telemetry_message(*id);
+            }
+        }
+    }
+    println!(
+        "model alone (one vehicle, telemetry built every 0.2 s): {:.0}x real time",
+        steps as f64 * 0.02 / t.elapsed().as_secs_f64()
+    );
     for flavour in [Flavour::Px4, Flavour::ArduPilot] {
         let (sim_s, wall) = fly(flavour, speedup).await;
         println!(
