@@ -135,9 +135,8 @@ impl fmt::Display for ConnectionString {
 }
 
 impl ConnectionString {
-    /// The address string the `mavlink` crate's `connect_async` takes. Its own scheme names differ
-    /// from the tools' (`serial:` is spelt the same, but TCP/UDP take `tcpout:`/`udpin:` as well), so
-    /// this is the one place that knows the mapping.
+    /// The address string the `mavlink` crate's `connect_async` takes (its schemes match the
+    /// tools' today; this is the one place to change if they ever diverge).
     pub fn to_mavlink_address(&self) -> String {
         self.to_string()
     }

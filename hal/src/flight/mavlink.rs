@@ -1,5 +1,6 @@
-//! [`MavlinkFc`]: the flight controller over MAVLink 2 (`ardupilotmega` dialect) with the `mavlink`
-//! crate's tokio transports.
+//! [`MavlinkFc`]: the flight controller over MAVLink 2 (`ardupilotmega` dialect): the `mavlink`
+//! crate's tokio transports for UDP/TCP, and a serial transport of our own (see `Conn`) that gives
+//! up on the first I/O error so an unplugged adapter is reopened at once.
 //!
 //! Tasks:
 //! - the **supervisor** opens the connection, runs the receive loop and reopens the link whenever the
@@ -22,6 +23,7 @@
 //! different commands run concurrently, so a long gripper cycle never blocks an RTL.
 
 use super::config::FcLinkConfig;
+use super::connection::ConnectionString;
 use super::modes;
 use super::{
     Autopilot, FcError, FcSnapshot, FlightController, FlightModeKind, GeoPoint, GlobalPosition,
@@ -35,10 +37,74 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn, Instrument};
 
-type Conn = mavlink::AsyncConnection<MavMessage>;
+/// An open link. Network links use the `mavlink` crate's connections. Serial links are opened
+/// here: the crate's serial reader retries every I/O error but end-of-file inside `recv`, so an
+/// unplugged USB adapter (EIO) would keep it spinning until the heartbeat timeout; ours returns
+/// the first I/O error, and the supervisor reopens the device.
+enum Conn {
+    Net(mavlink::AsyncConnection<MavMessage>),
+    Serial {
+        reader: tokio::sync::Mutex<
+            mavlink::AsyncMavlinkReader<tokio::io::ReadHalf<tokio_serial::SerialStream>>,
+        >,
+        writer: tokio::sync::Mutex<tokio::io::WriteHalf<tokio_serial::SerialStream>>,
+    },
+}
+
+impl Conn {
+    async fn open(c: &ConnectionString) -> std::io::Result<Conn> {
+        match c {
+            ConnectionString::Serial { device, baud } => {
+                use tokio_serial::SerialPortBuilderExt;
+                let port = tokio_serial::new(device, *baud)
+                    .data_bits(tokio_serial::DataBits::Eight)
+                    .parity(tokio_serial::Parity::None)
+                    .stop_bits(tokio_serial::StopBits::One)
+                    .flow_control(tokio_serial::FlowControl::None)
+                    .open_native_async()?;
+                let (r, w) = tokio::io::split(port);
+                Ok(Conn::Serial {
+                    reader: tokio::sync::Mutex::new(mavlink::AsyncMavlinkReader::new(r)),
+                    writer: tokio::sync::Mutex::new(w),
+                })
+            }
+            other => Ok(Conn::Net(
+                mavlink::connect_async::<MavMessage>(&other.to_mavlink_address()).await?,
+            )),
+        }
+    }
+
+    async fn recv(&self) -> Result<(MavHeader, MavMessage), mavlink::error::MessageReadError> {
+        match self {
+            Conn::Net(c) => c.recv().await,
+            Conn::Serial { reader, .. } => reader.lock().await.read_any_message().await,
+        }
+    }
+
+    async fn send(
+        &self,
+        header: &MavHeader,
+        msg: &MavMessage,
+    ) -> Result<(), mavlink::error::MessageWriteError> {
+        match self {
+            Conn::Net(c) => c.send(header, msg).await.map(|_| ()),
+            Conn::Serial { writer, .. } => {
+                let mut frame = Vec::with_capacity(280);
+                mavlink::write_v2_msg(&mut frame, *header, msg)?;
+                writer
+                    .lock()
+                    .await
+                    .write_all(&frame)
+                    .await
+                    .map_err(mavlink::error::MessageWriteError::Io)
+            }
+        }
+    }
+}
 type Reply = Arc<(MavHeader, MavMessage)>;
 
 /// The MAVLink flight controller. Cheap to share through `Arc`; dropping the last handle stops its
@@ -143,10 +209,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 // link supervision and receive path
 
 async fn supervise(shared: Arc<Shared>) {
-    let address = shared.cfg.connection.to_mavlink_address();
     loop {
         debug!("opening link");
-        let conn = match mavlink::connect_async::<MavMessage>(&address).await {
+        let conn = match Conn::open(&shared.cfg.connection).await {
             Ok(c) => Arc::new(c),
             Err(error) => {
                 warn!(%error, "cannot open flight-controller link; retrying");
