@@ -262,3 +262,26 @@ async fn own_heartbeat_and_telemetry_rates_reach_the_autopilot() {
         .expect("companion heartbeats");
     assert_eq!(v.last_heartbeat_from, Some((1, 191, 18)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udpout_reaches_a_vehicle_that_answers_whoever_talks() {
+    // the companion sends first (its own HEARTBEAT); the vehicle answers the sender, as PX4 does
+    let mut vc = sim::vehicle::VehicleConfig::standard(Flavour::Px4);
+    vc.speedup = common::SPEEDUP;
+    vc.transport = sim::vehicle::Transport::Udp {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        // nobody listens here: the vehicle's first packets go nowhere, like PX4's before a client
+        peer: "127.0.0.1:9".parse().unwrap(),
+    };
+    let vehicle = sim::vehicle::spawn(vc).await.unwrap();
+    let fc = hal::flight::mavlink::MavlinkFc::start(common::link_config(&format!(
+        "udpout:{}",
+        vehicle.local_addr()
+    )));
+    let s = fc
+        .wait_for(common::WAIT, |s| s.link.is_connected())
+        .await
+        .expect("link over udpout");
+    assert_eq!(s.autopilot, Autopilot::Px4);
+    fc.set_gripper(GripperAction::Grab).await.unwrap();
+}
