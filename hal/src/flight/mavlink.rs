@@ -21,6 +21,12 @@
 //! [`FcError`] variant, with the autopilot's last STATUSTEXT as the reason when it sent one.
 //! Commands with the same id are serialised (the protocol allows one in flight per command);
 //! different commands run concurrently, so a long gripper cycle never blocks an RTL.
+//!
+//! Known limits: COMMAND_ACK's target fields are MAVLink 2 extensions this dialect build does not
+//! decode, so an ACK for the same command sent by another GCS on the same link would be taken as
+//! ours, and an ACK that arrives after its command timed out can answer the next command with the
+//! same id. SERVO_OUTPUT_RAW's servo9..16 extension fields are not decoded either: outputs 9..16
+//! are read from the message's port 1 (PX4 sends it; ArduPilot puts them in the extensions).
 
 use super::config::FcLinkConfig;
 use super::connection::ConnectionString;

@@ -414,8 +414,9 @@ pub trait FlightController: Send + Sync + 'static {
     /// autopilot accepted; watch the snapshot for the climb.
     fn takeoff(&self, alt_rel_m: f64) -> impl Future<Output = Result<(), FcError>> + Send;
 
-    /// Fly to a point under companion control (ArduPilot GUIDED + `SET_POSITION_TARGET_GLOBAL_INT`,
-    /// PX4 `MAV_CMD_DO_REPOSITION`). Resolves when accepted, not when arrived.
+    /// Fly to a point under companion control: `MAV_CMD_DO_REPOSITION` as COMMAND_INT (ArduPilot:
+    /// in GUIDED, altitude above home; PX4: from Hold, altitude AMSL). Resolves when accepted, not
+    /// when arrived.
     fn goto(&self, target: GeoPoint) -> impl Future<Output = Result<(), FcError>> + Send;
 
     /// Change altitude above home over the current position and hover there (precise descent to
