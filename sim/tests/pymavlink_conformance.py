@@ -7,7 +7,7 @@ own mode tables (mode_mapping / px4_map) and helpers, its own frame parser, and 
 flows a GCS uses:
 
   detect the autopilot from HEARTBEAT -> request telemetry -> wait for a GPS fix and home ->
-  mode change -> arm (retrying while the autopilot refuses) -> take off -> go to a point ->
+  upload, read back and clear a mission -> mode change -> arm (retrying while the autopilot refuses) -> take off -> go to a point ->
   RTL -> landed and disarmed at home
 
 Usage: pymavlink_conformance.py CONNECTION --expect px4|ardupilot [--timeout S]
@@ -103,7 +103,41 @@ def main():
     home_lat, home_lon, home_alt = home.latitude * 1e-7, home.longitude * 1e-7, home.altitude * 1e-3
     print(f"ok gps: fix {gps.fix_type}, {gps.satellites_visible} satellites; home {home_lat:.7f},{home_lon:.7f}", flush=True)
 
-    # 4. mode change (pymavlink's own mode tables) and arm
+    # 4. mission protocol as a GCS uploads and reads back a plan (ArduPilot: item 0 is home)
+    plan = [(home_lat, home_lon, home_alt)] if args.expect == "ardupilot" else []
+    plan += [(home_lat + 0.001, home_lon, 20.0), (home_lat + 0.001, home_lon + 0.001, 25.0)]
+    m.mav.mission_count_send(m.target_system, m.target_component, len(plan))
+    sent = 0
+    while True:
+        req = wait("mission upload", ["MISSION_REQUEST_INT", "MISSION_REQUEST", "MISSION_ACK"], limit=5.0)
+        if req.get_type() == "MISSION_ACK":
+            if req.type != mavutil.mavlink.MAV_MISSION_ACCEPTED or sent != len(plan):
+                fail("mission upload", f"MISSION_ACK {req.type} after {sent} of {len(plan)} items")
+            break
+        lat_i, lon_i, z = plan[req.seq]
+        frame = mavutil.mavlink.MAV_FRAME_GLOBAL if (args.expect == "ardupilot" and req.seq == 0) \
+            else mavutil.mavlink.MAV_FRAME_GLOBAL_RELATIVE_ALT_INT
+        m.mav.mission_item_int_send(m.target_system, m.target_component, req.seq, frame,
+                                    mavutil.mavlink.MAV_CMD_NAV_WAYPOINT, 0, 1, 0, 0, 0, 0,
+                                    int(lat_i * 1e7), int(lon_i * 1e7), z)
+        sent = max(sent, req.seq + 1)
+    m.mav.mission_request_list_send(m.target_system, m.target_component)
+    count = wait("mission download", "MISSION_COUNT", limit=5.0).count
+    if count != len(plan):
+        fail("mission download", f"{count} items, uploaded {len(plan)}")
+    for seq in range(count):
+        m.mav.mission_request_int_send(m.target_system, m.target_component, seq)
+        item = wait("mission download", "MISSION_ITEM_INT", lambda i: i.seq == seq, limit=5.0)
+        if (item.x, item.y) != (int(plan[seq][0] * 1e7), int(plan[seq][1] * 1e7)):
+            fail("mission download", f"item {seq} came back as {item.x},{item.y}")
+    m.mav.mission_ack_send(m.target_system, m.target_component, mavutil.mavlink.MAV_MISSION_ACCEPTED)
+    m.mav.mission_clear_all_send(m.target_system, m.target_component)
+    ack = wait("mission clear", "MISSION_ACK", limit=5.0)
+    if ack.type != mavutil.mavlink.MAV_MISSION_ACCEPTED:
+        fail("mission clear", f"MISSION_ACK {ack.type}")
+    print(f"ok mission: {len(plan)} items uploaded, read back, cleared", flush=True)
+
+    # 5. mode change (pymavlink's own mode tables) and arm
     guided = "GUIDED" if args.expect == "ardupilot" else "LOITER"
     m.set_mode(guided)
     wait("mode " + guided, "HEARTBEAT", lambda h: mavutil.mode_string_v10(h) == guided, limit=5.0)
@@ -111,7 +145,7 @@ def main():
     wait("armed", "HEARTBEAT", lambda h: h.base_mode & mavutil.mavlink.MAV_MODE_FLAG_SAFETY_ARMED, limit=5.0)
     print(f"ok armed in {guided}", flush=True)
 
-    # 5. take off to 10 m (PX4 wants AMSL, ArduPilot above home)
+    # 6. take off to 10 m (PX4 wants AMSL, ArduPilot above home)
     alt = 10.0
     takeoff_alt = alt if args.expect == "ardupilot" else home_alt + alt
     nan = float("nan")
@@ -119,7 +153,7 @@ def main():
     wait("climb", "GLOBAL_POSITION_INT", lambda p: p.relative_alt >= (alt - 0.5) * 1000, limit=40.0)
     print("ok take-off to 10 m", flush=True)
 
-    # 6. go to a point 200 m east, 15 m up
+    # 7. go to a point 200 m east, 15 m up
     lat = home_lat
     lon = home_lon + math.degrees(200.0 / (6371008.8 * math.cos(math.radians(home_lat))))
     if args.expect == "ardupilot":
@@ -140,7 +174,7 @@ def main():
          limit=60.0)
     print("ok arrived 200 m east", flush=True)
 
-    # 7. RTL: home, land, disarm by itself
+    # 8. RTL: home, land, disarm by itself
     m.set_mode("RTL")
     wait("mode RTL", "HEARTBEAT", lambda h: mavutil.mode_string_v10(h) == "RTL", limit=5.0)
     wait("disarm after RTL", "HEARTBEAT",
