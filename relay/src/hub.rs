@@ -69,8 +69,8 @@ pub enum KickReason {
 pub struct Queue {
     items: Mutex<VecDeque<Outbound>>,
     capacity: usize,
-    /// Lossy frames are shed once fewer than this many slots are free.
-    shed_free: usize,
+    /// Lossy frames are queued only while fewer than this many frames wait.
+    lossy_limit: usize,
     ready: Notify,
     kick: Notify,
     kick_reason: AtomicU8,
@@ -78,11 +78,11 @@ pub struct Queue {
 }
 
 impl Queue {
-    fn new(capacity: usize, shed_free: usize) -> Self {
+    fn new(capacity: usize, lossy_limit: usize) -> Self {
         Self {
             items: Mutex::new(VecDeque::new()),
             capacity,
-            shed_free,
+            lossy_limit,
             ready: Notify::new(),
             kick: Notify::new(),
             kick_reason: AtomicU8::new(0),
@@ -95,11 +95,10 @@ impl Queue {
             return Offer::Closed;
         }
         let mut items = lock(&self.items);
-        let free = self.capacity.saturating_sub(items.len());
-        if lossy && (free == 0 || free < self.shed_free) {
+        if lossy && items.len() >= self.lossy_limit.min(self.capacity) {
             return Offer::Shed;
         }
-        if free == 0 {
+        if items.len() >= self.capacity {
             return Offer::Full;
         }
         items.push_back(item);
@@ -208,9 +207,9 @@ enum Offer {
 struct Limits {
     backend_frames: usize,
     agent_frames: usize,
-    /// Lossy frames are shed once fewer than this many slots are free on a backend queue.
-    backend_shed_free: usize,
-    agent_shed_free: usize,
+    /// Lossy frames are shed once this many frames wait on a backend queue.
+    backend_lossy_limit: usize,
+    agent_lossy_limit: usize,
 }
 
 pub struct Hub {
@@ -230,9 +229,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn shed_free(capacity: usize, fraction: f64) -> usize {
-    let keep = (capacity as f64 * fraction).floor() as usize;
-    capacity.saturating_sub(keep)
+/// How many frames may wait before lossy ones are shed: the configured fraction of the queue,
+/// at least one.
+fn lossy_limit(capacity: usize, fraction: f64) -> usize {
+    ((capacity as f64 * fraction).floor() as usize).clamp(1, capacity.max(1))
 }
 
 /// Is this a frame that may be shed under load?
@@ -266,8 +266,8 @@ impl Hub {
             limits: Limits {
                 backend_frames: q.backend_frames,
                 agent_frames: q.agent_frames,
-                backend_shed_free: shed_free(q.backend_frames, q.lossy_shed_fraction),
-                agent_shed_free: shed_free(q.agent_frames, q.lossy_shed_fraction),
+                backend_lossy_limit: lossy_limit(q.backend_frames, q.lossy_shed_fraction),
+                agent_lossy_limit: lossy_limit(q.agent_frames, q.lossy_shed_fraction),
             },
             agents: Mutex::new(HashMap::new()),
             backends: RwLock::new(Vec::new()),
@@ -318,7 +318,7 @@ impl Hub {
     pub fn register_agent(&self, key: AgentKey) -> Registration {
         let queue = Arc::new(Queue::new(
             self.limits.agent_frames,
-            self.limits.agent_shed_free,
+            self.limits.agent_lossy_limit,
         ));
         let conn = self.new_conn();
         let slot = Slot {
@@ -471,7 +471,7 @@ impl Hub {
     pub fn register_backend(&self) -> (Registration, Vec<Utf8Bytes>) {
         let queue = Arc::new(Queue::new(
             self.limits.backend_frames,
-            self.limits.backend_shed_free,
+            self.limits.backend_lossy_limit,
         ));
         let conn = self.new_conn();
         let agents = lock(&self.agents);
@@ -574,5 +574,42 @@ pub fn agent_side(kind: AgentKind) -> Side {
     match kind {
         AgentKind::Drone => Side::Drone,
         AgentKind::Locker => Side::Locker,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item() -> Outbound {
+        Outbound {
+            frame: Utf8Bytes::from_static("{}"),
+            kind: 0,
+            read_at: None,
+        }
+    }
+
+    #[test]
+    fn lossy_frames_stop_at_the_shed_mark_others_at_capacity() {
+        let q = Queue::new(4, lossy_limit(4, 0.5));
+        assert!(matches!(q.offer(item(), true), Offer::Queued));
+        assert!(matches!(q.offer(item(), true), Offer::Queued));
+        assert!(matches!(q.offer(item(), true), Offer::Shed));
+        assert!(matches!(q.offer(item(), false), Offer::Queued));
+        assert!(matches!(q.offer(item(), false), Offer::Queued));
+        assert!(matches!(q.offer(item(), false), Offer::Full));
+        assert!(matches!(q.offer(item(), true), Offer::Shed));
+        let mut out = Vec::new();
+        q.drain_into(&mut out, 3);
+        assert_eq!(out.len(), 3);
+        q.close();
+        assert!(matches!(q.offer(item(), false), Offer::Closed));
+    }
+
+    #[test]
+    fn the_shed_mark_is_at_least_one_and_at_most_the_capacity() {
+        assert_eq!(lossy_limit(64, 0.5), 32);
+        assert_eq!(lossy_limit(64, 0.0), 1);
+        assert_eq!(lossy_limit(64, 1.0), 64);
     }
 }

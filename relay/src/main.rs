@@ -93,14 +93,25 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     rt.block_on(async move {
+        // Poll the signal future once before listening, so its handlers are installed: a
+        // SIGTERM that comes right after the relay is up must still shut it down in order.
+        let mut signal = std::pin::pin!(daemon::shutdown::wait());
+        let early = tokio::select! {
+            biased;
+            s = &mut signal => Some(s),
+            _ = std::future::ready(()) => None,
+        };
+        if let Some(s) = early {
+            let s = s.context("installing signal handlers")?;
+            tracing::info!(signal = ?s, "stopped before starting");
+            return Ok(());
+        }
         let relay = Relay::start(&config).await?;
         // The config (thousands of agents) was parsed into temporary trees; nothing needs it
         // now that the hub holds the digests. Give that memory back to the OS.
         drop(config);
         relay::limits::release_freed_memory();
-        let signal = daemon::shutdown::wait()
-            .await
-            .context("installing signal handlers")?;
+        let signal = signal.await.context("installing signal handlers")?;
         tracing::info!(?signal, "shutting down");
         relay.shutdown().await?;
         tracing::info!("stopped");
