@@ -202,6 +202,8 @@ impl MavlinkFc {
 impl Drop for MavlinkFc {
     fn drop(&mut self) {
         self.supervisor.abort();
+        // a connection the aborted supervisor left behind must not be used by stray tasks
+        *lock(&self.shared.conn) = None;
     }
 }
 
@@ -227,14 +229,25 @@ async fn supervise(shared: Arc<Shared>) {
         };
         info!("link open, waiting for the autopilot's HEARTBEAT");
         *lock(&shared.conn) = Some(conn.clone());
-        let heartbeat =
-            tokio::spawn(send_heartbeats(shared.clone(), conn.clone()).in_current_span());
+        // aborted when this connection ends, and also when the supervisor itself is aborted (the
+        // MavlinkFc dropped): a bare JoinHandle would leave the task beating forever
+        let heartbeat = AbortOnDrop(tokio::spawn(
+            send_heartbeats(shared.clone(), conn.clone()).in_current_span(),
+        ));
         let reason = receive(&shared, &conn).await;
-        heartbeat.abort();
+        drop(heartbeat);
         *lock(&shared.conn) = None;
         drop(conn);
         shared.mark_lost(&reason);
         tokio::time::sleep(shared.cfg.reopen_interval()).await;
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

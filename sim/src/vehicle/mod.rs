@@ -196,11 +196,13 @@ enum Link {
         socket: Arc<UdpSocket>,
         peer: SocketAddr,
         rx: mpsc::Receiver<(MavHeader, MavMessage, SocketAddr)>,
+        _reader: AbortOnDrop,
     },
     Tcp {
         rx: mpsc::Receiver<(MavHeader, MavMessage)>,
         /// The current client's outgoing queue (None until a client connects).
         writer: watch::Receiver<Option<ClientTx>>,
+        _acceptor: AbortOnDrop,
     },
 }
 
@@ -217,12 +219,13 @@ impl Link {
                 let local = socket.local_addr().unwrap_or(*bind);
                 let socket = Arc::new(socket);
                 let (tx, rx) = mpsc::channel(1024);
-                tokio::spawn(udp_reader(socket.clone(), tx));
+                let reader = AbortOnDrop(tokio::spawn(udp_reader(socket.clone(), tx)));
                 Ok((
                     Link::Udp {
                         socket,
                         peer: *peer,
                         rx,
+                        _reader: reader,
                     },
                     local,
                 ))
@@ -238,8 +241,15 @@ impl Link {
                 let local = listener.local_addr().unwrap_or(*listen);
                 let (tx, rx) = mpsc::channel(1024);
                 let (wtx, writer) = watch::channel(None);
-                tokio::spawn(tcp_acceptor(listener, tx, wtx));
-                Ok((Link::Tcp { rx, writer }, local))
+                let acceptor = AbortOnDrop(tokio::spawn(tcp_acceptor(listener, tx, wtx)));
+                Ok((
+                    Link::Tcp {
+                        rx,
+                        writer,
+                        _acceptor: acceptor,
+                    },
+                    local,
+                ))
             }
         }
     }
@@ -298,12 +308,22 @@ async fn udp_reader(socket: Arc<UdpSocket>, tx: mpsc::Sender<(MavHeader, MavMess
 
 type ClientTx = mpsc::Sender<Vec<u8>>;
 
+/// A task that ends with its owner (dropping a bare JoinHandle leaves the task running).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn tcp_acceptor(
     listener: TcpListener,
     tx: mpsc::Sender<(MavHeader, MavMessage)>,
     writer: watch::Sender<Option<ClientTx>>,
 ) {
-    let mut current: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    // the current client's tasks; dropping them (new client, or the vehicle gone) aborts them
+    let mut current: Vec<AbortOnDrop> = Vec::new();
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(c) => c,
@@ -317,21 +337,19 @@ async fn tcp_acceptor(
         info!(%from, "TCP client connected");
         let _ = stream.set_nodelay(true);
         // like ArduPilot SITL's ports, one client at a time: the newest wins
-        for old in current.drain(..) {
-            old.abort();
-        }
+        current.clear();
         let (read, mut write) = stream.into_split();
         let (ctx, mut crx) = mpsc::channel::<Vec<u8>>(256);
         writer.send_replace(Some(ctx));
-        current.push(tokio::spawn(async move {
+        current.push(AbortOnDrop(tokio::spawn(async move {
             while let Some(batch) = crx.recv().await {
                 if write.write_all(&batch).await.is_err() {
                     return;
                 }
             }
-        }));
+        })));
         let tx = tx.clone();
-        current.push(tokio::spawn(async move {
+        current.push(AbortOnDrop(tokio::spawn(async move {
             let mut reader = mavlink::AsyncMavlinkReader::new(read);
             loop {
                 match reader.read_any_message::<MavMessage>().await {
@@ -347,7 +365,7 @@ async fn tcp_acceptor(
                     }
                 }
             }
-        }));
+        })));
     }
 }
 
