@@ -107,10 +107,19 @@ async fn land_hold_resume_hover(flavour: Flavour) {
     .await;
     r.fc.hold().await.unwrap();
     assert_eq!(r.fc.snapshot().borrow().mode.kind, FlightModeKind::Hold);
-    r.wait("stopped", |s| {
-        s.velocity_ned_mps.is_some_and(|v| v[0].hypot(v[1]) < 0.2)
-    })
-    .await;
+    let s = r
+        .wait("stopped", |s| {
+            s.velocity_ned_mps.is_some_and(|v| v[0].hypot(v[1]) < 0.2)
+        })
+        .await;
+    // stopped mid-leg, not at the target (on PX4 guided legs already fly in Hold, so a bare mode
+    // change would not stop anything)
+    let p = s.position.unwrap();
+    assert!(
+        p.distance_m(lat, lon) > 100.0,
+        "held {} m from the target",
+        p.distance_m(lat, lon)
+    );
     r.fc.resume().await.unwrap();
     r.wait("arrived after resume", |s| {
         s.position.is_some_and(|p| p.distance_m(lat, lon) < 1.5)
