@@ -61,6 +61,42 @@ struct Args {
     /// gives when it gets the CPU; 0 (default) measures it as it stands among the others.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     nice: i32,
+    /// Serve wss:// (rustls, the test certificate in relay/tests/data) and dial it from every
+    /// client: shows what TLS in the relay process costs.
+    #[arg(long)]
+    tls: bool,
+}
+
+const TEST_CERT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/localhost.crt");
+const TEST_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/localhost.key");
+
+/// A rustls client (ring provider) that trusts the test certificate only.
+fn tls_connector() -> anyhow::Result<tokio_tungstenite::Connector> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(TEST_CERT)? {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_tungstenite::Connector::Rustls(Arc::new(client)))
+}
+
+/// Opens one client WebSocket, over TLS when `connector` is given.
+async fn dial(
+    req: tokio_tungstenite::tungstenite::handshake::client::Request,
+    cfg: WebSocketConfig,
+    connector: Option<tokio_tungstenite::Connector>,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let (ws, _) =
+        tokio_tungstenite::connect_async_tls_with_config(req, Some(cfg), true, connector).await?;
+    Ok(ws)
 }
 
 const BACKEND_TOKEN: &str = "load-backend-token-0123456789";
@@ -134,6 +170,12 @@ fn relay_config(args: &Args, port: u16) -> String {
         "[server]\nlisten = \"127.0.0.1:{port}\"\nworker_threads = {}\n",
         args.relay_threads
     );
+    if args.tls {
+        let _ = writeln!(
+            c,
+            "[server.tls]\ncert = \"{TEST_CERT}\"\nkey = \"{TEST_KEY}\"\n"
+        );
+    }
     let _ = writeln!(c, "[backend]\ntoken = \"{BACKEND_TOKEN}\"\n");
     for i in 0..args.agents {
         let _ = writeln!(
@@ -287,22 +329,29 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
     let window: Arc<std::sync::OnceLock<(DateTime<Utc>, DateTime<Utc>)>> = Default::default();
     let view = Arc::new(BackendView::default());
     let done = Arc::new(AtomicBool::new(false));
+    let (base, connector) = if args.tls {
+        // the test certificate is for `localhost`
+        (format!("wss://localhost:{port}"), Some(tls_connector()?))
+    } else {
+        (format!("ws://{addr}"), None)
+    };
 
     // The backend on its own thread and runtime, so its receive times are not delayed by the
     // agents' sending work.
     let backend = {
-        let (url, view, window, done) = (
-            format!("ws://{addr}/ws/backend"),
+        let (url, view, window, done, connector) = (
+            format!("{base}/ws/backend"),
             view.clone(),
             window.clone(),
             done.clone(),
+            connector.clone(),
         );
         std::thread::Builder::new().name("backend".into()).spawn(
             move || -> anyhow::Result<Vec<u32>> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
-                rt.block_on(backend_loop(url, view, window, done))
+                rt.block_on(backend_loop(url, view, window, done, connector))
             },
         )?
     };
@@ -325,7 +374,8 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
             // spread the agents evenly over one period, as real drones are
             let phase = period.mul_f64(i as f64 / args.agents as f64);
             tasks.push(tokio::spawn(agent(
-                format!("ws://{addr}/ws/drone"),
+                format!("{base}/ws/drone"),
+                connector.clone(),
                 i,
                 origin + phase,
                 period,
@@ -353,7 +403,12 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
         let start = Utc::now();
         let end = start + chrono::Duration::seconds(args.seconds as i64);
         let _ = window.set((start, end));
-        let hist0 = relay_histogram(&addr)?;
+        // (plain HTTP only: with --tls the relay's own histogram is not read)
+        let hist0 = if args.tls {
+            Vec::new()
+        } else {
+            relay_histogram(&addr)?
+        };
         let cpu0 = cpu_seconds(&pid)?;
         let own0 = cpu_seconds("self")?;
         let t0 = Instant::now();
@@ -366,7 +421,11 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
         let cpu = (cpu_seconds(&pid)? - cpu0) / elapsed;
         let own = (cpu_seconds("self")? - own0) / elapsed;
         let (rss, hwm) = memory_kib(&pid)?;
-        let hist1 = relay_histogram(&addr)?;
+        let hist1 = if args.tls {
+            Vec::new()
+        } else {
+            relay_histogram(&addr)?
+        };
         let load = load_average();
         // frames sent just before the end are still in flight: give them time to land
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -501,6 +560,7 @@ async fn backend_loop(
     view: Arc<BackendView>,
     window: Arc<std::sync::OnceLock<(DateTime<Utc>, DateTime<Utc>)>>,
     done: Arc<AtomicBool>,
+    connector: Option<tokio_tungstenite::Connector>,
 ) -> anyhow::Result<Vec<u32>> {
     let mut req = url.into_client_request()?;
     req.headers_mut().insert(
@@ -508,8 +568,7 @@ async fn backend_loop(
         HeaderValue::from_str(&format!("Bearer {BACKEND_TOKEN}"))?,
     );
     let cfg = WebSocketConfig::default().read_buffer_size(256 * 1024);
-    let (mut ws, _) = match tokio_tungstenite::connect_async_with_config(req, Some(cfg), true).await
-    {
+    let mut ws = match dial(req, cfg, connector).await {
         Ok(x) => x,
         Err(e) => {
             view.errors.fetch_add(1, Relaxed);
@@ -577,6 +636,7 @@ async fn backend_loop(
 #[allow(clippy::too_many_arguments)]
 async fn agent(
     url: String,
+    connector: Option<tokio_tungstenite::Connector>,
     i: usize,
     first_send: tokio::time::Instant,
     period: Duration,
@@ -600,8 +660,8 @@ async fn agent(
             h.insert("authorization", auth);
             h.insert("x-skypost-agent-id", id);
         }
-        match tokio_tungstenite::connect_async_with_config(req, Some(client_config()), true).await {
-            Ok((ws, _)) => ws,
+        match dial(req, client_config(), connector).await {
+            Ok(ws) => ws,
             Err(e) => {
                 eprintln!("agent {i}: {e}");
                 return;
