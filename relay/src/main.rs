@@ -107,12 +107,27 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
             return Ok(());
         }
         let relay = Relay::start(&config).await?;
+        // Under systemd (Type=notify): ready once listening, and keep its watchdog fed while the
+        // runtime is alive. Outside systemd these do nothing.
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        let mut watchdog_usec = 0;
+        if sd_notify::watchdog_enabled(false, &mut watchdog_usec) {
+            let every = std::time::Duration::from_micros(watchdog_usec / 2);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+            });
+        }
         // The config (thousands of agents) was parsed into temporary trees; nothing needs it
         // now that the hub holds the digests. Give that memory back to the OS.
         drop(config);
         relay::limits::release_freed_memory();
         let signal = signal.await.context("installing signal handlers")?;
         tracing::info!(?signal, "shutting down");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         relay.shutdown().await?;
         tracing::info!("stopped");
         Ok(())
