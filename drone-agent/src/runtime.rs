@@ -251,10 +251,21 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
         } else {
             debug!(event = event.name(), state = ?self.machine.state(), "event handled");
         }
+        // Flight and payload effects first: they only start tasks, and the autopilot should hear
+        // about a pause before two fsyncs have run. Then the state file, then the reports, so a
+        // reported transition is always one the state file already holds.
+        let (reports, actions): (Vec<_>, Vec<_>) = outcome
+            .effects
+            .iter()
+            .cloned()
+            .partition(|e| matches!(e, Effect::Report { .. }));
+        for effect in actions {
+            self.run_effect(effect, &outcome, delivery_before).await;
+        }
         if outcome.transition.is_some() || !outcome.effects.is_empty() {
             self.save();
         }
-        for effect in outcome.effects.clone() {
+        for effect in reports {
             self.run_effect(effect, &outcome, delivery_before).await;
         }
         if matches!(outcome.transition, Some((_, DroneState::Completed))) {
