@@ -4,7 +4,9 @@
 //!   the file and the field.
 //! - [`logging`]: `tracing` with an env-filter, to the journal under systemd, to stderr otherwise.
 //! - [`shutdown`]: SIGTERM / SIGINT as one future.
+//! - [`systemd`]: readiness, status, watchdog and stopping notifications (`Type=notify` units).
 
 pub mod config;
 pub mod logging;
 pub mod shutdown;
+pub mod systemd;
