@@ -10,6 +10,11 @@
 //! It stops by itself and prints messages per second, loss, agent-to-backend latency (p50, p99,
 //! max; from the envelope's send timestamp to the backend's receipt, same host clock), and the
 //! relay's resident memory and CPU over the measured window. Traffic goes to 127.0.0.1 only.
+//!
+//! On a machine busy with other work (builds), the end-to-end tail is mostly the kernel making
+//! the relay and the generator wait for a core. The report also gives the relay's own share (its
+//! `/metrics` histogram), and a run under `chrt -f 10 target/release/relay-load ...` (root; the
+//! relay inherits the policy) shows the latency when both get the CPU as soon as they ask.
 
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -56,11 +61,6 @@ struct Args {
     /// Seconds of traffic before the measured window starts.
     #[arg(long, default_value_t = 3)]
     warmup_seconds: u64,
-    /// Run the relay and this generator at this nice level (negative needs root). On a machine
-    /// shared with other work (builds), a negative value shows the latency the relay itself
-    /// gives when it gets the CPU; 0 (default) measures it as it stands among the others.
-    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    nice: i32,
     /// Serve wss:// (rustls, the test certificate in relay/tests/data) and dial it from every
     /// client: shows what TLS in the relay process costs.
     #[arg(long)]
@@ -114,17 +114,6 @@ fn main() -> anyhow::Result<()> {
     if args.agents == 0 || args.seconds == 0 || args.rate_hz <= 0.0 {
         bail!("--agents, --seconds and --rate-hz must be positive");
     }
-    if args.nice != 0 {
-        // before any thread exists: threads inherit the creating thread's nice level
-        // SAFETY: setpriority on our own process with a plain integer.
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, args.nice) } != 0 {
-            bail!(
-                "cannot set nice {}: {}",
-                args.nice,
-                std::io::Error::last_os_error()
-            );
-        }
-    }
     let nofile = relay::limits::raise_nofile_limit().context("raising the open-file limit")?;
     if nofile < args.agents as u64 + 64 {
         bail!(
@@ -146,7 +135,7 @@ fn main() -> anyhow::Result<()> {
             .context("no parent directory of this binary")?
             .join("relay"),
     };
-    // the relay inherits this process's nice level (set above, before any thread)
+    // the relay inherits this process's scheduling (e.g. `chrt -f 10 relay-load ...`)
     let child = Command::new(&relay_bin)
         .args(["run", "--config"])
         .arg(&config_path)
@@ -289,6 +278,17 @@ fn histogram_quantile(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> Op
     let total = delta.last()?.1;
     let want = (total as f64 * p).ceil() as u64;
     delta.iter().find(|(_, c)| *c >= want).map(|(le, _)| *le)
+}
+
+/// This process's scheduling policy, as the report should say it (a real-time run is not
+/// comparable to a plain one).
+fn scheduling() -> &'static str {
+    // SAFETY: sched_getscheduler(0) only reads our own policy.
+    match unsafe { libc::sched_getscheduler(0) } {
+        libc::SCHED_FIFO => "SCHED_FIFO",
+        libc::SCHED_RR => "SCHED_RR",
+        _ => "normal scheduling",
+    }
 }
 
 fn load_average() -> String {
@@ -467,8 +467,13 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
     let mut r = String::new();
     let _ = writeln!(
         r,
-        "relay-load: {} agents at {} Hz, {:.1} s measured (ramp-up {:.1} s, warm-up {} s, nice {})",
-        args.agents, args.rate_hz, m.elapsed, m.ramp_s, args.warmup_seconds, args.nice
+        "relay-load: {} agents at {} Hz, {:.1} s measured (ramp-up {:.1} s, warm-up {} s, {})",
+        args.agents,
+        args.rate_hz,
+        m.elapsed,
+        m.ramp_s,
+        args.warmup_seconds,
+        scheduling()
     );
     let _ = writeln!(
         r,
