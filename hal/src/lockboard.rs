@@ -399,7 +399,8 @@ impl Driver {
     }
 
     /// Sends one command and waits for its reply. A `BAD_COMMAND` with no echo means the board
-    /// did not understand the line (noise on the wire): the command is sent once more.
+    /// did not understand the line (noise on the wire), and a `READY` means it rebooted: either
+    /// way the command is sent once more.
     async fn execute<W: AsyncWrite + Unpin>(
         &mut self,
         writer: &mut W,
@@ -416,6 +417,14 @@ impl Driver {
                     ..
                 }) if !resent && message == UNECHOED => {
                     warn!(%command, "board did not understand the command; sending it again");
+                    resent = true;
+                    continue;
+                }
+                // The board (re)started while we waited: a command sent during its boot is lost,
+                // and we cannot tell whether it got ours. Every command is idempotent (pulling a
+                // pulled bolt is a no-op), so ask once more for a definite answer.
+                Err(BoardError::Reset { .. }) if !resent => {
+                    warn!(%command, "board restarted during the command; sending it again");
                     resent = true;
                     continue;
                 }

@@ -72,34 +72,60 @@ impl QrDecoder {
     }
 
     pub fn decode(&mut self, frame: &GrayImage) -> Decoded {
-        let (codes, grids) = rqrr_pass(frame);
-        if !codes.is_empty() {
-            return Decoded {
-                codes,
-                hint: true,
-                stage: Some(Stage::Rqrr),
-            };
+        let found = |codes, stage| Decoded {
+            codes,
+            hint: true,
+            stage: Some(stage),
+        };
+        // With WeChat loaded, the finder-pattern hint (well under a millisecond) goes first: a
+        // frame with a code goes straight to WeChat, which reads it in about a millisecond.
+        #[cfg(feature = "opencv")]
+        let mut wechat_tried = false;
+        #[cfg(feature = "opencv")]
+        let mut finders = None;
+        #[cfg(feature = "opencv")]
+        if self.wechat.is_some() {
+            let h = finder_hint(frame);
+            finders = Some(h);
+            if h {
+                wechat_tried = true;
+                if let Some(codes) = self.wechat(frame) {
+                    return found(codes, Stage::WeChat);
+                }
+            }
         }
-        let hint = grids > 0 || finder_hint(frame);
+        #[cfg(not(feature = "opencv"))]
+        let finders: Option<bool> = None;
+
+        // A pass on a half-size copy costs a quarter of a full one and reads any code that is
+        // large in the frame (a phone held close). Small codes are caught by the hint.
+        let small =
+            (frame.width() >= 2 * MIN_SIDE && frame.height() >= 2 * MIN_SIDE).then(|| half(frame));
+        let mut grids = 0;
+        if let Some(small) = &small {
+            let (codes, g) = rqrr_pass(small);
+            if !codes.is_empty() {
+                return found(codes, Stage::Rqrr);
+            }
+            grids = g;
+        }
+        let hint = grids > 0 || hinted(finders, frame);
         if !hint {
             return Decoded::default();
         }
-        // WeChat first when there is one: on a frame that does hold a code it takes a few ms,
-        // less than the pre-processed rqrr passes below (it is only slow on frames with none,
-        // which the hint has already ruled out).
         #[cfg(feature = "opencv")]
-        if let Some(w) = &mut self.wechat {
-            match w.decode(frame) {
-                Ok(codes) if !codes.is_empty() => {
-                    return Decoded {
-                        codes,
-                        hint,
-                        stage: Some(Stage::WeChat),
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "WeChat decoder failed"),
+        if !wechat_tried {
+            if let Some(codes) = self.wechat(frame) {
+                return found(codes, Stage::WeChat);
             }
+        }
+        let (codes, _) = if small.is_some() {
+            rqrr_pass(frame)
+        } else {
+            (Vec::new(), 0)
+        };
+        if !codes.is_empty() {
+            return found(codes, Stage::Rqrr);
         }
         // rqrr again on cleaned-up copies, cheapest first: contrast stretched (dim or washed-out
         // print), smoothed (sensor noise breaks its thresholding), enlarged (modules of 2-3 px).
@@ -143,6 +169,19 @@ impl QrDecoder {
         }
     }
 
+    #[cfg(feature = "opencv")]
+    fn wechat(&mut self, frame: &GrayImage) -> Option<Vec<String>> {
+        let w = self.wechat.as_mut()?;
+        match w.decode(frame) {
+            Ok(codes) if !codes.is_empty() => Some(codes),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "WeChat decoder failed");
+                None
+            }
+        }
+    }
+
     /// WeChat alone on a frame, with no gate (for benchmarks and detection-rate reports).
     #[cfg(feature = "opencv")]
     pub fn wechat_only(&mut self, frame: &GrayImage) -> Result<Vec<String>, QrError> {
@@ -151,6 +190,35 @@ impl QrDecoder {
             None => Ok(Vec::new()),
         }
     }
+}
+
+/// The finder-pattern hint, unless it was already computed.
+fn hinted(known: Option<bool>, frame: &GrayImage) -> bool {
+    known.unwrap_or_else(|| finder_hint(frame))
+}
+
+/// Frames smaller than twice this are not halved for the idle pass.
+const MIN_SIDE: u32 = 160;
+
+/// A half-size copy, each pixel the mean of a 2×2 block (cheaper than a filtered resize, and a
+/// box filter is all a QR binariser needs).
+pub fn half(frame: &GrayImage) -> GrayImage {
+    let (w, h) = (frame.width() / 2, frame.height() / 2);
+    let src = frame.as_raw();
+    let stride = frame.width() as usize;
+    let mut out = Vec::with_capacity((w * h) as usize);
+    for y in 0..h as usize {
+        let r0 = &src[2 * y * stride..];
+        let r1 = &src[(2 * y + 1) * stride..];
+        for x in 0..w as usize {
+            let s = u16::from(r0[2 * x])
+                + u16::from(r0[2 * x + 1])
+                + u16::from(r1[2 * x])
+                + u16::from(r1[2 * x + 1]);
+            out.push((s / 4) as u8);
+        }
+    }
+    GrayImage::from_raw(w, h, out).unwrap_or_else(|| frame.clone())
 }
 
 /// One `rqrr` pass: decoded strings and how many grids it found.
@@ -176,29 +244,8 @@ pub fn rqrr_pass(frame: &GrayImage) -> (Vec<String>, usize) {
 /// Stretches the 2nd..98th percentile of grey levels to the full range (low-contrast print,
 /// dim light).
 pub fn stretch_contrast(frame: &GrayImage) -> GrayImage {
-    let mut hist = [0u32; 256];
-    for p in frame.pixels() {
-        hist[usize::from(p.0[0])] += 1;
-    }
-    let total: u32 = hist.iter().sum();
-    let cut = total / 50;
-    let (mut lo, mut hi) = (0usize, 255usize);
-    let mut acc = 0;
-    for (i, c) in hist.iter().enumerate() {
-        acc += c;
-        if acc > cut {
-            lo = i;
-            break;
-        }
-    }
-    acc = 0;
-    for (i, c) in hist.iter().enumerate().rev() {
-        acc += c;
-        if acc > cut {
-            hi = i;
-            break;
-        }
-    }
+    let (lo, hi) = percentiles(frame);
+    let (lo, hi) = (usize::from(lo), usize::from(hi));
     if hi <= lo + 1 {
         return frame.clone();
     }
@@ -215,6 +262,34 @@ pub fn stretch_contrast(frame: &GrayImage) -> GrayImage {
     out
 }
 
+/// The 2nd and 98th percentile grey levels (sampling every fourth pixel: plenty for a histogram).
+fn percentiles(frame: &GrayImage) -> (u8, u8) {
+    let mut hist = [0u32; 256];
+    for v in frame.as_raw().iter().step_by(4) {
+        hist[usize::from(*v)] += 1;
+    }
+    let total: u32 = hist.iter().sum();
+    let cut = total / 50;
+    let (mut lo, mut hi) = (0u8, 255u8);
+    let mut acc = 0;
+    for (i, c) in hist.iter().enumerate() {
+        acc += c;
+        if acc > cut {
+            lo = i as u8;
+            break;
+        }
+    }
+    acc = 0;
+    for (i, c) in hist.iter().enumerate().rev() {
+        acc += c;
+        if acc > cut {
+            hi = i as u8;
+            break;
+        }
+    }
+    (lo, hi)
+}
+
 /// A cheap sign that a QR code is in the frame: rows crossing a finder pattern show runs of
 /// dark:light:dark:light:dark in the ratio 1:1:3:1:1. Scans every fourth row against a local
 /// mean threshold; true when several rows agree.
@@ -228,6 +303,10 @@ pub fn finder_hint(frame: &GrayImage) -> bool {
     let mut hits = 0;
     let mut runs: Vec<(bool, usize)> = Vec::with_capacity(64);
     let win = (w / 16).clamp(8, 64);
+    // How much darker than its surroundings a pixel must be to count as dark: a fraction of the
+    // frame's own contrast, so a washed-out print (grey on grey) still shows its finders.
+    let (lo, hi) = percentiles(frame);
+    let margin = (u32::from(hi.saturating_sub(lo)) / 16).clamp(2, 8);
     for y in (0..h).step_by(4) {
         let row = &raw[y * w..(y + 1) * w];
         // local mean by a running sum over `win` pixels either side
@@ -242,7 +321,7 @@ pub fn finder_hint(frame: &GrayImage) -> bool {
             let a = x.saturating_sub(win);
             let b = (x + win + 1).min(w);
             let mean = (prefix[b] - prefix[a]) / (b - a) as u32;
-            let dark = u32::from(v) + 8 < mean || (u32::from(v) < mean && mean < 40);
+            let dark = u32::from(v) + margin < mean || (u32::from(v) < mean && mean < 40);
             match runs.last_mut() {
                 Some((d, n)) if *d == dark => *n += 1,
                 _ => runs.push((dark, 1)),

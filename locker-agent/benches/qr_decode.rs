@@ -17,7 +17,7 @@
 #[path = "../tests/qrgen/mod.rs"]
 mod qrgen;
 
-use hal::qr::{rqrr_pass, QrDecoder};
+use hal::qr::{finder_hint, half, rqrr_pass, QrDecoder};
 use qrgen::{degrade, frame_with_code, Condition};
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,15 @@ fn main() {
     let with_code = frame_with_code("SKYPOST-ORDER-0001-7f3a9c", 4);
     let empty = qrgen::background();
     let blurred = degrade(&with_code, Condition::Blur(2.0), 1);
+    report("one rqrr pass, full size", "empty", &mut || {
+        rqrr_pass(&empty).1
+    });
+    report("one rqrr pass, half size", "empty", &mut || {
+        rqrr_pass(&half(&empty)).1
+    });
+    report("finder-pattern hint", "empty", &mut || {
+        usize::from(finder_hint(&empty))
+    });
     report("pipeline (rqrr)", "code", &mut || {
         pipeline.decode(&with_code).codes.len()
     });

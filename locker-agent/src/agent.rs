@@ -135,7 +135,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("http.listen {}", cfg.http.listen))?;
     info!(listen = %cfg.http.listen, "locker HTTP API listening");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    // systemd (Type=notify): READY=1 once the lock board answers, watchdog fed while the door
+    // monitor runs; no-ops outside systemd.
+    tokio::spawn(systemd_supervisor(
+        hal::lockboard::LockBoard::health(locker.board()),
+        monitor.abort_handle(),
+    ));
     let app = api::router(locker.clone(), token);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -152,4 +157,32 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     monitor.abort();
     // Cell state is saved on every change: nothing more to write.
     Ok(())
+}
+
+/// READY=1 when the lock board first answers (until then the start-up timeout is extended while
+/// this task runs); after that WATCHDOG=1 only while the door monitor, the locker's main loop,
+/// is still running. A board unplugged later is not a reason to restart: the driver reopens it.
+async fn systemd_supervisor(
+    mut board: tokio::sync::watch::Receiver<hal::lockboard::BoardHealth>,
+    monitor: tokio::task::AbortHandle,
+) {
+    let mut systemd = daemon::systemd::Service::from_env();
+    systemd.status("waiting for the lock board");
+    loop {
+        if !systemd.is_ready() && board.borrow_and_update().ok() {
+            systemd.ready("lock board reached");
+        }
+        tokio::select! {
+            changed = board.changed(), if !systemd.is_ready() => {
+                if changed.is_err() {
+                    return; // the board driver ended: let the watchdog restart us
+                }
+            }
+            _ = systemd.watchdog_due() => {
+                if !monitor.is_finished() {
+                    systemd.alive();
+                }
+            }
+        }
+    }
 }
