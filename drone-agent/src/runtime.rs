@@ -107,11 +107,17 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
         let mut cloud_down_since: Option<Instant> = None;
         let mut cloud_loss_reported = false;
         tokio::pin!(shutdown);
+        // Under systemd (Type=notify): READY=1 once the flight controller is reached (the config
+        // was valid before we got here); the watchdog is fed from this loop, so a stuck loop is
+        // restarted. Everything is a no-op when not started by systemd.
+        let mut systemd = daemon::systemd::Service::from_env();
+        systemd.status("waiting for the flight controller");
 
         self.save();
         if self.restored {
             self.reattach(&mut snaps).await;
         }
+        self.ready_if_fc_reached(&mut systemd);
 
         loop {
             let next_timer = self
@@ -134,6 +140,7 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
                         break;
                     }
                     self.snap = snaps.borrow_and_update().clone();
+                    self.ready_if_fc_reached(&mut systemd);
                     let at = self.monitor_position();
                     for event in self.monitor.observe(&self.snap, at) {
                         self.feed(event).await;
@@ -147,6 +154,10 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
                     }
                 }
                 _ = telemetry.tick() => self.push_telemetry(),
+                // Reaching this branch means the loop turns and the FC snapshot stream is alive
+                // (its end breaks the loop): healthy. A lost FC link is not a reason to be
+                // restarted — the machine's FAILSAFE handles it — so it does not starve the watchdog.
+                _ = systemd.watchdog_due() => systemd.alive(),
                 Ok(()) = cloud.changed() => {
                     let up = cloud.borrow_and_update().is_connected();
                     if up {
@@ -165,12 +176,23 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
                 }
             }
         }
+        systemd.stopping();
         info!(state = ?self.machine.state(), "shutting down: state saved, nothing landed");
         self.save();
         if let Some(h) = self.flight_op.take() {
             h.abort();
         }
         self.link.close().await;
+    }
+
+    /// Tells systemd the agent is up the first time the flight controller's link is up.
+    fn ready_if_fc_reached(&self, systemd: &mut daemon::systemd::Service) {
+        if !systemd.is_ready() && self.snap.link.is_connected() {
+            systemd.ready(&format!(
+                "flight controller reached; state {:?}",
+                self.machine.state()
+            ));
+        }
     }
 
     /// After a restart mid-delivery: wait for the autopilot, then let the machine decide.
