@@ -776,6 +776,50 @@ async fn agent_frames_with_no_backend_are_dropped_and_counted() {
     );
 }
 
+/// A GET over a plain HTTP/1.1 connection; status and body text.
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    let resp = String::from_utf8(resp).unwrap();
+    let status = resp[9..12].parse().unwrap();
+    (status, resp.split_once("\r\n\r\n").unwrap().1.to_owned())
+}
+
+#[tokio::test]
+async fn health_and_metrics_are_served_over_http() {
+    let relay = start("").await;
+    let mut be = backend(&relay, 0).await;
+    let mut a = drone(&relay, DRONE_A).await;
+    presence_of(&next(&mut be).await);
+    send(&mut a, &telemetry(42.0)).await;
+    next(&mut be).await;
+
+    let (status, body) = http_get(relay.local_addr(), "/health").await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["connections"]["drones"], 1);
+    assert_eq!(health["connections"]["backends"], 1);
+
+    let (status, text) = http_get(relay.local_addr(), "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "relay_connections{peer=\"drone\"} 1",
+        "relay_frames_in_total{peer=\"drone\",type=\"telemetry\"} 1",
+        "relay_frames_out_total{peer=\"backend\",type=\"telemetry\"} 1",
+        "relay_frames_out_total{peer=\"backend\",type=\"presence\"} 1",
+        "# TYPE relay_forward_latency_seconds histogram",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+}
+
 // -- shutdown and TLS ------------------------------------------------------------------------
 
 #[tokio::test]
