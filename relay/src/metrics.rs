@@ -179,9 +179,6 @@ impl Metrics {
     pub fn dropped(&self, why: DropReason) {
         self.dropped[why as usize].fetch_add(1, Relaxed);
     }
-    pub fn dropped_count(&self, why: DropReason) -> u64 {
-        self.dropped[why as usize].load(Relaxed)
-    }
     pub fn queue_full(&self, side: Side) {
         self.queue_full[side as usize].fetch_add(1, Relaxed);
     }
