@@ -1,4 +1,14 @@
-//! Filled by a later issue: see the workspace README's crate map.
+//! The SkyPost software-in-the-loop world: every simulated device speaks the real protocol over a
+//! real socket or pseudo-terminal, so the agents run their field code paths.
+//!
+//! - [`vehicle`]: a MAVLink quadcopter that behaves like PX4 and ArduPilot SITL (`sim vehicle`).
+//! - [`lockboard`]: the Arduino lock board on a pty (`sim lockboard`).
+//! - [`backend`]: the scripted backend playing the seed's orchestrator and drone service.
+//! - [`demo`]: the whole delivery with every part a real process (`sim demo`, the main job).
+//!
+//! `sim` is never linked into an agent binary.
 
+pub mod backend;
+pub mod demo;
 pub mod lockboard;
 pub mod vehicle;

@@ -4,6 +4,7 @@
 //! sim vehicle --flavour px4 --speedup 20 --seed 7 --home 47.397742,8.545594,488
 //! sim vehicle --flavour ardupilot --listen 0.0.0.0:5760 --control 127.0.0.1:5799
 //! sim lockboard --cells 16 --travel-ms 500 --link /tmp/lockboard --control /tmp/lockboard.ctl
+//! sim demo [--flavour ardupilot] [--variant cloud-drop|locker-offline|wrong-qr|qr-twice]
 //! ```
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,9 @@ enum Command {
     Vehicle(sim::vehicle::cli::VehicleArgs),
     /// An Arduino lock board on a pseudo-terminal (prints LOCKBOARD_PATH=...).
     Lockboard(sim::lockboard::LockboardArgs),
+    /// The whole delivery: relay, sim vehicle, sim lock board, both agents and the scripted
+    /// backend, each a real process; exits non-zero if the delivery did not complete.
+    Demo(sim::demo::DemoArgs),
 }
 
 #[tokio::main]
@@ -30,5 +34,12 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Vehicle(args) => sim::vehicle::cli::run(args).await,
         Command::Lockboard(args) => sim::lockboard::run(args).await,
+        Command::Demo(args) => {
+            if sim::demo::run(args).await? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
     }
 }

@@ -1,0 +1,527 @@
+//! `sim demo`: the whole delivery on this machine, every part a real process talking real
+//! protocols — the relay, the sim vehicle (MAVLink over UDP or TCP), the sim lock board on a
+//! pseudo-terminal, the drone agent, the locker agent (its camera a directory of frames), and the
+//! scripted backend ([`crate::backend`]), which this process plays itself.
+//!
+//! It prints progress as it goes and a summary at the end, and exits non-zero if the delivery did
+//! not complete. The whole-system tests (`tests/`) run it with each [`Variant`].
+
+use crate::backend::{self, say, Hook, Report, Scenario, Variant};
+use crate::vehicle::Flavour;
+use anyhow::{bail, Context as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Which autopilot the sim vehicle imitates.
+    #[arg(long, value_enum, default_value = "px4")]
+    pub flavour: Flavour,
+    /// What goes differently (see the whole-system tests).
+    #[arg(long, value_enum, default_value = "normal")]
+    pub variant: Variant,
+    /// How much faster than real time the vehicle flies.
+    #[arg(long, default_value_t = 20.0)]
+    pub speedup: f64,
+    /// How far the locker is from the drone's home, metres (north).
+    #[arg(long, default_value_t = 300.0)]
+    pub distance_m: f64,
+    /// Where `relay`, `drone-agent` and `locker-agent` are (default: beside this binary; built
+    /// with cargo first if missing).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Keep configs and logs here (default: a temporary directory, kept only on failure).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Longest wait for any one step, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub step_timeout_s: f64,
+}
+
+const HOME: (f64, f64, f64) = (47.397742, 8.545594, 488.0);
+
+struct Procs {
+    work: PathBuf,
+    bins: PathBuf,
+    relay_cfg: PathBuf,
+    relay: Option<Child>,
+    others: Vec<Child>,
+}
+
+impl Procs {
+    fn log(&self, name: &str) -> anyhow::Result<std::fs::File> {
+        Ok(std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.work.join(format!("{name}.log")))?)
+    }
+
+    fn spawn(&self, bin: &str, args: &[&str], log: &str) -> anyhow::Result<Child> {
+        let path = self.bins.join(bin);
+        Command::new(&path)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(self.log(log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", path.display()))
+    }
+
+    async fn start_relay(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
+        let cfg = self.relay_cfg.to_string_lossy().into_owned();
+        self.relay = Some(self.spawn("relay", &["run", "--config", &cfg], "relay")?);
+        // up when /health answers
+        for _ in 0..200 {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let _ = s
+                    .write_all(b"GET /health HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+                    .await;
+                let mut buf = Vec::new();
+                let _ = s.read_to_end(&mut buf).await;
+                if buf.starts_with(b"HTTP/1.1 200") {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!(
+            "relay did not come up; see {}",
+            self.work.join("relay.log").display()
+        )
+    }
+}
+
+/// Reads a child's stdout until a line starting with `prefix`; returns the rest of that line.
+async fn line_from(child: &mut Child, prefix: &str) -> anyhow::Result<String> {
+    let out = child.stdout.take().context("child has no stdout")?;
+    let mut lines = BufReader::new(out).lines();
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return Some(rest.to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    // keep draining so the child never blocks on a full pipe
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    found.with_context(|| format!("no `{prefix}` line"))
+}
+
+fn free_tcp_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn free_udp_port() -> anyhow::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Finds the other binaries, building them if they are not there yet.
+fn binaries(args: &DemoArgs) -> anyhow::Result<PathBuf> {
+    let dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("binary has no directory")?
+            .to_owned(),
+    };
+    let missing: Vec<&str> = ["relay", "drone-agent", "locker-agent"]
+        .into_iter()
+        .filter(|b| !dir.join(b).exists())
+        .collect();
+    if !missing.is_empty() {
+        let release = dir.ends_with("release");
+        println!("building {} (first run only) ...", missing.join(", "));
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args([
+            "build",
+            "--bins",
+            "-p",
+            "relay",
+            "-p",
+            "drone-agent",
+            "-p",
+            "locker-agent",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .context("cannot run cargo to build the agents")?;
+        if !status.success() {
+            bail!("building the agents failed");
+        }
+    }
+    Ok(dir)
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
+    let bins = binaries(&args)?;
+    let temp = match &args.work_dir {
+        Some(_) => None,
+        None => Some(tempfile_dir()?),
+    };
+    let work = args
+        .work_dir
+        .clone()
+        .or_else(|| temp.clone())
+        .context("no work directory")?;
+    std::fs::create_dir_all(work.join("camera"))?;
+    let relay_port = free_tcp_port()?;
+    let relay_addr: SocketAddr = ([127, 0, 0, 1], relay_port).into();
+    let (drone_id, locker_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let (backend_token, drone_token, locker_token) = (token(), token(), token());
+
+    let relay_cfg = work.join("relay.toml");
+    std::fs::write(
+        &relay_cfg,
+        format!(
+            "[server]\nlisten = \"{relay_addr}\"\n\n[presence]\nping_interval_s = 2.0\n\n[backend]\ntoken = \"{backend_token}\"\n\n\
+             [[drones]]\nid = \"{drone_id}\"\ntoken = \"{drone_token}\"\n\n[[lockers]]\nid = \"{locker_id}\"\ntoken = \"{locker_token}\"\n"
+        ),
+    )?;
+    let mut procs = Procs {
+        work: work.clone(),
+        bins: bins.clone(),
+        relay_cfg,
+        relay: None,
+        others: vec![],
+    };
+    say!(
+        "demo: work directory {} ({:?} flavour, {:?}, {}x)",
+        work.display(),
+        args.flavour,
+        args.variant,
+        args.speedup
+    );
+    procs.start_relay(relay_addr).await?;
+    say!("relay : listening on {relay_addr}");
+
+    // the vehicle: this same binary
+    let me = std::env::current_exe()?;
+    let home = format!("{},{},{}", HOME.0, HOME.1, HOME.2);
+    let speed = args.speedup.to_string();
+    let agent_udp = free_udp_port()?;
+    let peer = format!("127.0.0.1:{agent_udp}");
+    let mut vargs = vec![
+        "vehicle",
+        "--flavour",
+        if args.flavour == Flavour::Px4 {
+            "px4"
+        } else {
+            "ardupilot"
+        },
+        "--speedup",
+        &speed,
+        "--home",
+        &home,
+    ];
+    match args.flavour {
+        Flavour::Px4 => vargs.extend(["--bind", "127.0.0.1:0", "--peer", &peer]),
+        Flavour::ArduPilot => vargs.extend(["--listen", "127.0.0.1:0"]),
+    }
+    let mut vehicle = Command::new(&me)
+        .args(&vargs)
+        .stdout(Stdio::piped())
+        .stderr(procs.log("vehicle")?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the sim vehicle")?;
+    let ready = line_from(&mut vehicle, "ready ").await?;
+    let mavlink = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("mavlink="))
+        .context("vehicle address")?
+        .to_owned();
+    let connection = match args.flavour {
+        Flavour::Px4 => format!("udpin:{peer}"),
+        Flavour::ArduPilot => format!("tcpout:{mavlink}"),
+    };
+    say!("sim   : vehicle up ({ready})");
+    procs.others.push(vehicle);
+
+    let link = work.join("lockboard");
+    let ctl = work.join("lockboard.ctl");
+    let mut board = Command::new(&me)
+        .args(["lockboard", "--cells", "4", "--travel-ms", "300", "--link"])
+        .arg(&link)
+        .arg("--control")
+        .arg(&ctl)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(procs.log("lockboard")?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the sim lock board")?;
+    line_from(&mut board, "LOCKBOARD_PATH=").await?;
+    say!("sim   : lock board on {}", link.display());
+    procs.others.push(board);
+
+    let drone_cfg = work.join("drone-agent.toml");
+    std::fs::write(
+        &drone_cfg,
+        drone_config(
+            drone_id,
+            &drone_token,
+            relay_addr,
+            &connection,
+            &work.join("drone-state"),
+        ),
+    )?;
+    let locker_cfg = work.join("locker-agent.toml");
+    let http_port = free_tcp_port()?;
+    std::fs::write(
+        &locker_cfg,
+        locker_config(
+            locker_id,
+            &locker_token,
+            relay_addr,
+            &link,
+            http_port,
+            &work,
+        ),
+    )?;
+    let drone = procs.spawn(
+        "drone-agent",
+        &["run", "--config", &drone_cfg.to_string_lossy()],
+        "drone-agent",
+    )?;
+    procs.others.push(drone);
+    let locker = procs.spawn(
+        "locker-agent",
+        &["run", "--config", &locker_cfg.to_string_lossy()],
+        "locker-agent",
+    )?;
+    let locker_slot = procs.others.len();
+    procs.others.push(locker);
+
+    let destination = (HOME.0 + args.distance_m / 111_320.0, HOME.1);
+    let scenario = Scenario {
+        relay: relay_addr,
+        backend_token,
+        drone_id,
+        locker_id,
+        destination,
+        aruco_id: 123,
+        camera_dir: work.join("camera"),
+        lockboard_control: ctl,
+        variant: args.variant,
+        step_timeout: Duration::from_secs_f64(args.step_timeout_s),
+    };
+    // the variants' disturbances run beside the script
+    let (hooks_tx, mut hooks) = tokio::sync::mpsc::unbounded_channel();
+    let variant = args.variant;
+    let script = tokio::spawn(backend::run(scenario, move |h| {
+        let _ = hooks_tx.send(h);
+    }));
+    tokio::pin!(script);
+    let report: Report = loop {
+        tokio::select! {
+            r = &mut script => break r.context("backend script panicked")?,
+            Some(h) = hooks.recv() => match (variant, h) {
+                (Variant::CloudDrop, Hook::DroneTookOff) => {
+                    say!("demo  : the relay goes down (cloud link lost mid-flight)");
+                    if let Some(mut r) = procs.relay.take() {
+                        let _ = r.kill().await;
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    procs.start_relay(relay_addr).await?;
+                    say!("demo  : the relay is back");
+                }
+                (Variant::LockerOffline, Hook::DroneCruising) => {
+                    say!("demo  : the locker loses power");
+                    let _ = procs.others[locker_slot].kill().await;
+                }
+                _ => {}
+            },
+        }
+    };
+
+    summary(&report, &args);
+    for mut c in procs.others.drain(..) {
+        let _ = c.kill().await;
+    }
+    if let Some(mut r) = procs.relay.take() {
+        let _ = r.kill().await;
+    }
+    if report.ok {
+        if let Some(t) = temp {
+            let _ = std::fs::remove_dir_all(t);
+        }
+    } else {
+        println!("logs and configs kept in {}", work.display());
+    }
+    Ok(report.ok)
+}
+
+fn summary(r: &Report, args: &DemoArgs) {
+    println!();
+    println!("──────── summary ────────");
+    let outcome = match args.variant {
+        Variant::LockerOffline => {
+            "as designed: the locker was offline, the drone flew the parcel home"
+        }
+        Variant::WrongQr => "delivered; the wrong code opened nothing",
+        Variant::QrTwice => "delivered; the code opened nothing the second time",
+        Variant::CloudDrop => "delivered through a relay outage",
+        Variant::Normal => "delivered and picked up",
+    };
+    println!(
+        "result      : {}",
+        if r.ok {
+            outcome.to_owned()
+        } else {
+            format!("FAILED — {}", r.failure.clone().unwrap_or_default())
+        }
+    );
+    println!(
+        "variant     : {:?} ({:?} flavour, sim {}x real time)",
+        args.variant, args.flavour, args.speedup
+    );
+    println!("wall time   : {:.1} s", r.duration.as_secs_f64());
+    println!("flown       : {:.0} m (telemetry track)", r.distance_m);
+    if let Some(b) = r.min_battery {
+        println!("battery min : {b:.1} %");
+    }
+    if let Some(c) = r.cell_id {
+        println!("cell        : {c}");
+    }
+    let drone: Vec<String> = r
+        .events
+        .iter()
+        .filter(|e| e.0 == protocol::ws::PeerKind::Drone)
+        .map(|e| format!("{:?}", e.1))
+        .collect();
+    let locker: Vec<String> = r
+        .events
+        .iter()
+        .filter(|e| e.0 == protocol::ws::PeerKind::Locker)
+        .map(|e| format!("{:?}", e.1))
+        .collect();
+    println!("drone events: {}", drone.join(" → "));
+    println!("locker      : {}", locker.join(" → "));
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("skypost-demo-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn drone_config(
+    id: Uuid,
+    token: &str,
+    relay: SocketAddr,
+    connection: &str,
+    state: &Path,
+) -> String {
+    format!(
+        r#"[drone]
+id = "{id}"
+model = "SkyPost Q1 (sim)"
+state_dir = "{state}"
+
+[cloud]
+url = "ws://{relay}/ws/drone"
+token = "{token}"
+backoff_initial_s = 0.2
+backoff_max_s = 1.0
+event_resend_s = 2.0
+ping_interval_s = 2.0
+
+[flight_controller]
+connection = "{connection}"
+heartbeat_timeout_ms = 2000
+command_timeout_ms = 300
+
+[flight]
+cruise_alt_m = 20.0
+drop_alt_m = 4.0
+arrive_radius_m = 1.5
+
+[timeouts]
+drop_wait_s = 8.0
+auto_return_after_drop_s = 0
+approach_s = 30.0
+
+[telemetry]
+interval_s = 0.2
+
+[payload]
+kind = "gripper"
+"#,
+        state = state.display()
+    )
+}
+
+fn locker_config(
+    id: Uuid,
+    device_token: &str,
+    relay: SocketAddr,
+    board: &Path,
+    http_port: u16,
+    work: &Path,
+) -> String {
+    format!(
+        r#"locker_id = "{id}"
+state_dir = "{state}"
+
+[board]
+path = "{board}"
+cells = 4
+travel_timeout_s = 5.0
+poll_interval_s = 0.5
+
+[http]
+listen = "127.0.0.1:{http_port}"
+token = "{http_token}"
+
+[camera]
+fps = 10.0
+debounce_s = 2.0
+source = {{ kind = "directory", path = "{camera}" }}
+
+[display]
+kind = "terminal"
+path = "{screen}"
+ansi = false
+
+[cloud]
+url = "ws://{relay}/ws/locker"
+token = "{device_token}"
+backoff_initial_s = 0.2
+backoff_max_s = 1.0
+event_resend_s = 2.0
+ping_interval_s = 2.0
+"#,
+        state = work.join("locker-state").display(),
+        board = board.display(),
+        http_token = token(),
+        camera = work.join("camera").display(),
+        screen = work.join("screen.txt").display(),
+    )
+}
