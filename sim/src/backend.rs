@@ -56,6 +56,60 @@ pub enum Variant {
     QrTwice,
 }
 
+/// `sim backend`: the script on its own, against a relay and agents started elsewhere.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendArgs {
+    /// The relay's address (host:port of its WebSocket and HTTP listener).
+    #[arg(long)]
+    pub relay: SocketAddr,
+    /// The backend credential the relay expects.
+    #[arg(long)]
+    pub token: String,
+    #[arg(long)]
+    pub drone: Uuid,
+    #[arg(long)]
+    pub locker: Uuid,
+    /// The locker's position, `LAT,LON` in degrees.
+    #[arg(long)]
+    pub destination: String,
+    #[arg(long, default_value_t = 123)]
+    pub aruco_id: u32,
+    /// The locker camera's frame directory (the customer's code is written there).
+    #[arg(long)]
+    pub camera_dir: PathBuf,
+    /// The sim lock board's control socket (`sim lockboard --control`).
+    #[arg(long)]
+    pub lockboard_control: PathBuf,
+    #[arg(long, value_enum, default_value = "normal")]
+    pub variant: Variant,
+    #[arg(long, default_value_t = 60.0)]
+    pub step_timeout_s: f64,
+}
+
+/// Runs `sim backend`; `Ok(false)` if the delivery did not complete.
+pub async fn run_cli(args: BackendArgs) -> Result<bool, String> {
+    let (lat, lon) = args
+        .destination
+        .split_once(',')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+        .ok_or_else(|| format!("--destination {:?} is not LAT,LON", args.destination))?;
+    let scenario = Scenario {
+        relay: args.relay,
+        backend_token: args.token,
+        drone_id: args.drone,
+        locker_id: args.locker,
+        destination: (lat, lon),
+        aruco_id: args.aruco_id,
+        camera_dir: args.camera_dir,
+        lockboard_control: args.lockboard_control,
+        variant: args.variant,
+        step_timeout: Duration::from_secs_f64(args.step_timeout_s),
+    };
+    let report = run(scenario, |_| {}).await;
+    println!("{}", report.to_json());
+    Ok(report.ok)
+}
+
 /// Where things are.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -97,6 +151,27 @@ pub struct Report {
     pub min_battery: Option<f64>,
     /// Pickup attempts the locker refused (`qr_rejected`).
     pub qr_rejected: u32,
+}
+
+impl Report {
+    /// The report as JSON: what the whole-system tests read.
+    pub fn to_json(&self) -> serde_json::Value {
+        let events: Vec<serde_json::Value> = self
+            .events
+            .iter()
+            .map(|(src, ev, to)| serde_json::json!({"source": src, "event": ev, "to_state": to}))
+            .collect();
+        serde_json::json!({
+            "ok": self.ok,
+            "failure": self.failure,
+            "events": events,
+            "duration_s": self.duration.as_secs_f64(),
+            "distance_m": self.distance_m,
+            "cell_id": self.cell_id,
+            "min_battery": self.min_battery,
+            "qr_rejected": self.qr_rejected,
+        })
+    }
 }
 
 struct Conn {

@@ -25,6 +25,8 @@ enum Command {
     /// The whole delivery: relay, sim vehicle, sim lock board, both agents and the scripted
     /// backend, each a real process; exits non-zero if the delivery did not complete.
     Demo(sim::demo::DemoArgs),
+    /// The scripted backend alone, against a relay and agents started elsewhere.
+    Backend(sim::backend::BackendArgs),
 }
 
 #[tokio::main]
@@ -34,6 +36,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Vehicle(args) => sim::vehicle::cli::run(args).await,
         Command::Lockboard(args) => sim::lockboard::run(args).await,
+        Command::Backend(args) => match sim::backend::run_cli(args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
+            Err(e) => anyhow::bail!(e),
+        },
         Command::Demo(args) => {
             if sim::demo::run(args).await? {
                 Ok(())

@@ -1,0 +1,216 @@
+//! The whole delivery, every part a real process: PX4 and ArduPilot flavours, the cloud link
+//! dropped mid-flight, the locker offline on arrival, a wrong QR code, a QR code used twice.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// `target/<profile>/`, where cargo put the workspace's binaries.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>")
+        .to_owned();
+    for bin in ["sim", "relay", "drone-agent", "locker-agent"] {
+        assert!(
+            dir.join(bin).exists(),
+            "{} is missing: build the workspace binaries first (cargo build --workspace --bins)",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+/// Runs `sim demo` with `args`; returns its exit success, the JSON report and the output.
+fn demo(args: &[&str]) -> (bool, Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let work = dir.path().join("work");
+    let out = Command::new(bin_dir().join("sim"))
+        .arg("demo")
+        .args(args)
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .arg("--work-dir")
+        .arg(&work)
+        .arg("--report")
+        .arg(&report)
+        .args(["--step-timeout-s", "60"])
+        .output()
+        .expect("sim demo runs");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = std::fs::read(&report)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no report written; output:\n{text}\nlogs in {}",
+                work.display()
+            )
+        });
+    if !out.status.success() {
+        // keep the logs for whoever reads the failure
+        let logs: String = [
+            "relay",
+            "drone-agent",
+            "locker-agent",
+            "vehicle",
+            "lockboard",
+        ]
+        .iter()
+        .map(|l| {
+            format!(
+                "\n--- {l}.log (tail)\n{}",
+                tail(&work.join(format!("{l}.log")))
+            )
+        })
+        .collect();
+        return (false, json, text + &logs);
+    }
+    (true, json, text)
+}
+
+fn tail(path: &std::path::Path) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// The events from one source, in order.
+fn events(report: &Value, source: &str) -> Vec<String> {
+    report["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["source"] == source)
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `want` appears in `have` in this order (other events may come between).
+fn in_order(have: &[String], want: &[&str]) -> bool {
+    let mut it = have.iter();
+    want.iter().all(|w| it.any(|h| h == w))
+}
+
+const DRONE_HAPPY: &[&str] = &[
+    "task_assigned",
+    "took_off",
+    "arrived",
+    "drop_confirmed",
+    "return_command",
+    "arrived_base",
+    "ready",
+];
+const LOCKER_HAPPY: &[&str] = &[
+    "cell_opened",
+    "door_opened",
+    "door_closed",
+    "parcel_loaded",
+    "cell_opened",
+    "door_opened",
+    "door_closed",
+    "picked_up",
+];
+
+fn assert_delivered(args: &[&str]) -> Value {
+    let (ok, report, text) = demo(args);
+    assert!(ok && report["ok"] == true, "delivery failed:\n{text}");
+    let drone = events(&report, "drone");
+    let locker = events(&report, "locker");
+    assert!(
+        in_order(&drone, DRONE_HAPPY),
+        "drone events out of order: {drone:?}\n{text}"
+    );
+    assert!(
+        in_order(&locker, LOCKER_HAPPY),
+        "locker events out of order: {locker:?}\n{text}"
+    );
+    assert!(
+        report["cell_id"]
+            .as_u64()
+            .is_some_and(|c| (1..=4).contains(&c)),
+        "{report}"
+    );
+    assert!(
+        report["distance_m"].as_f64().unwrap() > 500.0,
+        "flew out and back: {report}"
+    );
+    report
+}
+
+#[test]
+fn px4_flavour() {
+    assert_delivered(&["--flavour", "px4"]);
+}
+
+#[test]
+fn ardupilot_flavour() {
+    assert_delivered(&["--flavour", "ardupilot"]);
+}
+
+#[test]
+fn cloud_link_dropped_mid_flight() {
+    let report = assert_delivered(&["--variant", "cloud-drop"]);
+    // every event still arrived once, in order, despite the outage
+    let drone = events(&report, "drone");
+    assert_eq!(
+        drone.iter().filter(|e| *e == "arrived").count(),
+        1,
+        "{drone:?}"
+    );
+}
+
+#[test]
+fn locker_offline_when_the_drone_arrives() {
+    let (ok, report, text) = demo(&["--variant", "locker-offline"]);
+    assert!(ok, "{text}");
+    let drone = events(&report, "drone");
+    assert!(
+        in_order(
+            &drone,
+            &["took_off", "arrived", "drop_timeout", "arrived_base"]
+        ),
+        "{drone:?}\n{text}"
+    );
+    assert!(
+        !drone.contains(&"drop_confirmed".to_owned()),
+        "nothing dropped: {drone:?}"
+    );
+    assert!(!events(&report, "locker").contains(&"cell_opened".to_owned()));
+}
+
+#[test]
+fn wrong_qr_code_opens_nothing() {
+    let report = assert_delivered(&["--variant", "wrong-qr"]);
+    let locker = events(&report, "locker");
+    assert!(
+        in_order(
+            &locker,
+            &["parcel_loaded", "qr_rejected", "cell_opened", "picked_up"]
+        ),
+        "{locker:?}"
+    );
+    assert_eq!(
+        locker.iter().filter(|e| *e == "cell_opened").count(),
+        2,
+        "{locker:?}"
+    );
+}
+
+#[test]
+fn qr_code_used_twice_opens_once() {
+    let report = assert_delivered(&["--variant", "qr-twice"]);
+    let locker = events(&report, "locker");
+    assert_eq!(
+        locker.iter().filter(|e| *e == "cell_opened").count(),
+        2,
+        "drop and one pickup only: {locker:?}"
+    );
+}
