@@ -131,6 +131,7 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
     if restored && machine.state() != protocol::ws::DroneState::Idle {
         warn!(state = ?machine.state(), "agent restarted in the middle of a delivery");
     }
+    let (fc_snapshots, cloud_status) = (fc.snapshot(), link.status());
     let (agent, internal) = Agent::new(
         cfg,
         fc,
@@ -140,6 +141,26 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
         commands,
         restored,
     );
+    // The technician's socket: a missing runtime directory is logged, never fatal to flying.
+    let socket = crate::technician::socket_path(&state_dir);
+    let technician = match crate::technician::bind(&socket) {
+        Ok(listener) => {
+            let sources = crate::technician::Sources {
+                view: agent.technician_view(),
+                fc: fc_snapshots,
+                cloud: cloud_status,
+            };
+            Some(tokio::spawn(crate::technician::serve(listener, sources)))
+        }
+        Err(e) => {
+            warn!(socket = %socket.display(), error = %e, "technician socket unavailable");
+            None
+        }
+    };
     agent.run(incoming, internal, shutdown).await;
+    if let Some(t) = technician {
+        t.abort();
+        let _ = std::fs::remove_file(&socket);
+    }
     Ok(())
 }

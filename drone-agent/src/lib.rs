@@ -8,6 +8,7 @@
 //! - [`commands`]: command ids already acted on (idempotency).
 //! - [`persist`]: the state file, written atomically on every transition.
 //! - [`config`]: the TOML config; [`app`]: wiring from config to a running agent.
+//! - [`technician`]: the Unix socket a technician's `drone-agent status` / `events` read.
 
 pub mod app;
 pub mod commands;
@@ -17,3 +18,4 @@ pub mod monitor;
 pub mod persist;
 pub mod report;
 pub mod runtime;
+pub mod technician;

@@ -31,6 +31,22 @@ enum Command {
     },
     /// Print the delivery state machine as a Mermaid diagram (generated from the transition table).
     Diagram,
+    /// Ask the running agent for its state, delivery, links, battery and last error.
+    Status {
+        /// One JSON object, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// The running agent's technician socket.
+        #[arg(long, default_value = drone_agent::technician::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// The running agent's recent events (transitions and refusals), oldest first.
+    Events {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = drone_agent::technician::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -53,12 +69,49 @@ fn main() -> ExitCode {
             action: ConfigAction::Check { file },
         } => load(&file).map(|_| println!("{}: ok", file.display())),
         Command::Run { config } => run(config),
+        Command::Status { json, socket } => return technician(&socket, "status", json),
+        Command::Events { json, socket } => return technician(&socket, "events", json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("drone-agent: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The technician's client commands. Exit codes: 0 answered, 3 agent not reachable (not
+/// running, or no permission on the socket), 4 a garbled exchange.
+fn technician(socket: &std::path::Path, what: &str, json: bool) -> ExitCode {
+    use drone_agent::technician::{self as tech, EventsReport, StatusReport};
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("drone-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shown = rt.block_on(tech::request(socket, what)).and_then(|v| {
+        if json {
+            return Ok(format!("{v}\n"));
+        }
+        Ok(match what {
+            "status" => tech::render_status(&serde_json::from_value::<StatusReport>(v)?),
+            _ => tech::render_events(&serde_json::from_value::<EventsReport>(v)?),
+        })
+    });
+    match shown {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("drone-agent: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -43,6 +43,8 @@ pub struct Agent<F: FlightController, P: PayloadRelease> {
     release_op: Option<JoinHandle<()>>,
     snap: FcSnapshot,
     restored: bool,
+    /// What the technician socket shows; only this task writes it.
+    view: watch::Sender<crate::technician::AgentView>,
 }
 
 impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
@@ -68,6 +70,10 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
         });
         let state_file = StateFile::new(&cfg.drone.state_dir);
         let snap = fc.snapshot().borrow().clone();
+        let view = watch::Sender::new(crate::technician::AgentView::new(
+            machine.state(),
+            machine.delivery().map(|d| d.delivery_id),
+        ));
         let agent = Self {
             cfg,
             fc,
@@ -83,12 +89,18 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
             release_op: None,
             snap,
             restored,
+            view,
         };
         (agent, internal_rx)
     }
 
     pub fn state(&self) -> DroneState {
         self.machine.state()
+    }
+
+    /// The state, delivery and recent events as the technician socket shows them.
+    pub fn technician_view(&self) -> watch::Receiver<crate::technician::AgentView> {
+        self.view.subscribe()
     }
 
     /// Runs until `shutdown` resolves. Saves state on the way out; lands nothing by itself.
@@ -273,6 +285,7 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
         } else {
             debug!(event = event.name(), state = ?self.machine.state(), "event handled");
         }
+        self.publish_view(&event, &outcome);
         // Flight and payload effects first: they only start tasks, and the autopilot should hear
         // about a pause before two fsyncs have run. Then the state file, then the reports, so a
         // reported transition is always one the state file already holds.
@@ -295,6 +308,26 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
             let _ = self.internal.send(Event::Recovered);
         }
         outcome
+    }
+
+    fn publish_view(&self, event: &Event, outcome: &Outcome) {
+        use crate::technician::RecentEvent;
+        let entry = match (&outcome.transition, &outcome.rejected) {
+            (Some((from, to)), _) => Some((format!("{from:?} -> {to:?}").to_uppercase(), false)),
+            (None, Some(why)) => Some((format!("refused: {why}"), true)),
+            (None, None) => None,
+        };
+        let (state, delivery) = (
+            self.machine.state(),
+            self.machine.delivery().map(|d| d.delivery_id),
+        );
+        self.view.send_modify(|v| {
+            v.state = state;
+            v.delivery_id = delivery;
+            if let Some((detail, error)) = entry {
+                v.record(RecentEvent::now(event.name(), detail), error);
+            }
+        });
     }
 
     fn save(&self) {

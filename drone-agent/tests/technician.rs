@@ -1,0 +1,118 @@
+//! The technician's commands against the real agent binary over its real Unix socket: `status`
+//! (text and `--json`), `events` after a refused command, the socket's permissions, and the exit
+//! code when no agent is listening.
+
+mod common;
+
+use common::*;
+use protocol::ws::CommandKind;
+use sim::vehicle::Flavour;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+fn cli(args: &[&str], socket: &Path) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_drone-agent"))
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_events_over_the_technician_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_vehicle, connection) = vehicle(Flavour::Px4).await;
+    let mut backend = Backend::start().await;
+    let cfg_path = dir.path().join("drone-agent.toml");
+    std::fs::write(
+        &cfg_path,
+        config_toml(&backend.url, &connection, &dir.path().join("state")),
+    )
+    .unwrap();
+    let runtime_dir = dir.path().join("run");
+    std::fs::create_dir(&runtime_dir).unwrap();
+    let socket = runtime_dir.join("technician.sock");
+
+    // No agent yet: exit code 3 and a hint, nothing on stdout.
+    let out = cli(&["status"], &socket);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the agent"));
+
+    // READY=1 on a stand-in for systemd's socket says the FC was reached.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let log_path = dir.path().join("agent.log");
+    let _agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_drone-agent"))
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        // as systemd sets it from RuntimeDirectory=
+        .env("RUNTIME_DIRECTORY", &runtime_dir)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("agent starts");
+    backend.registered().await;
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 512];
+        loop {
+            let n = notify
+                .recv(&mut buf)
+                .expect("a notification before the timeout");
+            if buf[..n].starts_with(b"READY=1") {
+                return;
+            }
+        }
+    });
+    ready.await.unwrap();
+
+    let out = cli(&["status", "--json"], &socket);
+    assert!(
+        out.status.success(),
+        "{out:?}\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["flight_controller"]["link"], "connected", "{status}");
+    assert_eq!(status["cloud"]["connected"], true, "{status}");
+    assert_eq!(status["state"], "IDLE");
+    assert!(status["delivery_id"].is_null());
+    assert_eq!(status["flight_controller"]["autopilot"], "Px4");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "group-only access to the socket");
+
+    // A command that makes no sense while IDLE is refused, and the technician sees why.
+    let cmd = backend.command(CommandKind::DropCargo);
+    backend.ack_for(cmd).await;
+    let out = cli(&["events", "--json"], &socket);
+    assert!(out.status.success(), "{out:?}");
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let last = events["events"]
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert!(
+        last["detail"].as_str().unwrap().starts_with("refused: "),
+        "{events}"
+    );
+
+    let out = cli(&["status"], &socket);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("state             IDLE"), "{text}");
+    assert!(text.contains("flight controller connected (Px4"), "{text}");
+    assert!(text.contains("last error        "), "{text}");
+    assert!(!text.contains('\u{1b}'), "no colour codes: {text}");
+
+    let out = cli(&["events"], &socket);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("refused: "), "{text}");
+}
