@@ -41,6 +41,9 @@ pub struct DemoArgs {
     /// Longest wait for any one step, seconds.
     #[arg(long, default_value_t = 60.0)]
     pub step_timeout_s: f64,
+    /// Also write the report as JSON here (for the whole-system tests).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 const HOME: (f64, f64, f64) = (47.397742, 8.545594, 488.0);
@@ -362,6 +365,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     };
 
     summary(&report, &args);
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report.to_json())?)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    }
     for mut c in procs.others.drain(..) {
         let _ = c.kill().await;
     }
