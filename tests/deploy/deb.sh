@@ -66,7 +66,7 @@ for row in "${packages[@]}"; do
     ctl="$work/$pkg-control"
     dpkg-deb -x "$deb" "$root"
     dpkg-deb -e "$deb" "$ctl"
-    unit="$(find "$root/lib/systemd/system" "$root/usr/lib/systemd/system" -name "$pkg.service" 2>/dev/null | head -n 1)"
+    unit="$(find "$root/lib/systemd/system" "$root/usr/lib/systemd/system" -name "$pkg.service" 2>/dev/null | head -n 1 || true)"
     check "$pkg: unit in the systemd unit directory" test -n "$unit"
     check "$pkg: the unit is the one in systemd/" cmp -s "$unit" "systemd/$pkg.service"
     check "$pkg: /usr/bin/$crate executable" test -x "$root/usr/bin/$crate"
@@ -76,7 +76,8 @@ for row in "${packages[@]}"; do
     check "$pkg: README.Debian" test -f "$root/usr/share/doc/$pkg/README.Debian"
     check "$pkg: postinst creates the user" grep -q "adduser --system" "$ctl/postinst"
     check "$pkg: postinst enables the unit" grep -q "deb-systemd-helper enable" "$ctl/postinst"
-    check "$pkg: postinst starts nothing" sh -c "! grep -Eq 'deb-systemd-invoke (start|restart) |systemctl (--no-block )?start' '$ctl/postinst'"
+    # (its echo lines tell the technician to start it; no command line may do so)
+    check "$pkg: postinst starts nothing" sh -c "! grep -v '^[[:space:]]*echo' '$ctl/postinst' | grep -Eq 'deb-systemd-invoke (start|restart) |systemctl (--no-block )?start'"
     check "$pkg: maintainer scripts parse" sh -n "$ctl/postinst"
 
     # The packaged binary and example config, run for real (only when built for this machine).
@@ -109,7 +110,7 @@ for row in "${packages[@]}"; do
         check "$pkg: unit enabled (multi-user.target.wants link)" test -L "$chroot_dir/etc/systemd/system/multi-user.target.wants/$pkg.service"
         check "$pkg: postinst told the technician what to do next" grep -q "config check" "$work/$pkg.dpkg.log"
         check "$pkg: nothing tried to start it" sh -c "! grep -qi 'invoke-rc.d\\|policy-rc.d denied' '$work/$pkg.dpkg.log'"
-        check "$pkg: dpkg -r keeps the conffile, purge removes the state dir" sh -c "chroot '$chroot_dir' dpkg --purge '$pkg' && ! test -e '$chroot_dir$state'"
+        check "$pkg: purge removes the state dir" sh -c "chroot '$chroot_dir' dpkg --purge '$pkg' && ! test -e '$chroot_dir$state'"
         rm -f "$chroot_dir/tmp/$name"
     fi
 done
