@@ -35,7 +35,9 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Multi-threaded: the simulated board keeps answering while this thread samples /proc.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
@@ -51,7 +53,6 @@ fn main() {
             })
         })
         .expect("sim board");
-    // The board task runs on this runtime: drive it on a thread for the whole bench.
     let cfg = dir.path().join("locker.toml");
     std::fs::write(
         &cfg,
@@ -91,19 +92,22 @@ source = {{ kind = "directory", path = "{frames}" }}
         let c0 = cpu_ticks(pid);
         let mut peak_rss = 0;
         while t0.elapsed() < Duration::from_secs(6) {
-            rt.block_on(tokio::time::sleep(Duration::from_millis(200)));
+            std::thread::sleep(Duration::from_millis(200));
             peak_rss = peak_rss.max(status_kib(pid, "VmRSS:"));
         }
         let cpu = (cpu_ticks(pid) - c0) as f64 / hz / t0.elapsed().as_secs_f64() * 100.0;
+        let mib = |k: u64| k as f64 / 1024.0;
         println!(
-            "| {label} | {:.1} MiB | {:.1} MiB | {cpu:.1} % |",
-            peak_rss as f64 / 1024.0,
-            status_kib(pid, "VmHWM:") as f64 / 1024.0
+            "| {label} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB | {cpu:.1} % |",
+            mib(peak_rss),
+            mib(status_kib(pid, "VmHWM:")),
+            mib(status_kib(pid, "RssAnon:")),
+            mib(status_kib(pid, "RssFile:")),
         );
     };
-    rt.block_on(tokio::time::sleep(Duration::from_secs(2)));
+    std::thread::sleep(Duration::from_secs(2));
     println!("# locker-agent resident memory, camera at 10 fps on 640x480 frames");
-    println!("| scene | RSS (max sampled) | VmHWM (peak so far) | CPU (one core = 100 %) |\n|---|---|---|---|");
+    println!("| scene | RSS (max sampled) | VmHWM (peak) | RssAnon (heap, stacks) | RssFile (mapped code, shared libraries) | CPU (one core = 100 %) |\n|---|---|---|---|---|---|");
     measure("empty scene");
     qrgen::frame_with_code("SKYPOST-ORDER-0001-7f3a9c", 4)
         .save(frames.join("code.png"))
