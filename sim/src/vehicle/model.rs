@@ -44,6 +44,10 @@ pub struct Params {
     pub auto_disarm_s: f64,
     /// Sim seconds a PX4 payload deliverer takes to open/close.
     pub px4_gripper_s: f64,
+    /// GPS error, metres north and east: the autopilot believes it is this far from where it is
+    /// (telemetry reports, and commands are flown, in that shifted frame; [`View`] stays true).
+    /// What a precision landing on the marker has to correct.
+    pub gps_offset_ne_m: (f64, f64),
 }
 
 impl Params {
@@ -63,6 +67,7 @@ impl Params {
                 drain_idle_pct_s: 0.002,
                 auto_disarm_s: 10.0,
                 px4_gripper_s: 1.0,
+                gps_offset_ne_m: (0.0, 0.0),
             },
             Flavour::ArduPilot => Params {
                 max_horizontal_mps: 10.0,
@@ -78,6 +83,7 @@ impl Params {
                 drain_idle_pct_s: 0.002,
                 auto_disarm_s: 10.0,
                 px4_gripper_s: 1.0,
+                gps_offset_ne_m: (0.0, 0.0),
             },
         }
     }
@@ -205,6 +211,9 @@ pub struct View {
     pub lat_deg: f64,
     pub lon_deg: f64,
     pub alt_rel_m: f64,
+    /// True position (without [`Params::gps_offset_ne_m`]) and heading, degrees from north: where
+    /// the downward camera looks (`sim::camera`).
+    pub heading_deg: f64,
     pub on_ground: bool,
     pub battery_pct: f64,
     pub gps_fix: bool,
@@ -360,16 +369,24 @@ impl Model {
 
     // ---- geometry
 
+    /// Where the autopilot believes a local point is (true position plus the GPS error).
     fn latlon_of(&self, north: f64, east: f64) -> (f64, f64) {
+        let (o_n, o_e) = self.p.gps_offset_ne_m;
+        self.true_latlon_of(north + o_n, east + o_e)
+    }
+
+    fn true_latlon_of(&self, north: f64, east: f64) -> (f64, f64) {
         let lat = self.home.0 + (north / EARTH_R).to_degrees();
         let lon = self.home.1 + (east / (EARTH_R * self.home.0.to_radians().cos())).to_degrees();
         (lat, lon)
     }
 
+    /// The local point the autopilot flies to for a commanded position (undoes the GPS error).
     fn local_of(&self, lat: f64, lon: f64) -> (f64, f64) {
         let north = (lat - self.home.0).to_radians() * EARTH_R;
         let east = (lon - self.home.1).to_radians() * EARTH_R * self.home.0.to_radians().cos();
-        (north, east)
+        let (o_n, o_e) = self.p.gps_offset_ne_m;
+        (north - o_n, east - o_e)
     }
 
     fn gps_ok(&self) -> bool {
@@ -385,7 +402,7 @@ impl Model {
     }
 
     pub fn view(&self) -> View {
-        let (lat, lon) = self.latlon_of(self.pos[0], self.pos[1]);
+        let (lat, lon) = self.true_latlon_of(self.pos[0], self.pos[1]);
         View {
             t_s: self.t,
             armed: self.armed,
@@ -393,6 +410,7 @@ impl Model {
             lat_deg: lat,
             lon_deg: lon,
             alt_rel_m: self.pos[2],
+            heading_deg: self.heading_deg,
             on_ground: self.on_ground(),
             battery_pct: self.battery,
             gps_fix: self.gps_ok(),
@@ -1182,9 +1200,11 @@ impl Model {
     }
 
     fn home_position(&self) -> MavMessage {
+        // home as the autopilot believes it (shifted by any GPS error, like everything it reports)
+        let (lat, lon) = self.latlon_of(0.0, 0.0);
         MavMessage::HOME_POSITION(apm::HOME_POSITION_DATA {
-            latitude: (self.home.0 * 1e7).round() as i32,
-            longitude: (self.home.1 * 1e7).round() as i32,
+            latitude: (lat * 1e7).round() as i32,
+            longitude: (lon * 1e7).round() as i32,
             altitude: (self.home.2 * 1e3).round() as i32,
             q: [1.0, 0.0, 0.0, 0.0],
             ..Default::default()
