@@ -509,6 +509,10 @@ impl<B: LockBoard> Locker<B> {
     async fn reconcile(&self, status: &[CellStatus], epoch: u64) {
         for cs in status {
             let number = cs.cell.get();
+            // The cell as recorded, read *before* the checks below: if no command finished since
+            // the STATUS was asked for and none is in flight now, this record and that STATUS
+            // describe the same moment.
+            let cell = self.store().by_number(number).cloned();
             {
                 // Both checked under the in-flight lock, which `flight` holds while it ends a
                 // command and bumps the epoch: no command can finish between the two checks.
@@ -527,7 +531,6 @@ impl<B: LockBoard> Locker<B> {
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&number);
             }
-            let cell = self.store().by_number(number).cloned();
             let uuid = cell.as_ref().map(|c| c.cell_uuid);
             let session = cell.and_then(|c| c.session);
             match (session, cs.door, cs.bolt) {

@@ -405,18 +405,30 @@ async fn a_door_nobody_opens_is_locked_again() {
         link: dir.path().join("lockboard"),
     })
     .unwrap();
-    let h = Harness::start_on(dir, board).await;
-    let a = Uuid::new_v4();
-    h.sync(&[(a, 1)]).await;
-    // The harness's open timeout is 30 s: instead, the backend closes it through the API, which
-    // abandons a session whose door never opened and leaves the cell empty.
+    let mut settings = common::settings();
+    settings.open_timeout = std::time::Duration::from_millis(300);
+    let h = Harness::start_with(dir, board, settings).await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    h.sync(&[(a, 1), (b, 2)]).await;
+
+    // Nobody comes: after the open timeout the bolt is locked again and the drop abandoned.
     let (s, _) = h.open(a, Some(Uuid::new_v4())).await;
     assert_eq!(s, 200);
+    let ev = h.backend.wait_event(EventType::CellClosed, 1).await;
+    assert_eq!(ev.reason.as_deref(), Some("door was not opened in time"));
+    h.wait_board("bolt 1 locked", |s| s.bolt(1) == Some(BoltState::Locked))
+        .await;
+    let c = h.locker.cells()[0].clone();
+    assert!(c.session.is_none() && matches!(c.contents, Contents::Empty));
+
+    // The backend may also close it itself: a session whose door never opened is abandoned.
+    let (s, _) = h.open(b, Some(Uuid::new_v4())).await;
+    assert_eq!(s, 200);
     let (s, v) = h
-        .post("/api/cells/close", &format!(r#"{{"cell_uuid":"{a}"}}"#))
+        .post("/api/cells/close", &format!(r#"{{"cell_uuid":"{b}"}}"#))
         .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(h.board.snapshot().bolt(1), Some(BoltState::Locked));
-    let c = &h.locker.cells()[0];
+    assert_eq!(h.board.snapshot().bolt(2), Some(BoltState::Locked));
+    let c = h.locker.cells()[1].clone();
     assert!(c.session.is_none() && matches!(c.contents, Contents::Empty));
 }

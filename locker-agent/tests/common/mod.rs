@@ -189,6 +189,14 @@ impl Harness {
 
     /// A locker agent on an existing state dir and board (used to "restart" the agent).
     pub async fn start_on(dir: tempfile::TempDir, board: SimBoard) -> Harness {
+        Self::start_with(dir, board, settings()).await
+    }
+
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        board: SimBoard,
+        settings: Settings,
+    ) -> Harness {
         // RUST_LOG=debug shows the agent's and the board's logs for a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -216,7 +224,7 @@ impl Harness {
         let locker = Arc::new(Locker::new(
             serial,
             store,
-            settings(),
+            settings,
             uplink.clone(),
             Some(validator.clone() as Arc<dyn QrValidator>),
             display,
