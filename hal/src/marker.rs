@@ -226,7 +226,15 @@ mod cv {
                 Dictionary::Dict6x6_50 => aruco::PREDEFINED_DICTIONARY_NAME::DICT_6X6_50,
             };
             let dict = aruco::get_predefined_dictionary(which).map_err(err)?;
-            let params = aruco::DetectorParameters::create().map_err(err)?;
+            let mut params = aruco::DetectorParameters::create().map_err(err)?;
+            // Two adaptive-threshold passes (7 and 17 px windows) instead of OpenCV's three (3, 13,
+            // 23): the 3 px pass finds nothing a downward camera needs and costs a third of
+            // the time. Markers smaller than 5 % of the frame's perimeter are ignored: below
+            // about 8 px a side the id does not decode reliably anyway.
+            params.set_adaptive_thresh_win_size_min(7);
+            params.set_adaptive_thresh_win_size_max(17);
+            params.set_adaptive_thresh_win_size_step(10);
+            params.set_min_marker_perimeter_rate(0.05);
             Ok(Self {
                 cfg: cfg.clone(),
                 dict,
