@@ -6,6 +6,8 @@
 //! - [`runtime`]: runs effects against the flight controller, the payload and the cloud.
 //! - [`report`]: what the drone tells the cloud (register, telemetry, events).
 //! - [`commands`]: command ids already acted on (idempotency).
+//! - [`precision`]: precision approach over the locker's ArUco marker (decisions and
+//!   `LANDING_TARGET`; not yet wired into the runtime).
 //! - [`persist`]: the state file, written atomically on every transition.
 //! - [`config`]: the TOML config; [`app`]: wiring from config to a running agent.
 //! - [`technician`]: the Unix socket a technician's `drone-agent status` / `events` read.
@@ -16,6 +18,7 @@ pub mod config;
 pub mod machine;
 pub mod monitor;
 pub mod persist;
+pub mod precision;
 pub mod report;
 pub mod runtime;
 pub mod technician;

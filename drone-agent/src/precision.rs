@@ -1,0 +1,394 @@
+//! Precision approach over the locker: from marker detections to corrections and a verdict.
+//!
+//! GPS puts the drone metres off the drop hatch; the locker's ArUco marker (the task's
+//! `aruco_id`) says where the hatch really is. [`Approach`] is the pure decision part: it takes
+//! each frame's detections (`hal::marker`), the position the autopilot reports and its heading,
+//! and answers with a [`Decision`]: steer to a corrected point (the runtime sends it as a `goto`),
+//! hold on, centred (the machine may take `arrived`), or failed with a reason (the machine's
+//! `ApproachFailed` → `retry_navigation`). [`landing_target`] turns a detection into the MAVLink
+//! `LANDING_TARGET` the autopilot's own precision landing uses (PX4 `PLD_*`, ArduPilot `PLND_*`;
+//! see `docs/precision-landing.md`).
+//!
+//! Descent policy: hold altitude while the marker is off by more than `descend_within` of the
+//! height (a wide correction at low height would lose the marker out of the frame), otherwise come
+//! down by at most `descent_step_m` per correction, never below the drop height. Centred means
+//! within `centre_tolerance_m` and `alt_tolerance_m` of the drop height for `settle_frames`
+//! frames in a row.
+//!
+//! Status: not yet wired into `runtime.rs` / `app.rs` (no `[precision]` config section yet): the
+//! GPS-only approach is what flies today.
+
+use hal::flight::{GeoPoint, LandingTarget};
+use hal::marker::{Intrinsics, MarkerDetection};
+use serde::Deserialize;
+use std::time::SystemTime;
+
+const EARTH_R: f64 = 6_371_000.0;
+
+/// `[precision]` in the agent's TOML (when wired).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrecisionConfig {
+    /// Horizontal distance from the marker centre that counts as centred, metres.
+    #[serde(default = "default_centre_tolerance")]
+    pub centre_tolerance_m: f64,
+    /// Altitude error from the drop height that counts as there, metres.
+    #[serde(default = "default_alt_tolerance")]
+    pub alt_tolerance_m: f64,
+    /// The task's marker must be seen within this long after the approach starts, seconds.
+    #[serde(default = "default_acquire")]
+    pub acquire_timeout_s: f64,
+    /// Once seen, the marker may be out of sight this long before the approach fails, seconds.
+    #[serde(default = "default_lost")]
+    pub lost_timeout_s: f64,
+    /// Largest altitude step per correction, metres.
+    #[serde(default = "default_step")]
+    pub descent_step_m: f64,
+    /// Descend only while the offset is under this fraction of the height.
+    #[serde(default = "default_descend_within")]
+    pub descend_within: f64,
+    /// Consecutive centred frames before reporting centred.
+    #[serde(default = "default_settle")]
+    pub settle_frames: u32,
+}
+
+fn default_centre_tolerance() -> f64 {
+    0.3
+}
+fn default_alt_tolerance() -> f64 {
+    0.5
+}
+fn default_acquire() -> f64 {
+    15.0
+}
+fn default_lost() -> f64 {
+    3.0
+}
+fn default_step() -> f64 {
+    1.0
+}
+fn default_descend_within() -> f64 {
+    0.15
+}
+fn default_settle() -> u32 {
+    3
+}
+
+impl Default for PrecisionConfig {
+    fn default() -> Self {
+        Self {
+            centre_tolerance_m: default_centre_tolerance(),
+            alt_tolerance_m: default_alt_tolerance(),
+            acquire_timeout_s: default_acquire(),
+            lost_timeout_s: default_lost(),
+            descent_step_m: default_step(),
+            descend_within: default_descend_within(),
+            settle_frames: default_settle(),
+        }
+    }
+}
+
+impl daemon::config::Validate for PrecisionConfig {
+    fn validate(&self, v: &mut daemon::config::Validator) {
+        v.range("centre_tolerance_m", self.centre_tolerance_m, 0.02, 5.0);
+        v.range("alt_tolerance_m", self.alt_tolerance_m, 0.05, 5.0);
+        v.range("acquire_timeout_s", self.acquire_timeout_s, 1.0, 600.0);
+        v.range("lost_timeout_s", self.lost_timeout_s, 0.2, 60.0);
+        v.range("descent_step_m", self.descent_step_m, 0.1, 10.0);
+        v.range("descend_within", self.descend_within, 0.01, 1.0);
+        v.range("settle_frames", self.settle_frames, 1, 100);
+    }
+}
+
+/// Why a precision approach gave up (the reason in `ApproachFailed`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApproachFailure {
+    #[error("marker {want} not seen within {after_s:.1} s")]
+    NotSeen { want: u32, after_s: f64 },
+    #[error("marker {want} not seen within {after_s:.1} s; saw ids {seen:?} instead")]
+    WrongMarker {
+        want: u32,
+        seen: Vec<u32>,
+        after_s: f64,
+    },
+    #[error("marker {want} lost for {for_s:.1} s")]
+    Lost { want: u32, for_s: f64 },
+}
+
+/// What to do after a frame or a tick.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Nothing new: keep going.
+    Wait,
+    /// Fly to this point (in the autopilot's frame: reported position plus the seen offset).
+    Steer(GeoPoint),
+    /// Hovering centred at the drop height.
+    Centred,
+    Failed(ApproachFailure),
+}
+
+/// One precision approach, from the start of the descent over the destination.
+#[derive(Debug)]
+pub struct Approach {
+    cfg: PrecisionConfig,
+    want: u32,
+    drop_alt_m: f64,
+    started_s: f64,
+    last_seen_s: Option<f64>,
+    others: Vec<u32>,
+    settled: u32,
+    done: bool,
+}
+
+impl Approach {
+    pub fn new(cfg: PrecisionConfig, aruco_id: u32, drop_alt_m: f64, now_s: f64) -> Self {
+        Self {
+            cfg,
+            want: aruco_id,
+            drop_alt_m,
+            started_s: now_s,
+            last_seen_s: None,
+            others: Vec::new(),
+            settled: 0,
+            done: false,
+        }
+    }
+
+    /// Timeouts, checked whether or not frames arrive (a dead camera must still end the approach).
+    pub fn tick(&mut self, now_s: f64) -> Decision {
+        if self.done {
+            return Decision::Wait;
+        }
+        let failure = match self.last_seen_s {
+            None if now_s - self.started_s >= self.cfg.acquire_timeout_s => {
+                let after_s = now_s - self.started_s;
+                Some(if self.others.is_empty() {
+                    ApproachFailure::NotSeen {
+                        want: self.want,
+                        after_s,
+                    }
+                } else {
+                    ApproachFailure::WrongMarker {
+                        want: self.want,
+                        seen: self.others.clone(),
+                        after_s,
+                    }
+                })
+            }
+            Some(seen) if now_s - seen >= self.cfg.lost_timeout_s => Some(ApproachFailure::Lost {
+                want: self.want,
+                for_s: now_s - seen,
+            }),
+            _ => None,
+        };
+        match failure {
+            Some(f) => {
+                self.done = true;
+                Decision::Failed(f)
+            }
+            None => Decision::Wait,
+        }
+    }
+
+    /// One frame's detections with the autopilot's position and heading at capture.
+    pub fn frame(
+        &mut self,
+        now_s: f64,
+        detections: &[MarkerDetection],
+        at: GeoPoint,
+        heading_deg: f64,
+    ) -> Decision {
+        if self.done {
+            return Decision::Wait;
+        }
+        let Some(m) = detections.iter().find(|d| d.id == self.want) else {
+            for d in detections {
+                if !self.others.contains(&d.id) {
+                    self.others.push(d.id);
+                }
+            }
+            self.settled = 0;
+            return self.tick(now_s);
+        };
+        self.last_seen_s = Some(now_s);
+        let g = m.target;
+        let offset = g.horizontal_offset_m();
+        let height = at.alt_rel_m.max(0.1);
+        let at_drop = (at.alt_rel_m - self.drop_alt_m).abs() <= self.cfg.alt_tolerance_m;
+        if offset <= self.cfg.centre_tolerance_m && at_drop {
+            self.settled += 1;
+            if self.settled >= self.cfg.settle_frames {
+                self.done = true;
+                return Decision::Centred;
+            }
+        } else {
+            self.settled = 0;
+        }
+        // body forward/right → north/east
+        let (s, c) = heading_deg.to_radians().sin_cos();
+        let north = g.forward_m * c - g.right_m * s;
+        let east = g.forward_m * s + g.right_m * c;
+        let alt = if offset <= self.cfg.descend_within * height
+            || offset <= self.cfg.centre_tolerance_m
+        {
+            (at.alt_rel_m - self.cfg.descent_step_m).max(self.drop_alt_m)
+        } else {
+            at.alt_rel_m
+        };
+        Decision::Steer(GeoPoint {
+            lat_deg: at.lat_deg + (north / EARTH_R).to_degrees(),
+            lon_deg: at.lon_deg + (east / (EARTH_R * at.lat_deg.to_radians().cos())).to_degrees(),
+            alt_rel_m: alt,
+        })
+    }
+}
+
+/// The `LANDING_TARGET` for a detection (angles in the camera frame the autopilot expects).
+pub fn landing_target(
+    m: &MarkerDetection,
+    intr: &Intrinsics,
+    captured_at: SystemTime,
+) -> LandingTarget {
+    let g = m.target;
+    LandingTarget {
+        target_num: u8::try_from(m.id).unwrap_or(u8::MAX),
+        angle_x_rad: g.angle_x as f32,
+        angle_y_rad: g.angle_y as f32,
+        distance_m: g.distance_m.is_finite().then_some(g.distance_m as f32),
+        size_x_rad: (g.size_px / intr.fx) as f32,
+        size_y_rad: (g.size_px / intr.fy) as f32,
+        captured_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hal::marker::TargetGeometry;
+
+    fn det(id: u32, forward_m: f64, right_m: f64, down_m: f64) -> MarkerDetection {
+        MarkerDetection {
+            id,
+            corners: [(0.0, 0.0); 4],
+            target: TargetGeometry {
+                angle_x: (right_m / down_m).atan(),
+                angle_y: (-forward_m / down_m).atan(),
+                distance_m: down_m,
+                forward_m,
+                right_m,
+                down_m,
+                size_px: 40.0,
+            },
+        }
+    }
+
+    fn at(alt: f64) -> GeoPoint {
+        GeoPoint {
+            lat_deg: 47.0,
+            lon_deg: 8.0,
+            alt_rel_m: alt,
+        }
+    }
+
+    fn ne(from: &GeoPoint, to: &GeoPoint) -> (f64, f64) {
+        (
+            (to.lat_deg - from.lat_deg).to_radians() * EARTH_R,
+            (to.lon_deg - from.lon_deg).to_radians() * EARTH_R * from.lat_deg.to_radians().cos(),
+        )
+    }
+
+    #[test]
+    fn a_far_marker_is_steered_to_without_descending() {
+        let mut a = Approach::new(PrecisionConfig::default(), 7, 3.0, 0.0);
+        // facing east, marker 3 m ahead: 3 m east
+        let d = a.frame(1.0, &[det(7, 3.0, 0.0, 10.0)], at(10.0), 90.0);
+        let Decision::Steer(p) = d else {
+            panic!("{d:?}")
+        };
+        let (n, e) = ne(&at(10.0), &p);
+        assert!(n.abs() < 0.01 && (e - 3.0).abs() < 0.01, "{n} {e}");
+        assert_eq!(p.alt_rel_m, 10.0);
+    }
+
+    #[test]
+    fn a_near_marker_brings_it_down_to_the_drop_height_then_centred() {
+        let mut a = Approach::new(PrecisionConfig::default(), 7, 3.0, 0.0);
+        let d = a.frame(1.0, &[det(7, 0.2, -0.1, 5.0)], at(5.0), 0.0);
+        let Decision::Steer(p) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(p.alt_rel_m, 4.0);
+        let d = a.frame(2.0, &[det(7, 0.0, 0.1, 4.0)], at(4.0), 0.0);
+        assert!(matches!(d, Decision::Steer(p) if p.alt_rel_m == 3.0));
+        // three centred frames at the drop height
+        assert!(matches!(
+            a.frame(3.0, &[det(7, 0.1, 0.0, 3.0)], at(3.0), 0.0),
+            Decision::Steer(_)
+        ));
+        assert!(matches!(
+            a.frame(3.1, &[det(7, 0.1, 0.0, 3.0)], at(3.0), 0.0),
+            Decision::Steer(_)
+        ));
+        assert_eq!(
+            a.frame(3.2, &[det(7, 0.1, 0.0, 3.0)], at(3.0), 0.0),
+            Decision::Centred
+        );
+    }
+
+    #[test]
+    fn wrong_marker_then_timeout_fails_naming_what_was_seen() {
+        let mut a = Approach::new(PrecisionConfig::default(), 7, 3.0, 0.0);
+        assert_eq!(
+            a.frame(1.0, &[det(9, 0.0, 0.0, 5.0)], at(5.0), 0.0),
+            Decision::Wait
+        );
+        let d = a.tick(15.0);
+        assert_eq!(
+            d,
+            Decision::Failed(ApproachFailure::WrongMarker {
+                want: 7,
+                seen: vec![9],
+                after_s: 15.0
+            })
+        );
+        assert_eq!(a.tick(16.0), Decision::Wait, "fails once");
+    }
+
+    #[test]
+    fn hidden_marker_and_lost_marker_fail() {
+        let mut a = Approach::new(PrecisionConfig::default(), 7, 3.0, 0.0);
+        assert_eq!(a.tick(14.9), Decision::Wait);
+        assert!(matches!(
+            a.tick(15.0),
+            Decision::Failed(ApproachFailure::NotSeen { want: 7, .. })
+        ));
+        let mut a = Approach::new(PrecisionConfig::default(), 7, 3.0, 0.0);
+        a.frame(1.0, &[det(7, 1.0, 0.0, 5.0)], at(5.0), 0.0);
+        assert_eq!(a.tick(3.9), Decision::Wait);
+        assert!(matches!(
+            a.tick(4.0),
+            Decision::Failed(ApproachFailure::Lost { want: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn landing_target_carries_id_angles_distance() {
+        let intr = Intrinsics::from_hfov(90.0, 640, 480);
+        let lt = landing_target(&det(7, 0.0, 1.0, 1.0), &intr, SystemTime::UNIX_EPOCH);
+        assert_eq!(lt.target_num, 7);
+        assert!((lt.angle_x_rad - std::f32::consts::FRAC_PI_4).abs() < 1e-6);
+        assert_eq!(lt.distance_m, Some(1.0));
+        assert!((lt.size_x_rad - 0.125).abs() < 1e-6);
+    }
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let origin = std::path::Path::new("precision.toml");
+        let cfg: PrecisionConfig =
+            daemon::config::parse("centre_tolerance_m = 0.2\n", origin).unwrap();
+        assert_eq!(cfg.centre_tolerance_m, 0.2);
+        assert_eq!(cfg.settle_frames, 3);
+        assert!(daemon::config::parse::<PrecisionConfig>("nope = 1\n", origin).is_err());
+        assert!(daemon::config::parse::<PrecisionConfig>("settle_frames = 0\n", origin).is_err());
+    }
+}
