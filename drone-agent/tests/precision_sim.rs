@@ -32,7 +32,21 @@ fn ne(lat0: f64, lon0: f64, lat: f64, lon: f64) -> (f64, f64) {
     )
 }
 
+/// How an approach ended.
+enum End {
+    Centred,
+    Failed(drone_agent::precision::ApproachFailure),
+}
+
 async fn centres_from(gps_error_ne: (f64, f64), id: u32) {
+    match fly(gps_error_ne, Some(id), id).await {
+        End::Centred => {}
+        End::Failed(f) => panic!("approach failed: {f}"),
+    }
+}
+
+/// Flies over a locker showing `shown` (None: no marker) and approaches looking for `want`.
+async fn fly(gps_error_ne: (f64, f64), shown: Option<u32>, id: u32) -> End {
     let mut vc = VehicleConfig::standard(Flavour::ArduPilot);
     // slow enough that the debug-built renderer gives several frames per sim second
     vc.speedup = 2.0;
@@ -53,7 +67,7 @@ async fn centres_from(gps_error_ne: (f64, f64), id: u32) {
     let scene = Scene {
         marker_lat: m_lat,
         marker_lon: m_lon,
-        marker_id: Some(id),
+        marker_id: shown,
         marker_size_m: 0.4,
     };
     let cam = CameraModel {
@@ -135,8 +149,11 @@ async fn centres_from(gps_error_ne: (f64, f64), id: u32) {
         match approach.frame(v.t_s, &found, at, heading) {
             Decision::Steer(to) => fc.goto(to).await.unwrap(),
             Decision::Centred => break,
-            Decision::Failed(f) => panic!("approach failed: {f}"),
+            Decision::Failed(f) => return End::Failed(f),
             Decision::Wait => {}
+        }
+        if let Decision::Failed(f) = approach.tick(v.t_s) {
+            return End::Failed(f);
         }
     }
     let v = veh.view().borrow().clone();
@@ -155,6 +172,7 @@ async fn centres_from(gps_error_ne: (f64, f64), id: u32) {
     veh.wait_for(WAIT, |v| v.landing_targets >= landing_targets)
         .await
         .expect("the autopilot got every LANDING_TARGET");
+    End::Centred
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,4 +183,26 @@ async fn three_metres_of_gps_error_south() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_metres_of_gps_error_north_east() {
     centres_from((-2.1, -2.1), 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_lockers_marker_fails_naming_it() {
+    match fly((3.0, 0.0), Some(9), 23).await {
+        End::Failed(drone_agent::precision::ApproachFailure::WrongMarker {
+            want, seen, ..
+        }) => {
+            assert_eq!((want, seen), (23, vec![9]));
+        }
+        End::Failed(f) => panic!("wrong failure: {f}"),
+        End::Centred => panic!("centred over the wrong marker"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_marker_fails() {
+    match fly((3.0, 0.0), None, 23).await {
+        End::Failed(drone_agent::precision::ApproachFailure::NotSeen { want: 23, .. }) => {}
+        End::Failed(f) => panic!("wrong failure: {f}"),
+        End::Centred => panic!("centred without a marker"),
+    }
 }
