@@ -287,8 +287,10 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
         }
         self.publish_view(&event, &outcome);
         // Flight and payload effects first: they only start tasks, and the autopilot should hear
-        // about a pause before two fsyncs have run. Then the state file, then the reports, so a
-        // reported transition is always one the state file already holds.
+        // about a pause before any fsync has run. Then the reports (each on disk in the outbox
+        // when `publish_event` returns), then the state file: a crash in between repeats a step
+        // and its event after the restart (the backend may see `arrived` twice), but never leaves
+        // a state the backend was not told about.
         let (reports, actions): (Vec<_>, Vec<_>) = outcome
             .effects
             .iter()
@@ -297,11 +299,11 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
         for effect in actions {
             self.run_effect(effect, &outcome, delivery_before).await;
         }
-        if outcome.transition.is_some() || !outcome.effects.is_empty() {
-            self.save();
-        }
         for effect in reports {
             self.run_effect(effect, &outcome, delivery_before).await;
+        }
+        if outcome.transition.is_some() || !outcome.effects.is_empty() {
+            self.save();
         }
         if matches!(outcome.transition, Some((_, DroneState::Completed))) {
             // COMPLETED is on disk and reported: ready for the next task.

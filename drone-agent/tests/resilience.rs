@@ -78,11 +78,14 @@ fn check_event_stream(b: &Backend) {
     );
     let mut ordered: Vec<_> = by_id.values().collect();
     ordered.sort_by_key(|e| e.seq);
-    let milestones: Vec<EventType> = ordered
+    let mut milestones: Vec<EventType> = ordered
         .iter()
         .map(|e| e.event_type)
         .filter(|t| !matches!(t, EventType::AgentRestarted | EventType::CloudLinkLost))
         .collect();
+    // a kill between publishing a step's event and saving its state repeats that step after the
+    // restart: the same milestone twice in a row (new id) is allowed, a missing one is not
+    milestones.dedup();
     use EventType::*;
     assert_eq!(
         milestones,
