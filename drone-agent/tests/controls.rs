@@ -93,7 +93,9 @@ async fn return_to_home_is_idempotent_by_id() {
             }
         }
     };
-    let again = acks.await;
+    let again = tokio::time::timeout(WAIT, acks)
+        .await
+        .expect("the second ack in time");
     assert!(matches!(again.message, Message::Ack(a) if a.status == AckStatus::Executed));
     w.backend.event(EventType::ArrivedBase).await;
     let returns = w
@@ -182,8 +184,6 @@ async fn gps_loss_holds_then_lands() {
     w.vehicle.inject(Fault::GpsLoss(600.0));
     let lost = w.backend.event(EventType::GpsLost).await;
     assert!(lost.reason.unwrap().contains("holding"));
-    let landing = w.backend.frame(|_| false);
-    let _ = tokio::time::timeout(Duration::from_millis(1), landing).await;
     let ev = loop {
         let e = w.backend.event(EventType::GpsLost).await;
         if e.to_state == Some(DroneState::EmergencyLanding) {

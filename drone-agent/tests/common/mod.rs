@@ -149,8 +149,20 @@ impl Backend {
         if let Some(e) = self.events.iter().find(|e| e.event_type == kind).cloned() {
             return e;
         }
+        // one deadline for the whole wait: telemetry keeps arriving, so a per-frame timeout
+        // alone would wait forever for an event that never comes
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Message::Event(e) = self.next().await.message {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let env = tokio::time::timeout(left, self.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no {kind:?} event within {WAIT:?}; events so far: {:?}",
+                        self.event_types()
+                    )
+                });
+            if let Message::Event(e) = env.message {
                 if e.event_type == kind {
                     return e;
                 }
@@ -163,8 +175,17 @@ impl Backend {
         if let Some(e) = self.others.iter().find(|e| pred(e)).cloned() {
             return e;
         }
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let env = self.next().await;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let env = tokio::time::timeout(left, self.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no matching frame within {WAIT:?}; events so far: {:?}",
+                        self.event_types()
+                    )
+                });
             if pred(&env) {
                 return env;
             }
