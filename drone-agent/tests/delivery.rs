@@ -21,21 +21,21 @@ async fn whole_delivery(flavour: Flavour) {
     let confirmed = w.backend.event(EventType::DropConfirmed).await;
     assert_eq!(confirmed.delivery_id, Some(delivery));
     assert_eq!(confirmed.to_state, Some(DroneState::Dropped));
-    assert!(
-        w.vehicle.view().borrow().gripper_released,
-        "the sim saw the gripper open"
-    );
+    // the sim's view refreshes every real tick: wait for it rather than race it
+    w.vehicle
+        .wait_for(WAIT, |v| v.gripper_released)
+        .await
+        .expect("the sim saw the gripper open");
 
     let rtb = w.backend.command(CommandKind::ReturnToBase);
     assert_eq!(w.backend.ack_for(rtb).await.status, AckStatus::Executed);
     let base = w.backend.event(EventType::ArrivedBase).await;
     assert_eq!(base.delivery_id, Some(delivery));
     w.backend.event(EventType::Ready).await;
-    let view = w.vehicle.view().borrow().clone();
-    assert!(
-        view.on_ground && !view.armed,
-        "landed and disarmed: {view:?}"
-    );
+    w.vehicle
+        .wait_for(WAIT, |v| v.on_ground && !v.armed)
+        .await
+        .expect("landed and disarmed");
 
     use EventType::*;
     assert_eq!(

@@ -199,11 +199,10 @@ async fn sigkill_twenty_times_resumes_and_completes() {
     }
     assert_eq!(kills, 20, "all kills happened during the delivery");
     check_event_stream(&backend);
-    let view = vehicle.view().borrow().clone();
-    assert!(
-        view.gripper_released && view.on_ground && !view.armed,
-        "{view:?}"
-    );
+    vehicle
+        .wait_for(WAIT, |v| v.gripper_released && v.on_ground && !v.armed)
+        .await
+        .expect("parcel released, landed and disarmed");
 
     // SIGTERM: saves state and exits cleanly, landing nothing
     let pid = agent.id().expect("running") as i32;
