@@ -65,6 +65,8 @@ impl Backend {
                     drop(tcp);
                     continue;
                 }
+                // as the relay does: small frames go out at once, not after Nagle's wait
+                let _ = tcp.set_nodelay(true);
                 let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
                     continue;
                 };
