@@ -86,13 +86,7 @@ fn main() {
     rt.block_on(async move {
         let agent_port = free_udp_port();
         let (tap_port, seen) = tap(agent_port).await;
-        let mut cfg = sim::vehicle::VehicleConfig::standard(sim::vehicle::Flavour::Px4);
-        cfg.transport = sim::vehicle::Transport::Udp {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            peer: format!("127.0.0.1:{tap_port}").parse().unwrap(),
-        };
-        cfg.speedup = 5.0;
-        let vehicle = sim::vehicle::spawn(cfg).await.unwrap();
+        let vehicle = px4_vehicle_to(tap_port, 5.0).await;
         let mut backend = Backend::start().await;
         let dir = tempfile::tempdir().unwrap();
         let toml = config_toml(

@@ -47,14 +47,8 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let mut cfg = sim::vehicle::VehicleConfig::standard(sim::vehicle::Flavour::Px4);
         let agent_port = free_udp_port();
-        cfg.transport = sim::vehicle::Transport::Udp {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            peer: format!("127.0.0.1:{agent_port}").parse().unwrap(),
-        };
-        cfg.speedup = 1.0;
-        let vehicle = sim::vehicle::spawn(cfg).await.unwrap();
+        let vehicle = px4_vehicle_to(agent_port, 1.0).await;
         let mut backend = Backend::start().await;
         let dir = tempfile::tempdir().unwrap();
         let toml = config_toml(

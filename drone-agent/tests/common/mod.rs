@@ -251,6 +251,18 @@ pub fn free_udp_port() -> u16 {
         .port()
 }
 
+/// A PX4-flavoured vehicle on loopback at `speedup`, sending to UDP `peer_port` (the agent's
+/// `udpin`, or a tap in front of it).
+pub async fn px4_vehicle_to(peer_port: u16, speedup: f64) -> VehicleHandle {
+    let mut cfg = VehicleConfig::standard(Flavour::Px4);
+    cfg.transport = Transport::Udp {
+        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        peer: SocketAddr::from(([127, 0, 0, 1], peer_port)),
+    };
+    cfg.speedup = speedup;
+    vehicle::spawn(cfg).await.unwrap()
+}
+
 /// A vehicle of `flavour` on ephemeral loopback ports, and the connection string for the agent.
 pub async fn vehicle(flavour: Flavour) -> (VehicleHandle, String) {
     let mut cfg = VehicleConfig::standard(flavour);
