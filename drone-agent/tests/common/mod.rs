@@ -128,9 +128,11 @@ impl Backend {
     }
 
     /// Drops the agent's connection without a close frame (a dead 4G link).
-    pub fn cut(&self) {
-        if let Some(tx) = self.current.lock().unwrap().take() {
-            let _ = tx.send(None);
+    /// Returns whether there was a connection to drop.
+    pub fn cut(&self) -> bool {
+        match self.current.lock().unwrap().take() {
+            Some(tx) => tx.send(None).is_ok(),
+            None => false,
         }
     }
 
