@@ -152,7 +152,7 @@ impl Monitor {
             return None;
         }
         let (lat, lon) = at.destination?;
-        let dist = pos.distance_m_to(lat, lon);
+        let dist = pos.distance_m(lat, lon);
         match at.phase? {
             NavPhase::TakingOff
                 if pos.alt_rel_m >= self.th.cruise_alt_m - self.th.alt_tolerance_m =>
@@ -173,16 +173,6 @@ impl Monitor {
 
 fn airborne(snap: &FcSnapshot) -> bool {
     snap.armed && snap.landed != LandedState::OnGround
-}
-
-trait DistanceTo {
-    fn distance_m_to(&self, lat: f64, lon: f64) -> f64;
-}
-
-impl DistanceTo for hal::flight::GlobalPosition {
-    fn distance_m_to(&self, lat: f64, lon: f64) -> f64 {
-        self.distance_m(lat, lon)
-    }
 }
 
 #[cfg(test)]
