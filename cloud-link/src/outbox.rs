@@ -109,8 +109,11 @@ impl Outbox {
             path: self.file(seq),
             reason: e.to_string(),
         })?;
-        write_atomic(&self.dir.join("seq"), seq.to_string().as_bytes())?;
+        // The event before the counter: a kill between the two leaves the event on disk (open()
+        // takes the highest seq it finds), while the other order would leave a used seq with no
+        // event behind it — a gap the backend would read as a lost event.
         write_atomic(&self.file(seq), &bytes)?;
+        write_atomic(&self.dir.join("seq"), seq.to_string().as_bytes())?;
         self.last_seq = seq;
         self.pending.insert(seq, event.clone());
         while self.pending.len() > self.capacity {
@@ -212,6 +215,20 @@ mod tests {
             Some(3),
             "seq never reused"
         );
+    }
+
+    #[test]
+    fn kill_between_event_and_counter_keeps_the_event_and_its_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ob, _) = Outbox::open(dir.path(), 10).unwrap();
+        ob.push(Event::new(EventType::TookOff)).unwrap();
+        let second = ob.push(Event::new(EventType::Arrived)).unwrap();
+        drop(ob);
+        // the process died after writing event 2 but before the counter said 2
+        std::fs::write(dir.path().join("seq"), b"1").unwrap();
+        let (mut ob, _) = Outbox::open(dir.path(), 10).unwrap();
+        assert_eq!(ob.pending().last().unwrap().event_id, second.event_id);
+        assert_eq!(ob.push(Event::new(EventType::Ready)).unwrap().seq, Some(3));
     }
 
     #[test]
