@@ -26,6 +26,9 @@ pub const AGENT_ID_HEADER: &str = "X-Skypost-Agent-Id";
 /// logged and counted — telemetry and events do not travel here, so what drops is best-effort.
 const OUTGOING_CAPACITY: usize = 1024;
 const INCOMING_CAPACITY: usize = 256;
+/// Video frames waiting for the connection. Two: one being written and one ready; anything more
+/// would only be older pictures sent late on a link that is already slow.
+const VIDEO_CAPACITY: usize = 2;
 
 /// Where the link stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,12 +65,14 @@ struct Shared {
     outbox: Mutex<Outbox>,
     new_event: Notify,
     dropped_outgoing: std::sync::atomic::AtomicU64,
+    dropped_video: std::sync::atomic::AtomicU64,
 }
 
 /// Handle to the running link. Cheap to share behind an `Arc`.
 pub struct CloudLink {
     shared: Arc<Shared>,
     outgoing: mpsc::Sender<Envelope>,
+    video: mpsc::Sender<Envelope>,
     telemetry: watch::Sender<Option<Envelope>>,
     hello: watch::Sender<Envelope>,
     status: watch::Receiver<LinkStatus>,
@@ -125,8 +130,10 @@ impl CloudLink {
             outbox: Mutex::new(outbox),
             new_event: Notify::new(),
             dropped_outgoing: Default::default(),
+            dropped_video: Default::default(),
         });
         let (out_tx, out_rx) = mpsc::channel(OUTGOING_CAPACITY);
+        let (video_tx, video_rx) = mpsc::channel(VIDEO_CAPACITY);
         let (in_tx, in_rx) = mpsc::channel(INCOMING_CAPACITY);
         let (tel_tx, tel_rx) = watch::channel(None);
         let (hello_tx, hello_rx) = watch::channel(hello);
@@ -139,6 +146,7 @@ impl CloudLink {
                 request,
                 shared: shared.clone(),
                 outgoing: out_rx,
+                video: video_rx,
                 incoming: in_tx,
                 telemetry: tel_rx,
                 hello: hello_rx,
@@ -151,6 +159,7 @@ impl CloudLink {
         let link = Self {
             shared,
             outgoing: out_tx,
+            video: video_tx,
             telemetry: tel_tx,
             hello: hello_tx,
             status: status_rx,
@@ -198,6 +207,28 @@ impl CloudLink {
         }
     }
 
+    /// Queues a video frame behind everything else on the link. Never waits: when the queue is
+    /// full (the link is slower than the camera, or down) the frame is dropped, counted, and
+    /// `false` comes back.
+    pub fn send_video(&self, env: Envelope) -> bool {
+        match self.video.try_send(env) {
+            Ok(()) => true,
+            Err(_) => {
+                self.shared
+                    .dropped_video
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Video frames dropped since the link started (queue full, or link down).
+    pub fn video_dropped(&self) -> u64 {
+        self.shared
+            .dropped_video
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Replaces the telemetry waiting to be sent: newest wins, nothing is queued.
     pub fn set_telemetry(&self, env: Envelope) {
         self.telemetry.send_replace(Some(env));
@@ -238,6 +269,7 @@ struct Dialler {
     request: tokio_tungstenite::tungstenite::handshake::client::Request,
     shared: Arc<Shared>,
     outgoing: mpsc::Receiver<Envelope>,
+    video: mpsc::Receiver<Envelope>,
     incoming: mpsc::Sender<Envelope>,
     telemetry: watch::Receiver<Option<Envelope>>,
     hello: watch::Receiver<Envelope>,
@@ -346,8 +378,21 @@ impl Dialler {
         ping.reset();
         let mut resend = tokio::time::interval(resend_after / 2);
         let mut last_heard = Instant::now();
+        // pictures queued while the link was down are stale: drop them, counted
+        while self.video.try_recv().is_ok() {
+            self.shared
+                .dropped_video
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         loop {
+            // Biased, video last: a video frame is written only when nothing else is waiting, so
+            // it can delay an ack or an event by at most the one frame already being written.
             tokio::select! {
+                biased;
+                _ = self.stop.changed() => {
+                    let _ = sink.send(WsMessage::Close(None)).await;
+                    return "closed".into();
+                }
                 frame = stream.next() => {
                     let frame = match frame {
                         None => return "closed by relay".into(),
@@ -402,10 +447,7 @@ impl Dialler {
                         return format!("send failed: {e}");
                     }
                 }
-                _ = self.stop.changed() => {
-                    let _ = sink.send(WsMessage::Close(None)).await;
-                    return "closed".into();
-                }
+                Some(env) = self.video.recv() => send!(env),
             }
         }
     }

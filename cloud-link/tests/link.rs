@@ -275,3 +275,89 @@ async fn bad_url_is_refused_at_start() {
     .unwrap();
     assert!(err.to_string().contains("not a url"), "{err}");
 }
+
+/// A relay that accepts and then reads nothing until told: the agent's writes back up in the
+/// socket buffers like they do on a slow 4G uplink.
+#[tokio::test]
+async fn video_on_a_slow_link_is_dropped_counted_and_never_ahead_of_events() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws/drone", listener.local_addr().unwrap());
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let (frames_tx, mut frames) = mpsc::unbounded_channel::<Envelope>();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let (_sink, mut stream) = ws.split();
+        let _ = go_rx.await;
+        while let Some(Ok(f)) = stream.next().await {
+            if let Ws::Text(t) = f {
+                let _ = frames_tx.send(Envelope::from_json(t.as_str()).unwrap());
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (link, _incoming) = CloudLink::spawn(
+        fast_config(&url),
+        PeerKind::Drone,
+        "d".into(),
+        dir.path(),
+        hello(),
+    )
+    .unwrap();
+    let mut status = link.status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.is_connected()))
+        .await
+        .unwrap()
+        .unwrap();
+    // 256 KiB of base64 per frame: a few fill the loopback socket buffers
+    let picture = "A".repeat(256 * 1024);
+    let mut queued = 0;
+    for seq in 0..200 {
+        let frame = protocol::ws::VideoFrame {
+            frame: picture.clone(),
+            width: 640,
+            height: 480,
+            seq,
+            dropped: None,
+        };
+        if link.send_video(Envelope::new(frame)) {
+            queued += 1;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(queued < 200, "a stalled link cannot take every frame");
+    assert_eq!(link.video_dropped(), 200 - queued);
+    let event = link
+        .publish_event(Event::new(EventType::Arrived))
+        .await
+        .unwrap();
+    go_tx.send(()).unwrap();
+    let mut video_after_event = 0;
+    let mut saw_event = false;
+    let mut video_total = 0;
+    while video_total < queued {
+        let env = tokio::time::timeout(WAIT, frames.recv())
+            .await
+            .expect("frames flow once the relay reads")
+            .unwrap();
+        match env.message {
+            Message::Event(e) => {
+                assert_eq!(e.event_id, event.event_id);
+                saw_event = true;
+            }
+            Message::VideoFrame(_) => {
+                video_total += 1;
+                if saw_event {
+                    video_after_event += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(saw_event, "the event went out");
+    assert!(
+        video_after_event >= 1,
+        "the event overtook the video frames still queued"
+    );
+    link.close().await;
+}
