@@ -15,7 +15,7 @@
 
 use crate::locker::{ApiFailure, Locker};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -91,6 +91,37 @@ fn authorised(headers: &HeaderMap, token: &str) -> Result<(), ApiFailure> {
     }
 }
 
+/// The raw request body, read under [`MAX_BODY`]. Axum's own `Bytes` extractor answers a body
+/// that is too large (or cut off mid-read) with a plain-text 413/400 before the handler runs;
+/// this one turns those rejections into the seed's error body like every other failure.
+struct Body(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiFailure;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(req, state).await {
+            Ok(b) => Ok(Body(b)),
+            Err(rejection) => {
+                let status = rejection.status();
+                Err(if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiFailure::new(
+                        413,
+                        codes::MESSAGE_TOO_LARGE,
+                        format!("request body is over the {} KiB limit", MAX_BODY / 1024),
+                    )
+                } else {
+                    ApiFailure::new(
+                        status.as_u16(),
+                        codes::MALFORMED_JSON,
+                        format!("cannot read the request body: {}", rejection.body_text()),
+                    )
+                })
+            }
+        }
+    }
+}
+
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiFailure> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: serde_json::Value = serde::Deserialize::deserialize(&mut de).map_err(|e| {
@@ -109,7 +140,7 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiFailure> {
 async fn sync<B: LockBoard>(
     State(s): State<Arc<AppState<B>>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Response {
     let r = async {
         authorised(&headers, &s.token)?;
@@ -122,7 +153,7 @@ async fn sync<B: LockBoard>(
 async fn open<B: LockBoard>(
     State(s): State<Arc<AppState<B>>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Response {
     let r = async {
         authorised(&headers, &s.token)?;
@@ -135,7 +166,7 @@ async fn open<B: LockBoard>(
 async fn close<B: LockBoard>(
     State(s): State<Arc<AppState<B>>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Response {
     let r = async {
         authorised(&headers, &s.token)?;
@@ -148,7 +179,7 @@ async fn close<B: LockBoard>(
 async fn qr_scan<B: LockBoard>(
     State(s): State<Arc<AppState<B>>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Response {
     let r = async {
         authorised(&headers, &s.token)?;

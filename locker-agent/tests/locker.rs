@@ -191,6 +191,26 @@ async fn every_bad_input_gets_the_seed_error_body() {
     assert_eq!(h.board.snapshot().unlocked, vec![1, 2]);
 }
 
+/// A body over the 256 KiB limit: 413 with the seed's error body, not axum's plain text; the
+/// agent goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_gets_413_in_the_seed_error_body() {
+    let h = Harness::start().await;
+    let big = format!(r#"{{"qr_data":"{}"}}"#, "x".repeat(300 * 1024));
+    let (s, v) = http(h.addr, "POST", "/api/qr/scan", Some(TOKEN), &big).await;
+    assert_eq!(s, 413, "{v}");
+    assert_error(&v, "MESSAGE_TOO_LARGE");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("256 KiB"),
+        "{v}"
+    );
+    // just under the limit is read and judged on its content
+    let fits = format!(r#"{{"qr_data":"{}"}}"#, "x".repeat(200 * 1024));
+    let (s, v) = h.post("/api/qr/scan", &fits).await;
+    assert_eq!(s, 400, "{v}");
+    assert_error(&v, "INVALID_PAYLOAD");
+}
+
 /// Every fault the board can have: the open fails with the right status, nothing else opens, and
 /// once the fault clears the same agent (no restart) opens the right cell.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

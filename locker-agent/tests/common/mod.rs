@@ -339,7 +339,7 @@ pub async fn http(
     token: Option<&str>,
     body: &str,
 ) -> (u16, Value) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -347,12 +347,22 @@ pub async fn http(
         "{method} {path} HTTP/1.1\r\nHost: locker\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).await.unwrap();
+    // Written beside the read: a server refusing an oversized body answers (and may close)
+    // before it has read it all, and a blocked writer would then never see the answer.
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(req.as_bytes()).await;
+        wr
+    });
     let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+    let read = tokio::time::timeout(WAIT, rd.read_to_end(&mut out))
         .await
-        .expect("HTTP response timed out")
-        .unwrap();
+        .expect("HTTP response timed out");
+    // a reset after the whole answer arrived is the server dropping an unread body
+    if out.is_empty() {
+        read.unwrap();
+    }
+    drop(writer.await);
     let text = String::from_utf8_lossy(&out);
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
