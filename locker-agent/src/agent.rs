@@ -125,6 +125,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let cam = camera(&c.source).context("camera")?;
             let decoder = QrDecoder::new(c.second_opinion)?;
             let (handle, codes) = scanner::spawn(cam, decoder, c.fps, secs(c.debounce_s))?;
+            locker.attach_camera(handle.probe());
             tokio::spawn(scanner::run_pickups(locker.clone(), codes));
             Some(handle)
         }

@@ -11,6 +11,7 @@
 //! cell that has no session (a late `OK`, a board that rebooted), so a door is never left unlocked.
 
 use crate::cells::{CellError, CellStore, Contents, Purpose, Session};
+use crate::scanner::CameraProbe;
 use crate::screen::{self, Message};
 use crate::uplink::{QrValidator, Uplink, ValidateError};
 use chrono::Utc;
@@ -115,6 +116,8 @@ pub struct Locker<B> {
     in_flight: Mutex<std::collections::HashMap<u16, u32>>,
     /// Cells whose door we already reported open without a session (report once).
     stray_open: Mutex<HashSet<u16>>,
+    /// The camera loop, once it runs (for `/health` and the technician).
+    camera: Mutex<Option<CameraProbe>>,
     /// Bumped whenever a bolt command finishes: a `STATUS` asked for before that is stale and
     /// must not be acted on (it would show a bolt that has since moved in its old place).
     epoch: std::sync::atomic::AtomicU64,
@@ -138,6 +141,7 @@ impl<B: LockBoard> Locker<B> {
             display,
             in_flight: Mutex::new(std::collections::HashMap::new()),
             stray_open: Mutex::new(HashSet::new()),
+            camera: Mutex::new(None),
             epoch: std::sync::atomic::AtomicU64::new(0),
         };
         me.show(&Message::Idle);
@@ -146,6 +150,19 @@ impl<B: LockBoard> Locker<B> {
 
     pub fn board(&self) -> &B {
         &self.board
+    }
+
+    /// Tells the locker about its camera loop (a later call replaces it: a restarted loop).
+    pub fn attach_camera(&self, probe: CameraProbe) {
+        *self.camera.lock().unwrap_or_else(|p| p.into_inner()) = Some(probe);
+    }
+
+    /// The camera loop, if one is running.
+    pub fn camera(&self) -> Option<CameraProbe> {
+        self.camera
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn store(&self) -> MutexGuard<'_, CellStore> {
@@ -396,15 +413,30 @@ impl<B: LockBoard> Locker<B> {
                     .map(|f| format!("firmware {f}, reopened {} times", board.reopens))
             }),
         };
+        // Same shape as the board's entry: ok, and one line a technician can read. A locker
+        // without a camera is configured that way, not broken.
+        let camera = match self.camera() {
+            Some(p) => {
+                let st = p.status();
+                ComponentHealth {
+                    ok: st.ok,
+                    detail: Some(st.detail()),
+                }
+            }
+            None => ComponentHealth {
+                ok: true,
+                detail: Some("not configured".to_owned()),
+            },
+        };
         HealthResponse {
-            status: if board.ok() {
+            status: if board.ok() && camera.ok {
                 HealthStatus::Ok
             } else {
                 HealthStatus::Degraded
             },
             version: self.settings.version.clone(),
             board: board_h,
-            camera: None,
+            camera: Some(camera),
             cloud: ComponentHealth {
                 ok: cloud_ok,
                 detail: (!cloud_ok).then(|| "not connected".to_owned()),

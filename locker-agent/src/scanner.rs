@@ -10,14 +10,14 @@
 //! is a second scan, which the locker then refuses as used.)
 
 use crate::locker::Locker;
-use hal::camera::Camera;
+use hal::camera::{Camera, Frame};
 use hal::lockboard::LockBoard;
-use hal::qr::QrDecoder;
+use hal::qr::{Decoded, QrDecoder};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 /// Remembers when each code was last seen.
@@ -46,19 +46,146 @@ impl Debouncer {
     }
 }
 
-/// Counters a benchmark or `/health` can read.
+/// Counters a benchmark, `/health` and the technician can read.
 #[derive(Debug, Default)]
 pub struct ScannerStats {
+    /// Loop turns: frames grabbed plus failed grabs.
     pub frames: AtomicU64,
     pub camera_errors: AtomicU64,
     pub codes: AtomicU64,
     pub scans: AtomicU64,
+    /// Frames with a sign of a code (a grid, finder patterns) that no decoder could read: the
+    /// decoder's failures as the customer sees them (a code held up, nothing happening).
+    pub unreadable: AtomicU64,
+    /// Whether the latest grab failed.
+    pub failing: AtomicBool,
+    last_frame: Mutex<Option<Instant>>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl ScannerStats {
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        // plain values: a panic elsewhere cannot leave them half-written
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the last good frame arrived.
+    pub fn last_frame(&self) -> Option<Instant> {
+        *Self::lock(&self.last_frame)
+    }
+
+    /// The last grab error, if any since the start.
+    pub fn last_error(&self) -> Option<String> {
+        Self::lock(&self.last_error).clone()
+    }
+}
+
+/// One frame and what the decoder made of it (`locker-agent test camera`).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub frame: Frame,
+    pub decoded: Decoded,
+    pub grabbed_at: SystemTime,
+}
+
+/// The camera loop as the rest of the agent sees it: counters, and a way to ask for the next
+/// frame. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CameraProbe {
+    /// What the camera is (`/dev/video0`, a directory).
+    pub source: String,
+    pub frame_time: Duration,
+    pub started: Instant,
+    pub stats: Arc<ScannerStats>,
+    snapshots: std::sync::mpsc::Sender<oneshot::Sender<Snapshot>>,
+}
+
+/// The camera loop's state for `/health` and `locker-agent status`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CameraStatus {
+    pub source: String,
+    /// Frames arriving now: the latest grab worked and is recent.
+    pub ok: bool,
+    pub frames: u64,
+    /// Seconds since the last good frame; `None` before the first.
+    pub last_frame_age_s: Option<f64>,
+    pub camera_errors: u64,
+    /// Frames with a code in sight that could not be read.
+    pub unreadable: u64,
+    pub scans: u64,
+    pub last_error: Option<String>,
+}
+
+impl CameraStatus {
+    /// The one-line form `/health` and the technician's `status` share.
+    pub fn detail(&self) -> String {
+        let age = self
+            .last_frame_age_s
+            .map_or("no frame yet".to_owned(), |a| {
+                format!("last frame {a:.1} s ago")
+            });
+        let mut d = format!(
+            "{}: {}, {} frames, {} camera errors, {} unreadable codes",
+            self.source, age, self.frames, self.camera_errors, self.unreadable
+        );
+        if !self.ok {
+            if let Some(e) = &self.last_error {
+                d.push_str(&format!("; last error: {e}"));
+            }
+        }
+        d
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("the camera loop has stopped")]
+    Stopped,
+    #[error("no frame from the camera within {0:?}")]
+    Timeout(Duration),
+}
+
+impl CameraProbe {
+    /// A frame older than this means frames have stopped arriving (a few frame times, and never
+    /// less than a second: USB cameras stall briefly when the light changes).
+    pub fn stale_after(&self) -> Duration {
+        (self.frame_time * 5).max(Duration::from_secs(1))
+    }
+
+    pub fn status(&self) -> CameraStatus {
+        let st = &self.stats;
+        let age = st.last_frame().map(|t| t.elapsed());
+        CameraStatus {
+            source: self.source.clone(),
+            ok: !st.failing.load(Ordering::Relaxed) && age.is_some_and(|a| a <= self.stale_after()),
+            frames: st.frames.load(Ordering::Relaxed),
+            last_frame_age_s: age.map(|a| a.as_secs_f64()),
+            camera_errors: st.camera_errors.load(Ordering::Relaxed),
+            unreadable: st.unreadable.load(Ordering::Relaxed),
+            scans: st.scans.load(Ordering::Relaxed),
+            last_error: st.last_error(),
+        }
+    }
+
+    /// The next good frame and its decoding.
+    pub async fn snapshot(&self, timeout: Duration) -> Result<Snapshot, SnapshotError> {
+        let (tx, rx) = oneshot::channel();
+        self.snapshots
+            .send(tx)
+            .map_err(|_| SnapshotError::Stopped)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(_)) => Err(SnapshotError::Stopped),
+            Err(_) => Err(SnapshotError::Timeout(timeout)),
+        }
+    }
 }
 
 /// The running camera thread. Dropping it (or [`ScannerHandle::stop`]) stops the thread.
 pub struct ScannerHandle {
     stop: Arc<AtomicBool>,
     pub stats: Arc<ScannerStats>,
+    probe: CameraProbe,
     frames: tokio::sync::watch::Receiver<u64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -67,6 +194,11 @@ impl ScannerHandle {
     /// Frames processed so far, as they happen (a test waits on it instead of sleeping).
     pub fn frames(&self) -> tokio::sync::watch::Receiver<u64> {
         self.frames.clone()
+    }
+
+    /// The loop's counters and snapshot requests, for `/health` and the technician socket.
+    pub fn probe(&self) -> CameraProbe {
+        self.probe.clone()
     }
 
     pub fn stop(mut self) {
@@ -97,6 +229,14 @@ pub fn spawn(
     let (stop2, stats2) = (stop.clone(), stats.clone());
     let (frames_tx, frames) = tokio::sync::watch::channel(0u64);
     let name = camera.describe();
+    let (snap_tx, snap_rx) = std::sync::mpsc::channel::<oneshot::Sender<Snapshot>>();
+    let probe = CameraProbe {
+        source: name.clone(),
+        frame_time,
+        started: Instant::now(),
+        stats: stats.clone(),
+        snapshots: snap_tx,
+    };
     let thread = std::thread::Builder::new()
         .name("qr-camera".into())
         .spawn(move || {
@@ -118,19 +258,34 @@ pub fn spawn(
                             failing = false;
                         }
                         let decoded = decoder.decode(&frame);
-                        for code in decoded.codes {
+                        *ScannerStats::lock(&stats2.last_frame) = Some(Instant::now());
+                        stats2.failing.store(false, Ordering::Relaxed);
+                        if decoded.hint && decoded.codes.is_empty() {
+                            stats2.unreadable.fetch_add(1, Ordering::Relaxed);
+                        }
+                        for code in &decoded.codes {
                             stats2.codes.fetch_add(1, Ordering::Relaxed);
-                            if debouncer.fresh(&code, Instant::now()) {
+                            if debouncer.fresh(code, Instant::now()) {
                                 stats2.scans.fetch_add(1, Ordering::Relaxed);
                                 debug!(stage = ?decoded.stage, "QR code scanned");
-                                if tx.blocking_send(code).is_err() {
+                                if tx.blocking_send(code.clone()).is_err() {
                                     return;
                                 }
                             }
                         }
+                        // Whoever asked for a frame gets this one (the copy only when asked).
+                        while let Ok(reply) = snap_rx.try_recv() {
+                            let _ = reply.send(Snapshot {
+                                frame: frame.clone(),
+                                decoded: decoded.clone(),
+                                grabbed_at: SystemTime::now(),
+                            });
+                        }
                     }
                     Err(e) => {
                         stats2.camera_errors.fetch_add(1, Ordering::Relaxed);
+                        stats2.failing.store(true, Ordering::Relaxed);
+                        *ScannerStats::lock(&stats2.last_error) = Some(e.to_string());
                         if !failing {
                             warn!(error = %e, "camera frame failed");
                             failing = true;
@@ -149,6 +304,7 @@ pub fn spawn(
         ScannerHandle {
             stop,
             stats,
+            probe,
             frames,
             thread: Some(thread),
         },

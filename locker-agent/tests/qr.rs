@@ -124,3 +124,74 @@ async fn pickup_through_the_camera_is_one_scan_however_long_the_code_is_held() {
     handle.stop();
     pickups.abort();
 }
+
+/// `/health` has a camera entry shaped like the board's: "not configured" without a camera,
+/// then frames and their age, then the grab error while frames stop, then back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_the_camera() {
+    let h = Harness::start().await;
+    let (s, v) = http(h.addr, "GET", "/health", None, "").await;
+    assert_eq!(s, 200);
+    assert_eq!(v["camera"]["ok"], true, "{v}");
+    assert_eq!(v["camera"]["detail"], "not configured", "{v}");
+
+    let frames = h.dir.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let (handle, _codes) = scanner::spawn(
+        Box::new(DirectoryCamera::new(&frames)),
+        QrDecoder::new(false).unwrap(),
+        50.0,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    h.locker.attach_camera(handle.probe());
+    let mut turns = handle.frames();
+    tokio::time::timeout(WAIT, turns.wait_for(|n| *n >= 3))
+        .await
+        .expect("camera loop stalled")
+        .unwrap();
+    let (_, v) = http(h.addr, "GET", "/health", None, "").await;
+    assert_eq!(v["camera"]["ok"], true, "{v}");
+    assert_eq!(v["status"], "ok", "{v}");
+    let detail = v["camera"]["detail"].as_str().unwrap();
+    assert!(detail.contains("last frame"), "{detail}");
+    assert!(detail.contains("0 camera errors"), "{detail}");
+
+    // The camera goes away: the entry says so, with the error, and the locker is degraded.
+    std::fs::remove_dir(&frames).unwrap();
+    let stats = handle.stats.clone();
+    let seen = *turns.borrow();
+    tokio::time::timeout(
+        WAIT,
+        turns.wait_for(|n| *n > seen + 1 && stats.camera_errors.load(Ordering::Relaxed) > 0),
+    )
+    .await
+    .expect("camera errors never counted")
+    .unwrap();
+    let (_, v) = http(h.addr, "GET", "/health", None, "").await;
+    assert_eq!(v["camera"]["ok"], false, "{v}");
+    assert_eq!(v["status"], "degraded", "{v}");
+    assert!(
+        v["camera"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("last error"),
+        "{v}"
+    );
+
+    // Back: the next good frame clears it.
+    std::fs::create_dir_all(&frames).unwrap();
+    let errors = stats.camera_errors.load(Ordering::Relaxed);
+    let seen = *turns.borrow();
+    tokio::time::timeout(
+        WAIT,
+        turns.wait_for(|n| *n > seen + 1 && !stats.failing.load(Ordering::Relaxed)),
+    )
+    .await
+    .expect("camera never came back")
+    .unwrap();
+    let (_, v) = http(h.addr, "GET", "/health", None, "").await;
+    assert_eq!(v["camera"]["ok"], true, "{v}");
+    assert!(stats.camera_errors.load(Ordering::Relaxed) >= errors);
+    handle.stop();
+}
