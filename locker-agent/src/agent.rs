@@ -4,6 +4,7 @@ use crate::cells::CellStore;
 use crate::cloud::CloudUplink;
 use crate::config::{secs, CameraSource, Config, DisplayConfig};
 use crate::locker::{Locker, Settings};
+use crate::orchestrator::HttpValidator;
 use crate::uplink::{self, CloudValidator, LogUplink, QrValidator, Uplink};
 use crate::{api, scanner};
 use anyhow::Context as _;
@@ -102,17 +103,28 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             (uplink, Some(validator))
         }
         None => {
-            warn!("no [cloud] section: events are logged only and QR pickups are refused");
+            warn!("no [cloud] section: events are logged only (and QR pickups are refused unless [orchestrator] is set)");
             (Arc::new(LogUplink), None)
         }
     };
 
+    // Who judges a scanned code: the orchestrator over HTTP when configured (the seed's way),
+    // else the backend over the relay link, else nobody (pickups refused).
+    let qr_validator: Option<Arc<dyn QrValidator>> = match &cfg.orchestrator {
+        Some(o) => {
+            info!(url = %o.url, "QR codes are validated by the orchestrator over HTTP");
+            Some(Arc::new(
+                HttpValidator::new(o, cfg.locker_id).context("orchestrator")?,
+            ))
+        }
+        None => validator.clone().map(|v| v as Arc<dyn QrValidator>),
+    };
     let locker = Arc::new(Locker::new(
         board,
         store,
         settings(&cfg),
         uplink.clone(),
-        validator.clone().map(|v| v as Arc<dyn QrValidator>),
+        qr_validator,
         display,
     ));
     let monitor = tokio::spawn(locker.clone().run_monitor());

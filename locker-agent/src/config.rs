@@ -27,6 +27,38 @@ pub struct Config {
     /// and cannot validate QR codes.
     #[serde(default)]
     pub cloud: Option<cloud_link::CloudConfig>,
+    /// QR validation over HTTP to the orchestrator (the seed's way). When present it is used
+    /// instead of the relay link for validation; events still go over the link.
+    #[serde(default)]
+    pub orchestrator: Option<OrchestratorConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorConfig {
+    /// The full URL of the validation endpoint (`http://` or `https://`).
+    pub url: String,
+    /// Bearer token for the orchestrator. Give it here or in `token_file` (one of the two).
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// How long one validation may take, connection included.
+    #[serde(default = "d::orchestrator_timeout_s")]
+    pub timeout_s: f64,
+}
+
+impl OrchestratorConfig {
+    /// The token, read from `token_file` if that is how it was given.
+    pub fn token(&self) -> std::io::Result<String> {
+        match (&self.token, &self.token_file) {
+            (Some(t), _) => Ok(t.clone()),
+            (None, Some(p)) => Ok(std::fs::read_to_string(p)?.trim().to_owned()),
+            (None, None) => Err(std::io::Error::other(
+                "no orchestrator.token or orchestrator.token_file",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,6 +229,9 @@ mod d {
     pub fn validate_timeout_s() -> f64 {
         10.0
     }
+    pub fn orchestrator_timeout_s() -> f64 {
+        5.0
+    }
 }
 
 pub fn secs(s: f64) -> Duration {
@@ -261,6 +296,24 @@ impl Validate for Config {
             0.1,
             120.0,
         );
+        if let Some(o) = &self.orchestrator {
+            if let Err(reason) = crate::orchestrator::check_url(&o.url) {
+                v.fail("orchestrator.url", reason);
+            }
+            match (&o.token, &o.token_file) {
+                (Some(t), None) => v.check(
+                    !t.trim().is_empty(),
+                    "orchestrator.token",
+                    "must not be empty",
+                ),
+                (None, Some(_)) => {}
+                _ => v.fail(
+                    "orchestrator.token",
+                    "give exactly one of orchestrator.token or orchestrator.token_file",
+                ),
+            }
+            v.range("orchestrator.timeout_s", o.timeout_s, 0.1, 60.0);
+        }
     }
 }
 
@@ -291,5 +344,52 @@ token = "short"
 "#;
         let e = daemon::config::parse::<Config>(text, Path::new("t.toml")).unwrap_err();
         assert_eq!(e.fields(), ["board.cells", "http.token"]);
+    }
+
+    /// The commented-out `[orchestrator]` example, switched on, is valid too.
+    #[test]
+    fn example_orchestrator_section_is_valid() {
+        let text: String = include_str!("../locker-agent.example.toml")
+            .lines()
+            .map(|l| {
+                let on = ["# [orchestrator]", "# url =", "# token =", "# timeout_s ="];
+                if on.iter().any(|p| l.starts_with(p)) {
+                    &l[2..]
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c: Config = daemon::config::parse(&text, Path::new("example")).unwrap();
+        let o = c.orchestrator.unwrap();
+        assert!(o.url.starts_with("https://"));
+        assert_eq!(o.timeout_s, 5.0);
+    }
+
+    #[test]
+    fn orchestrator_problems_are_named() {
+        let text = r#"
+locker_id = "7d2c7e4e-2a8c-4b53-9d7e-1f9b2c3d4e5f"
+state_dir = "/tmp/x"
+[board]
+path = "/dev/ttyUSB0"
+cells = 4
+[http]
+listen = "127.0.0.1:8080"
+token = "0123456789abcdef0123"
+[orchestrator]
+url = "orchestrator:8080/api/v1/qr/validate"
+timeout_s = 0
+"#;
+        let e = daemon::config::parse::<Config>(text, Path::new("t.toml")).unwrap_err();
+        assert_eq!(
+            e.fields(),
+            [
+                "orchestrator.url",
+                "orchestrator.token",
+                "orchestrator.timeout_s"
+            ]
+        );
     }
 }

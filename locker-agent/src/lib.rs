@@ -12,6 +12,8 @@
 //! - [`api`]: the seed's HTTP API on top of [`locker`], with a bearer token.
 //! - [`uplink`]: what the locker needs from the cloud link, as a trait; inbound `locker_request`
 //!   and `qr_validation` handling. [`cloud`] implements it with the shared `cloud-link` crate.
+//! - [`orchestrator`]: QR validation over HTTP to the orchestrator (the seed's way), used instead
+//!   of the link's `qr_validate` when `[orchestrator]` is configured.
 //! - [`scanner`]: the camera loop: frames → QR decode → debounce → [`locker::Locker::qr_scan`].
 //! - [`screen`]: every word shown on the screen.
 //! - [`agent`]: wiring for `locker-agent run`.
@@ -26,6 +28,7 @@ pub mod cells;
 pub mod cloud;
 pub mod config;
 pub mod locker;
+pub mod orchestrator;
 pub mod scanner;
 pub mod screen;
 pub mod uplink;

@@ -339,7 +339,14 @@ impl<B: LockBoard> Locker<B> {
         let verdict = match validator.validate(code).await {
             Ok(v) => v,
             Err(e) => {
+                // The customer is told to try again; the backend hears that a code could not
+                // be checked (as a rejection whose reason says so: the protocol has no event
+                // for "not checked"), and nothing opens.
+                error!(error = %e, "QR code could not be validated");
                 self.show(&Message::Unavailable);
+                let mut ev = Event::new(EventType::QrRejected);
+                ev.reason = Some(format!("not checked: {e}"));
+                self.emit(ev).await;
                 let status = if matches!(e, ValidateError::Timeout(_)) {
                     504
                 } else {

@@ -78,6 +78,9 @@ pub enum ValidateError {
     Unreachable(String),
     #[error("the backend did not answer within {0:?}")]
     Timeout(Duration),
+    /// Reached, but no verdict came back (an error status, an unreadable body).
+    #[error("the backend could not check the code: {0}")]
+    Failed(String),
 }
 
 /// Asks the backend whether a scanned code is good.

@@ -197,6 +197,27 @@ impl Harness {
         board: SimBoard,
         settings: Settings,
     ) -> Harness {
+        Self::start_full(dir, board, settings, None).await
+    }
+
+    /// A locker whose QR codes are judged by `qr` instead of the scripted backend on the link.
+    pub async fn start_validated_by(qr: Arc<dyn QrValidator>) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let board = SimBoard::start(SimBoardConfig {
+            cells: 4,
+            travel: Duration::from_millis(40),
+            link: dir.path().join("lockboard"),
+        })
+        .unwrap();
+        Self::start_full(dir, board, settings(), Some(qr)).await
+    }
+
+    pub async fn start_full(
+        dir: tempfile::TempDir,
+        board: SimBoard,
+        settings: Settings,
+        qr: Option<Arc<dyn QrValidator>>,
+    ) -> Harness {
         // RUST_LOG=debug shows the agent's and the board's logs for a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -226,7 +247,7 @@ impl Harness {
             store,
             settings,
             uplink.clone(),
-            Some(validator.clone() as Arc<dyn QrValidator>),
+            Some(qr.unwrap_or_else(|| validator.clone() as Arc<dyn QrValidator>)),
             display,
         ));
         let mut tasks = vec![tokio::spawn(locker.clone().run_monitor())];
