@@ -1,7 +1,8 @@
 //! Wiring: from a validated config to a running agent. Hardware is chosen here, from the config,
 //! and nowhere else.
 
-use crate::config::{DroneConfig, PayloadConfig};
+use crate::camera::{self, CameraRig};
+use crate::config::{CameraConfig, DroneConfig, PayloadConfig};
 use crate::machine::Machine;
 use crate::persist::StateFile;
 use crate::runtime::Agent;
@@ -89,6 +90,45 @@ pub fn payload<F: FlightController>(
     })
 }
 
+/// Starts the camera worker `[camera]` describes, with the ArUco detector when `[precision]` is
+/// configured and video frames going to `link`.
+pub fn start_camera(
+    cfg: &DroneConfig,
+    cam: &CameraConfig,
+    link: Arc<CloudLink>,
+) -> anyhow::Result<(CameraRig, hal::marker::MarkerConfig)> {
+    let precision = cfg.precision.clone().unwrap_or_default();
+    let marker = precision.marker_config(&cam.lens());
+    let detector: Option<Box<dyn hal::marker::MarkerDetector>> = match &cfg.precision {
+        #[cfg(feature = "opencv")]
+        Some(_) => Some(Box::new(
+            hal::marker::ArucoDetector::new(&marker)
+                .context("precision: cannot start the ArUco detector")?,
+        )),
+        #[cfg(not(feature = "opencv"))]
+        Some(_) => anyhow::bail!(
+            "precision: this build has no marker detector (build with the `opencv` feature)"
+        ),
+        None => None,
+    };
+    let source = cam.source.clone();
+    let describe = format!("{source:?}");
+    let worker = camera::WorkerConfig {
+        fps: cam.fps,
+        lost_after: Duration::from_secs_f64(cam.lost_after_s),
+        video: cfg.video.clone(),
+    };
+    let rig = camera::spawn(
+        Box::new(move || source.open()),
+        detector,
+        worker,
+        Box::new(move |frame| link.send_video(Envelope::new(frame))),
+        describe,
+    )
+    .context("camera: cannot start the worker thread")?;
+    Ok((rig, marker))
+}
+
 /// Runs the agent from `cfg` until `shutdown` resolves.
 pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let state_dir = cfg.drone.state_dir.clone();
@@ -132,15 +172,15 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
         warn!(state = ?machine.state(), "agent restarted in the middle of a delivery");
     }
     let (fc_snapshots, cloud_status) = (fc.snapshot(), link.status());
-    let (agent, internal) = Agent::new(
-        cfg,
-        fc,
-        payload,
-        Arc::new(link),
-        machine,
-        commands,
-        restored,
-    );
+    let link = Arc::new(link);
+    let camera = match &cfg.camera {
+        Some(cam) => Some(start_camera(&cfg, cam, link.clone())?),
+        None => None,
+    };
+    let (mut agent, internal) = Agent::new(cfg, fc, payload, link, machine, commands, restored);
+    if let Some((rig, marker)) = camera {
+        agent = agent.with_camera(rig, marker);
+    }
     // The technician's socket: a missing runtime directory is logged, never fatal to flying.
     let socket = crate::technician::socket_path(&state_dir);
     let technician = match crate::technician::bind(&socket) {

@@ -25,6 +25,88 @@ pub struct DroneConfig {
     pub payload: PayloadConfig,
     #[serde(default)]
     pub restart: RestartConfig,
+    /// The downward camera; absent on a drone without one.
+    #[serde(default)]
+    pub camera: Option<CameraConfig>,
+    /// The precision approach onto the locker's marker; absent: GPS only.
+    #[serde(default)]
+    pub precision: Option<crate::precision::PrecisionConfig>,
+    #[serde(default)]
+    pub video: VideoConfig,
+}
+
+/// `[camera]`: where frames come from and what the lens sees.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    pub source: hal::camera::CameraSource,
+    /// Frames per second grabbed while something needs them (approach, video).
+    #[serde(default = "default_camera_fps")]
+    pub fps: f64,
+    /// No frame for this long: the camera counts as failed (reported; the approach reacts).
+    #[serde(default = "default_camera_lost")]
+    pub lost_after_s: f64,
+    /// Horizontal field of view, degrees (used unless fx, fy, cx, cy are all given).
+    pub hfov_deg: Option<f64>,
+    /// Calibrated intrinsics, pixels: all four or none.
+    pub fx: Option<f64>,
+    pub fy: Option<f64>,
+    pub cx: Option<f64>,
+    pub cy: Option<f64>,
+}
+
+impl CameraConfig {
+    pub fn lens(&self) -> Lens {
+        Lens {
+            hfov_deg: self.hfov_deg,
+            fx: self.fx,
+            fy: self.fy,
+            cx: self.cx,
+            cy: self.cy,
+        }
+    }
+}
+
+/// The lens: a horizontal field of view, or calibrated intrinsics (all four, pixels).
+#[derive(Debug, Clone, Default)]
+pub struct Lens {
+    pub hfov_deg: Option<f64>,
+    pub fx: Option<f64>,
+    pub fy: Option<f64>,
+    pub cx: Option<f64>,
+    pub cy: Option<f64>,
+}
+
+fn default_camera_fps() -> f64 {
+    15.0
+}
+fn default_camera_lost() -> f64 {
+    1.0
+}
+
+/// `[video]`: live video to the cloud as `video_frame` messages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoConfig {
+    /// Off by default: the drones fly on metered 4G.
+    pub enabled: bool,
+    pub fps: f64,
+    pub width: u32,
+    pub height: u32,
+    /// JPEG quality, 1–100.
+    pub jpeg_quality: u8,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            fps: 5.0,
+            width: 640,
+            height: 480,
+            jpeg_quality: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -259,6 +341,62 @@ impl Validate for DroneConfig {
             100.0,
         );
         v.range("telemetry.interval_s", self.telemetry.interval_s, 0.1, 60.0);
+        if let Some(c) = &self.camera {
+            v.range("camera.fps", c.fps, 1.0, 60.0);
+            v.range("camera.lost_after_s", c.lost_after_s, 0.1, 60.0);
+            v.check(
+                c.source.supported(),
+                "camera.source",
+                "a camera device needs a build with the `opencv` feature",
+            );
+            if let Some(p) = &self.precision {
+                let mut sub = Validator::default();
+                p.marker_config(&c.lens()).validate(&mut sub);
+                for problem in sub.problems() {
+                    // the lens fields live in [camera], the marker's in [precision]
+                    let section = if problem.field == "marker_size_m" {
+                        "precision"
+                    } else {
+                        "camera"
+                    };
+                    v.fail(&format!("{section}.{}", problem.field), &problem.message);
+                }
+            }
+        }
+        if let Some(p) = &self.precision {
+            let mut sub = Validator::default();
+            p.validate(&mut sub);
+            for problem in sub.problems() {
+                v.fail(&format!("precision.{}", problem.field), &problem.message);
+            }
+            v.check(
+                self.camera.is_some(),
+                "precision",
+                "the precision approach needs a [camera] section",
+            );
+            v.check(
+                cfg!(feature = "opencv"),
+                "precision",
+                "this build has no marker detector (build with the `opencv` feature)",
+            );
+            v.check(
+                p.acquire_timeout_s < self.timeouts.approach_s,
+                "precision.acquire_timeout_s",
+                "must be shorter than timeouts.approach_s, or the approach times out first",
+            );
+        }
+        let vid = &self.video;
+        if vid.enabled {
+            v.check(
+                self.camera.is_some(),
+                "video.enabled",
+                "video needs a [camera] section",
+            );
+        }
+        v.range("video.fps", vid.fps, 0.1, 30.0);
+        v.range("video.width", vid.width, 16, 1920);
+        v.range("video.height", vid.height, 16, 1080);
+        v.range("video.jpeg_quality", vid.jpeg_quality, 1, 100);
         match &self.payload {
             PayloadConfig::Gripper => {}
             PayloadConfig::FcServo {

@@ -7,12 +7,14 @@
 //! - [`report`]: what the drone tells the cloud (register, telemetry, events).
 //! - [`commands`]: command ids already acted on (idempotency).
 //! - [`precision`]: precision approach over the locker's ArUco marker (decisions and
-//!   `LANDING_TARGET`; not yet wired into the runtime).
+//!   `LANDING_TARGET`; the runtime holds one while approaching).
+//! - [`camera`]: the downward camera's worker thread (marker sightings, video frames).
 //! - [`persist`]: the state file, written atomically on every transition.
 //! - [`config`]: the TOML config; [`app`]: wiring from config to a running agent.
 //! - [`technician`]: the Unix socket a technician's `drone-agent status` / `events` read.
 
 pub mod app;
+pub mod camera;
 pub mod commands;
 pub mod config;
 pub mod machine;

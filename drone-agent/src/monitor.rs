@@ -25,6 +25,8 @@ pub struct Position {
     pub phase: Option<NavPhase>,
     /// Destination of the active delivery, degrees.
     pub destination: Option<(f64, f64)>,
+    /// A precision approach decides when the drone is in place (not the GPS position).
+    pub precision: bool,
 }
 
 fn is_airborne(s: DroneState) -> bool {
@@ -159,9 +161,17 @@ impl Monitor {
             {
                 Some(Event::ClimbComplete)
             }
-            NavPhase::Cruising if dist <= self.th.arrive_radius_m => Some(Event::OverDestination),
-            NavPhase::Approaching
+            // above halfway down from cruise: after a retry the drone climbs before it comes
+            // down again, so a marker out of the frame at drop height gets a wider look
+            NavPhase::Cruising
                 if dist <= self.th.arrive_radius_m
+                    && pos.alt_rel_m >= (self.th.cruise_alt_m + self.th.drop_alt_m) / 2.0 =>
+            {
+                Some(Event::OverDestination)
+            }
+            NavPhase::Approaching
+                if !at.precision
+                    && dist <= self.th.arrive_radius_m
                     && (pos.alt_rel_m - self.th.drop_alt_m).abs() <= self.th.alt_tolerance_m =>
             {
                 Some(Event::AtDropHeight)
@@ -222,6 +232,7 @@ mod tests {
             state: DroneState::Navigating,
             phase: Some(phase),
             destination: Some((55.001, 37.0)),
+            precision: false,
         }
     }
 
@@ -287,6 +298,7 @@ mod tests {
             state: DroneState::Returning,
             phase: None,
             destination: None,
+            precision: false,
         };
         let mut m = Monitor::new(th());
         m.observe(&snap(55.0, 37.0, 20.0, true, LandedState::InAir), returning);

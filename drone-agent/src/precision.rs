@@ -15,20 +15,30 @@
 //! within `centre_tolerance_m` and `alt_tolerance_m` of the drop height for `settle_frames`
 //! frames in a row.
 //!
-//! Status: not yet wired into `runtime.rs` / `app.rs` (no `[precision]` config section yet): the
-//! GPS-only approach is what flies today.
+//! The runtime (`runtime.rs`) holds one [`Approach`] while the machine is in NAVIGATING's
+//! approach phase and a `[precision]` section is configured; frames come from `camera.rs`.
 
 use hal::flight::{GeoPoint, LandingTarget};
-use hal::marker::{Intrinsics, MarkerDetection};
+use hal::marker::{Dictionary, Intrinsics, MarkerConfig, MarkerDetection};
 use serde::Deserialize;
 use std::time::SystemTime;
 
 const EARTH_R: f64 = 6_371_000.0;
 
-/// `[precision]` in the agent's TOML (when wired).
+/// `[precision]` in the agent's TOML: present means the approach uses the camera.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrecisionConfig {
+    /// The ArUco dictionary the lockers' markers come from.
+    #[serde(default = "default_dictionary")]
+    pub dictionary: Dictionary,
+    /// Side of the printed marker (outer edge of the black border), metres. No default: a wrong
+    /// size scales every correction.
+    pub marker_size_m: f64,
+    /// When the camera fails during an approach: `true` finishes it by GPS alone (metres off
+    /// the hatch), `false` (default) counts it as a failed approach (retry, then home).
+    #[serde(default)]
+    pub gps_fallback: bool,
     /// Horizontal distance from the marker centre that counts as centred, metres.
     #[serde(default = "default_centre_tolerance")]
     pub centre_tolerance_m: f64,
@@ -52,6 +62,9 @@ pub struct PrecisionConfig {
     pub settle_frames: u32,
 }
 
+fn default_dictionary() -> Dictionary {
+    Dictionary::Dict4x4_50
+}
 fn default_centre_tolerance() -> f64 {
     0.3
 }
@@ -77,6 +90,9 @@ fn default_settle() -> u32 {
 impl Default for PrecisionConfig {
     fn default() -> Self {
         Self {
+            dictionary: default_dictionary(),
+            marker_size_m: 0.4,
+            gps_fallback: false,
             centre_tolerance_m: default_centre_tolerance(),
             alt_tolerance_m: default_alt_tolerance(),
             acquire_timeout_s: default_acquire(),
@@ -90,6 +106,7 @@ impl Default for PrecisionConfig {
 
 impl daemon::config::Validate for PrecisionConfig {
     fn validate(&self, v: &mut daemon::config::Validator) {
+        v.range("marker_size_m", self.marker_size_m, 0.02, 10.0);
         v.range("centre_tolerance_m", self.centre_tolerance_m, 0.02, 5.0);
         v.range("alt_tolerance_m", self.alt_tolerance_m, 0.05, 5.0);
         v.range("acquire_timeout_s", self.acquire_timeout_s, 1.0, 600.0);
@@ -97,6 +114,21 @@ impl daemon::config::Validate for PrecisionConfig {
         v.range("descent_step_m", self.descent_step_m, 0.1, 10.0);
         v.range("descend_within", self.descend_within, 0.01, 1.0);
         v.range("settle_frames", self.settle_frames, 1, 100);
+    }
+}
+
+impl PrecisionConfig {
+    /// What the marker detector needs: the marker from here, the lens from `[camera]`.
+    pub fn marker_config(&self, lens: &crate::config::Lens) -> MarkerConfig {
+        MarkerConfig {
+            dictionary: self.dictionary,
+            marker_size_m: self.marker_size_m,
+            hfov_deg: lens.hfov_deg,
+            fx: lens.fx,
+            fy: lens.fy,
+            cx: lens.cx,
+            cy: lens.cy,
+        }
     }
 }
 
@@ -385,10 +417,21 @@ mod tests {
     fn config_defaults_and_validation() {
         let origin = std::path::Path::new("precision.toml");
         let cfg: PrecisionConfig =
-            daemon::config::parse("centre_tolerance_m = 0.2\n", origin).unwrap();
+            daemon::config::parse("marker_size_m = 0.3\ncentre_tolerance_m = 0.2\n", origin)
+                .unwrap();
         assert_eq!(cfg.centre_tolerance_m, 0.2);
+        assert_eq!(cfg.dictionary, Dictionary::Dict4x4_50);
+        assert!(!cfg.gps_fallback);
+        assert!(
+            daemon::config::parse::<PrecisionConfig>("centre_tolerance_m = 0.2\n", origin).is_err(),
+            "the marker size has no default"
+        );
         assert_eq!(cfg.settle_frames, 3);
         assert!(daemon::config::parse::<PrecisionConfig>("nope = 1\n", origin).is_err());
-        assert!(daemon::config::parse::<PrecisionConfig>("settle_frames = 0\n", origin).is_err());
+        assert!(daemon::config::parse::<PrecisionConfig>(
+            "marker_size_m = 0.3\nsettle_frames = 0\n",
+            origin
+        )
+        .is_err());
     }
 }

@@ -5,18 +5,29 @@
 //! at a time in the order they happened. Flight-controller operations run in spawned tasks that
 //! report back through the internal channel; a new flight operation supersedes the previous one
 //! (a `pause` during a take-off aborts the wait for the take-off and holds).
+//!
+//! The precision approach (`[precision]`) lives here too: while the machine is in NAVIGATING's
+//! approach phase the runtime holds a [`precision::Approach`], asks the camera worker for marker
+//! sightings, sends each sighting of the task's marker to the autopilot as `LANDING_TARGET`,
+//! steers with the approach's corrections, and turns its verdict into `at_drop_height` (centred)
+//! or `approach_failed` (the machine's `retry_navigation`). Invariant: an approach exists only
+//! while the machine is in that phase — [`Agent::feed`] ends it before running the effects of
+//! the event that left it, so a `pause` is never followed by a stale steering command.
 
+use crate::camera::{CameraReport, CameraRig, CameraWork, Sighting};
 use crate::commands::CommandLog;
 use crate::config::DroneConfig;
-use crate::machine::{Delivery, Effect, Event, Machine, Outcome, Timer};
+use crate::machine::{Delivery, Effect, Event, Machine, NavPhase, Outcome, Timer};
 use crate::monitor::{self, Monitor, Thresholds};
 use crate::persist::StateFile;
+use crate::precision::{self, Approach, Decision};
 use crate::report;
 use cloud_link::CloudLink;
 use hal::flight::{FcError, FcSnapshot, FlightController, GeoPoint, LandedState};
+use hal::marker::MarkerConfig;
 use hal::payload::PayloadRelease;
 use protocol::error::codes;
-use protocol::ws::{DroneState, ErrorMessage, Message};
+use protocol::ws::{DroneState, ErrorMessage, EventType, Message};
 use protocol::Envelope;
 use std::collections::HashMap;
 use std::future::Future;
@@ -45,6 +56,27 @@ pub struct Agent<F: FlightController, P: PayloadRelease> {
     restored: bool,
     /// What the technician socket shows; only this task writes it.
     view: watch::Sender<crate::technician::AgentView>,
+    camera: Option<CameraHandle>,
+    approach: Option<ApproachRun>,
+    /// The approach's clock starts here.
+    epoch: Instant,
+}
+
+/// The runtime's side of the camera worker.
+struct CameraHandle {
+    work: watch::Sender<CameraWork>,
+    reports: Option<mpsc::Receiver<CameraReport>>,
+    /// The marker and lens (for `LANDING_TARGET`'s angular size).
+    marker: MarkerConfig,
+    /// Why the camera is failed, while it is.
+    fault: Option<String>,
+}
+
+/// The precision approach in progress.
+struct ApproachRun {
+    approach: Approach,
+    /// The camera failed and config allows finishing by GPS: the monitor decides again.
+    gps_only: bool,
 }
 
 impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
@@ -90,8 +122,25 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
             snap,
             restored,
             view,
+            camera: None,
+            approach: None,
+            epoch: Instant::now(),
         };
         (agent, internal_rx)
+    }
+
+    /// Gives the agent its camera worker (`camera::spawn`) and the marker and lens it was set
+    /// up with. Video starts if `[video]` enables it.
+    pub fn with_camera(mut self, rig: CameraRig, marker: MarkerConfig) -> Self {
+        info!(camera = %rig.describe, video = self.cfg.video.enabled, precision = self.cfg.precision.is_some(), "camera attached");
+        rig.work.send_modify(|w| w.video = self.cfg.video.enabled);
+        self.camera = Some(CameraHandle {
+            work: rig.work,
+            reports: Some(rig.reports),
+            marker,
+            fault: None,
+        });
+        self
     }
 
     pub fn state(&self) -> DroneState {
@@ -118,6 +167,10 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
         let mut cloud_check = tokio::time::interval((cloud_limit / 4).min(Duration::from_secs(1)));
         let mut cloud_down_since: Option<Instant> = None;
         let mut cloud_loss_reported = false;
+        let mut camera_reports = self.camera.as_mut().and_then(|c| c.reports.take());
+        // the approach's timeouts must fire even when no frame arrives (a dead camera)
+        let mut approach_tick = tokio::time::interval(Duration::from_millis(200));
+        approach_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         // Under systemd (Type=notify): READY=1 once the flight controller is reached (the config
         // was valid before we got here); the watchdog is fed from this loop, so a stuck loop is
@@ -165,6 +218,8 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
                         self.feed(Event::TimerFired(timer)).await;
                     }
                 }
+                Some(report) = recv_some(&mut camera_reports) => self.on_camera(report).await,
+                _ = approach_tick.tick(), if self.approach.is_some() => self.tick_approach().await,
                 _ = telemetry.tick() => self.push_telemetry(),
                 // Reaching this branch means the loop turns and the FC snapshot stream is alive
                 // (its end breaks the loop): healthy. A lost FC link is not a reason to be
@@ -271,6 +326,7 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
             state: self.machine.state(),
             phase: self.machine.nav_phase(),
             destination: self.machine.delivery().map(|d| (d.lat, d.lon)),
+            precision: self.approach.as_ref().is_some_and(|a| !a.gps_only),
         }
     }
 
@@ -286,6 +342,7 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
             debug!(event = event.name(), state = ?self.machine.state(), "event handled");
         }
         self.publish_view(&event, &outcome);
+        self.sync_approach();
         // Flight and payload effects first: they only start tasks, and the autopilot should hear
         // about a pause before any fsync has run. Then the reports (each on disk in the outbox
         // when `publish_event` returns), then the state file: a crash in between repeats a step
@@ -310,6 +367,181 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
             let _ = self.internal.send(Event::Recovered);
         }
         outcome
+    }
+
+    /// Starts or ends the precision approach to match the machine (see the module docs).
+    fn sync_approach(&mut self) {
+        let approaching = self.machine.state() == DroneState::Navigating
+            && self.machine.nav_phase() == Some(NavPhase::Approaching);
+        let wanted = approaching && self.camera.is_some();
+        match (&self.cfg.precision, wanted, self.approach.is_some()) {
+            (Some(cfg), true, false) => {
+                let Some(d) = self.machine.delivery() else {
+                    return;
+                };
+                info!(
+                    aruco_id = d.aruco_id,
+                    "precision approach: looking for the marker"
+                );
+                let mut run = ApproachRun {
+                    approach: Approach::new(
+                        cfg.clone(),
+                        d.aruco_id,
+                        self.cfg.flight.drop_alt_m,
+                        self.epoch.elapsed().as_secs_f64(),
+                    ),
+                    gps_only: false,
+                };
+                if let Some(why) = self.camera.as_ref().and_then(|c| c.fault.clone()) {
+                    if cfg.gps_fallback {
+                        warn!(reason = %why, "camera failed: approaching by GPS only");
+                        run.gps_only = true;
+                    } else {
+                        let _ = self
+                            .internal
+                            .send(Event::ApproachFailed(format!("camera failed: {why}")));
+                    }
+                }
+                self.approach = Some(run);
+            }
+            (_, false, true) => {
+                debug!("precision approach ended");
+                self.approach = None;
+            }
+            _ => {}
+        }
+        let detect = self.approach.as_ref().is_some_and(|a| !a.gps_only);
+        if let Some(c) = &self.camera {
+            c.work
+                .send_if_modified(|w| std::mem::replace(&mut w.detect, detect) != detect);
+        }
+    }
+
+    async fn on_camera(&mut self, report: CameraReport) {
+        match report {
+            CameraReport::Sighting(s) => self.on_sighting(s).await,
+            CameraReport::Fault(why) => {
+                if let Some(c) = self.camera.as_mut() {
+                    c.fault = Some(why.clone());
+                }
+                let mut reason = format!("camera failed: {why}");
+                let fallback = self.cfg.precision.as_ref().is_some_and(|p| p.gps_fallback);
+                match self.approach.as_mut() {
+                    Some(run) if !run.gps_only && fallback => {
+                        run.gps_only = true;
+                        reason.push_str("; finishing the approach by GPS");
+                        warn!(reason = %why, "camera failed during the approach: GPS only");
+                    }
+                    Some(run) if !run.gps_only => {
+                        let _ = self.internal.send(Event::ApproachFailed(reason.clone()));
+                    }
+                    _ => {}
+                }
+                self.publish(EventType::CameraFault, Some(reason)).await;
+                self.sync_approach();
+                // back by GPS: the steering may have left the drone off the GPS point
+                if self.approach.as_ref().is_some_and(|a| a.gps_only) {
+                    if let Some(d) = self.machine.delivery() {
+                        let (lat, lon, alt) = (d.lat, d.lon, self.cfg.flight.drop_alt_m);
+                        let fc = self.fc.clone();
+                        self.spawn_flight("descend by GPS", async move {
+                            fc.goto(GeoPoint::new(lat, lon, alt)).await
+                        });
+                    }
+                }
+            }
+            CameraReport::Restored => {
+                if let Some(c) = self.camera.as_mut() {
+                    c.fault = None;
+                }
+                self.publish(EventType::CameraRestored, None).await;
+            }
+        }
+    }
+
+    /// One frame's markers: `LANDING_TARGET` for the task's, then the approach decides.
+    async fn on_sighting(&mut self, s: Sighting) {
+        let Some(run) = self.approach.as_mut() else {
+            return;
+        };
+        if run.gps_only {
+            return;
+        }
+        let markers = match s.markers {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "marker detection failed on a frame");
+                Vec::new()
+            }
+        };
+        let Some(pos) = self.snap.position else {
+            return;
+        };
+        let want = self.machine.delivery().map(|d| d.aruco_id);
+        if let (Some(m), Some(c)) = (
+            markers.iter().find(|m| Some(m.id) == want),
+            self.camera.as_ref(),
+        ) {
+            let intrinsics = c.marker.intrinsics(s.frame_size.0, s.frame_size.1);
+            let lt = precision::landing_target(m, &intrinsics, s.captured_wall);
+            if let Err(e) = self.fc.send_landing_target(lt).await {
+                warn!(error = %e, "LANDING_TARGET not sent");
+            }
+        }
+        let now_s = tokio::time::Instant::from_std(s.captured)
+            .saturating_duration_since(self.epoch)
+            .as_secs_f64();
+        let at = GeoPoint::new(pos.lat_deg, pos.lon_deg, pos.alt_rel_m);
+        let heading = self.snap.heading_deg.unwrap_or(0.0);
+        let decision = run.approach.frame(now_s, &markers, at, heading);
+        self.act_on(decision).await;
+    }
+
+    async fn tick_approach(&mut self) {
+        let now_s = self.epoch.elapsed().as_secs_f64();
+        let Some(run) = self.approach.as_mut() else {
+            return;
+        };
+        if run.gps_only {
+            return;
+        }
+        let decision = run.approach.tick(now_s);
+        self.act_on(decision).await;
+    }
+
+    async fn act_on(&mut self, decision: Decision) {
+        match decision {
+            Decision::Wait => {}
+            Decision::Steer(to) => {
+                let fc = self.fc.clone();
+                self.spawn_flight("precision steer", async move { fc.goto(to).await });
+            }
+            Decision::Centred => {
+                info!("precision approach: centred over the marker at drop height");
+                self.feed(Event::AtDropHeight).await;
+            }
+            Decision::Failed(why) => {
+                warn!(reason = %why, "precision approach failed");
+                self.feed(Event::ApproachFailed(why.to_string())).await;
+            }
+        }
+    }
+
+    /// An event outside any transition (camera faults): reported like the machine's.
+    async fn publish(&self, event: EventType, reason: Option<String>) {
+        let facts = report::EventFacts {
+            event,
+            reason,
+            delivery_id: self.machine.delivery().map(|d| d.delivery_id),
+            transition: None,
+        };
+        if let Err(e) = self
+            .link
+            .publish_event(report::event(facts, &self.snap))
+            .await
+        {
+            error!(error = %e, ?event, "could not store the event in the outbox");
+        }
     }
 
     fn publish_view(&self, event: &Event, outcome: &Outcome) {
@@ -559,6 +791,20 @@ fn monitor_airborne(s: DroneState) -> bool {
         s,
         Navigating | WaitingDrop | Dropped | Returning | Aborting | Paused | EmergencyLanding
     )
+}
+
+/// The next item of an optional receiver; never, if there is none (or it is closed).
+async fn recv_some<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => match r.recv().await {
+            Some(v) => Some(v),
+            None => {
+                *rx = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

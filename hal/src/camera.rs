@@ -99,6 +99,57 @@ impl Camera for DirectoryCamera {
     }
 }
 
+/// Where an agent's frames come from, as its TOML says it:
+/// `{ kind = "device", device = "/dev/video0", width = 640, height = 480 }` or
+/// `{ kind = "directory", path = "/var/lib/…/frames" }`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CameraSource {
+    /// A V4L2 device path or index, through OpenCV (feature `opencv`).
+    Device {
+        device: String,
+        #[serde(default = "default_width")]
+        width: u32,
+        #[serde(default = "default_height")]
+        height: u32,
+    },
+    /// Image files in a directory ([`DirectoryCamera`]): the sim's frames, or a bench's.
+    Directory { path: PathBuf },
+}
+
+fn default_width() -> u32 {
+    640
+}
+fn default_height() -> u32 {
+    480
+}
+
+impl CameraSource {
+    /// Opens the camera. A device in a build without OpenCV is an error, never a stand-in.
+    pub fn open(&self) -> Result<Box<dyn Camera>, CameraError> {
+        match self {
+            CameraSource::Directory { path } => Ok(Box::new(DirectoryCamera::new(path))),
+            #[cfg(feature = "opencv")]
+            CameraSource::Device {
+                device,
+                width,
+                height,
+            } => Ok(Box::new(OpenCvCamera::open(device, *width, *height)?)),
+            #[cfg(not(feature = "opencv"))]
+            CameraSource::Device { device, .. } => Err(CameraError::Device {
+                source_name: device.clone(),
+                message: "this build has no camera driver (built without the `opencv` feature)"
+                    .into(),
+            }),
+        }
+    }
+
+    /// True when this build can open the source (for config checks).
+    pub fn supported(&self) -> bool {
+        matches!(self, CameraSource::Directory { .. }) || cfg!(feature = "opencv")
+    }
+}
+
 #[cfg(feature = "opencv")]
 pub use self::cv::OpenCvCamera;
 

@@ -491,6 +491,9 @@ pub enum EventType {
     FcLinkRestored,
     CloudLinkLost,
     AgentRestarted,
+    // drone: the downward camera (precision approach, video)
+    CameraFault,
+    CameraRestored,
     // locker
     CellOpened,
     CellClosed,

@@ -90,6 +90,8 @@ fn event_type() -> impl Strategy<Value = EventType> {
         FcLinkRestored,
         CloudLinkLost,
         AgentRestarted,
+        CameraFault,
+        CameraRestored,
         CellOpened,
         CellClosed,
         DoorOpened,

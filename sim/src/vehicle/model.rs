@@ -222,6 +222,10 @@ pub struct View {
     pub mission_len: usize,
     pub mission_current: u16,
     pub landing_targets: u32,
+    /// Age of the last LANDING_TARGET when it arrived: wall clock now minus its `time_usec`
+    /// (the capture time, same host in tests), microseconds. The capture-to-wire latency bench
+    /// reads it.
+    pub landing_target_age_us: Option<u64>,
     /// HEARTBEATs received from companions/GCSs, and the last sender (system, component, MAV_TYPE).
     pub heartbeats_received: u32,
     pub last_heartbeat_from: Option<(u32, u8, u32)>,
@@ -259,6 +263,7 @@ pub struct Model {
     pub faults: FaultState,
     rng: SplitMix,
     landing_targets: u32,
+    landing_target_age_us: Option<u64>,
     heartbeats_received: u32,
     last_heartbeat_from: Option<(u32, u8, u32)>,
     commands: Vec<(u32, u8)>,
@@ -360,6 +365,7 @@ impl Model {
             faults: FaultState::default(),
             rng,
             landing_targets: 0,
+            landing_target_age_us: None,
             heartbeats_received: 0,
             last_heartbeat_from: None,
             commands: Vec::new(),
@@ -419,6 +425,7 @@ impl Model {
             mission_len: self.mission.len(),
             mission_current: self.mission_current,
             landing_targets: self.landing_targets,
+            landing_target_age_us: self.landing_target_age_us,
             heartbeats_received: self.heartbeats_received,
             last_heartbeat_from: self.last_heartbeat_from,
             commands: self.commands.clone(),
@@ -833,7 +840,14 @@ impl Model {
                     outs.push(out(MavMessage::MISSION_ITEM_INT(item.clone())));
                 }
             }
-            MavMessage::LANDING_TARGET(_) => self.landing_targets += 1,
+            MavMessage::LANDING_TARGET(lt) => {
+                self.landing_targets += 1;
+                let now_us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros() as u64)
+                    .unwrap_or(0);
+                self.landing_target_age_us = Some(now_us.saturating_sub(lt.time_usec));
+            }
             _ => {}
         }
     }
