@@ -6,7 +6,7 @@ use crate::config::{secs, CameraSource, Config, DisplayConfig};
 use crate::locker::{Locker, Settings};
 use crate::orchestrator::HttpValidator;
 use crate::uplink::{self, CloudValidator, LogUplink, QrValidator, Uplink};
-use crate::{api, scanner};
+use crate::{api, scanner, technician};
 use anyhow::Context as _;
 use cloud_link::CloudLink;
 use hal::camera::{Camera, DirectoryCamera};
@@ -148,6 +148,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("http.listen {}", cfg.http.listen))?;
     info!(listen = %cfg.http.listen, "locker HTTP API listening");
+    // The technician's socket: unavailable is logged, never fatal (the lockers keep working).
+    // Bound before readiness is announced, so READY=1 means the technician can connect.
+    let socket = technician::socket_path(cfg.technician.socket.as_deref(), &cfg.state_dir);
+    let technician = match technician::bind(&socket) {
+        Ok(listener) => Some(tokio::spawn(technician::serve(listener, locker.clone()))),
+        Err(e) => {
+            warn!(socket = %socket.display(), error = %e, "technician socket unavailable");
+            None
+        }
+    };
     // systemd (Type=notify): READY=1 once the lock board answers, watchdog fed while the door
     // monitor runs; no-ops outside systemd.
     tokio::spawn(systemd_supervisor(
@@ -168,6 +178,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         s.stop();
     }
     monitor.abort();
+    if let Some(t) = technician {
+        t.abort();
+        let _ = std::fs::remove_file(&socket);
+    }
     // Cell state is saved on every change: nothing more to write.
     Ok(())
 }

@@ -171,6 +171,11 @@ impl CellStore {
         })
     }
 
+    /// How many cells the board drives (numbers 1..=this).
+    pub fn max_cells(&self) -> u16 {
+        self.max_cells
+    }
+
     pub fn cells(&self) -> &[Cell] {
         &self.file.cells
     }

@@ -31,6 +31,17 @@ pub struct Config {
     /// instead of the relay link for validation; events still go over the link.
     #[serde(default)]
     pub orchestrator: Option<OrchestratorConfig>,
+    #[serde(default)]
+    pub technician: TechnicianConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TechnicianConfig {
+    /// The technician socket. Default: `$RUNTIME_DIRECTORY/technician.sock` (systemd), else
+    /// `technician.sock` in `state_dir`.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -313,6 +324,14 @@ impl Validate for Config {
                 ),
             }
             v.range("orchestrator.timeout_s", o.timeout_s, 0.1, 60.0);
+        }
+        if let Some(p) = &self.technician.socket {
+            // sun_path holds 108 bytes with its NUL
+            v.check(
+                p.is_absolute() && p.as_os_str().len() < 108,
+                "technician.socket",
+                "must be an absolute path shorter than 108 bytes",
+            );
         }
     }
 }

@@ -16,6 +16,8 @@
 //!   of the link's `qr_validate` when `[orchestrator]` is configured.
 //! - [`scanner`]: the camera loop: frames → QR decode → debounce → [`locker::Locker::qr_scan`].
 //! - [`screen`]: every word shown on the screen.
+//! - [`technician`]: the technician's Unix socket in the agent, and the client side of
+//!   `locker-agent status | cells | open | close | test | events`.
 //! - [`agent`]: wiring for `locker-agent run`.
 //!
 //! Invariants: a cell is reported open only on the board's word; every change to a cell is on
@@ -31,4 +33,5 @@ pub mod locker;
 pub mod orchestrator;
 pub mod scanner;
 pub mod screen;
+pub mod technician;
 pub mod uplink;
