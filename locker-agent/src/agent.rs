@@ -53,15 +53,26 @@ pub fn display(cfg: &DisplayConfig) -> anyhow::Result<Arc<dyn Display>> {
 pub fn camera(source: &CameraSource) -> anyhow::Result<Box<dyn Camera>> {
     Ok(match source {
         CameraSource::Directory { path } => Box::new(DirectoryCamera::new(path)),
-        #[cfg(feature = "opencv")]
+        CameraSource::V4l2 {
+            device,
+            width,
+            height,
+        } => Box::new(crate::v4l2::V4l2Camera::open(
+            &device.to_string_lossy(),
+            *width,
+            *height,
+        )?),
+        #[cfg(feature = "opencv-capture")]
         CameraSource::Device {
             device,
             width,
             height,
         } => Box::new(hal::camera::OpenCvCamera::open(device, *width, *height)?),
-        #[cfg(not(feature = "opencv"))]
+        #[cfg(not(feature = "opencv-capture"))]
         CameraSource::Device { .. } => {
-            anyhow::bail!("camera.source kind \"device\" needs a build with the `opencv` feature")
+            anyhow::bail!(
+                "camera.source kind \"device\" needs a build with the `opencv-capture` feature"
+            )
         }
     })
 }

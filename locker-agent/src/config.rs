@@ -137,7 +137,17 @@ impl HttpConfig {
 pub enum CameraSource {
     /// Image files in a directory, shown in name order, round and round (tests, demos).
     Directory { path: PathBuf },
-    /// An OpenCV `VideoCapture` device (needs the `opencv` feature).
+    /// A V4L2 camera read directly (memory-mapped streaming, luma from YUYV; GREY and MJPEG
+    /// too): no OpenCV, so no GStreamer/FFmpeg in memory. The field camera's choice.
+    V4l2 {
+        /// `/dev/video0`, or better a stable `/dev/v4l/by-id/…` name.
+        device: PathBuf,
+        #[serde(default = "d::width")]
+        width: u32,
+        #[serde(default = "d::height")]
+        height: u32,
+    },
+    /// An OpenCV `VideoCapture` device (needs the `opencv-capture` feature).
     Device {
         /// `/dev/video0` or a camera index such as `0`.
         device: String,
@@ -291,13 +301,17 @@ impl Validate for Config {
         if let Some(c) = &self.camera {
             v.range("camera.fps", c.fps, 0.1, 120.0);
             v.range("camera.debounce_s", c.debounce_s, 0.0, 600.0);
+            if let CameraSource::V4l2 { width, height, .. } = &c.source {
+                v.range("camera.source.width", *width, 16, 7680);
+                v.range("camera.source.height", *height, 16, 4320);
+            }
             if let CameraSource::Device { width, height, .. } = &c.source {
                 v.range("camera.source.width", *width, 16, 7680);
                 v.range("camera.source.height", *height, 16, 4320);
                 v.check(
-                    cfg!(feature = "opencv"),
+                    cfg!(feature = "opencv-capture"),
                     "camera.source",
-                    "a camera device needs the agent built with the `opencv` feature",
+                    "a camera device needs the agent built with the `opencv-capture` feature",
                 );
             }
         }
@@ -384,6 +398,30 @@ token = "short"
         let o = c.orchestrator.unwrap();
         assert!(o.url.starts_with("https://"));
         assert_eq!(o.timeout_s, 5.0);
+    }
+
+    #[test]
+    fn a_v4l2_camera_needs_no_feature() {
+        let text = r#"
+locker_id = "7d2c7e4e-2a8c-4b53-9d7e-1f9b2c3d4e5f"
+state_dir = "/tmp/x"
+[board]
+path = "/dev/ttyUSB0"
+cells = 4
+[http]
+listen = "127.0.0.1:8080"
+token = "0123456789abcdef0123"
+[camera]
+source = { kind = "v4l2", device = "/dev/v4l/by-id/usb-cam-video-index0", width = 8 }
+"#;
+        let e = daemon::config::parse::<Config>(text, Path::new("t.toml")).unwrap_err();
+        assert_eq!(e.fields(), ["camera.source.width"]);
+        let ok = text.replace("width = 8", "width = 640");
+        let c: Config = daemon::config::parse(&ok, Path::new("t.toml")).unwrap();
+        assert!(matches!(
+            c.camera.unwrap().source,
+            CameraSource::V4l2 { height: 480, .. }
+        ));
     }
 
     #[test]
