@@ -96,6 +96,7 @@ pub fn start_camera(
     cfg: &DroneConfig,
     cam: &CameraConfig,
     link: Arc<CloudLink>,
+    pose: tokio::sync::watch::Receiver<hal::flight::FcSnapshot>,
 ) -> anyhow::Result<(CameraRig, hal::marker::MarkerConfig)> {
     let precision = cfg.precision.clone().unwrap_or_default();
     let marker = precision.marker_config(&cam.lens());
@@ -120,6 +121,7 @@ pub fn start_camera(
     };
     let rig = camera::spawn(
         Box::new(move || source.open()),
+        pose,
         detector,
         worker,
         Box::new(move |frame| link.send_video(Envelope::new(frame))),
@@ -174,7 +176,7 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let (fc_snapshots, cloud_status) = (fc.snapshot(), link.status());
     let link = Arc::new(link);
     let camera = match &cfg.camera {
-        Some(cam) => Some(start_camera(&cfg, cam, link.clone())?),
+        Some(cam) => Some(start_camera(&cfg, cam, link.clone(), fc.snapshot())?),
         None => None,
     };
     let (mut agent, internal) = Agent::new(cfg, fc, payload, link, machine, commands, restored);

@@ -76,6 +76,12 @@ impl Monitor {
         self.flown = true;
     }
 
+    /// The machine moved (a transition, a retry back to cruising): progress it was already told
+    /// about may be due again, e.g. `over_destination` after a `retry_navigation`.
+    pub fn machine_moved(&mut self) {
+        self.last = None;
+    }
+
     pub fn observe(&mut self, snap: &FcSnapshot, at: Position) -> Vec<Event> {
         let mut out = Vec::new();
         match snap.link {

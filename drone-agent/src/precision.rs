@@ -60,6 +60,10 @@ pub struct PrecisionConfig {
     /// Consecutive centred frames before reporting centred.
     #[serde(default = "default_settle")]
     pub settle_frames: u32,
+    /// A frame counts as centred only while the drone moves slower than this (m/s): a picture
+    /// taken in motion is already out of date.
+    #[serde(default = "default_settled_speed")]
+    pub settled_speed_mps: f64,
 }
 
 fn default_dictionary() -> Dictionary {
@@ -86,6 +90,9 @@ fn default_descend_within() -> f64 {
 fn default_settle() -> u32 {
     3
 }
+fn default_settled_speed() -> f64 {
+    0.25
+}
 
 impl Default for PrecisionConfig {
     fn default() -> Self {
@@ -100,6 +107,7 @@ impl Default for PrecisionConfig {
             descent_step_m: default_step(),
             descend_within: default_descend_within(),
             settle_frames: default_settle(),
+            settled_speed_mps: default_settled_speed(),
         }
     }
 }
@@ -114,6 +122,7 @@ impl daemon::config::Validate for PrecisionConfig {
         v.range("descent_step_m", self.descent_step_m, 0.1, 10.0);
         v.range("descend_within", self.descend_within, 0.01, 1.0);
         v.range("settle_frames", self.settle_frames, 1, 100);
+        v.range("settled_speed_mps", self.settled_speed_mps, 0.01, 5.0);
     }
 }
 
@@ -145,6 +154,16 @@ pub enum ApproachFailure {
     },
     #[error("marker {want} lost for {for_s:.1} s")]
     Lost { want: u32, for_s: f64 },
+}
+
+/// Where the drone was when a frame was taken, as the autopilot said.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pose {
+    pub at: GeoPoint,
+    /// Degrees from north.
+    pub heading_deg: f64,
+    /// Horizontal speed, m/s.
+    pub speed_mps: f64,
 }
 
 /// What to do after a frame or a tick.
@@ -222,14 +241,9 @@ impl Approach {
         }
     }
 
-    /// One frame's detections with the autopilot's position and heading at capture.
-    pub fn frame(
-        &mut self,
-        now_s: f64,
-        detections: &[MarkerDetection],
-        at: GeoPoint,
-        heading_deg: f64,
-    ) -> Decision {
+    /// One frame's detections with the autopilot's pose at capture.
+    pub fn frame(&mut self, now_s: f64, detections: &[MarkerDetection], pose: Pose) -> Decision {
+        let (at, heading_deg) = (pose.at, pose.heading_deg);
         if self.done {
             return Decision::Wait;
         }
@@ -247,7 +261,8 @@ impl Approach {
         let offset = g.horizontal_offset_m();
         let height = at.alt_rel_m.max(0.1);
         let at_drop = (at.alt_rel_m - self.drop_alt_m).abs() <= self.cfg.alt_tolerance_m;
-        if offset <= self.cfg.centre_tolerance_m && at_drop {
+        let still = pose.speed_mps <= self.cfg.settled_speed_mps;
+        if offset <= self.cfg.centre_tolerance_m && at_drop && still {
             self.settled += 1;
             if self.settled >= self.cfg.settle_frames {
                 self.done = true;
@@ -322,6 +337,14 @@ mod tests {
         }
     }
 
+    fn pose(at: GeoPoint, heading_deg: f64) -> Pose {
+        Pose {
+            at,
+            heading_deg,
+            speed_mps: 0.0,
+        }
+    }
+
     fn ne(from: &GeoPoint, to: &GeoPoint) -> (f64, f64) {
         (
             (to.lat_deg - from.lat_deg).to_radians() * EARTH_R,
@@ -333,7 +356,7 @@ mod tests {
     fn a_far_marker_is_steered_to_without_descending() {
         let mut a = Approach::new(PrecisionConfig::default(), 7, 3.0, 0.0);
         // facing east, marker 3 m ahead: 3 m east
-        let d = a.frame(1.0, &[det(7, 3.0, 0.0, 10.0)], at(10.0), 90.0);
+        let d = a.frame(1.0, &[det(7, 3.0, 0.0, 10.0)], pose(at(10.0), 90.0));
         let Decision::Steer(p) = d else {
             panic!("{d:?}")
         };
@@ -345,33 +368,50 @@ mod tests {
     #[test]
     fn a_near_marker_brings_it_down_to_the_drop_height_then_centred() {
         let mut a = Approach::new(PrecisionConfig::default(), 7, 3.0, 0.0);
-        let d = a.frame(1.0, &[det(7, 0.2, -0.1, 5.0)], at(5.0), 0.0);
+        let d = a.frame(1.0, &[det(7, 0.2, -0.1, 5.0)], pose(at(5.0), 0.0));
         let Decision::Steer(p) = d else {
             panic!("{d:?}")
         };
         assert_eq!(p.alt_rel_m, 4.0);
-        let d = a.frame(2.0, &[det(7, 0.0, 0.1, 4.0)], at(4.0), 0.0);
+        let d = a.frame(2.0, &[det(7, 0.0, 0.1, 4.0)], pose(at(4.0), 0.0));
         assert!(matches!(d, Decision::Steer(p) if p.alt_rel_m == 3.0));
         // three centred frames at the drop height
         assert!(matches!(
-            a.frame(3.0, &[det(7, 0.1, 0.0, 3.0)], at(3.0), 0.0),
+            a.frame(3.0, &[det(7, 0.1, 0.0, 3.0)], pose(at(3.0), 0.0)),
             Decision::Steer(_)
         ));
         assert!(matches!(
-            a.frame(3.1, &[det(7, 0.1, 0.0, 3.0)], at(3.0), 0.0),
+            a.frame(3.1, &[det(7, 0.1, 0.0, 3.0)], pose(at(3.0), 0.0)),
             Decision::Steer(_)
         ));
         assert_eq!(
-            a.frame(3.2, &[det(7, 0.1, 0.0, 3.0)], at(3.0), 0.0),
+            a.frame(3.2, &[det(7, 0.1, 0.0, 3.0)], pose(at(3.0), 0.0)),
             Decision::Centred
         );
+    }
+
+    #[test]
+    fn a_moving_drone_is_never_centred() {
+        let mut a = Approach::new(PrecisionConfig::default(), 7, 3.0, 0.0);
+        let moving = Pose {
+            speed_mps: 0.8,
+            ..pose(at(3.0), 0.0)
+        };
+        for i in 0..10 {
+            let d = a.frame(f64::from(i), &[det(7, 0.0, 0.0, 3.0)], moving);
+            assert!(matches!(d, Decision::Steer(_)), "{d:?}");
+        }
+        assert!(matches!(
+            a.frame(11.0, &[det(7, 0.0, 0.0, 3.0)], pose(at(3.0), 0.0)),
+            Decision::Steer(_)
+        ));
     }
 
     #[test]
     fn wrong_marker_then_timeout_fails_naming_what_was_seen() {
         let mut a = Approach::new(PrecisionConfig::default(), 7, 3.0, 0.0);
         assert_eq!(
-            a.frame(1.0, &[det(9, 0.0, 0.0, 5.0)], at(5.0), 0.0),
+            a.frame(1.0, &[det(9, 0.0, 0.0, 5.0)], pose(at(5.0), 0.0)),
             Decision::Wait
         );
         let d = a.tick(15.0);
@@ -395,7 +435,7 @@ mod tests {
             Decision::Failed(ApproachFailure::NotSeen { want: 7, .. })
         ));
         let mut a = Approach::new(PrecisionConfig::default(), 7, 3.0, 0.0);
-        a.frame(1.0, &[det(7, 1.0, 0.0, 5.0)], at(5.0), 0.0);
+        a.frame(1.0, &[det(7, 1.0, 0.0, 5.0)], pose(at(5.0), 0.0));
         assert_eq!(a.tick(3.9), Decision::Wait);
         assert!(matches!(
             a.tick(4.0),

@@ -333,7 +333,13 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
     /// Feeds one event through the machine and runs what it asks for.
     pub async fn feed(&mut self, event: Event) -> Outcome {
         let delivery_before = self.machine.delivery().map(|d| d.delivery_id);
+        let where_before = (self.machine.state(), self.machine.nav_phase());
         let outcome = self.machine.handle(&event);
+        if outcome.transition.is_some()
+            || where_before != (self.machine.state(), self.machine.nav_phase())
+        {
+            self.monitor.machine_moved();
+        }
         if let Some((from, to)) = outcome.transition {
             info!(event = event.name(), ?from, ?to, "state changed");
         } else if let Some(why) = &outcome.rejected {
@@ -474,7 +480,12 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
                 Vec::new()
             }
         };
-        let Some(pos) = self.snap.position else {
+        let at = s.at.or_else(|| {
+            self.snap
+                .position
+                .map(|p| GeoPoint::new(p.lat_deg, p.lon_deg, p.alt_rel_m))
+        });
+        let Some(at) = at else {
             return;
         };
         let want = self.machine.delivery().map(|d| d.aruco_id);
@@ -491,9 +502,13 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
         let now_s = tokio::time::Instant::from_std(s.captured)
             .saturating_duration_since(self.epoch)
             .as_secs_f64();
-        let at = GeoPoint::new(pos.lat_deg, pos.lon_deg, pos.alt_rel_m);
-        let heading = self.snap.heading_deg.unwrap_or(0.0);
-        let decision = run.approach.frame(now_s, &markers, at, heading);
+        let pose = precision::Pose {
+            at,
+            heading_deg: s.heading_deg.or(self.snap.heading_deg).unwrap_or(0.0),
+            // unknown speed: never "still", so never centred on a guess
+            speed_mps: s.speed_mps.unwrap_or(f64::INFINITY),
+        };
+        let decision = run.approach.frame(now_s, &markers, pose);
         self.act_on(decision).await;
     }
 

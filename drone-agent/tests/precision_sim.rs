@@ -146,7 +146,13 @@ async fn fly(gps_error_ne: (f64, f64), shown: Option<u32>, id: u32) -> End {
             landing_targets += 1;
         }
         let at = GeoPoint::new(p.lat_deg, p.lon_deg, p.alt_rel_m);
-        match approach.frame(v.t_s, &found, at, heading) {
+        let speed_mps = snap.velocity_ned_mps.map_or(0.0, |v| v[0].hypot(v[1]));
+        let pose = drone_agent::precision::Pose {
+            at,
+            heading_deg: heading,
+            speed_mps,
+        };
+        match approach.frame(v.t_s, &found, pose) {
             Decision::Steer(to) => fc.goto(to).await.unwrap(),
             Decision::Centred => break,
             Decision::Failed(f) => return End::Failed(f),

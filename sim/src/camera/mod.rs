@@ -89,7 +89,11 @@ fn marker_cell(id: u32, row: usize, col: usize) -> bool {
     if row == 0 || col == 0 || row == 5 || col == 5 {
         return false;
     }
-    let bits = aruco_4x4_50::DICT_4X4_50[id as usize];
+    // an id outside the dictionary prints as a blank (all-black) marker no detector decodes
+    let bits = aruco_4x4_50::DICT_4X4_50
+        .get(id as usize)
+        .copied()
+        .unwrap_or(0);
     let bit = 15 - ((row - 1) * 4 + (col - 1));
     (bits >> bit) & 1 == 1
 }

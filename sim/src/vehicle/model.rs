@@ -597,7 +597,9 @@ impl Model {
             self.pos[0] = desired[0];
             self.pos[1] = desired[1];
         }
-        if dist_h > 0.5 {
+        // nose toward the target on real legs; short repositions (a precision approach's
+        // corrections) keep the yaw, as the autopilots do
+        if dist_h > 2.0 {
             self.heading_deg = ve_d.atan2(vn_d).to_degrees().rem_euclid(360.0);
         }
         if self.pos[2] <= 0.0 {
