@@ -55,3 +55,51 @@ fn bad_connection_string_is_named() {
     let e = parse(&text).unwrap_err().to_string();
     assert!(e.contains("flight_controller.connection"), "{e}");
 }
+
+/// The commented camera sections of the example, switched on.
+fn example_with_camera() -> String {
+    let ex = example();
+    let (head, rest) = ex.split_once("# BEGIN camera\n").unwrap();
+    let (block, tail) = rest.split_once("# END camera").unwrap();
+    let block: String = block
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    format!("{head}{block}{tail}")
+}
+
+#[test]
+fn camera_sections_parse_and_precision_needs_the_opencv_build() {
+    let text = example_with_camera();
+    match parse(&text) {
+        Ok(cfg) => {
+            assert!(
+                cfg!(feature = "opencv"),
+                "accepted without a marker detector"
+            );
+            assert_eq!(cfg.precision.unwrap().marker_size_m, 0.4);
+            assert!(!cfg.video.enabled, "video off by default");
+        }
+        Err(e) => {
+            assert!(!cfg!(feature = "opencv"), "{e}");
+            let fields = e.fields();
+            assert!(fields.contains(&"precision"), "{fields:?}");
+            assert!(fields.contains(&"camera.source"), "{fields:?}");
+        }
+    }
+}
+
+#[test]
+fn video_and_precision_without_a_camera_name_the_field() {
+    let text = example_with_camera().replace("[camera]", "[unused_camera]");
+    let cut = text.split_once("[unused_camera]").unwrap();
+    // drop the whole [camera] section
+    let after = cut.1.split_once("[precision]").unwrap().1;
+    let text =
+        format!("{}[precision]{}", cut.0, after).replace("enabled = false", "enabled = true");
+    let e = parse(&text).unwrap_err();
+    let fields = e.fields();
+    assert!(fields.contains(&"video.enabled"), "{fields:?}");
+    assert!(fields.contains(&"precision"), "{fields:?}");
+}
