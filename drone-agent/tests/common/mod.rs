@@ -3,6 +3,8 @@
 //! place), and the agent itself — in this process, or as its own binary for kill tests.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod precision;
+
 use futures_util::{SinkExt, StreamExt};
 use protocol::ws::{Command, CommandKind, Event, EventAck, EventType, Message, Task};
 use protocol::Envelope;
