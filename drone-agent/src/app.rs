@@ -179,6 +179,8 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
         Some(cam) => Some(start_camera(&cfg, cam, link.clone(), fc.snapshot())?),
         None => None,
     };
+    let (has_camera, min_takeoff_percent) = (cfg.camera.is_some(), cfg.battery.min_takeoff_percent);
+    let (controller, release) = (fc.clone(), payload.clone());
     let (mut agent, internal) = Agent::new(cfg, fc, payload, link, machine, commands, restored);
     if let Some((rig, marker)) = camera {
         agent = agent.with_camera(rig, marker);
@@ -191,6 +193,11 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 view: agent.technician_view(),
                 fc: fc_snapshots,
                 cloud: cloud_status,
+                controller,
+                payload: release,
+                min_takeoff_percent,
+                has_camera,
+                busy: Default::default(),
             };
             Some(tokio::spawn(crate::technician::serve(listener, sources)))
         }

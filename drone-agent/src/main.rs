@@ -47,6 +47,31 @@ enum Command {
         #[arg(long, default_value = drone_agent::technician::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Run the pre-flight checks now (autopilot, cloud link, camera): each PASS or FAIL with
+    /// what was seen. Exit 5 if any failed.
+    Preflight {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = drone_agent::technician::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Hardware tests on the running agent.
+    Test {
+        #[command(subcommand)]
+        what: TestWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum TestWhat {
+    /// Open the payload release, hold it 2 s, close it. Only on the ground, disarmed, with no
+    /// delivery on (refused otherwise, exit 5). Mind the parcel: it will drop.
+    Release {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = drone_agent::technician::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -71,6 +96,10 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::Status { json, socket } => return technician(&socket, "status", json),
         Command::Events { json, socket } => return technician(&socket, "events", json),
+        Command::Preflight { json, socket } => return technician(&socket, "preflight", json),
+        Command::Test {
+            what: TestWhat::Release { json, socket },
+        } => return technician(&socket, "test release", json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,10 +110,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// The technician's client commands. Exit codes: 0 answered, 3 agent not reachable (not
-/// running, or no permission on the socket), 4 a garbled exchange.
+/// The technician's client commands. Exit codes: 0 answered (and every check passed), 3 agent
+/// not reachable (not running, or no permission on the socket), 4 a garbled exchange, 5 refused
+/// or a check failed.
 fn technician(socket: &std::path::Path, what: &str, json: bool) -> ExitCode {
-    use drone_agent::technician::{self as tech, EventsReport, StatusReport};
+    use drone_agent::technician::{self as tech, ChecksReply, EventsReport, StatusReport};
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -96,18 +126,26 @@ fn technician(socket: &std::path::Path, what: &str, json: bool) -> ExitCode {
         }
     };
     let shown = rt.block_on(tech::request(socket, what)).and_then(|v| {
+        // checks that ran but failed are an answer, and exit 5
+        let failed = v.get("passed").and_then(|p| p.as_bool()) == Some(false);
         if json {
-            return Ok(format!("{v}\n"));
+            return Ok((format!("{v}\n"), failed));
         }
-        Ok(match what {
+        let text = match what {
             "status" => tech::render_status(&serde_json::from_value::<StatusReport>(v)?),
-            _ => tech::render_events(&serde_json::from_value::<EventsReport>(v)?),
-        })
+            "events" => tech::render_events(&serde_json::from_value::<EventsReport>(v)?),
+            _ => tech::render_checks(&serde_json::from_value::<ChecksReply>(v)?),
+        };
+        Ok((text, failed))
     });
     match shown {
-        Ok(text) => {
+        Ok((text, failed)) => {
             print!("{text}");
-            ExitCode::SUCCESS
+            if failed {
+                ExitCode::from(5)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("drone-agent: {e}");

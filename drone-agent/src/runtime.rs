@@ -430,6 +430,8 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
                 if let Some(c) = self.camera.as_mut() {
                     c.fault = Some(why.clone());
                 }
+                self.view
+                    .send_modify(|v| v.camera_fault = Some(why.clone()));
                 let mut reason = format!("camera failed: {why}");
                 let fallback = self.cfg.precision.as_ref().is_some_and(|p| p.gps_fallback);
                 match self.approach.as_mut() {
@@ -460,6 +462,7 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
                 if let Some(c) = self.camera.as_mut() {
                     c.fault = None;
                 }
+                self.view.send_modify(|v| v.camera_fault = None);
                 self.publish(EventType::CameraRestored, None).await;
             }
         }

@@ -1,22 +1,30 @@
-//! The technician's window into a running agent: a Unix socket, and the `drone-agent status` /
-//! `drone-agent events` client commands that read it over SSH.
+//! The technician's window into a running agent: a Unix socket, and the `drone-agent status`,
+//! `events`, `preflight` and `test release` client commands that use it over SSH.
 //!
 //! **Access control is the socket file's permissions.** The socket is created mode 0660 inside
 //! the service's runtime directory (`/run/skypost-drone`, mode 0750, owned by the service user):
 //! root and members of the `skypost-drone` group may use it, nobody else.
 //!
 //! **Protocol.** One request line, one JSON reply line, then the agent closes the connection:
-//! `status` → [`StatusReport`]; `events` → the recent transitions and refusals. Anything else gets
-//! `{"error": "..."}`. The server only *reads* watches (the runtime's [`AgentView`], the flight
-//! controller's snapshot, the cloud link's status): a technician can never stall the task that
-//! owns the state machine, and nothing here changes the drone.
+//! `status` → [`StatusReport`]; `events` → the recent transitions and refusals; `preflight` →
+//! [`ChecksReply`] (the autopilot's pre-flight checks plus the cloud link and camera, each pass or
+//! fail with what was seen); `test release` → [`ChecksReply`] (open the payload release, hold it
+//! open two seconds, close it; refused unless the drone is on the ground, disarmed and not on a
+//! delivery). Anything else, or a refusal, gets `{"error": "..."}`.
+//!
+//! `status`, `events` and `preflight` only *read* (watches, and the autopilot's own checks): a
+//! technician can never stall the task that owns the state machine. `test release` is the one
+//! command that moves hardware; it is logged as a technician action and one runs at a time.
 
 use cloud_link::LinkStatus;
 use hal::flight::{FcSnapshot, LinkState};
+use hal::flight::{FlightController, LandedState};
+use hal::payload::PayloadRelease;
 use protocol::ws::DroneState;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -62,6 +70,9 @@ pub struct AgentView {
     pub recent: VecDeque<RecentEvent>,
     /// The last refusal or failure the agent reported, if any.
     pub last_error: Option<RecentEvent>,
+    /// Why the camera is failed, while it is.
+    #[serde(default)]
+    pub camera_fault: Option<String>,
 }
 
 impl AgentView {
@@ -71,6 +82,7 @@ impl AgentView {
             delivery_id,
             recent: VecDeque::new(),
             last_error: None,
+            camera_fault: None,
         }
     }
 
@@ -154,15 +166,165 @@ fn unix_s(t: SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// What the server reads from.
-#[derive(Clone)]
-pub struct Sources {
+/// One check or step of `preflight` / `test release`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckLine {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// The reply to `preflight` and `test release`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChecksReply {
+    pub passed: bool,
+    pub checks: Vec<CheckLine>,
+}
+
+impl ChecksReply {
+    fn new(checks: Vec<CheckLine>) -> Self {
+        Self {
+            passed: checks.iter().all(|c| c.passed),
+            checks,
+        }
+    }
+}
+
+/// How long `test release` holds the release open before closing it again.
+const RELEASE_HOLD: Duration = Duration::from_secs(2);
+/// Replies to commands that move hardware or wait on the autopilot take longer than a read.
+const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the server reads from, and the hardware `preflight` and `test release` use.
+pub struct Sources<F, P> {
     pub view: watch::Receiver<AgentView>,
     pub fc: watch::Receiver<FcSnapshot>,
     pub cloud: watch::Receiver<LinkStatus>,
+    pub controller: Arc<F>,
+    pub payload: Arc<P>,
+    pub min_takeoff_percent: f64,
+    /// A camera is configured (its faults come through [`AgentView::camera_fault`]).
+    pub has_camera: bool,
+    /// One hardware test at a time.
+    pub busy: Arc<tokio::sync::Mutex<()>>,
 }
 
-impl Sources {
+impl<F, P> Clone for Sources<F, P> {
+    fn clone(&self) -> Self {
+        Self {
+            view: self.view.clone(),
+            fc: self.fc.clone(),
+            cloud: self.cloud.clone(),
+            controller: self.controller.clone(),
+            payload: self.payload.clone(),
+            min_takeoff_percent: self.min_takeoff_percent,
+            has_camera: self.has_camera,
+            busy: self.busy.clone(),
+        }
+    }
+}
+
+impl<F: FlightController, P: PayloadRelease> Sources<F, P> {
+    /// The autopilot's pre-flight checks, then the agent's own links.
+    pub async fn preflight(&self) -> ChecksReply {
+        let mut checks = match self
+            .controller
+            .preflight_check(self.min_takeoff_percent)
+            .await
+        {
+            Ok(r) => r
+                .checks
+                .into_iter()
+                .map(|c| CheckLine {
+                    name: c.name.to_owned(),
+                    passed: c.passed,
+                    detail: c.detail,
+                })
+                .collect(),
+            Err(e) => vec![CheckLine {
+                name: "flight_controller".into(),
+                passed: false,
+                detail: e.to_string(),
+            }],
+        };
+        let cloud = self.cloud.borrow().clone();
+        checks.push(CheckLine {
+            name: "cloud".into(),
+            passed: cloud.is_connected(),
+            detail: match &cloud {
+                LinkStatus::Connected { .. } => "connected to the relay".into(),
+                other => format!("{other:?}"),
+            },
+        });
+        if self.has_camera {
+            let fault = self.view.borrow().camera_fault.clone();
+            checks.push(CheckLine {
+                name: "camera".into(),
+                passed: fault.is_none(),
+                detail: fault.unwrap_or_else(|| "no fault seen".into()),
+            });
+        }
+        ChecksReply::new(checks)
+    }
+
+    /// Opens the payload release, holds it, closes it. Refused unless on the ground, disarmed,
+    /// and not on a delivery.
+    pub async fn test_release(&self) -> Result<ChecksReply, String> {
+        let state = self.view.borrow().state;
+        let (armed, landed) = {
+            let s = self.fc.borrow();
+            (s.armed, s.landed)
+        };
+        if !matches!(
+            state,
+            DroneState::Idle | DroneState::Completed | DroneState::LandedElsewhere
+        ) {
+            return Err(format!(
+                "the drone is {} (a delivery is on): test release only when idle",
+                format!("{state:?}").to_uppercase()
+            ));
+        }
+        if armed {
+            return Err("the drone is armed: disarm it first".into());
+        }
+        if matches!(
+            landed,
+            LandedState::InAir | LandedState::TakingOff | LandedState::Landing
+        ) {
+            return Err(format!("the autopilot says {landed:?}: only on the ground"));
+        }
+        let Ok(_turn) = self.busy.try_lock() else {
+            return Err("another hardware test is running".into());
+        };
+        info!(
+            action = "test release",
+            "technician action: opening the payload release"
+        );
+        let mut checks = Vec::new();
+        let opened = self.payload.release().await;
+        checks.push(CheckLine {
+            name: "release".into(),
+            passed: opened.is_ok(),
+            detail: opened.map_or_else(|e| e.to_string(), |()| "opened (confirmed)".into()),
+        });
+        tokio::time::sleep(RELEASE_HOLD).await;
+        let closed = self.payload.close().await;
+        checks.push(CheckLine {
+            name: "close".into(),
+            passed: closed.is_ok(),
+            detail: closed.map_or_else(|e| e.to_string(), |()| "closed again".into()),
+        });
+        let reply = ChecksReply::new(checks);
+        info!(
+            action = "test release",
+            passed = reply.passed,
+            "technician action done"
+        );
+        Ok(reply)
+    }
+}
+
+impl<F, P> Sources<F, P> {
     pub fn status(&self) -> StatusReport {
         let view = self.view.borrow().clone();
         let fc = self.fc.borrow().clone();
@@ -214,7 +376,11 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves technicians until the task is dropped. Each connection is its own task.
-pub async fn serve(listener: UnixListener, sources: Sources) {
+pub async fn serve<F, P>(listener: UnixListener, sources: Sources<F, P>)
+where
+    F: FlightController + Send + Sync + 'static,
+    P: PayloadRelease + Send + Sync + 'static,
+{
     if let Ok(addr) = listener.local_addr() {
         info!(socket = ?addr.as_pathname(), "technician socket listening");
     }
@@ -237,7 +403,10 @@ pub async fn serve(listener: UnixListener, sources: Sources) {
     }
 }
 
-async fn answer(stream: UnixStream, sources: &Sources) -> std::io::Result<()> {
+async fn answer<F: FlightController, P: PayloadRelease>(
+    stream: UnixStream,
+    sources: &Sources<F, P>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
@@ -251,8 +420,18 @@ async fn answer(stream: UnixStream, sources: &Sources) -> std::io::Result<()> {
         "events" => serde_json::to_string(&EventsReport {
             events: sources.view.borrow().recent.iter().cloned().collect(),
         }),
+        "preflight" => serde_json::to_string(&sources.preflight().await),
+        "test release" => match sources.test_release().await {
+            Ok(reply) => serde_json::to_string(&reply),
+            Err(why) => {
+                info!(action = "test release", reason = %why, "technician action refused");
+                serde_json::to_string(&serde_json::json!({ "error": why }))
+            }
+        },
         other => serde_json::to_string(&serde_json::json!({
-            "error": format!("unknown request {other:?}: expected status or events")
+            "error": format!(
+                "unknown request {other:?}: expected status, events, preflight or test release"
+            )
         })),
     }
     .map_err(std::io::Error::other)?;
@@ -278,10 +457,12 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// 3: agent not reachable (not running, or no permission); 4: protocol trouble.
+    /// 3: agent not reachable (not running, or no permission); 4: protocol trouble; 5: the
+    /// agent refused (the same codes as `locker-agent`'s technician commands).
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::Connect { .. } => 3,
+            ClientError::Refused(_) => 5,
             _ => 4,
         }
     }
@@ -299,7 +480,12 @@ pub async fn request(path: &Path, what: &str) -> Result<serde_json::Value, Clien
     write.write_all(format!("{what}\n").as_bytes()).await?;
     let mut line = String::new();
     let mut reader = BufReader::new(read);
-    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
+    let wait = if what == "status" || what == "events" {
+        REQUEST_TIMEOUT
+    } else {
+        ACTION_TIMEOUT
+    };
+    tokio::time::timeout(wait, reader.read_line(&mut line))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply"))??;
     let value: serde_json::Value = serde_json::from_str(line.trim())?;
@@ -390,5 +576,16 @@ pub fn render_events(r: &EventsReport) -> String {
     if r.events.is_empty() {
         out.push_str("(no events since the agent started)\n");
     }
+    out
+}
+
+/// `preflight` / `test release` for a person: one line per check, PASS or FAIL first.
+pub fn render_checks(r: &ChecksReply) -> String {
+    let mut out = String::new();
+    for c in &r.checks {
+        let mark = if c.passed { "PASS" } else { "FAIL" };
+        out.push_str(&format!("{mark}  {:<18}{}\n", c.name, c.detail));
+    }
+    out.push_str(if r.passed { "all passed\n" } else { "FAILED\n" });
     out
 }

@@ -1,11 +1,12 @@
 //! The technician's commands against the real agent binary over its real Unix socket: `status`
-//! (text and `--json`), `events` after a refused command, the socket's permissions, and the exit
-//! code when no agent is listening.
+//! (text and `--json`), `events` after a refused command, `preflight`, `test release` (done on
+//! the ground, refused on a delivery), the socket's permissions, and the exit codes.
 
 mod common;
 
 use common::*;
-use protocol::ws::CommandKind;
+use protocol::ws::{CommandKind, EventType};
+use protocol::Envelope;
 use sim::vehicle::Flavour;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -23,7 +24,7 @@ fn cli(args: &[&str], socket: &Path) -> Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_events_over_the_technician_socket() {
     let dir = tempfile::tempdir().unwrap();
-    let (_vehicle, connection) = vehicle(Flavour::Px4).await;
+    let (vehicle, connection) = vehicle(Flavour::Px4).await;
     let mut backend = Backend::start().await;
     let cfg_path = dir.path().join("drone-agent.toml");
     std::fs::write(
@@ -115,4 +116,41 @@ async fn status_and_events_over_the_technician_socket() {
     let out = cli(&["events"], &socket);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("refused: "), "{text}");
+
+    // preflight: the autopilot's checks and the cloud link, each PASS/FAIL
+    arm_ready(&vehicle, Flavour::Px4).await;
+    let out = cli(&["preflight"], &socket);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("PASS  gps"), "{text}");
+    assert!(text.contains("PASS  cloud"), "{text}");
+    assert!(text.ends_with("all passed\n"), "{text}");
+
+    // test release on the ground, disarmed, idle: the gripper opens, then closes
+    let before = vehicle.view().borrow().commands.len();
+    let out = cli(&["test", "release", "--json"], &socket);
+    assert!(out.status.success(), "{out:?}");
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["passed"], true, "{reply}");
+    let v = vehicle.view().borrow().clone();
+    let grippers = v.commands[before..]
+        .iter()
+        .filter(|(cmd, _)| *cmd == 211) // MAV_CMD_DO_GRIPPER
+        .count();
+    assert!(
+        grippers >= 2,
+        "release and grab: {:?}",
+        &v.commands[before..]
+    );
+    assert!(!v.gripper_released, "closed again");
+
+    // on a delivery it is refused, exit 5, and nothing moves
+    assert!(backend.send(Envelope::new(task(north_of_home(Flavour::Px4, 200.0)))));
+    backend.event(EventType::TaskAssigned).await;
+    let out = cli(&["test", "release"], &socket);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only when idle"),
+        "{out:?}"
+    );
 }
