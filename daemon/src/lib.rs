@@ -5,8 +5,11 @@
 //! - [`logging`]: `tracing` with an env-filter, to the journal under systemd, to stderr otherwise.
 //! - [`shutdown`]: SIGTERM / SIGINT as one future.
 //! - [`systemd`]: readiness, status, watchdog and stopping notifications (`Type=notify` units).
+//! - [`technician`]: the agents' technician socket (0660, one request line, one JSON reply line)
+//!   and its client with exit codes.
 
 pub mod config;
 pub mod logging;
 pub mod shutdown;
 pub mod systemd;
+pub mod technician;

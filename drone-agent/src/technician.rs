@@ -26,39 +26,21 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 /// Recent events kept for `drone-agent events`.
 pub const RECENT_EVENTS: usize = 50;
-/// The longest request line accepted; a technician's client sends a word.
-const MAX_REQUEST: usize = 256;
-/// A client that does not send its request in this time is dropped.
+/// How long the client waits for a reply that only reads.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The socket's file name inside the runtime (or state) directory.
-pub const SOCKET_NAME: &str = "technician.sock";
 /// Where the packaged unit puts it (`RuntimeDirectory=skypost-drone`); the client's default.
 pub const DEFAULT_SOCKET: &str = "/run/skypost-drone/technician.sock";
 
-/// Where the running agent listens: `$RUNTIME_DIRECTORY` (set by systemd from the unit's
-/// `RuntimeDirectory=`), else the state directory (an agent started by hand).
+/// Where the running agent listens (`daemon::technician::socket_path`, nothing configured).
 pub fn socket_path(state_dir: &Path) -> PathBuf {
-    match std::env::var_os("RUNTIME_DIRECTORY") {
-        // systemd may list several directories separated by ':'; ours is the first
-        Some(dirs) => {
-            let first = dirs
-                .to_string_lossy()
-                .split(':')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            PathBuf::from(first).join(SOCKET_NAME)
-        }
-        None => state_dir.join(SOCKET_NAME),
-    }
+    daemon::technician::socket_path(None, state_dir)
 }
 
 /// What the runtime publishes after every event it handles.
@@ -362,137 +344,56 @@ impl<F, P> Sources<F, P> {
     }
 }
 
-/// Binds the socket (replacing a stale one from a previous run) with mode 0660.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt as _;
-    match std::fs::remove_file(path) {
-        Ok(()) => debug!(path = %path.display(), "removed a stale technician socket"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+impl<F: FlightController, P: PayloadRelease> Sources<F, P> {
+    /// The reply to one request line.
+    pub async fn reply(&self, request: &str) -> serde_json::Value {
+        use daemon::technician::refusal;
+        let json = |v: Result<serde_json::Value, serde_json::Error>| {
+            v.unwrap_or_else(|e| refusal(format!("reply not encodable: {e}")))
+        };
+        match request {
+            "status" => json(serde_json::to_value(self.status())),
+            "events" => json(serde_json::to_value(EventsReport {
+                events: self.view.borrow().recent.iter().cloned().collect(),
+            })),
+            "preflight" => json(serde_json::to_value(self.preflight().await)),
+            "test release" => match self.test_release().await {
+                Ok(reply) => json(serde_json::to_value(reply)),
+                Err(why) => {
+                    info!(action = "test release", reason = %why, "technician action refused");
+                    refusal(why)
+                }
+            },
+            other => refusal(format!(
+                "unknown request {other:?}: expected status, events, preflight or test release"
+            )),
+        }
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
 }
 
-/// Serves technicians until the task is dropped. Each connection is its own task.
+/// Serves technicians on `listener` until the task is dropped.
 pub async fn serve<F, P>(listener: UnixListener, sources: Sources<F, P>)
 where
     F: FlightController + Send + Sync + 'static,
     P: PayloadRelease + Send + Sync + 'static,
 {
-    if let Ok(addr) = listener.local_addr() {
-        info!(socket = ?addr.as_pathname(), "technician socket listening");
-    }
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let sources = sources.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = answer(stream, &sources).await {
-                        debug!(error = %e, "technician connection ended early");
-                    }
-                });
-            }
-            Err(e) => {
-                // EMFILE and the like: log, wait a little, go on (never a hot loop)
-                warn!(error = %e, "technician socket accept failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    daemon::technician::serve(listener, move |line: String| {
+        let sources = sources.clone();
+        async move { sources.reply(&line).await }
+    })
+    .await
 }
 
-async fn answer<F: FlightController, P: PayloadRelease>(
-    stream: UnixStream,
-    sources: &Sources<F, P>,
-) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
-    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
-    let request = line.trim();
-    info!(request, "technician request");
-    let reply = match request {
-        "status" => serde_json::to_string(&sources.status()),
-        "events" => serde_json::to_string(&EventsReport {
-            events: sources.view.borrow().recent.iter().cloned().collect(),
-        }),
-        "preflight" => serde_json::to_string(&sources.preflight().await),
-        "test release" => match sources.test_release().await {
-            Ok(reply) => serde_json::to_string(&reply),
-            Err(why) => {
-                info!(action = "test release", reason = %why, "technician action refused");
-                serde_json::to_string(&serde_json::json!({ "error": why }))
-            }
-        },
-        other => serde_json::to_string(&serde_json::json!({
-            "error": format!(
-                "unknown request {other:?}: expected status, events, preflight or test release"
-            )
-        })),
-    }
-    .map_err(std::io::Error::other)?;
-    write.write_all(reply.as_bytes()).await?;
-    write.write_all(b"\n").await?;
-    write.shutdown().await
-}
-
-/// Client side errors, each with its own exit code (see [`ClientError::exit_code`]).
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("cannot reach the agent at {path}: {source} (is skypost-drone-agent running? are you in group skypost-drone?)")]
-    Connect {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("talking to the agent: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the agent answered something unreadable: {0}")]
-    Reply(#[from] serde_json::Error),
-    #[error("the agent refused: {0}")]
-    Refused(String),
-}
-
-impl ClientError {
-    /// 3: agent not reachable (not running, or no permission); 4: protocol trouble; 5: the
-    /// agent refused (the same codes as `locker-agent`'s technician commands).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ClientError::Connect { .. } => 3,
-            ClientError::Refused(_) => 5,
-            _ => 4,
-        }
-    }
-}
+pub use daemon::technician::{bind, ClientError};
 
 /// Sends one request and returns the JSON reply.
 pub async fn request(path: &Path, what: &str) -> Result<serde_json::Value, ClientError> {
-    let stream = UnixStream::connect(path)
-        .await
-        .map_err(|source| ClientError::Connect {
-            path: path.to_owned(),
-            source,
-        })?;
-    let (read, mut write) = stream.into_split();
-    write.write_all(format!("{what}\n").as_bytes()).await?;
-    let mut line = String::new();
-    let mut reader = BufReader::new(read);
     let wait = if what == "status" || what == "events" {
         REQUEST_TIMEOUT
     } else {
         ACTION_TIMEOUT
     };
-    tokio::time::timeout(wait, reader.read_line(&mut line))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply"))??;
-    let value: serde_json::Value = serde_json::from_str(line.trim())?;
-    if let Some(e) = value.get("error").and_then(|e| e.as_str()) {
-        return Err(ClientError::Refused(e.to_owned()));
-    }
-    Ok(value)
+    daemon::technician::request(path, what, wait).await
 }
 
 /// `status` for a person: aligned lines, no colour codes (they are never written, so piping to
