@@ -25,21 +25,14 @@ use crate::scanner::CameraStatus;
 use hal::lockboard::LockBoard;
 use protocol::locker_api::HealthStatus;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
-use tracing::{debug, info, warn, Instrument as _};
+use tokio::net::UnixListener;
 
-/// The socket's file name inside the runtime (or state) directory.
-pub const SOCKET_NAME: &str = "technician.sock";
+pub use daemon::technician::SOCKET_NAME;
 /// Where the packaged unit puts it (`RuntimeDirectory=skypost-locker`); the client's default.
 pub const DEFAULT_SOCKET: &str = "/run/skypost-locker/technician.sock";
-/// The longest request line accepted.
-const MAX_REQUEST: u64 = 256;
-/// A client that does not send its request in this time is dropped.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the client waits for a reply: an open waits for the bolt's travel (15 s by default,
 /// up to two minutes if configured so), a camera test for a frame.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(150);
@@ -48,33 +41,7 @@ const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many errors `status` lists.
 const LAST_ERRORS: usize = 5;
 
-/// Where the running agent listens (see the module docs for the order).
-pub fn socket_path(configured: Option<&Path>, state_dir: &Path) -> PathBuf {
-    if let Some(p) = configured {
-        return p.to_owned();
-    }
-    match std::env::var_os("RUNTIME_DIRECTORY") {
-        // systemd may list several directories separated by ':'; ours is the first
-        Some(dirs) if !dirs.is_empty() => {
-            let dirs = dirs.to_string_lossy().into_owned();
-            PathBuf::from(dirs.split(':').next().unwrap_or_default()).join(SOCKET_NAME)
-        }
-        _ => state_dir.join(SOCKET_NAME),
-    }
-}
-
-/// Binds the socket (replacing a stale one from a previous run) with mode 0660.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt as _;
-    match std::fs::remove_file(path) {
-        Ok(()) => debug!(path = %path.display(), "removed a stale technician socket"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
-}
+pub use daemon::technician::{bind, socket_path, ClientError};
 
 /// A request, parsed from its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,43 +263,20 @@ async fn test_camera<B: LockBoard>(locker: &Locker<B>) -> Result<CameraTest, Str
     })
 }
 
-/// Serves technicians until the task is dropped. Each connection is its own task.
+/// Serves technicians until the task is dropped (`daemon::technician` moves the lines).
 pub async fn serve<B: LockBoard>(listener: UnixListener, locker: Arc<Locker<B>>) {
-    if let Ok(addr) = listener.local_addr() {
-        info!(socket = ?addr.as_pathname(), "technician socket listening");
-    }
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let locker = locker.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = answer(stream, &locker).await {
-                        debug!(error = %e, "technician connection ended early");
-                    }
-                });
-            }
-            Err(e) => {
-                // EMFILE and the like: log, wait a little, go on (never a hot loop)
-                warn!(error = %e, "technician socket accept failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    daemon::technician::serve(listener, move |line: String| {
+        let locker = locker.clone();
+        async move { reply(&locker, &line).await }
+    })
+    .await
 }
 
-async fn answer<B: LockBoard>(stream: UnixStream, locker: &Locker<B>) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let mut reader = BufReader::new(read).take(MAX_REQUEST);
-    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
-    let request = line.trim().to_owned();
-    let span = tracing::info_span!("technician", request = %request);
-    let reply = async {
-        info!("technician request");
-        let error = |e: String| serde_json::json!({ "error": e });
-        let value = match Request::parse(&request) {
+/// The reply to one request line.
+async fn reply<B: LockBoard>(locker: &Locker<B>, request: &str) -> serde_json::Value {
+    let error = |e: String| serde_json::json!({ "error": e });
+    let value = async {
+        let value = match Request::parse(request) {
             Err(e) => error(e),
             Ok(Request::Status) => serde_json::to_value(status(locker))?,
             Ok(Request::Events) => serde_json::to_value(EventsReport {
@@ -358,65 +302,13 @@ async fn answer<B: LockBoard>(stream: UnixStream, locker: &Locker<B>) -> std::io
         };
         Ok::<_, serde_json::Error>(value)
     }
-    .instrument(span)
-    .await
-    .map_err(std::io::Error::other)?;
-    write.write_all(reply.to_string().as_bytes()).await?;
-    write.write_all(b"\n").await?;
-    write.shutdown().await
-}
-
-/// Client-side errors, each with its exit code ([`ClientError::exit_code`]).
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("cannot reach the agent at {path}: {source} (is skypost-locker-agent running? are you in group skypost-locker?)")]
-    Connect {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("talking to the agent: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the agent answered something unreadable: {0}")]
-    Reply(#[from] serde_json::Error),
-    #[error("{0}")]
-    Refused(String),
-    #[error("{0}")]
-    Local(String),
-}
-
-impl ClientError {
-    /// 3: agent not reachable; 4: garbled exchange; 5: refused or failed.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ClientError::Connect { .. } => 3,
-            ClientError::Io(_) | ClientError::Reply(_) => 4,
-            ClientError::Refused(_) | ClientError::Local(_) => 5,
-        }
-    }
+    .await;
+    value.unwrap_or_else(|e| error(format!("reply not encodable: {e}")))
 }
 
 /// Sends one request and returns the JSON reply (an `{"error"}` reply is [`ClientError::Refused`]).
 pub async fn request(path: &Path, req: &Request) -> Result<serde_json::Value, ClientError> {
-    let stream = UnixStream::connect(path)
-        .await
-        .map_err(|source| ClientError::Connect {
-            path: path.to_owned(),
-            source,
-        })?;
-    let (read, mut write) = stream.into_split();
-    write
-        .write_all(format!("{}\n", req.line()).as_bytes())
-        .await?;
-    let mut line = String::new();
-    let mut reader = BufReader::new(read);
-    tokio::time::timeout(REPLY_TIMEOUT, reader.read_line(&mut line))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply"))??;
-    let value: serde_json::Value = serde_json::from_str(line.trim())?;
-    if let Some(e) = value.get("error").and_then(|e| e.as_str()) {
-        return Err(ClientError::Refused(e.to_owned()));
-    }
-    Ok(value)
+    daemon::technician::request(path, &req.line(), REPLY_TIMEOUT).await
 }
 
 /// Words for a person, with colour only on a terminal (see [`Paint`]).
