@@ -31,8 +31,6 @@ use hyper::body::Bytes;
 use hyper::header;
 use hyper::Uri;
 use hyper_util::rt::TokioIo;
-use protocol::locker_api::ApiError;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info_span, warn, Instrument as _};
@@ -49,34 +47,7 @@ pub enum OrchestratorError {
     Token(std::io::Error),
 }
 
-/// The request body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ValidateRequest {
-    pub locker_id: Uuid,
-    pub qr_data: String,
-}
-
-/// `data` of a successful answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ValidateData {
-    pub valid: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cell_uuid: Option<Uuid>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub order_id: Option<Uuid>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// The seed's standard response envelope.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ValidateResponse {
-    pub success: bool,
-    #[serde(default)]
-    pub data: Option<ValidateData>,
-    #[serde(default)]
-    pub error: Option<ApiError>,
-}
+pub use protocol::orchestrator::{ValidateData, ValidateRequest, ValidateResponse};
 
 /// Where to connect, worked out once from the URL.
 #[derive(Clone)]

@@ -6,6 +6,7 @@
 //! - [`lockboard`]: the lock board's serial lines (`OPEN_<n>`, `CLOSE_<n>`, `STATUS` and the
 //!   replies this suite defines), documented in that module.
 //! - [`broker`]: the broker's delivery-task body.
+//! - [`orchestrator`]: the locker's QR validation call to the orchestrator over HTTP.
 //! - [`units`]: percent, metres, degrees, WGS-84 positions, checked on the way in.
 //!
 //! This crate knows nothing about sockets, tokio or files: it is types and parsing only. It is the
@@ -15,6 +16,7 @@ pub mod broker;
 pub mod error;
 pub mod lockboard;
 pub mod locker_api;
+pub mod orchestrator;
 pub mod units;
 pub mod ws;
 
