@@ -211,6 +211,7 @@ mod cv {
         corners: Vector<Vector<Point2f>>,
         rejected: Vector<Vector<Point2f>>,
         ids: Vector<i32>,
+        half: Mat,
     }
 
     fn err(e: opencv::Error) -> MarkerError {
@@ -242,7 +243,25 @@ mod cv {
                 corners: Vector::new(),
                 rejected: Vector::new(),
                 ids: Vector::new(),
+                half: Mat::default(),
             })
+        }
+    }
+
+    impl ArucoDetector {
+        fn run_on(&mut self, img: &impl opencv::core::ToInputArray) -> Result<(), MarkerError> {
+            self.corners.clear();
+            self.rejected.clear();
+            self.ids.clear();
+            aruco::detect_markers(
+                img,
+                &self.dict,
+                &mut self.corners,
+                &mut self.ids,
+                &self.params,
+                &mut self.rejected,
+            )
+            .map_err(err)
         }
     }
 
@@ -253,18 +272,44 @@ mod cv {
             let mat =
                 Mat::new_rows_cols_with_data(h as i32, w as i32, frame.as_raw()).map_err(err)?;
             debug_assert_eq!(mat.typ(), CV_8UC1);
-            self.corners.clear();
-            self.rejected.clear();
-            self.ids.clear();
-            aruco::detect_markers(
-                &mat,
-                &self.dict,
-                &mut self.corners,
-                &mut self.ids,
-                &self.params,
-                &mut self.rejected,
-            )
-            .map_err(err)?;
+            // Half resolution first: a quarter of the pixels, and a marker close enough to land
+            // on is still tens of pixels wide there. Only a frame where nothing shows at half
+            // size (a marker still small, far below) pays for the full-size pass.
+            opencv::imgproc::pyr_down_def(&mat, &mut self.half).map_err(err)?;
+            let half = std::mem::take(&mut self.half);
+            let found = self.run_on(&half);
+            self.half = half;
+            found?;
+            if self.ids.is_empty() {
+                self.run_on(&mat)?;
+            } else {
+                // back to full-size pixels, then sharpened on the full frame: the apparent size
+                // (hence the distance) needs the full frame's corner precision
+                let criteria = opencv::core::TermCriteria::new(
+                    opencv::core::TermCriteria_COUNT + opencv::core::TermCriteria_EPS,
+                    20,
+                    0.01,
+                )
+                .map_err(err)?;
+                let mut refined = Vector::<Vector<Point2f>>::new();
+                for quad in self.corners.iter() {
+                    let mut q: Vector<Point2f> = quad
+                        .iter()
+                        // pyrDown's pixel (x, y) is centred on the full frame's (2x, 2y)
+                        .map(|p| Point2f::new(p.x * 2.0, p.y * 2.0))
+                        .collect();
+                    opencv::imgproc::corner_sub_pix(
+                        &mat,
+                        &mut q,
+                        opencv::core::Size::new(3, 3),
+                        opencv::core::Size::new(-1, -1),
+                        criteria,
+                    )
+                    .map_err(err)?;
+                    refined.push(q);
+                }
+                self.corners = refined;
+            }
             let intr = self.cfg.intrinsics(w, h);
             let mut out = Vec::with_capacity(self.ids.len());
             for (id, quad) in self.ids.iter().zip(self.corners.iter()) {
