@@ -2,7 +2,7 @@
 //!
 //! - [`config`]: load a TOML file into the daemon's config type and validate it; every error names
 //!   the file and the field.
-//! - [`logging`]: `tracing` with an env-filter, to the journal under systemd, to stderr otherwise.
+//! - [`logging`]: `tracing` filtered by `RUST_LOG`, to the journal under systemd, to stderr otherwise.
 //! - [`shutdown`]: SIGTERM / SIGINT as one future.
 //! - [`systemd`]: readiness, status, watchdog and stopping notifications (`Type=notify` units).
 //! - [`technician`]: the agents' technician socket (0660, one request line, one JSON reply line)
