@@ -735,6 +735,13 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
     async fn on_frame(&mut self, env: Envelope) {
         match env.message {
             Message::Task(task) => {
+                // A backend re-sends a task it saw no ack for; the same delivery id is the same
+                // task: acknowledged again, never flown twice (nor refused as "busy").
+                if let Some(prev) = self.commands.seen(task.delivery_id) {
+                    debug!(delivery_id = %task.delivery_id, "task seen before: acknowledging again, not acting");
+                    self.link.send(Envelope::new(prev.clone()));
+                    return;
+                }
                 let span = info_span!("task", delivery_id = %task.delivery_id);
                 let delivery = Delivery {
                     delivery_id: task.delivery_id,

@@ -113,8 +113,30 @@ async fn return_to_home_is_idempotent_by_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_and_out_of_order_input_is_answered_and_the_flight_goes_on() {
     let mut w = World::start(Flavour::Px4, |c| c).await;
-    w.send_task(200.0);
+    let first = task(north_of_home(Flavour::Px4, 200.0));
+    assert!(w.backend.send(Envelope::new(first.clone())));
     w.backend.event(EventType::TookOff).await;
+
+    // the same task again (a backend that missed the ack): acknowledged again, not refused
+    assert!(w.backend.send(Envelope::new(first.clone())));
+    let acks_for_first = |b: &Backend| {
+        b.others
+            .iter()
+            .filter_map(|e| match &e.message {
+                Message::Ack(a) if a.cmd_id == first.delivery_id => Some(a.status),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while acks_for_first(&w.backend).len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no second ack");
+        w.backend.next().await;
+    }
+    assert_eq!(
+        acks_for_first(&w.backend),
+        [AckStatus::Executed, AckStatus::Executed]
+    );
 
     let drop = w.backend.command(CommandKind::DropCargo);
     let ack = w.backend.ack_for(drop).await;

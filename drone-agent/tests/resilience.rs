@@ -15,8 +15,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-/// Re-sends the backend's commands until acknowledged (same id each time: the agent acts once).
+/// Re-sends the backend's task and commands until acknowledged (same id each time: the agent
+/// acts once). A kill before the agent acknowledged the task loses it, as it should: the backend
+/// sends it again.
 struct Script {
+    task: Option<protocol::ws::Task>,
     drop_id: Uuid,
     rtb_id: Uuid,
     acked: HashSet<Uuid>,
@@ -25,6 +28,7 @@ struct Script {
 impl Script {
     fn new() -> Self {
         Self {
+            task: None,
             drop_id: Uuid::new_v4(),
             rtb_id: Uuid::new_v4(),
             acked: HashSet::new(),
@@ -46,6 +50,11 @@ impl Script {
                 delivery_id: None,
             }))
         };
+        if let Some(t) = &self.task {
+            if !self.acked.contains(&t.delivery_id) {
+                b.send(Envelope::new(t.clone()));
+            }
+        }
         if seen.contains(&EventType::Arrived) && !self.acked.contains(&self.drop_id) {
             send(CommandKind::DropCargo, self.drop_id);
         }
@@ -173,10 +182,11 @@ async fn sigkill_twenty_times_resumes_and_completes() {
     backend.registered().await;
     arm_ready(&vehicle, Flavour::ArduPilot).await;
     let t = task(north_of_home(Flavour::ArduPilot, 600.0));
-    assert!(backend.send(Envelope::new(t)));
+    assert!(backend.send(Envelope::new(t.clone())));
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let mut script = Script::new();
+    script.task = Some(t);
     let mut kills = 0;
     let mut next_kill = Instant::now() + Duration::from_millis(rng.random_range(100..350));
     let deadline = Instant::now() + Duration::from_secs(120);
