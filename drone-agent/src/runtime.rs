@@ -735,11 +735,21 @@ impl<F: FlightController, P: PayloadRelease> Agent<F, P> {
     async fn on_frame(&mut self, env: Envelope) {
         match env.message {
             Message::Task(task) => {
-                // A backend re-sends a task it saw no ack for; the same delivery id is the same
-                // task: acknowledged again, never flown twice (nor refused as "busy").
-                if let Some(prev) = self.commands.seen(task.delivery_id) {
-                    debug!(delivery_id = %task.delivery_id, "task seen before: acknowledging again, not acting");
-                    self.link.send(Envelope::new(prev.clone()));
+                // A backend re-sends a task it saw no ack for: while the drone is flying that very
+                // delivery it is acknowledged again, never refused as "busy" nor flown twice. Once
+                // the drone is idle again (the pre-flight refused it, or a kill lost it before it
+                // was saved) the same task is a new attempt.
+                let flying_it = self
+                    .machine
+                    .delivery()
+                    .is_some_and(|d| d.delivery_id == task.delivery_id);
+                if flying_it {
+                    debug!(delivery_id = %task.delivery_id, "task already being flown: acknowledging again");
+                    let ack = match self.commands.seen(task.delivery_id) {
+                        Some(prev) => prev.clone(),
+                        None => self.commands.record(task.delivery_id, None),
+                    };
+                    self.link.send(Envelope::new(ack));
                     return;
                 }
                 let span = info_span!("task", delivery_id = %task.delivery_id);
