@@ -48,6 +48,17 @@ pub struct ServerConfig {
     /// How long a TLS handshake may take before the socket is dropped.
     #[serde(default = "default_handshake_timeout_s")]
     pub handshake_timeout_s: f64,
+    /// A connection that has not shown a valid credential this long after its accept is closed
+    /// (slow or unfinished request headers, a TLS handshake that never ends, anonymous
+    /// keep-alive).
+    #[serde(default = "default_header_timeout_s")]
+    pub header_timeout_s: f64,
+    /// Most connections open at once that have not authenticated yet; more are closed at once.
+    #[serde(default = "default_max_unauthenticated")]
+    pub max_unauthenticated: usize,
+    /// The same, from one source address.
+    #[serde(default = "default_max_unauthenticated_per_source")]
+    pub max_unauthenticated_per_source: usize,
     /// On SIGTERM, how long to wait for connections to close before exiting anyway.
     #[serde(default = "default_drain_timeout_s")]
     pub drain_timeout_s: f64,
@@ -207,6 +218,15 @@ impl AgentEntry {
 fn default_handshake_timeout_s() -> f64 {
     10.0
 }
+fn default_header_timeout_s() -> f64 {
+    5.0
+}
+fn default_max_unauthenticated() -> usize {
+    4096
+}
+fn default_max_unauthenticated_per_source() -> usize {
+    128
+}
 fn default_drain_timeout_s() -> f64 {
     5.0
 }
@@ -285,6 +305,19 @@ impl Validate for Config {
             300.0,
         );
         v.range("server.drain_timeout_s", s.drain_timeout_s, 0.0, 300.0);
+        v.range("server.header_timeout_s", s.header_timeout_s, 0.05, 300.0);
+        v.range(
+            "server.max_unauthenticated",
+            s.max_unauthenticated,
+            1,
+            1_000_000,
+        );
+        v.range(
+            "server.max_unauthenticated_per_source",
+            s.max_unauthenticated_per_source,
+            1,
+            s.max_unauthenticated.max(1),
+        );
 
         let p = &self.presence;
         v.range("presence.ping_interval_s", p.ping_interval_s, 0.01, 3600.0);

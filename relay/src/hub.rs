@@ -214,7 +214,7 @@ struct Limits {
 
 pub struct Hub {
     pub auth: Authenticator,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     limits: Limits,
     agents: Mutex<HashMap<AgentKey, Slot>>,
     backends: RwLock<Vec<Slot>>,
@@ -262,7 +262,7 @@ impl Hub {
         let q = &config.queues;
         Self {
             auth: Authenticator::new(config),
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             limits: Limits {
                 backend_frames: q.backend_frames,
                 agent_frames: q.agent_frames,

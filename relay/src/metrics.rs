@@ -102,6 +102,33 @@ impl BridgeOutcome {
     }
 }
 
+/// What the gate did with a connection that had not authenticated: the label `reason` on
+/// `relay_unauthenticated_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateOutcome {
+    /// Accepted while its source address already had `max_unauthenticated_per_source` open.
+    OverSourceCap,
+    /// Accepted while `max_unauthenticated` were open in all.
+    OverTotalCap,
+    /// No credential within `header_timeout_s` of the accept.
+    HeaderTimeout,
+}
+
+impl GateOutcome {
+    const ALL: [GateOutcome; 3] = [
+        GateOutcome::OverSourceCap,
+        GateOutcome::OverTotalCap,
+        GateOutcome::HeaderTimeout,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateOutcome::OverSourceCap => "over_source_cap",
+            GateOutcome::OverTotalCap => "over_total_cap",
+            GateOutcome::HeaderTimeout => "header_timeout",
+        }
+    }
+}
+
 /// Index of a wire type in [`Message::KINDS`]; the extra last slot counts frames that did not
 /// parse (`type="invalid"`).
 pub fn kind_index(kind: &str) -> usize {
@@ -153,6 +180,8 @@ pub struct Metrics {
     replaced: AtomicU64,
     bridge: [AtomicU64; 6],
     forward_latency: Histogram,
+    gate: [AtomicU64; 3],
+    unauthenticated: AtomicI64,
 }
 
 impl Metrics {
@@ -190,6 +219,13 @@ impl Metrics {
     }
     pub fn bridge(&self, outcome: BridgeOutcome) {
         self.bridge[outcome as usize].fetch_add(1, Relaxed);
+    }
+    pub fn gate(&self, outcome: GateOutcome) {
+        self.gate[outcome as usize].fetch_add(1, Relaxed);
+    }
+    /// One more (`+1`) or one fewer (`-1`) connection waiting to authenticate.
+    pub fn unauthenticated(&self, delta: i64) {
+        self.unauthenticated.fetch_add(delta, Relaxed);
     }
     /// Time from an agent frame being read to it being written to a backend's socket.
     pub fn forward_latency(&self, d: Duration) {
@@ -237,6 +273,31 @@ impl Metrics {
                     why.as_str()
                 );
             }
+        }
+        header(
+            o,
+            "relay_unauthenticated_connections",
+            "gauge",
+            "Open connections that have not shown a credential yet.",
+        );
+        let _ = writeln!(
+            o,
+            "relay_unauthenticated_connections {}",
+            self.unauthenticated.load(Relaxed)
+        );
+        header(
+            o,
+            "relay_unauthenticated_closed_total",
+            "counter",
+            "Connections closed before authenticating: over a cap at accept, or past the header timeout.",
+        );
+        for g in GateOutcome::ALL {
+            let v = self.gate[g as usize].load(Relaxed);
+            let _ = writeln!(
+                o,
+                "relay_unauthenticated_closed_total{{reason=\"{}\"}} {v}",
+                g.as_str()
+            );
         }
         for (name, help, table) in [
             (

@@ -12,17 +12,18 @@
 use crate::auth::AgentKind;
 use crate::config::{secs, Config};
 use crate::conn::{run_agent, run_backend, ConnSettings};
+use crate::gate::{Admission, Gate, GateLimits, GatedListener, Remote};
 use crate::hub::{BridgeFailure, Hub};
 use crate::metrics::{BridgeOutcome, Side};
 use crate::tls::{self, TlsError, TlsListener};
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ConnectInfo;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt as _;
 use axum::Router;
 use protocol::error::codes;
 use protocol::locker_api::ApiErrorResponse;
@@ -106,18 +107,20 @@ fn unauthorized() -> Response {
 
 async fn ws_drone(
     State(s): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    agent_upgrade(s, AgentKind::Drone, &headers, ws)
+    agent_upgrade(s, AgentKind::Drone, &remote.admission, &headers, ws)
 }
 
 async fn ws_locker(
     State(s): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    agent_upgrade(s, AgentKind::Locker, &headers, ws)
+    agent_upgrade(s, AgentKind::Locker, &remote.admission, &headers, ws)
 }
 
 /// Credentials are checked before the upgrade is even looked at: a wrong token gets 401 and
@@ -125,12 +128,16 @@ async fn ws_locker(
 fn agent_upgrade(
     s: AppState,
     kind: AgentKind,
+    admission: &Admission,
     headers: &HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let side = crate::hub::agent_side(kind);
     let id = match s.hub.auth.agent(kind, headers) {
-        Ok(id) => id,
+        Ok(id) => {
+            admission.authenticated();
+            id
+        }
         Err(why) => {
             s.hub.metrics.refused(side, why);
             warn!(
@@ -163,6 +170,7 @@ fn agent_upgrade(
 
 async fn ws_backend(
     State(s): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -171,6 +179,7 @@ async fn ws_backend(
         warn!(reason = why.as_str(), "backend refused at upgrade");
         return unauthorized();
     }
+    remote.admission.authenticated();
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
@@ -193,26 +202,55 @@ async fn ws_backend(
 
 // -- HTTP bridge -----------------------------------------------------------------------------
 
-async fn cells_open(s: State<AppState>, p: Path<String>, h: HeaderMap, b: Bytes) -> Response {
-    bridge(s, p, h, b, "cells/open", LockerOp::CellsOpen).await
+// The body is taken as a stream (`Body`), not `Bytes`: axum would read up to 2 MiB of it before
+// the handler could look at the token.
+async fn cells_open(
+    s: State<AppState>,
+    a: Admitted,
+    p: Path<String>,
+    h: HeaderMap,
+    b: Body,
+) -> Response {
+    bridge(s, a, p, h, b, "cells/open", LockerOp::CellsOpen).await
 }
-async fn cells_close(s: State<AppState>, p: Path<String>, h: HeaderMap, b: Bytes) -> Response {
-    bridge(s, p, h, b, "cells/close", LockerOp::CellsClose).await
+async fn cells_close(
+    s: State<AppState>,
+    a: Admitted,
+    p: Path<String>,
+    h: HeaderMap,
+    b: Body,
+) -> Response {
+    bridge(s, a, p, h, b, "cells/close", LockerOp::CellsClose).await
 }
-async fn cells_sync(s: State<AppState>, p: Path<String>, h: HeaderMap, b: Bytes) -> Response {
-    bridge(s, p, h, b, "cells/sync", LockerOp::CellsSync).await
+async fn cells_sync(
+    s: State<AppState>,
+    a: Admitted,
+    p: Path<String>,
+    h: HeaderMap,
+    b: Body,
+) -> Response {
+    bridge(s, a, p, h, b, "cells/sync", LockerOp::CellsSync).await
 }
-async fn qr_scan(s: State<AppState>, p: Path<String>, h: HeaderMap, b: Bytes) -> Response {
-    bridge(s, p, h, b, "qr/scan", LockerOp::QrScan).await
+async fn qr_scan(
+    s: State<AppState>,
+    a: Admitted,
+    p: Path<String>,
+    h: HeaderMap,
+    b: Body,
+) -> Response {
+    bridge(s, a, p, h, b, "qr/scan", LockerOp::QrScan).await
 }
+
+type Admitted = ConnectInfo<Remote>;
 
 /// One locker API call carried over the relay: authenticate, parse the seed's body, send it to
 /// the locker as `locker_request`, and answer with the locker's status and body.
 async fn bridge<T: DeserializeOwned>(
     State(s): State<AppState>,
+    ConnectInfo(remote): Admitted,
     Path(locker): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
     route: &'static str,
     op: fn(T) -> LockerOp,
 ) -> Response {
@@ -222,6 +260,7 @@ async fn bridge<T: DeserializeOwned>(
         m.bridge(BridgeOutcome::Unauthorized);
         return unauthorized();
     }
+    remote.admission.authenticated();
     let Ok(locker_id) = Uuid::parse_str(&locker) else {
         m.bridge(BridgeOutcome::UnknownLocker);
         return api_error(
@@ -230,14 +269,34 @@ async fn bridge<T: DeserializeOwned>(
             format!("no locker `{locker}`: locker ids are UUIDs"),
         );
     };
-    if body.len() > s.bridge_body_limit {
+    let too_large = || {
         m.bridge(BridgeOutcome::BadRequest);
-        return api_error(
+        api_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             codes::MESSAGE_TOO_LARGE,
             format!("body is over {} bytes", s.bridge_body_limit),
-        );
+        )
+    };
+    // a declared length over the limit is refused before a byte of the body is read
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > s.bridge_body_limit as u64) {
+        return too_large();
     }
+    let body = match axum::body::to_bytes(body, s.bridge_body_limit).await {
+        Ok(b) => b,
+        Err(e) if is_length_limit(&e) => return too_large(),
+        Err(e) => {
+            m.bridge(BridgeOutcome::BadRequest);
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_PAYLOAD,
+                format!("body could not be read: {e}"),
+            );
+        }
+    };
     let request: T = match serde_path_to_json(&body) {
         Ok(r) => r,
         Err(reason) => {
@@ -284,6 +343,18 @@ async fn bridge<T: DeserializeOwned>(
             )
         }
     }
+}
+
+/// Did reading the body stop at the size limit (rather than fail on the socket)?
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Parses a JSON body, naming the field that was wrong.
@@ -374,6 +445,14 @@ impl Relay {
             source,
         })?;
         let hub = Arc::new(Hub::new(config));
+        let gate = Gate::new(
+            GateLimits {
+                header_timeout: secs(config.server.header_timeout_s),
+                max_total: config.server.max_unauthenticated,
+                max_per_source: config.server.max_unauthenticated_per_source,
+            },
+            hub.metrics.clone(),
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (drain, drained) = mpsc::channel(1);
         let state = AppState {
@@ -390,23 +469,20 @@ impl Relay {
             shutdown: shutdown_rx.clone(),
             drain,
         };
-        let app = router(state);
+        let app = router(state).into_make_service_with_connect_info::<Remote>();
         let mut stop = shutdown_rx;
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
         let server = match tls {
             None => {
-                let listener = tcp.tap_io(|s| {
-                    // a relay's whole job is latency: never wait to coalesce small frames
-                    let _ = s.set_nodelay(true);
-                });
+                let listener = GatedListener::new(tcp, gate);
                 let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
                 tokio::spawn(async move { serve.into_future().await.map_err(RelayError::Serve) })
             }
             Some(acceptor) => {
                 let listener =
-                    TlsListener::new(tcp, acceptor, secs(config.server.handshake_timeout_s));
+                    TlsListener::new(tcp, gate, acceptor, secs(config.server.handshake_timeout_s));
                 let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
                 tokio::spawn(async move { serve.into_future().await.map_err(RelayError::Serve) })
             }
