@@ -163,7 +163,12 @@ static void stop(uint8_t i) {
 
 static void start_move(bool open, uint8_t i) {
     Cell& c = cells[i];
-    if (c.motion != IDLE) return err(open, i, F("BUSY bolt is moving"));
+    if (c.motion != IDLE) {
+        // The same command again (a host that resent it after a READY it could not place):
+        // the movement under way answers both with its one OK or JAMMED.
+        if ((c.motion == OPENING) == open) return;
+        return err(open, i, F("BUSY bolt is moving the other way"));
+    }
     if (open ? at_unlocked(i) : at_locked(i)) return ok(open, i);  // already there
     if (!open && door_open(i)) return err(open, i, F("DOOR_OPEN close the door first"));
     c.motion = open ? OPENING : CLOSING;
@@ -276,7 +281,7 @@ void setup() {
         scan_inputs();
         debounce();
     }
-    wdt_enable(WDTO_1S);
+    wdt_enable(WDTO_500MS);  // loop() passes every few ms; a full TX buffer holds it < 300 ms
     const __FlashStringHelper* why = F("unknown");
     if (reset_flags & _BV(WDRF)) why = F("watchdog");
     else if (reset_flags & _BV(BORF)) why = F("brown-out");

@@ -418,10 +418,13 @@ impl<B: LockBoard> Locker<B> {
         let board_h = ComponentHealth {
             ok: board.ok(),
             detail: board.last_error.clone().or_else(|| {
-                board
-                    .firmware
-                    .as_ref()
-                    .map(|f| format!("firmware {f}, reopened {} times", board.reopens))
+                board.firmware.as_ref().map(|f| {
+                    let reset = board
+                        .last_reset
+                        .map(|r| format!(", last reset: {r}"))
+                        .unwrap_or_default();
+                    format!("firmware {f}{reset}, reopened {} times", board.reopens)
+                })
             }),
         };
         // Same shape as the board's entry: ok, and one line a technician can read. A locker
@@ -465,9 +468,10 @@ impl<B: LockBoard> Locker<B> {
             tokio::select! {
                 ev = events.recv() => match ev {
                     Ok(BoardEvent::Door { cell, door }) => self.door_event(cell, door).await,
-                    Ok(BoardEvent::Ready { firmware }) => {
+                    Ok(BoardEvent::Ready { firmware, reason }) => {
                         let mut e = Event::new(EventType::BoardRecovered);
-                        e.reason = Some(format!("board (re)started, firmware {firmware}"));
+                        let why = reason.map(|r| format!(" ({r} reset)")).unwrap_or_default();
+                        e.reason = Some(format!("board (re)started{why}, firmware {firmware}"));
                         self.emit(e).await;
                         self.poll().await;
                     }

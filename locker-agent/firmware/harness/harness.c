@@ -11,7 +11,8 @@
 // energised <n> <ms>, door <n> open|closed, reset <why>, plugged <tty>, unplugged, hang,
 // short <n>). Control: one command per line on the Unix socket, answered `ok ...` or `err ...`
 // (words as `sim lockboard`'s): door <n> open|close, fault none|cut|silence|noise,
-// fault jam <n>, garble, unplug, replug, reset, hang, status.
+// fault jam <n>, fault hang <n> (the firmware hangs when bolt n starts moving), garble, unplug,
+// replug, reset, hang, status.
 //
 // One thread: simavr is not thread-safe, so the pty and the control socket are polled from the
 // emulation loop (every 250 us of emulated time). That is also why this does not use simavr's
@@ -67,6 +68,8 @@ static avr_irq_t* qh_irq;
 static unsigned pos[CELLS];        // bolt position, ms of travel from locked (0) to unlocked
 static bool door_open[CELLS];
 static int jammed = -1;            // cell index whose bolt does not move
+static int hang_on_move = -1;      // cell index whose bolt's next movement hangs the firmware
+static int hang(void);
 static unsigned energised[CELLS];  // ms the current movement's coil has been on
 static int last_end[CELLS];        // 0 locked, 1 unlocked, -1 between: for bolt events
 
@@ -87,6 +90,12 @@ static int ctl_fd = -1;
 static int clients[MAX_CLIENTS];
 static char client_buf[MAX_CLIENTS][256];
 static size_t client_len[MAX_CLIENTS];
+// A door moved by a person stays put for a moment: the answer to `door ...` (and so the
+// caller's next command) waits DOOR_HOLD_MS of emulated time, longer than the firmware's 20 ms
+// debounce, so a script's "open, close" is seen as both, not filtered out as a bounce.
+#define DOOR_HOLD_MS 50
+static char client_answer[MAX_CLIENTS][512];
+static avr_cycle_count_t client_due[MAX_CLIENTS];   // 0: no answer waiting
 
 static void event(const char* fmt, ...) {
     va_list ap;
@@ -163,6 +172,10 @@ static void mechanics_tick(void) {
         if (end != last_end[i]) {
             last_end[i] = end;
             event("bolt %d %s", i + 1, end == 0 ? "locked" : end == 1 ? "unlocked" : "moving");
+            if (end == -1 && hang_on_move == i) {
+                hang_on_move = -1;
+                hang();
+            }
         }
     }
 }
@@ -300,47 +313,51 @@ static int hang(void) {
 }
 
 // --- control -----------------------------------------------------------------------------------
-static void control(int fd, char* line) {
-    char out[512];
+// Carries out one control line; the answer goes into `out`. Returns how many emulated
+// milliseconds to hold the answer back.
+static unsigned control(char* line, char* out) {
+    unsigned hold = 0;
     char w1[16] = "", w2[16] = "", w3[16] = "";
     int n = sscanf(line, "%15s %15s %15s", w1, w2, w3);
     int cell = atoi(w2) - 1;
     bool valid_cell = cell >= 0 && cell < CELLS;
-    snprintf(out, sizeof out, "ok\n");
+    snprintf(out, 512, "ok\n");
     if (n == 3 && !strcmp(w1, "door") && (!strcmp(w3, "open") || !strcmp(w3, "close"))) {
         bool open = !strcmp(w3, "open");
-        if (!valid_cell) snprintf(out, sizeof out, "err no cell %s\n", w2);
+        if (!valid_cell) snprintf(out, 512, "err no cell %s\n", w2);
         else if (open && pos[cell] != travel_ms)
-            snprintf(out, sizeof out, "err cell %d's bolt is locked: the door cannot open\n", cell + 1);
+            snprintf(out, 512, "err cell %d's bolt is locked: the door cannot open\n", cell + 1);
         else if (door_open[cell] != open) {
             door_open[cell] = open;
             event("door %d %s", cell + 1, open ? "open" : "closed");
+            hold = DOOR_HOLD_MS;
         }
     } else if (n == 2 && !strcmp(w1, "fault") && !strcmp(w2, "none")) {
         cut = noise = false;
-        jammed = -1;
+        jammed = hang_on_move = -1;
     } else if (n == 2 && !strcmp(w1, "fault") && (!strcmp(w2, "cut") || !strcmp(w2, "silence"))) {
         cut = true;
     } else if (n == 2 && !strcmp(w1, "fault") && !strcmp(w2, "noise")) {
         noise = true;
-    } else if (n == 3 && !strcmp(w1, "fault") && !strcmp(w2, "jam")) {
+    } else if (n == 3 && !strcmp(w1, "fault") && (!strcmp(w2, "jam") || !strcmp(w2, "hang"))) {
         cell = atoi(w3) - 1;
-        if (cell >= 0 && cell < CELLS) jammed = cell;
-        else snprintf(out, sizeof out, "err no cell %s\n", w3);
+        if (cell < 0 || cell >= CELLS) snprintf(out, 512, "err no cell %s\n", w3);
+        else if (!strcmp(w2, "jam")) jammed = cell;
+        else hang_on_move = cell;
     } else if (n == 1 && !strcmp(w1, "garble")) {
         garble_next = true;
     } else if (n == 1 && !strcmp(w1, "unplug")) {
-        if (master < 0) snprintf(out, sizeof out, "err the board is unplugged\n");
+        if (master < 0) snprintf(out, 512, "err the board is unplugged\n");
         else unplug();
     } else if (n == 1 && !strcmp(w1, "replug")) {
-        if (master >= 0) snprintf(out, sizeof out, "err the board is already plugged in\n");
-        else if (plug() < 0) snprintf(out, sizeof out, "err pty: %s\n", strerror(errno));
+        if (master >= 0) snprintf(out, 512, "err the board is already plugged in\n");
+        else if (plug() < 0) snprintf(out, 512, "err pty: %s\n", strerror(errno));
         // Opening the port pulses DTR, which resets an Uno (its auto-reset capacitor).
         else reset_board("external");
     } else if (n == 1 && !strcmp(w1, "reset")) {
         reset_board("external");
     } else if (n == 1 && !strcmp(w1, "hang")) {
-        if (hang() < 0) snprintf(out, sizeof out, "err no halt loop in the firmware\n");
+        if (hang() < 0) snprintf(out, 512, "err no halt loop in the firmware\n");
     } else if (n == 1 && !strcmp(w1, "status")) {
         char bolts[CELLS + 1], doors[CELLS + 1];
         for (int i = 0; i < CELLS; i++) {
@@ -348,15 +365,20 @@ static void control(int fd, char* line) {
             doors[i] = door_open[i] ? 'O' : 'C';
         }
         bolts[CELLS] = doors[CELLS] = 0;
-        snprintf(out, sizeof out, "ok bolts=%s doors=%s plugged=%s cut=%s noise=%s tty=%s ms=%lu\n",
+        snprintf(out, 512, "ok bolts=%s doors=%s plugged=%s cut=%s noise=%s tty=%s ms=%lu\n",
                  bolts, doors, master >= 0 ? "true" : "false", cut ? "true" : "false",
                  noise ? "true" : "false", master >= 0 ? tty : "-", emu_ms());
     } else {
-        snprintf(out, sizeof out, "err unknown control command \"%.200s\"\n", line);
+        snprintf(out, 512, "err unknown control command \"%.200s\"\n", line);
     }
-    // Answer after the change took effect; events for it are already on stdout.
-    ssize_t ignored = write(fd, out, strlen(out));
+    return hold;
+}
+
+static void answer(int k) {
+    // Answered after the change took effect; events for it are already on stdout.
+    ssize_t ignored = write(clients[k], client_answer[k], strlen(client_answer[k]));
     (void)ignored;
+    client_due[k] = 0;
 }
 
 static void control_poll(void) {
@@ -366,10 +388,14 @@ static void control_poll(void) {
         int k;
         for (k = 0; k < MAX_CLIENTS && clients[k] >= 0; k++) {}
         if (k == MAX_CLIENTS) close(c);
-        else { clients[k] = c; client_len[k] = 0; }
+        else { clients[k] = c; client_len[k] = 0; client_due[k] = 0; }
     }
     for (int k = 0; k < MAX_CLIENTS; k++) {
         if (clients[k] < 0) continue;
+        if (client_due[k]) {
+            if (avr->cycle < client_due[k]) continue;   // its next line waits for this answer
+            answer(k);
+        }
         char* b = client_buf[k];
         ssize_t n = read(clients[k], b + client_len[k], sizeof client_buf[k] - 1 - client_len[k]);
         if (n == 0 || (n < 0 && errno != EAGAIN)) {
@@ -377,13 +403,14 @@ static void control_poll(void) {
             clients[k] = -1;
             continue;
         }
-        if (n < 0) continue;
-        client_len[k] += n;
+        if (n > 0) client_len[k] += n;
         char* nl;
-        while ((nl = memchr(b, '\n', client_len[k]))) {
+        while (!client_due[k] && (nl = memchr(b, '\n', client_len[k]))) {
             *nl = 0;
             if (nl > b && nl[-1] == '\r') nl[-1] = 0;
-            control(clients[k], b);
+            unsigned hold = control(b, client_answer[k]);
+            client_due[k] = avr->cycle + (avr_cycle_count_t)hold * (FREQ / 1000) + 1;
+            if (!hold) answer(k);
             size_t used = nl + 1 - b;
             memmove(b, nl + 1, client_len[k] - used);
             client_len[k] -= used;
