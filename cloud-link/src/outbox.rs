@@ -3,8 +3,15 @@
 //!
 //! Layout: one file per event, `<seq:020>.json`, written to a temporary name, fsynced, renamed, and
 //! the directory fsynced — a power cut leaves either the whole event or nothing. `seq` is the
-//! sender's sequence number (also in the event, so the backend sees gaps); the highest seq ever
-//! used is kept in `seq` so numbers are never reused after every event was acknowledged.
+//! sender's sequence number (also in the event, so the backend sees gaps). A seq is never used
+//! twice, whatever is lost: the high-water mark is kept three ways, and [`Outbox::open`] takes
+//! the highest of them:
+//! - the events themselves (a seq whose event file was written is spent, even if nothing else
+//!   could be written after it: a full disk);
+//! - the newest acknowledged event, kept as `<seq:020>.acked` instead of being deleted (a
+//!   tombstone: the mark survives with nothing pending);
+//! - the counter file `seq`, written after each event (a convenience now: losing it, or failing
+//!   to write it, costs nothing but a warning).
 //!
 //! Bounded: at `capacity` events the oldest is evicted to make room, logged at ERROR level and
 //! counted in [`Outbox::evicted`]. With the default capacity (10 000 events, a few MB) that means
@@ -43,7 +50,34 @@ pub struct Outbox {
     capacity: usize,
     pending: BTreeMap<u64, Event>,
     last_seq: u64,
+    /// The newest acknowledged seq, whose file is kept as `<seq>.acked`.
+    tombstone: Option<u64>,
     evicted: u64,
+}
+
+/// What a file in the outbox directory is, by its name.
+enum Entry {
+    Event(u64),
+    Acked(u64),
+    Corrupt(u64),
+    /// A temporary file a failed or interrupted write left behind.
+    Temporary,
+    Other,
+}
+
+fn entry(name: &str) -> Entry {
+    let seq = |n: &str| n.parse::<u64>().ok();
+    if let Some(n) = name.strip_suffix(".json").and_then(seq) {
+        Entry::Event(n)
+    } else if let Some(n) = name.strip_suffix(".acked").and_then(seq) {
+        Entry::Acked(n)
+    } else if let Some(n) = name.strip_suffix(".json.corrupt").and_then(seq) {
+        Entry::Corrupt(n)
+    } else if name.ends_with(".tmp") {
+        Entry::Temporary
+    } else {
+        Entry::Other
+    }
 }
 
 impl Outbox {
@@ -54,44 +88,83 @@ impl Outbox {
         let mut pending = BTreeMap::new();
         let mut problems = Vec::new();
         let seq_path = dir.join("seq");
-        let mut last_seq = match fs::read_to_string(&seq_path) {
-            Ok(s) => s.trim().parse::<u64>().unwrap_or(0),
-            Err(_) => 0,
+        let counter = match fs::read_to_string(&seq_path) {
+            Ok(s) => s.trim().parse::<u64>().map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         };
-        for entry in fs::read_dir(dir).map_err(io(dir))? {
-            let path = entry.map_err(io(dir))?.path();
-            let Some(seq) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".json"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
+        // The highest seq any file shows; `spent` also counts what was set aside or acknowledged.
+        let mut spent = 0u64;
+        let mut acked = Vec::new();
+        let mut anything = false;
+        for e in fs::read_dir(dir).map_err(io(dir))? {
+            let path = e.map_err(io(dir))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            let parsed = fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Event>(&b).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(event) => {
-                    last_seq = last_seq.max(seq);
-                    pending.insert(seq, event);
-                }
-                Err(reason) => {
-                    let aside = path.with_extension("json.corrupt");
-                    let _ = fs::rename(&path, &aside);
-                    problems.push(OutboxError::Corrupt {
-                        path: aside,
-                        reason,
+            match entry(name) {
+                Entry::Event(seq) => {
+                    anything = true;
+                    spent = spent.max(seq);
+                    let parsed = fs::read(&path).map_err(|e| e.to_string()).and_then(|b| {
+                        serde_json::from_slice::<Event>(&b).map_err(|e| e.to_string())
                     });
+                    match parsed {
+                        Ok(event) => {
+                            pending.insert(seq, event);
+                        }
+                        Err(reason) => {
+                            let aside = path.with_extension("json.corrupt");
+                            let _ = fs::rename(&path, &aside);
+                            problems.push(OutboxError::Corrupt {
+                                path: aside,
+                                reason,
+                            });
+                        }
+                    }
                 }
+                Entry::Acked(seq) => {
+                    anything = true;
+                    spent = spent.max(seq);
+                    acked.push(seq);
+                }
+                Entry::Corrupt(seq) => {
+                    anything = true;
+                    spent = spent.max(seq);
+                }
+                Entry::Temporary => {
+                    // Never renamed into place, so never an event: a write that failed.
+                    let _ = fs::remove_file(&path);
+                }
+                Entry::Other => anything |= name == "seq",
             }
         }
+        acked.sort_unstable();
+        let tombstone = acked.pop();
+        for old in acked {
+            let _ = fs::remove_file(dir.join(format!("{old:020}.acked")));
+        }
+        let last_seq = match counter {
+            Ok(n) => {
+                if spent > n {
+                    tracing::warn!(counter = n, highest_on_disk = spent, dir = %dir.display(),
+                        "event outbox: the seq counter is behind the events on disk (a write that failed or a crash); continuing after the highest");
+                }
+                n.max(spent)
+            }
+            Err(_) if !anything => 0,
+            Err(reason) => {
+                tracing::warn!(dir = %dir.display(), %reason, resume_after = spent,
+                    "event outbox: the seq counter file is missing or unreadable; continuing after the highest seq on disk");
+                spent
+            }
+        };
         Ok((
             Self {
                 dir: dir.to_owned(),
                 capacity: capacity.max(1),
                 pending,
                 last_seq,
+                tombstone,
                 evicted: 0,
             },
             problems,
@@ -113,8 +186,12 @@ impl Outbox {
         // takes the highest seq it finds), while the other order would leave a used seq with no
         // event behind it — a gap the backend would read as a lost event.
         write_atomic(&self.file(seq), &bytes)?;
-        write_atomic(&self.dir.join("seq"), seq.to_string().as_bytes())?;
+        // From here the seq is spent: the event is on disk and open() would find it.
         self.last_seq = seq;
+        if let Err(e) = write_atomic(&self.dir.join("seq"), seq.to_string().as_bytes()) {
+            tracing::warn!(seq, error = %e,
+                "event outbox: the event is stored but its counter could not be written; the event file keeps the mark");
+        }
         self.pending.insert(seq, event.clone());
         while self.pending.len() > self.capacity {
             if let Some((old, ev)) = self.pending.pop_first() {
@@ -139,6 +216,21 @@ impl Outbox {
         };
         self.pending.remove(&seq);
         let path = self.file(seq);
+        if self.tombstone.is_none_or(|t| seq > t) {
+            // The newest acknowledged event stays as the high-water mark (a rename needs no
+            // free space); the one it replaces goes.
+            let kept = self.dir.join(format!("{seq:020}.acked"));
+            match fs::rename(&path, &kept) {
+                Ok(()) => {
+                    if let Some(old) = self.tombstone.replace(seq) {
+                        let _ = fs::remove_file(self.dir.join(format!("{old:020}.acked")));
+                    }
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+                Err(e) => return Err(OutboxError::Io { path, source: e }),
+            }
+        }
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
@@ -174,10 +266,17 @@ impl Outbox {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))?;
+    let written = (|| {
+        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        fs::rename(&tmp, path).map_err(io(path))
+    })();
+    if written.is_err() {
+        // A half-written temporary file only takes space a full disk does not have.
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -229,6 +328,63 @@ mod tests {
         let (mut ob, _) = Outbox::open(dir.path(), 10).unwrap();
         assert_eq!(ob.pending().last().unwrap().event_id, second.event_id);
         assert_eq!(ob.push(Event::new(EventType::Ready)).unwrap().seq, Some(3));
+    }
+
+    #[test]
+    fn a_failed_counter_write_never_reuses_a_seq() {
+        // issue 18: the event file was written but the counter was not (full disk). The event
+        // is on disk, so its seq is spent: the caller must be told it is stored (else it is
+        // queued again: a duplicate), and the next event must not take the seq again (it
+        // would overwrite it, and the backend would see one seq for two events).
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ob, _) = Outbox::open(dir.path(), 10).unwrap();
+        let mut told = std::collections::HashMap::new();
+        let mut push = |ob: &mut Outbox, kind| {
+            let mut ev = Event::new(kind);
+            let id = Uuid::new_v4();
+            ev.event_id = Some(id);
+            if let Ok(stored) = ob.push(ev) {
+                told.insert(id, stored.seq.unwrap());
+            }
+        };
+        push(&mut ob, EventType::DoorOpened);
+        // a write that fails on purpose: the counter's temporary name is a directory
+        std::fs::create_dir(dir.path().join("seq.tmp")).unwrap();
+        push(&mut ob, EventType::DoorClosed);
+        push(&mut ob, EventType::ParcelLoaded);
+        std::fs::remove_dir(dir.path().join("seq.tmp")).unwrap();
+        drop(ob);
+        let (mut ob, _) = Outbox::open(dir.path(), 10).unwrap();
+        for e in ob.pending() {
+            assert_eq!(
+                told.get(&e.event_id.unwrap()),
+                e.seq.as_ref(),
+                "an event on disk that its caller was told failed, or under another seq: {e:?}"
+            );
+        }
+        let next = ob.push(Event::new(EventType::Ready)).unwrap().seq.unwrap();
+        assert!(told.values().all(|s| *s < next), "{next} after {told:?}");
+    }
+
+    #[test]
+    fn a_lost_counter_file_restarts_above_the_highest_seq_ever_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ob, _) = Outbox::open(dir.path(), 10).unwrap();
+        let ids: Vec<Uuid> = (0..3)
+            .map(|_| {
+                ob.push(Event::new(EventType::CellOpened))
+                    .unwrap()
+                    .event_id
+                    .unwrap()
+            })
+            .collect();
+        for id in ids {
+            ob.ack(id).unwrap();
+        }
+        drop(ob);
+        std::fs::remove_file(dir.path().join("seq")).unwrap();
+        let (mut ob, _) = Outbox::open(dir.path(), 10).unwrap();
+        assert_eq!(ob.push(Event::new(EventType::Ready)).unwrap().seq, Some(4));
     }
 
     #[test]

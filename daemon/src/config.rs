@@ -116,14 +116,18 @@ pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigErro
 }
 
 /// Parses and validates config text; `origin` is only used in error messages.
+///
+/// Errors say where (line and column) and what, but never quote the file: toml's own rendering
+/// prints the offending line, and that line may hold a token. A value of a secret field
+/// ([`is_secret`]) is never echoed either (serde's "invalid type: string \"…\"" would).
 pub fn parse<T: DeserializeOwned + Validate>(text: &str, origin: &Path) -> Result<T, ConfigError> {
     let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
         path: origin.to_owned(),
-        message: one_line(&e.to_string()),
+        message: describe(&e, text, true),
     })?;
     let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
-        let message = one_line(&e.inner().to_string());
+        let message = describe(e.inner(), text, is_secret(&field));
         if field == "." {
             // unknown or missing top-level keys: toml's message names the key itself
             ConfigError::Syntax {
@@ -150,14 +154,75 @@ pub fn parse<T: DeserializeOwned + Validate>(text: &str, origin: &Path) -> Resul
     }
 }
 
-/// toml's messages draw the offending line with carets over several lines; keep them but fold
-/// them into one log-friendly line.
-fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join(" | ")
+/// Whether a dotted field path names a secret (a token, a password, a private key's text):
+/// its value never appears in an error.
+pub fn is_secret(field: &str) -> bool {
+    let last = field
+        .rsplit('.')
+        .next()
+        .unwrap_or(field)
+        .to_ascii_lowercase();
+    if last.ends_with("_file") || last.ends_with("_path") {
+        return false; // where the secret is, not the secret
+    }
+    [
+        "token",
+        "secret",
+        "password",
+        "passphrase",
+        "credential",
+        "private",
+    ]
+    .iter()
+    .any(|s| last.contains(s))
+}
+
+/// `line L, column C: <toml's message>`, one line, the file's text never quoted; with `redact`,
+/// anything the message quotes (a value) is replaced.
+fn describe(e: &toml::de::Error, text: &str, redact: bool) -> String {
+    let mut message = e.message().lines().collect::<Vec<_>>().join(" ");
+    if redact {
+        message = redact_quoted(&message);
+    }
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Replaces every `"…"` and `` `…` `` in a message with `<redacted>`, except the short fixed
+/// tokens toml's parser quotes when it says what it expected (`"`, `'`, `=`, `]`, `"""` …).
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(['"', '`']) {
+        let q = if rest[i..].starts_with('"') { '"' } else { '`' };
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        match after.find(q) {
+            Some(j) if after[..j].chars().count() <= 3 => {
+                out.push(q);
+                out.push_str(&after[..j]);
+                out.push(q);
+                rest = &after[j + 1..];
+            }
+            Some(j) => {
+                out.push_str("<redacted>");
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push_str("<redacted>");
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -225,6 +290,47 @@ mod tests {
         let e = parse_cfg("name = \n").unwrap_err();
         assert!(matches!(e, ConfigError::Syntax { .. }));
         assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Secret {
+        token: String,
+        retries: u32,
+    }
+
+    impl Validate for Secret {
+        fn validate(&self, _: &mut Validator) {}
+    }
+
+    /// Issue 18: an error must never print a token, whatever is wrong around it.
+    #[test]
+    fn errors_never_echo_a_secret() {
+        const SECRET: &str = "s3cr3t-t0ken-0123456789";
+        let cases = [
+            // unterminated string: toml's rendering prints the whole line
+            format!("token = \"{SECRET}\nretries = 3\n"),
+            // a bare word
+            format!("token = {SECRET}\nretries = 3\n"),
+            // garbage after the value
+            format!("token = \"{SECRET}\" x\nretries = 3\n"),
+            // a wrong type elsewhere, the token on the line before
+            format!("token = \"{SECRET}\"\nretries = \"three\"\n"),
+            // a duplicate key
+            format!("token = \"{SECRET}\"\ntoken = \"{SECRET}\"\nretries = 3\n"),
+            // the token's type is wrong (an array holding it)
+            format!("token = [\"{SECRET}\"]\nretries = 3\n"),
+            // an unknown key next to it
+            format!("token = \"{SECRET}\"\nretries = 3\nextra = \"{SECRET}\"\n"),
+        ];
+        for text in &cases {
+            let e = parse::<Secret>(text, Path::new("/etc/skypost/x.toml")).unwrap_err();
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("s3cr3t"), "{text:?} gave {shown}");
+        }
+        assert!(is_secret("http.token") && is_secret("drones[3].token_sha256"));
+        assert!(!is_secret("http.token_file") && !is_secret("board.path"));
     }
 
     #[test]

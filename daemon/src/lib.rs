@@ -7,8 +7,10 @@
 //! - [`systemd`]: readiness, status, watchdog and stopping notifications (`Type=notify` units).
 //! - [`technician`]: the agents' technician socket (0660, one request line, one JSON reply line)
 //!   and its client with exit codes.
+//! - [`exit`]: the one exit-code table all three binaries use.
 
 pub mod config;
+pub mod exit;
 pub mod logging;
 pub mod shutdown;
 pub mod systemd;

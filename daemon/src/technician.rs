@@ -135,9 +135,9 @@ impl ClientError {
     /// exchange; 5: refused or failed.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ClientError::Connect { .. } => 3,
-            ClientError::Io(_) | ClientError::Reply(_) => 4,
-            ClientError::Refused(_) | ClientError::Local(_) => 5,
+            ClientError::Connect { .. } => crate::exit::UNREACHABLE,
+            ClientError::Io(_) | ClientError::Reply(_) => crate::exit::GARBLED,
+            ClientError::Refused(_) | ClientError::Local(_) => crate::exit::REFUSED,
         }
     }
 }

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 #[command(
     name = "drone-agent",
     version,
-    about = "SkyPost drone agent: flies deliveries through a PX4 or ArduPilot flight controller"
+    about = "SkyPost drone agent: flies deliveries through a PX4 or ArduPilot flight controller",
+    after_help = daemon::exit::TABLE
 )]
 struct Cli {
     #[command(subcommand)]
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("drone-agent: {e:#}");
-            ExitCode::FAILURE
+            daemon::exit::code(e.as_ref())
         }
     }
 }

@@ -78,7 +78,7 @@ source = {{ kind = "directory", path = "{frames}" }}
     )
     .expect("config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_locker-agent"))
-        .args(["run", "--config"])
+        .args(["run", "--init", "--config"])
         .arg(&cfg)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

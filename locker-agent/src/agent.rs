@@ -35,6 +35,15 @@ pub fn settings(cfg: &Config) -> Settings {
         open_timeout: secs(cfg.cells.open_timeout_s),
         poll_interval: secs(cfg.board.poll_interval_s),
         version: format!("locker-agent {}", env!("CARGO_PKG_VERSION")),
+        lock_retry: secs(cfg.board.lock_retry_s),
+        lock_retry_max: secs(cfg.board.lock_retry_max_s),
+        lock_attempts: cfg.board.lock_attempts,
+        scan_limit: crate::locker::ScanLimit {
+            free: cfg.qr.failed_scans_free,
+            window: secs(cfg.qr.failed_scans_window_s),
+            backoff: secs(cfg.qr.scan_backoff_s),
+            backoff_max: secs(cfg.qr.scan_backoff_max_s),
+        },
     }
 }
 
@@ -78,10 +87,16 @@ pub fn camera(source: &CameraSource) -> anyhow::Result<Box<dyn Camera>> {
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// `init`: a first boot (`run --init`): a missing cell state file starts empty.
+pub async fn run(cfg: Config, init: bool) -> anyhow::Result<()> {
     let state_path = cfg.state_dir.join("cells.json");
-    let store = CellStore::open(&state_path, cfg.board.cells, cfg.cells.used_codes_kept)
-        .with_context(|| format!("cell state {}", state_path.display()))?;
+    let store = CellStore::open(
+        &state_path,
+        cfg.board.cells,
+        cfg.cells.used_codes_kept,
+        init,
+    )
+    .with_context(|| format!("cell state {}", state_path.display()))?;
     let token = cfg.http.token().context("http token")?;
     let board = SerialLockBoard::spawn(board_config(&cfg));
     let display = display(&cfg.display).context("display")?;
@@ -175,7 +190,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         hal::lockboard::LockBoard::health(locker.board()),
         monitor.abort_handle(),
     ));
-    let app = api::router(locker.clone(), token);
+    let app = api::router(locker.clone(), token)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             match daemon::shutdown::wait().await {

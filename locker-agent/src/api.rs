@@ -5,7 +5,7 @@
 //! | `POST /api/cells/sync` | `CellsSyncRequest` | `CellsSyncResponse` |
 //! | `POST /api/cells/open` | `CellsOpenRequest` | `CellsOpenResponse` |
 //! | `POST /api/cells/close` | `CellsCloseRequest` | `CellsCloseResponse` |
-//! | `POST /api/qr/scan` | `QrScanRequest` | `QrScanResponse` |
+//! | `POST /api/qr/scan` | `QrScanRequest` | `QrScanResponse` (429 `RATE_LIMITED` while a client that keeps sending bad codes backs off) |
 //! | `GET /health` | — | `HealthResponse` (no token needed: it says nothing secret, and a load balancer or a technician's `curl` must reach it) |
 //!
 //! Every failure, including a missing token and JSON that does not parse, answers with the seed's
@@ -13,13 +13,13 @@
 //! here rather than by axum's `Json` extractor so that those failures use that body too and name
 //! the field that was wrong.
 
-use crate::locker::{ApiFailure, Locker};
+use crate::locker::{ApiFailure, Locker, ScanSource};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use hal::lockboard::LockBoard;
 use protocol::error::codes;
 use protocol::locker_api::{
@@ -27,6 +27,7 @@ use protocol::locker_api::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Largest request body accepted (a sync of a few hundred cells is a few tens of KB).
@@ -37,7 +38,8 @@ struct AppState<B> {
     token: String,
 }
 
-/// The router, ready for `axum::serve`.
+/// The router, ready for `axum::serve` (serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so failed QR scans are limited per client).
 pub fn router<B: LockBoard>(locker: Arc<Locker<B>>, token: String) -> Router {
     let state = Arc::new(AppState { locker, token });
     Router::new()
@@ -65,13 +67,19 @@ fn ok<T: Serialize>(r: Result<T, ApiFailure>) -> Response {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header. The scheme is case-insensitive
+/// (RFC 9110 §11.1: `bearer`, `BEARER` are the same scheme, and the relay accepts them too).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
 /// Compares the bearer token in constant time (a timing side channel would leak it byte by byte).
 fn authorised(headers: &HeaderMap, token: &str) -> Result<(), ApiFailure> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let given = bearer(headers);
     let Some(given) = given else {
         return Err(ApiFailure::new(
             401,
@@ -122,7 +130,9 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     }
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiFailure> {
+/// A request body as the handlers read it: JSON, then the type with the failing field named.
+/// Public for the fuzz crate (every body the API accepts goes through here).
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiFailure> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: serde_json::Value = serde::Deserialize::deserialize(&mut de).map_err(|e| {
         ApiFailure::new(400, codes::MALFORMED_JSON, format!("body is not JSON: {e}"))
@@ -178,13 +188,16 @@ async fn close<B: LockBoard>(
 
 async fn qr_scan<B: LockBoard>(
     State(s): State<Arc<AppState<B>>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Body(body): Body,
 ) -> Response {
+    // Failed scans are limited per client address (served with connect info, as the agent does).
+    let source = ScanSource::Api(peer.map(|Extension(ConnectInfo(a))| a.ip()));
     let r = async {
         authorised(&headers, &s.token)?;
         let req: QrScanRequest = parse(&body)?;
-        s.locker.qr_scan(&req.qr_data).await
+        s.locker.qr_scan_from(&req.qr_data, source).await
     };
     ok(r.await)
 }
@@ -195,4 +208,26 @@ async fn health<B: LockBoard>(State(s): State<Arc<AppState<B>>>) -> Response {
 
 async fn not_found() -> Response {
     ApiFailure::new(404, "NOT_FOUND", "no such route").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, auth.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer tok", "bearer tok", "BEARER tok", "bEaReR   tok "] {
+            assert_eq!(bearer(&with(v)), Some("tok"), "{v}");
+            assert!(authorised(&with(v), "tok").is_ok(), "{v}");
+        }
+        for v in ["Basic tok", "Bearertok", "tok", "Bearer"] {
+            assert!(authorised(&with(v), "tok").is_err(), "{v}");
+        }
+    }
 }

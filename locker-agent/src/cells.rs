@@ -87,6 +87,10 @@ pub struct Session {
     /// The board reported this door open at least once during the session.
     #[serde(default)]
     pub door_seen_open: bool,
+    /// Loaded from a state file that may be behind what happened (a save had failed before the
+    /// agent stopped): `door_seen_open` may be wrong, so "never opened" is not to be believed.
+    #[serde(skip)]
+    pub unsure: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -119,7 +123,20 @@ pub enum CellError {
     CodeUsed,
     #[error("cannot save cell state to {path}: {reason}")]
     Persist { path: PathBuf, reason: String },
+    #[error(
+        "the cell state file {path} is missing: the locker would forget which cell holds which \
+         parcel. Restore it, or for a first boot start with `--init` (or create {marker})"
+    )]
+    Missing { path: PathBuf, marker: PathBuf },
 }
+
+/// Next to `cells.json`: says the locker is being set up, so a missing state file is a first
+/// boot (the package creates it with the state directory). Removed once the file is written.
+pub const FIRST_BOOT_MARKER: &str = "first-boot";
+/// Next to `cells.json`: present while the file is known to hold everything the agent knew.
+/// Removed (which needs no free space) when a save fails, and written again after one works, so
+/// after a restart the agent knows whether its record may be behind the board.
+const IN_SYNC_MARKER: &str = "cells.json.in-sync";
 
 /// The cells and their state file.
 #[derive(Debug)]
@@ -129,13 +146,25 @@ pub struct CellStore {
     max_cells: u16,
     used_kept: usize,
     used_index: HashSet<String>,
+    /// Why the last save failed; `None` while the file holds the state in memory.
+    unsaved: Option<String>,
+    /// Whether [`IN_SYNC_MARKER`] is known to exist.
+    marked_in_sync: bool,
 }
 
 impl CellStore {
-    /// Loads the state file, or starts empty if there is none. A file that exists but cannot be
-    /// read is an error: starting empty would forget parcels.
-    pub fn open(path: &Path, max_cells: u16, used_kept: usize) -> Result<Self, CellError> {
-        let file = match std::fs::read(path) {
+    /// Loads the state file. A missing file is refused (starting empty would forget every
+    /// parcel) unless this is a first boot: `first_boot` (`locker-agent run --init`) or the
+    /// [`FIRST_BOOT_MARKER`] file next to it. A file that cannot be read is always an error.
+    pub fn open(
+        path: &Path,
+        max_cells: u16,
+        used_kept: usize,
+        first_boot: bool,
+    ) -> Result<Self, CellError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let marker = dir.join(FIRST_BOOT_MARKER);
+        let (file, fresh) = match std::fs::read(path) {
             Ok(bytes) => {
                 let f: StateFile =
                     serde_json::from_slice(&bytes).map_err(|e| CellError::Persist {
@@ -148,12 +177,21 @@ impl CellStore {
                         reason: format!("state file version {} is not {STATE_VERSION}", f.version),
                     });
                 }
-                f
+                (f, false)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile {
-                version: STATE_VERSION,
-                ..Default::default()
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !first_boot && !marker.exists() {
+                    return Err(CellError::Missing {
+                        path: path.to_owned(),
+                        marker,
+                    });
+                }
+                let f = StateFile {
+                    version: STATE_VERSION,
+                    ..Default::default()
+                };
+                (f, true)
+            }
             Err(e) => {
                 return Err(CellError::Persist {
                     path: path.to_owned(),
@@ -161,14 +199,54 @@ impl CellStore {
                 })
             }
         };
+        let in_sync = fresh || dir.join(IN_SYNC_MARKER).exists();
+        let mut file = file;
+        if !in_sync {
+            for s in file.cells.iter_mut().filter_map(|c| c.session.as_mut()) {
+                s.unsure = true;
+            }
+        }
         let used_index = file.used_codes.iter().cloned().collect();
-        Ok(Self {
+        let mut store = Self {
             path: path.to_owned(),
             file,
             max_cells,
             used_kept: used_kept.max(1),
             used_index,
-        })
+            unsaved: None,
+            marked_in_sync: false,
+        };
+        if fresh {
+            tracing::warn!(path = %path.display(), "no cell state file: first boot, starting with no cells");
+            store.save()?;
+            let _ = std::fs::remove_file(&marker);
+        } else if !in_sync {
+            tracing::warn!(path = %path.display(),
+                "the cell state file may be behind the board (a save failed before the agent stopped)");
+        }
+        Ok(store)
+    }
+
+    /// Why the state in memory is not on disk, if it is not.
+    pub fn unsaved(&self) -> Option<&str> {
+        self.unsaved.as_deref()
+    }
+
+    /// Saves again if an earlier save failed. `Ok(true)`: it had failed and now worked.
+    pub fn retry_save(&mut self) -> Result<bool, CellError> {
+        if self.unsaved.is_none() {
+            return Ok(false);
+        }
+        self.save().map(|()| true)
+    }
+
+    /// Saves a fact the board already made true (a bolt moved, a door opened): it is kept in
+    /// memory whether or not the save works, and a failure is remembered ([`Self::unsaved`]) and
+    /// retried by [`Self::retry_save`].
+    fn record(&mut self) {
+        if let Err(e) = self.save() {
+            tracing::error!(error = %e, "cell state not saved; kept in memory until the disk takes it");
+        }
     }
 
     /// How many cells the board drives (numbers 1..=this).
@@ -312,6 +390,7 @@ impl CellStore {
             started_at: Utc::now(),
             opened_at: None,
             door_seen_open: false,
+            unsure: false,
         });
         if let Purpose::Pickup { code, .. } = &purpose {
             self.remember_code(code.clone());
@@ -325,17 +404,17 @@ impl CellStore {
     }
 
     /// The board acknowledged the bolt: the session is open from now.
-    pub fn opened(&mut self, number: u16) -> Result<DateTime<Utc>, CellError> {
+    pub fn opened(&mut self, number: u16) -> DateTime<Utc> {
         let now = Utc::now();
         if let Some(s) = self.by_number_mut(number).and_then(|c| c.session.as_mut()) {
             s.opened_at = Some(now);
         }
-        self.save()?;
-        Ok(now)
+        self.record();
+        now
     }
 
     /// The board refused or never answered: the session did not start.
-    pub fn abandon(&mut self, number: u16) -> Result<Option<Session>, CellError> {
+    pub fn abandon(&mut self, number: u16) -> Option<Session> {
         let session = self.by_number_mut(number).and_then(|c| c.session.take());
         if let Some(Session {
             purpose: Purpose::Pickup { code, .. },
@@ -345,12 +424,12 @@ impl CellStore {
             // The customer never got to the parcel: let the same code work again.
             self.forget_code(code);
         }
-        self.save()?;
-        Ok(session)
+        self.record();
+        session
     }
 
     /// The board reported the door open during the session. Returns true the first time.
-    pub fn door_opened(&mut self, number: u16) -> Result<bool, CellError> {
+    pub fn door_opened(&mut self, number: u16) -> bool {
         let first = match self.by_number_mut(number).and_then(|c| c.session.as_mut()) {
             Some(s) if !s.door_seen_open => {
                 s.door_seen_open = true;
@@ -359,19 +438,15 @@ impl CellStore {
             _ => false,
         };
         if first {
-            self.save()?;
+            self.record();
         }
-        Ok(first)
+        first
     }
 
     /// The door was opened and closed again and the bolt is home: the parcel went in or out.
-    pub fn complete(&mut self, number: u16) -> Result<Option<(Session, Contents)>, CellError> {
-        let Some(cell) = self.by_number_mut(number) else {
-            return Ok(None);
-        };
-        let Some(session) = cell.session.take() else {
-            return Ok(None);
-        };
+    pub fn complete(&mut self, number: u16) -> Option<(Session, Contents)> {
+        let cell = self.by_number_mut(number)?;
+        let session = cell.session.take()?;
         let now = Utc::now();
         match &session.purpose {
             Purpose::Drop { delivery_id } => {
@@ -385,19 +460,46 @@ impl CellStore {
             Purpose::Service => {}
         }
         let contents = cell.contents.clone();
-        self.save()?;
-        Ok(Some((session, contents)))
+        self.record();
+        Some((session, contents))
     }
 
-    pub fn set_out_of_service(
-        &mut self,
-        number: u16,
-        reason: Option<String>,
-    ) -> Result<(), CellError> {
-        if let Some(c) = self.by_number_mut(number) {
-            c.out_of_service = reason;
+    /// Ends a drop session whose outcome cannot be known (the record was behind the board): the
+    /// cell is counted as holding the parcel, so nothing else is put in it, and taken out of
+    /// service until a technician has looked.
+    pub fn unknown_outcome(&mut self, number: u16, reason: String) -> Option<Session> {
+        let cell = self.by_number_mut(number)?;
+        let session = cell.session.take()?;
+        if let Purpose::Drop { delivery_id } = &session.purpose {
+            if !cell.contents.holds_parcel() {
+                cell.contents = Contents::Parcel {
+                    delivery_id: *delivery_id,
+                    order_id: None,
+                    loaded_at: Utc::now(),
+                };
+            }
         }
-        self.save()
+        cell.out_of_service = Some(reason);
+        self.record();
+        Some(session)
+    }
+
+    /// Takes a cell out of service (`Some(why)`) or puts it back (`None`); returns the old
+    /// reason.
+    pub fn set_out_of_service(&mut self, number: u16, reason: Option<String>) -> Option<String> {
+        let old = self
+            .by_number_mut(number)
+            .and_then(|c| std::mem::replace(&mut c.out_of_service, reason));
+        self.record();
+        old
+    }
+
+    /// A technician found the cell empty (`service N --empty`).
+    pub fn set_empty(&mut self, number: u16) {
+        if let Some(c) = self.by_number_mut(number) {
+            c.contents = Contents::Empty;
+        }
+        self.record();
     }
 
     pub fn code_used(&self, code: &str) -> bool {
@@ -427,7 +529,30 @@ impl CellStore {
 
     /// Writes the whole state: temporary file, fsync, rename over the old one, fsync the
     /// directory. A crash leaves the old file or the new one, never half of one.
-    pub fn save(&self) -> Result<(), CellError> {
+    pub fn save(&mut self) -> Result<(), CellError> {
+        let dir = self.path.parent().unwrap_or(Path::new(".")).to_owned();
+        let marker = dir.join(IN_SYNC_MARKER);
+        match self.write() {
+            Ok(()) => {
+                if self.unsaved.take().is_some() {
+                    tracing::info!(path = %self.path.display(), "cell state saved again");
+                }
+                if !self.marked_in_sync {
+                    self.marked_in_sync = std::fs::File::create(&marker).is_ok();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Removing a file needs no free space: the marker goes even on a full disk.
+                let _ = std::fs::remove_file(&marker);
+                self.marked_in_sync = false;
+                self.unsaved = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn write(&self) -> Result<(), CellError> {
         let err = |e: std::io::Error| CellError::Persist {
             path: self.path.clone(),
             reason: e.to_string(),
@@ -439,10 +564,17 @@ impl CellStore {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(err)?;
         let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&bytes).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)?;
+        let written = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        })();
+        if let Err(e) = written {
+            // a half-written copy only takes space a full disk does not have
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err(e));
+        }
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
@@ -480,7 +612,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cells.json");
         let a = Uuid::new_v4();
-        let mut s = CellStore::open(&path, 8, 100).unwrap();
+        let mut s = CellStore::open(&path, 8, 100, true).unwrap();
         s.sync(&mapping(&[(a, 3)])).unwrap();
         let n = s
             .begin(
@@ -490,14 +622,14 @@ mod tests {
                 },
             )
             .unwrap();
-        s.opened(n).unwrap();
-        s.door_opened(n).unwrap();
+        s.opened(n);
+        s.door_opened(n);
         drop(s);
-        let mut s = CellStore::open(&path, 8, 100).unwrap();
+        let mut s = CellStore::open(&path, 8, 100, true).unwrap();
         let c = s.by_uuid(a).unwrap();
         assert!(c.session.as_ref().unwrap().door_seen_open);
-        s.complete(3).unwrap();
-        let s = CellStore::open(&path, 8, 100).unwrap();
+        s.complete(3);
+        let s = CellStore::open(&path, 8, 100, true).unwrap();
         assert!(s.by_uuid(a).unwrap().contents.holds_parcel());
     }
 
@@ -506,10 +638,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cells.json");
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let mut s = CellStore::open(&path, 8, 100).unwrap();
+        let mut s = CellStore::open(&path, 8, 100, true).unwrap();
         s.sync(&mapping(&[(a, 1), (b, 2)])).unwrap();
         s.begin(a, Purpose::Drop { delivery_id: None }).unwrap();
-        s.complete(1).unwrap();
+        s.complete(1);
         let e = s.sync(&mapping(&[(b, 2)])).unwrap_err();
         assert!(matches!(e, CellError::WouldOrphan { number: 1, .. }), "{e}");
         let e = s.sync(&mapping(&[(a, 2), (b, 1)])).unwrap_err();
@@ -530,20 +662,20 @@ mod tests {
     #[test]
     fn a_code_opens_once() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = CellStore::open(&dir.path().join("c.json"), 8, 100).unwrap();
+        let mut s = CellStore::open(&dir.path().join("c.json"), 8, 100, true).unwrap();
         let a = Uuid::new_v4();
         s.sync(&mapping(&[(a, 1)])).unwrap();
         s.begin(a, Purpose::Drop { delivery_id: None }).unwrap();
-        s.complete(1).unwrap();
+        s.complete(1);
         let pickup = || Purpose::Pickup {
             order_id: None,
             code: "ORDER-1".into(),
         };
         s.begin(a, pickup()).unwrap();
         assert!(matches!(s.begin(a, pickup()), Err(CellError::Busy { .. })));
-        s.abandon(1).unwrap();
+        s.abandon(1);
         s.begin(a, pickup()).unwrap();
-        s.complete(1).unwrap();
+        s.complete(1);
         assert_eq!(s.begin(a, pickup()), Err(CellError::CodeUsed));
     }
 
@@ -553,7 +685,7 @@ mod tests {
         let path = dir.path().join("c.json");
         std::fs::write(&path, b"{not json").unwrap();
         assert!(matches!(
-            CellStore::open(&path, 8, 100),
+            CellStore::open(&path, 8, 100, true),
             Err(CellError::Persist { .. })
         ));
     }

@@ -90,6 +90,15 @@ pub struct BoardConfig {
     pub max_timeouts: u32,
     #[serde(default = "d::poll_interval_s")]
     pub poll_interval_s: f64,
+    /// A bolt the board refuses to lock is tried again after this, doubling...
+    #[serde(default = "d::lock_retry_s")]
+    pub lock_retry_s: f64,
+    /// ...up to this...
+    #[serde(default = "d::lock_retry_max_s")]
+    pub lock_retry_max_s: f64,
+    /// ...this many times in all; then only a technician's `service N` brings it back.
+    #[serde(default = "d::lock_attempts")]
+    pub lock_attempts: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,12 +206,27 @@ pub struct QrConfig {
     /// How long to wait for the backend's verdict on a code.
     #[serde(default = "d::validate_timeout_s")]
     pub validate_timeout_s: f64,
+    /// Failed scans one source (the camera, one API client, the link) may make within
+    /// `failed_scans_window_s` before it is refused without asking the backend...
+    #[serde(default = "d::failed_scans_free")]
+    pub failed_scans_free: u32,
+    #[serde(default = "d::failed_scans_window_s")]
+    pub failed_scans_window_s: f64,
+    /// ...for this long, doubling with each further burst up to `scan_backoff_max_s`.
+    #[serde(default = "d::scan_backoff_s")]
+    pub scan_backoff_s: f64,
+    #[serde(default = "d::scan_backoff_max_s")]
+    pub scan_backoff_max_s: f64,
 }
 
 impl Default for QrConfig {
     fn default() -> Self {
         Self {
             validate_timeout_s: d::validate_timeout_s(),
+            failed_scans_free: d::failed_scans_free(),
+            failed_scans_window_s: d::failed_scans_window_s(),
+            scan_backoff_s: d::scan_backoff_s(),
+            scan_backoff_max_s: d::scan_backoff_max_s(),
         }
     }
 }
@@ -225,6 +249,15 @@ mod d {
     }
     pub fn poll_interval_s() -> f64 {
         1.0
+    }
+    pub fn lock_retry_s() -> f64 {
+        1.0
+    }
+    pub fn lock_retry_max_s() -> f64 {
+        30.0
+    }
+    pub fn lock_attempts() -> u32 {
+        6
     }
     pub fn open_timeout_s() -> f64 {
         120.0
@@ -250,6 +283,18 @@ mod d {
     pub fn validate_timeout_s() -> f64 {
         10.0
     }
+    pub fn failed_scans_free() -> u32 {
+        5
+    }
+    pub fn failed_scans_window_s() -> f64 {
+        60.0
+    }
+    pub fn scan_backoff_s() -> f64 {
+        2.0
+    }
+    pub fn scan_backoff_max_s() -> f64 {
+        300.0
+    }
     pub fn orchestrator_timeout_s() -> f64 {
         5.0
     }
@@ -269,6 +314,14 @@ impl Validate for Config {
         v.range("board.reopen_interval_s", b.reopen_interval_s, 0.01, 300.0);
         v.range("board.max_timeouts", b.max_timeouts, 1, 100);
         v.range("board.poll_interval_s", b.poll_interval_s, 0.01, 60.0);
+        v.range("board.lock_retry_s", b.lock_retry_s, 0.01, 600.0);
+        v.range("board.lock_retry_max_s", b.lock_retry_max_s, 0.01, 3600.0);
+        v.check(
+            b.lock_retry_max_s >= b.lock_retry_s,
+            "board.lock_retry_max_s",
+            "must be at least board.lock_retry_s",
+        );
+        v.range("board.lock_attempts", b.lock_attempts, 1, 1000);
         v.check(
             !b.path.as_os_str().is_empty(),
             "board.path",
@@ -320,6 +373,21 @@ impl Validate for Config {
             self.qr.validate_timeout_s,
             0.1,
             120.0,
+        );
+        let q = &self.qr;
+        v.range("qr.failed_scans_free", q.failed_scans_free, 1, 10_000);
+        v.range(
+            "qr.failed_scans_window_s",
+            q.failed_scans_window_s,
+            1.0,
+            86_400.0,
+        );
+        v.range("qr.scan_backoff_s", q.scan_backoff_s, 0.1, 3600.0);
+        v.range("qr.scan_backoff_max_s", q.scan_backoff_max_s, 0.1, 86_400.0);
+        v.check(
+            q.scan_backoff_max_s >= q.scan_backoff_s,
+            "qr.scan_backoff_max_s",
+            "must be at least qr.scan_backoff_s",
         );
         if let Some(o) = &self.orchestrator {
             if let Err(reason) = crate::orchestrator::check_url(&o.url) {

@@ -20,11 +20,12 @@ use hal::lockboard::{BoardError, BoardEvent, LockBoard};
 use protocol::error::codes;
 use protocol::lockboard::{BoltState, CellNumber, CellStatus, DoorState};
 use protocol::locker_api::{
-    CellsCloseRequest, CellsCloseResponse, CellsOpenRequest, CellsOpenResponse, CellsSyncRequest,
-    CellsSyncResponse, ComponentHealth, HealthResponse, HealthStatus, QrScanResponse,
+    CellOutOfService, CellsCloseRequest, CellsCloseResponse, CellsOpenRequest, CellsOpenResponse,
+    CellsSyncRequest, CellsSyncResponse, ComponentHealth, HealthResponse, HealthStatus,
+    QrScanResponse,
 };
 use protocol::ws::{Event, EventType};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tracing::{error, info, warn, Instrument};
@@ -54,7 +55,69 @@ pub mod extra_codes {
     pub const CELL_OUT_OF_SERVICE: &str = "CELL_OUT_OF_SERVICE";
     pub const DOOR_OPEN: &str = "DOOR_OPEN";
     pub const VALIDATION_UNAVAILABLE: &str = "VALIDATION_UNAVAILABLE";
+    /// The locker cannot record what it does (full or failing disk): it opens nothing.
+    pub const STORAGE_FAILED: &str = "STORAGE_FAILED";
+    /// Too many failed QR scans from one source: it is backing off.
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
 }
+
+/// Where a scanned code came from: failed scans are limited per source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScanSource {
+    /// The locker's own camera.
+    Camera,
+    /// `POST /api/qr/scan`, by the peer's address (`None`: not known).
+    Api(Option<std::net::IpAddr>),
+    /// A `locker_request` over the relay link (the backend).
+    Link,
+}
+
+impl std::fmt::Display for ScanSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScanSource::Camera => write!(f, "the camera"),
+            ScanSource::Api(Some(ip)) => write!(f, "API client {ip}"),
+            ScanSource::Api(None) => write!(f, "an API client"),
+            ScanSource::Link => write!(f, "the relay link"),
+        }
+    }
+}
+
+/// How failed QR scans are limited: `free` failures per source within `window` are answered
+/// as usual; past that the source is refused without asking the backend for `backoff`,
+/// doubling with each further burst up to `backoff_max`. A scan that opens a cell resets it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScanLimit {
+    pub free: u32,
+    pub window: Duration,
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for ScanLimit {
+    fn default() -> Self {
+        Self {
+            free: 5,
+            window: Duration::from_secs(60),
+            backoff: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One source's recent failed scans.
+#[derive(Debug, Default)]
+struct ScanGate {
+    failures: VecDeque<tokio::time::Instant>,
+    blocked_until: Option<tokio::time::Instant>,
+    /// Bursts in a row (the backoff doubles with each).
+    level: u32,
+    /// Scans refused while backing off, since the burst was reported.
+    refused: u64,
+}
+
+/// Sources remembered at most (an attacker with many addresses cannot grow memory).
+const SCAN_SOURCES: usize = 1024;
 
 impl From<CellError> for ApiFailure {
     fn from(e: CellError) -> Self {
@@ -68,7 +131,9 @@ impl From<CellError> for ApiFailure {
             CellError::OutOfService { .. } => (409, extra_codes::CELL_OUT_OF_SERVICE),
             CellError::BadMapping(_) => (400, codes::INVALID_PAYLOAD),
             CellError::CodeUsed => (409, codes::QR_ALREADY_USED),
-            CellError::Persist { .. } => (500, codes::INTERNAL),
+            CellError::Persist { .. } | CellError::Missing { .. } => {
+                (503, extra_codes::STORAGE_FAILED)
+            }
         };
         ApiFailure::new(status, code, e.to_string())
     }
@@ -103,6 +168,36 @@ pub struct Settings {
     /// How often the monitor asks the board for `STATUS`.
     pub poll_interval: Duration,
     pub version: String,
+    /// A bolt the board refuses to lock (jammed) is tried again after this, doubling up to
+    /// `lock_retry_max`, `lock_attempts` times in all; then the agent gives up until a
+    /// technician's `service N`.
+    pub lock_retry: Duration,
+    pub lock_retry_max: Duration,
+    pub lock_attempts: u32,
+    pub scan_limit: ScanLimit,
+}
+
+/// Events held in memory while the outbox cannot take them (a full disk), oldest first. Past
+/// this the oldest are dropped, logged: the board's state is still reconciled on recovery.
+const EVENT_BACKLOG: usize = 1000;
+
+/// A cell whose bolt the board refused to lock: when to try again, and whether we gave up.
+#[derive(Debug, Clone)]
+struct LockRetry {
+    attempts: u32,
+    next: tokio::time::Instant,
+    gave_up: bool,
+}
+
+/// Why the monitor did not lock a bolt.
+#[derive(Debug)]
+enum LockFailure {
+    /// The board refused (jammed): retried later, with backoff, a bounded number of times.
+    Refused,
+    /// Not tried now (backing off, or given up until a technician looks).
+    Waiting,
+    /// The board did not answer for sure (timeout, unplugged): tried again on the next poll.
+    Uncertain(BoardError),
 }
 
 pub struct Locker<B> {
@@ -123,6 +218,14 @@ pub struct Locker<B> {
     /// Bumped whenever a bolt command finishes: a `STATUS` asked for before that is stale and
     /// must not be acted on (it would show a bolt that has since moved in its old place).
     epoch: std::sync::atomic::AtomicU64,
+    /// Events the outbox could not take yet, oldest first (sent in order before any new one).
+    backlog: tokio::sync::Mutex<VecDeque<Event>>,
+    /// Why the outbox last refused an event, while the backlog is not empty (for `/health`).
+    backlog_error: Mutex<Option<(usize, String)>>,
+    /// Bolts the board refused to lock, per cell.
+    lock_retry: Mutex<HashMap<u16, LockRetry>>,
+    /// Failed QR scans per source.
+    scans: Mutex<HashMap<ScanSource, ScanGate>>,
 }
 
 impl<B: LockBoard> Locker<B> {
@@ -146,6 +249,10 @@ impl<B: LockBoard> Locker<B> {
             camera: Mutex::new(None),
             recent: Mutex::new(VecDeque::new()),
             epoch: std::sync::atomic::AtomicU64::new(0),
+            backlog: tokio::sync::Mutex::new(VecDeque::new()),
+            backlog_error: Mutex::new(None),
+            lock_retry: Mutex::new(HashMap::new()),
+            scans: Mutex::new(HashMap::new()),
         };
         me.show(&Message::Idle);
         me
@@ -180,11 +287,88 @@ impl<B: LockBoard> Locker<B> {
         }
     }
 
+    /// Reports an event. One the outbox cannot take (a full disk) is held in memory and sent,
+    /// in order, before any later one as soon as the outbox takes events again.
     async fn emit(&self, ev: Event) {
         self.remember(&ev);
-        let t = ev.event_type;
-        if let Err(e) = self.uplink.publish_event(ev).await {
-            error!(event_type = ?t, error = %e, "event could not be queued for the backend");
+        let mut backlog = self.backlog.lock().await;
+        if backlog.len() >= EVENT_BACKLOG {
+            if let Some(old) = backlog.pop_front() {
+                error!(event_type = ?old.event_type, cell = ?old.cell_id, capacity = EVENT_BACKLOG,
+                    "events held back while the outbox fails: the oldest is dropped");
+            }
+        }
+        backlog.push_back(ev);
+        self.flush(&mut backlog).await;
+    }
+
+    /// Hands held-back events to the outbox, oldest first, until it refuses one.
+    async fn flush(&self, backlog: &mut VecDeque<Event>) {
+        let mut sent = 0usize;
+        while let Some(ev) = backlog.front() {
+            let t = ev.event_type;
+            match self.uplink.publish_event(ev.clone()).await {
+                Ok(()) => {
+                    backlog.pop_front();
+                    sent += 1;
+                }
+                Err(e) => {
+                    error!(event_type = ?t, held = backlog.len(), error = %e,
+                        "event could not be queued for the backend; held in memory");
+                    *self.backlog_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((backlog.len(), e.to_string()));
+                    return;
+                }
+            }
+        }
+        let was = self
+            .backlog_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if was.is_some() && sent > 0 {
+            info!(
+                sent,
+                "events held back during an outbox failure are queued now"
+            );
+        }
+    }
+
+    /// After a storage failure: saves the cell state again and queues the events held back.
+    /// Called on every poll, so the locker heals by itself once the disk takes writes again.
+    async fn recover_storage(&self) {
+        let saved = self.store().retry_save();
+        if let Ok(true) = saved {
+            warn!(
+                "the cell state is saved again after a storage failure; reconciling with the board"
+            );
+        }
+        if self
+            .backlog_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            let mut backlog = self.backlog.lock().await;
+            self.flush(&mut backlog).await;
+        }
+    }
+
+    /// Why the locker cannot record what it does right now, if it cannot.
+    pub fn storage_problem(&self) -> Option<String> {
+        let unsaved = self.store().unsaved().map(|e| e.to_owned());
+        let held = self
+            .backlog_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match (unsaved, held) {
+            (None, None) => None,
+            (Some(e), None) => Some(format!("cell state not saved: {e}")),
+            (None, Some((n, e))) => Some(format!("{n} event(s) held in memory: {e}")),
+            (Some(e), Some((n, _))) => Some(format!(
+                "cell state not saved: {e}; {n} event(s) held in memory"
+            )),
         }
     }
 
@@ -231,6 +415,17 @@ impl<B: LockBoard> Locker<B> {
         purpose: Purpose,
     ) -> Result<(u16, chrono::DateTime<Utc>), ApiFailure> {
         let number = self.store().by_uuid(id)?.number;
+        // Fail closed: a cell opened now could not be followed on disk. Try to heal first (the
+        // disk may be back since the last poll).
+        self.recover_storage().await;
+        if let Some(problem) = self.storage_problem() {
+            warn!(cell = number, %problem, "open refused: the locker cannot record what it does");
+            return Err(ApiFailure::new(
+                503,
+                extra_codes::STORAGE_FAILED,
+                format!("the locker cannot record what it does, so it opens nothing: {problem}"),
+            ));
+        }
         // In flight from before the session is recorded until its outcome is: the door monitor
         // must never judge a half-recorded session by a STATUS taken meanwhile.
         let _flight = InFlight::new(self, number);
@@ -256,7 +451,9 @@ impl<B: LockBoard> Locker<B> {
             };
             match result {
                 Ok(()) => {
-                    let at = self.store().opened(number)?;
+                    // The bolt is pulled whether or not this is saved: say so (a failed save
+                    // is retried and shows in /health).
+                    let at = self.store().opened(number);
                     info!("cell open");
                     let mut ev = Self::event(EventType::CellOpened, number, Some(id));
                     match &purpose {
@@ -269,9 +466,18 @@ impl<B: LockBoard> Locker<B> {
                 }
                 Err(e) => {
                     warn!(error = %e, "board did not open the cell");
-                    self.store().abandon(number)?;
+                    self.store().abandon(number);
                     let mut ev = Self::event(EventType::BoardFault, number, Some(id));
-                    ev.reason = Some(e.to_string());
+                    ev.reason = Some(format!("cell {number}: {e}"));
+                    if jammed(&e) {
+                        // A bolt that jams once is a bolt a technician must look at.
+                        let why = format!("bolt jammed on open: {e}");
+                        error!(cell = number, error = %e, "jammed bolt: cell out of service until a technician's `service {number}`");
+                        self.store().set_out_of_service(number, Some(why));
+                        ev.reason = Some(format!(
+                            "cell {number} out of service: {e}; a technician must check it and run `locker-agent service {number}`"
+                        ));
+                    }
                     self.emit(ev).await;
                     Err(board_failure(&e))
                 }
@@ -300,16 +506,31 @@ impl<B: LockBoard> Locker<B> {
         match seen {
             Some(true) => self.finish(number).await,
             Some(false) => {
-                self.store().abandon(number)?;
+                self.store().abandon(number);
             }
             None => {}
         }
+        self.lock_retry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&number);
         self.emit(Self::event(
             EventType::CellClosed,
             number,
             Some(req.cell_uuid),
         ))
         .await;
+        if let Some(problem) = self.store().unsaved().map(str::to_owned) {
+            // The board did its part: say exactly that, and that the record is behind.
+            return Err(ApiFailure::new(
+                503,
+                extra_codes::STORAGE_FAILED,
+                format!(
+                    "cell {number} is locked (the board confirmed it at {}), but the locker could not record it ({problem}); it keeps it in memory and saves it once the disk takes writes",
+                    closed_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                ),
+            ));
+        }
         Ok(CellsCloseResponse {
             success: true,
             cell_id: number,
@@ -317,8 +538,114 @@ impl<B: LockBoard> Locker<B> {
         })
     }
 
-    /// A customer's code, from the camera or from `POST /api/qr/scan`.
+    /// A customer's code over the relay link (`locker_request`).
     pub async fn qr_scan(&self, code: &str) -> Result<QrScanResponse, ApiFailure> {
+        self.qr_scan_from(code, ScanSource::Link).await
+    }
+
+    /// A customer's code from `source`. Failed scans are limited per source
+    /// ([`ScanLimit`]): a source that keeps failing is refused (429 `RATE_LIMITED`) without the
+    /// backend being asked, and each burst is reported as a `qr_rejected` event.
+    pub async fn qr_scan_from(
+        &self,
+        code: &str,
+        source: ScanSource,
+    ) -> Result<QrScanResponse, ApiFailure> {
+        if let Some(wait) = self.scan_blocked(source) {
+            self.show(&Message::Unavailable);
+            return Err(ApiFailure::new(
+                429,
+                extra_codes::RATE_LIMITED,
+                format!(
+                    "too many failed scans from {source}: try again in {:.0} s",
+                    wait.as_secs_f64().ceil()
+                ),
+            ));
+        }
+        let r = self.qr_scan_checked(code).await;
+        match &r {
+            Ok(_) => self.scan_succeeded(source),
+            Err(f) if counts_as_failed_scan(f) => self.scan_failed(source, f).await,
+            Err(_) => {}
+        }
+        r
+    }
+
+    /// How long `source` must still wait, if it is backing off.
+    fn scan_blocked(&self, source: ScanSource) -> Option<Duration> {
+        let now = tokio::time::Instant::now();
+        let mut scans = self.scans.lock().unwrap_or_else(|p| p.into_inner());
+        let gate = scans.get_mut(&source)?;
+        let until = gate.blocked_until.filter(|u| *u > now)?;
+        gate.refused += 1;
+        Some(until - now)
+    }
+
+    fn scan_succeeded(&self, source: ScanSource) {
+        self.scans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&source);
+    }
+
+    async fn scan_failed(&self, source: ScanSource, f: &ApiFailure) {
+        let limit = self.settings.scan_limit;
+        let now = tokio::time::Instant::now();
+        let burst = {
+            let mut scans = self.scans.lock().unwrap_or_else(|p| p.into_inner());
+            if scans.len() >= SCAN_SOURCES && !scans.contains_key(&source) {
+                // Forget the quietest sources first: those with nothing in the window.
+                scans.retain(|_, g| {
+                    g.failures
+                        .back()
+                        .is_some_and(|t| now.duration_since(*t) < limit.window)
+                });
+                if scans.len() >= SCAN_SOURCES {
+                    return; // all busy: the newcomer is not tracked (bounded memory first)
+                }
+            }
+            let gate = scans.entry(source).or_default();
+            while gate
+                .failures
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= limit.window)
+            {
+                gate.failures.pop_front();
+            }
+            if gate.failures.is_empty() && gate.blocked_until.is_none_or(|u| u <= now) {
+                gate.level = 0; // a quiet window: start over
+            }
+            gate.failures.push_back(now);
+            if gate.failures.len() > limit.free as usize {
+                gate.level += 1;
+                let backoff = limit
+                    .backoff
+                    .saturating_mul(1 << (gate.level - 1).min(16))
+                    .min(limit.backoff_max);
+                gate.blocked_until = Some(now + backoff);
+                let n = gate.failures.len();
+                gate.failures.clear();
+                let refused = std::mem::take(&mut gate.refused);
+                Some((n, backoff, gate.level, refused))
+            } else {
+                None
+            }
+        };
+        if let Some((n, backoff, level, refused)) = burst {
+            warn!(%source, failed = n, backoff_s = backoff.as_secs_f64(), level, refused_meanwhile = refused,
+                last = %f.message, "burst of failed QR scans: backing off");
+            let mut ev = Event::new(EventType::QrRejected);
+            ev.reason = Some(format!(
+                "burst of failed scans from {source}: {n} within {:.0} s (last: {}); refusing scans from it for {:.0} s",
+                limit.window.as_secs_f64(),
+                f.message,
+                backoff.as_secs_f64()
+            ));
+            self.emit(ev).await;
+        }
+    }
+
+    async fn qr_scan_checked(&self, code: &str) -> Result<QrScanResponse, ApiFailure> {
         let code = code.trim();
         if code.is_empty() || code.len() > 2048 {
             return Err(ApiFailure::new(
@@ -442,8 +769,14 @@ impl<B: LockBoard> Locker<B> {
                 detail: Some("not configured".to_owned()),
             },
         };
+        let storage_problem = self.storage_problem();
+        let storage = ComponentHealth {
+            ok: storage_problem.is_none(),
+            detail: storage_problem,
+        };
+        let out_of_service = self.out_of_service();
         HealthResponse {
-            status: if board.ok() && camera.ok {
+            status: if board.ok() && camera.ok && storage.ok && out_of_service.is_empty() {
                 HealthStatus::Ok
             } else {
                 HealthStatus::Degraded
@@ -456,7 +789,39 @@ impl<B: LockBoard> Locker<B> {
                 detail: (!cloud_ok).then(|| "not connected".to_owned()),
             },
             cells: u32::try_from(self.store().cells().len()).unwrap_or(u32::MAX),
+            storage: Some(storage),
+            out_of_service,
         }
+    }
+
+    /// Cells a technician must look at: out of service in the record, or (unmapped cells) a
+    /// bolt the agent gave up locking.
+    fn out_of_service(&self) -> Vec<CellOutOfService> {
+        let mut out: Vec<CellOutOfService> = self
+            .store()
+            .cells()
+            .iter()
+            .filter_map(|c| {
+                c.out_of_service.as_ref().map(|r| CellOutOfService {
+                    cell_id: c.number,
+                    reason: format!("out of service: {r}"),
+                })
+            })
+            .collect();
+        let retry = self.lock_retry.lock().unwrap_or_else(|p| p.into_inner());
+        for (n, r) in retry.iter().filter(|(_, r)| r.gave_up) {
+            if !out.iter().any(|c| c.cell_id == *n) {
+                out.push(CellOutOfService {
+                    cell_id: *n,
+                    reason: format!(
+                        "out of service: the bolt would not lock after {} attempts",
+                        r.attempts
+                    ),
+                });
+            }
+        }
+        out.sort_by_key(|c| c.cell_id);
+        out
     }
 
     /// Follows the doors until the board driver stops. Run it on its own task.
@@ -517,13 +882,9 @@ impl<B: LockBoard> Locker<B> {
             .is_some_and(|c| c.session.is_some());
         if has_session {
             let first = self.store().door_opened(number);
-            match first {
-                Ok(true) => {
-                    self.emit(Self::event(EventType::DoorOpened, number, uuid))
-                        .await
-                }
-                Ok(false) => {}
-                Err(e) => error!(error = %e, "cannot record door opened"),
+            if first {
+                self.emit(Self::event(EventType::DoorOpened, number, uuid))
+                    .await
             }
         } else {
             let first = self
@@ -542,6 +903,7 @@ impl<B: LockBoard> Locker<B> {
 
     /// Asks the board for every cell and acts on what it says.
     pub async fn poll(&self) {
+        self.recover_storage().await;
         let epoch = self.epoch();
         match self.board.status().await {
             Ok(status) => self.reconcile(&status, epoch).await,
@@ -597,9 +959,15 @@ impl<B: LockBoard> Locker<B> {
         let number = cell.get();
         if s.door_seen_open {
             if bolt == BoltState::Unlocked {
-                if let Err(e) = self.board_close(cell).await {
-                    warn!(cell = number, error = %e, "could not lock after the door closed; will retry");
-                    return;
+                match self.lock(cell).await {
+                    Ok(()) => {}
+                    // The door was used, so the parcel went in (or out) whatever the bolt does:
+                    // record that now; the bolt is reported and retried on its own.
+                    Err(LockFailure::Refused | LockFailure::Waiting) => {}
+                    Err(LockFailure::Uncertain(e)) => {
+                        warn!(cell = number, error = %e, "could not lock after the door closed; will retry");
+                        return;
+                    }
                 }
             }
             self.finish(number).await;
@@ -609,17 +977,21 @@ impl<B: LockBoard> Locker<B> {
             // Recorded, but the agent stopped before the board answered (no command is in
             // flight now): the bolt says whether it happened.
             if bolt == BoltState::Unlocked {
-                let _ = self.store().opened(number);
+                self.store().opened(number);
             } else {
                 info!(
                     cell = number,
                     "open never completed before a restart; abandoned"
                 );
-                let _ = self.store().abandon(number);
+                self.store().abandon(number);
             }
             return;
         };
         if bolt == BoltState::Locked {
+            if s.unsure {
+                self.unknown_outcome(number, &s).await;
+                return;
+            }
             // Locked again without the door ever opening (board rebooted, technician).
             info!(
                 cell = number,
@@ -632,10 +1004,40 @@ impl<B: LockBoard> Locker<B> {
         let waited = Utc::now() - opened_at;
         if waited.to_std().unwrap_or_default() >= self.settings.open_timeout {
             info!(cell = number, ?waited, "door never opened; locking again");
-            if self.board_close(cell).await.is_ok() {
-                self.abandon(number, "door was not opened in time").await;
+            if self.lock(cell).await.is_ok() {
+                if s.unsure {
+                    self.unknown_outcome(number, &s).await;
+                } else {
+                    self.abandon(number, "door was not opened in time").await;
+                }
             }
         }
+    }
+
+    /// A session restored from a record that was behind the board (a save had failed before the
+    /// agent stopped) ended without the door being seen open: it may have been opened while
+    /// nothing could be written. A drop then may have left a parcel: never offer the cell empty.
+    async fn unknown_outcome(&self, number: u16, s: &Session) {
+        let what = match &s.purpose {
+            Purpose::Drop { .. } => "a parcel may be inside",
+            Purpose::Pickup { .. } => "the parcel may have been taken",
+            Purpose::Service => "it may have been used",
+        };
+        let reason = format!(
+            "{} session ended while the locker could not record its door (a save had failed before the agent stopped): {what}",
+            s.purpose.name()
+        );
+        error!(cell = number, %reason, "cell out of service until a technician's `service {number}`");
+        let uuid = self.store().by_number(number).map(|c| c.cell_uuid);
+        self.store().unknown_outcome(number, reason.clone());
+        let mut ev = Self::event(EventType::BoardFault, number, uuid);
+        ev.reason = Some(format!(
+            "cell {number} out of service: {reason}; check it and run `locker-agent service {number}` (with --empty if it is empty)"
+        ));
+        if let Purpose::Drop { delivery_id } = &s.purpose {
+            ev.delivery_id = *delivery_id;
+        }
+        self.emit(ev).await;
     }
 
     async fn board_close(&self, cell: CellNumber) -> Result<(), BoardError> {
@@ -643,27 +1045,111 @@ impl<B: LockBoard> Locker<B> {
         self.board.close(cell).await
     }
 
+    /// The monitor's lock of a bolt. A refusal (jammed) is reported with the board's words the
+    /// first time, takes the cell out of service, and is tried again with backoff
+    /// (`lock_retry`, doubling to `lock_retry_max`) up to `lock_attempts` times; then the agent
+    /// says it gave up and leaves the bolt to a technician's `service N`.
+    async fn lock(&self, cell: CellNumber) -> Result<(), LockFailure> {
+        let number = cell.get();
+        let now = tokio::time::Instant::now();
+        if let Some(r) = self
+            .lock_retry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&number)
+        {
+            if r.gave_up || now < r.next {
+                return Err(LockFailure::Waiting);
+            }
+        }
+        let e = match self.board_close(cell).await {
+            Ok(()) => {
+                let had = self
+                    .lock_retry
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&number);
+                if let Some(r) = had {
+                    info!(
+                        cell = number,
+                        attempts = r.attempts + 1,
+                        "bolt locked after earlier refusals"
+                    );
+                }
+                return Ok(());
+            }
+            // Only the board's own refusal counts against the bolt; a board that does not
+            // answer is a board fault (reported as such), tried again on every poll.
+            // (A DOOR_OPEN refusal is the door, not the bolt: the next poll sees it closed.)
+            Err(
+                e @ BoardError::Refused {
+                    code: protocol::lockboard::BoardErrorCode::DoorOpen,
+                    ..
+                },
+            ) => return Err(LockFailure::Uncertain(e)),
+            Err(e @ (BoardError::Refused { .. } | BoardError::Unexpected { .. })) => e,
+            Err(e) => return Err(LockFailure::Uncertain(e)),
+        };
+        let (attempts, gave_up) = {
+            let mut retry = self.lock_retry.lock().unwrap_or_else(|p| p.into_inner());
+            let r = retry.entry(number).or_insert(LockRetry {
+                attempts: 0,
+                next: now,
+                gave_up: false,
+            });
+            r.attempts += 1;
+            let backoff = self
+                .settings
+                .lock_retry
+                .saturating_mul(1 << (r.attempts - 1).min(16))
+                .min(self.settings.lock_retry_max);
+            r.next = now + backoff;
+            r.gave_up = r.attempts >= self.settings.lock_attempts.max(1);
+            (r.attempts, r.gave_up)
+        };
+        let uuid = self.store().by_number(number).map(|c| c.cell_uuid);
+        if attempts == 1 {
+            error!(cell = number, error = %e, "the board will not lock the bolt: cell out of service");
+            if jammed(&e) {
+                self.store()
+                    .set_out_of_service(number, Some(format!("bolt will not lock: {e}")));
+            }
+            let mut ev = Self::event(EventType::BoardFault, number, uuid);
+            ev.reason = Some(format!(
+                "cell {number}: the bolt will not lock: {e}; out of service, retrying"
+            ));
+            self.emit(ev).await;
+        } else {
+            warn!(cell = number, attempts, error = %e, "the bolt still will not lock");
+        }
+        if gave_up {
+            error!(cell = number, attempts, error = %e, "gave up locking the bolt: a technician must look");
+            let mut ev = Self::event(EventType::BoardFault, number, uuid);
+            ev.reason = Some(format!(
+                "cell {number}: gave up locking the bolt after {attempts} attempts: {e}; a technician must free it and run `locker-agent service {number}`"
+            ));
+            self.emit(ev).await;
+        }
+        Err(LockFailure::Refused)
+    }
+
     async fn relock(&self, cell: CellNumber) {
-        if let Err(e) = self.board_close(cell).await {
+        if let Err(LockFailure::Uncertain(e)) = self.lock(cell).await {
             warn!(cell = cell.get(), error = %e, "re-lock failed; will retry");
         }
     }
 
     async fn abandon(&self, number: u16, reason: &str) {
         let abandoned = self.store().abandon(number);
-        match abandoned {
-            Ok(Some(s)) => {
-                let uuid = self.store().by_number(number).map(|c| c.cell_uuid);
-                let mut ev = Self::event(EventType::CellClosed, number, uuid);
-                ev.reason = Some(reason.to_owned());
-                if let Purpose::Drop { delivery_id } = s.purpose {
-                    ev.delivery_id = delivery_id;
-                }
-                self.emit(ev).await;
-                self.show(&Message::Idle);
+        if let Some(s) = abandoned {
+            let uuid = self.store().by_number(number).map(|c| c.cell_uuid);
+            let mut ev = Self::event(EventType::CellClosed, number, uuid);
+            ev.reason = Some(reason.to_owned());
+            if let Purpose::Drop { delivery_id } = s.purpose {
+                ev.delivery_id = delivery_id;
             }
-            Ok(None) => {}
-            Err(e) => error!(error = %e, "cannot record abandoned session"),
+            self.emit(ev).await;
+            self.show(&Message::Idle);
         }
     }
 
@@ -671,31 +1157,28 @@ impl<B: LockBoard> Locker<B> {
     async fn finish(&self, number: u16) {
         let done = self.store().complete(number);
         let uuid = self.store().by_number(number).map(|c| c.cell_uuid);
-        match done {
-            Ok(Some((session, contents))) => {
-                let mut ev = match &session.purpose {
-                    Purpose::Drop { delivery_id } => {
-                        let mut ev = Self::event(EventType::ParcelLoaded, number, uuid);
-                        ev.delivery_id = *delivery_id;
-                        ev
-                    }
-                    Purpose::Pickup { order_id, .. } => {
-                        self.show(&Message::PickupDone { cell: number });
-                        let mut ev = Self::event(EventType::PickedUp, number, uuid);
-                        ev.order_id = *order_id;
-                        ev
-                    }
-                    Purpose::Service => Self::event(EventType::CellClosed, number, uuid),
-                };
-                if let Contents::Parcel { delivery_id, .. } = contents {
-                    ev.delivery_id = ev.delivery_id.or(delivery_id);
-                }
-                info!(cell = number, event_type = ?ev.event_type, "session complete");
-                self.emit(ev).await;
+        let Some((session, contents)) = done else {
+            return;
+        };
+        let mut ev = match &session.purpose {
+            Purpose::Drop { delivery_id } => {
+                let mut ev = Self::event(EventType::ParcelLoaded, number, uuid);
+                ev.delivery_id = *delivery_id;
+                ev
             }
-            Ok(None) => {}
-            Err(e) => error!(error = %e, "cannot record completed session"),
+            Purpose::Pickup { order_id, .. } => {
+                self.show(&Message::PickupDone { cell: number });
+                let mut ev = Self::event(EventType::PickedUp, number, uuid);
+                ev.order_id = *order_id;
+                ev
+            }
+            Purpose::Service => Self::event(EventType::CellClosed, number, uuid),
+        };
+        if let Contents::Parcel { delivery_id, .. } = contents {
+            ev.delivery_id = ev.delivery_id.or(delivery_id);
         }
+        info!(cell = number, event_type = ?ev.event_type, "session complete");
+        self.emit(ev).await;
     }
 }
 
@@ -938,6 +1421,61 @@ impl<B: LockBoard> Locker<B> {
     }
 }
 
+impl<B: LockBoard> Locker<B> {
+    /// A technician's `service N [--empty]`, after looking at the cell (a jammed bolt freed, the
+    /// contents checked): puts it back in service, forgets the failed lock attempts, and lets
+    /// the door monitor lock a bolt that is still pulled at once. `empty`: they found no parcel
+    /// in it. Logged and reported (`technician_action`).
+    pub async fn service(&self, number: u16, empty: bool) -> Result<String, ApiFailure> {
+        let max = self.store().max_cells();
+        if number == 0 || number > max {
+            return Err(ApiFailure::new(
+                400,
+                codes::INVALID_PAYLOAD,
+                format!("no cell {number}: this board drives cells 1 to {max}"),
+            ));
+        }
+        let uuid = self.store().by_number(number).map(|c| c.cell_uuid);
+        if empty && uuid.is_none() {
+            return Err(ApiFailure::new(
+                409,
+                codes::CELL_NOT_FOUND,
+                format!("cell {number} has no UUID yet: there is no record to mark empty"),
+            ));
+        }
+        let was = self.store().set_out_of_service(number, None);
+        let retried = self
+            .lock_retry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&number);
+        if empty {
+            self.store().set_empty(number);
+        }
+        let mut done = match (&was, &retried) {
+            (Some(r), _) => format!("cell {number} is back in service (it was out: {r})"),
+            (None, Some(r)) => format!(
+                "cell {number}: {} failed lock attempt(s) forgotten",
+                r.attempts
+            ),
+            (None, None) => format!("cell {number} was in service"),
+        };
+        if empty {
+            done.push_str("; recorded empty");
+        }
+        info!(technician = true, cell = number, empty, was = ?was, "technician service");
+        let mut ev = Self::event(EventType::TechnicianAction, number, uuid);
+        ev.reason = Some(format!("technician service: {done}"));
+        self.emit(ev).await;
+        // A bolt still pulled is locked now, not at the next tick.
+        self.poll().await;
+        if let Some(problem) = self.store().unsaved().map(str::to_owned) {
+            done.push_str(&format!(" (not saved yet: {problem})"));
+        }
+        Ok(done)
+    }
+}
+
 impl<B> Locker<B> {
     /// Counts commands in flight per cell (a second, refused open of the same cell must not
     /// clear the first one's mark); ending one bumps the epoch.
@@ -975,6 +1513,24 @@ impl<B> Drop for InFlight<'_, B> {
     fn drop(&mut self) {
         self.locker.flight(self.number, false);
     }
+}
+
+/// A scan refused for the code itself (not for the backend or the board being down).
+fn counts_as_failed_scan(f: &ApiFailure) -> bool {
+    f.code == codes::QR_INVALID
+        || f.code == codes::QR_ALREADY_USED
+        || f.code == codes::INVALID_PAYLOAD
+}
+
+/// The board's own word that a bolt is stuck.
+fn jammed(e: &BoardError) -> bool {
+    matches!(
+        e,
+        BoardError::Refused {
+            code: protocol::lockboard::BoardErrorCode::Jammed,
+            ..
+        }
+    )
 }
 
 fn bolt_of(status: &[CellStatus], cell: CellNumber) -> Option<BoltState> {

@@ -11,16 +11,10 @@ use locker_agent::technician::{
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const EXIT_CODES: &str = "\
-Exit codes:
-  0  done
-  1  the command could not run (no async runtime)
-  2  bad config (run, config check)
-  3  the running agent is not reachable (not running, or no permission on its socket:
-     be root or in group skypost-locker)
-  4  a garbled exchange with the agent
-  5  the agent refused or the operation failed (a cell holding a parcel without --force,
-     the board not answering, no camera, the frame file not writable)";
+/// The suite's one table (`daemon::exit`); here 3 means: be root or in group skypost-locker,
+/// and 5 includes a cell holding a parcel without --force, the board not answering, no camera,
+/// the frame file not writable.
+const EXIT_CODES: &str = daemon::exit::TABLE;
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +41,11 @@ enum Cmd {
     Run {
         #[arg(long, default_value = "/etc/skypost/locker-agent.toml")]
         config: PathBuf,
+        /// First boot: a missing cell state file (`state_dir/cells.json`) starts with no cells.
+        /// Without it (or the `first-boot` marker in `state_dir`) a missing file is refused: the
+        /// locker would forget which cell holds which parcel.
+        #[arg(long)]
+        init: bool,
     },
     /// Config file tools.
     Config {
@@ -84,6 +83,16 @@ enum Cmd {
         /// Lock it even though it holds a parcel (e.g. during a customer's pickup).
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Put a cell back in service after looking at it: a jammed bolt freed, or the contents of
+    /// a cell whose record was behind the board checked (logged and reported to the backend).
+    Service {
+        cell: u16,
+        /// The cell holds no parcel (record it empty).
+        #[arg(long)]
+        empty: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -141,10 +150,10 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{e}");
-                ExitCode::from(2)
+                ExitCode::from(daemon::exit::BAD_CONFIG)
             }
         },
-        Cmd::Run { config } => run(&config),
+        Cmd::Run { config, init } => run(&config, init),
         Cmd::Status { json, conn } => client(&conn.socket, Request::Status, |v| {
             Ok(if json {
                 format!("{v}\n")
@@ -170,6 +179,19 @@ fn main() -> ExitCode {
         Cmd::Close { cell, force, conn } => {
             cell_action(&conn.socket, TechAction::Close, cell, force)
         }
+        Cmd::Service { cell, empty, conn } => client(
+            &conn.socket,
+            Request::Service {
+                number: cell,
+                empty,
+            },
+            |v| {
+                Ok(format!(
+                    "{}\n",
+                    serde_json::from_value::<ActionReport>(v)?.done
+                ))
+            },
+        ),
         Cmd::Test {
             what: TestCmd::Board { json, conn },
         } => client(&conn.socket, Request::TestBoard, |v| {
@@ -265,14 +287,14 @@ fn client(
     }
 }
 
-fn run(config: &Path) -> ExitCode {
+fn run(config: &Path, init: bool) -> ExitCode {
     daemon::logging::init("locker-agent");
     let cfg = match daemon::config::load::<Config>(config) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "bad config");
             eprintln!("{e}");
-            return ExitCode::from(2);
+            return ExitCode::from(daemon::exit::BAD_CONFIG);
         }
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -286,12 +308,12 @@ fn run(config: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(locker_agent::agent::run(cfg)) {
+    match rt.block_on(locker_agent::agent::run(cfg, init)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "locker agent failed");
             eprintln!("locker-agent: {e:#}");
-            ExitCode::FAILURE
+            daemon::exit::code(e.as_ref())
         }
     }
 }

@@ -316,7 +316,10 @@ pub fn spawn(
 /// locker; a second code while the first is being checked waits).
 pub async fn run_pickups<B: LockBoard>(locker: Arc<Locker<B>>, mut codes: mpsc::Receiver<String>) {
     while let Some(code) = codes.recv().await {
-        match locker.qr_scan(&code).await {
+        match locker
+            .qr_scan_from(&code, crate::locker::ScanSource::Camera)
+            .await
+        {
             Ok(r) => info!(cell = r.cell_id, order_id = ?r.order_id, "pickup: cell opened"),
             Err(f) => info!(code = f.code, reason = %f.message, "pickup refused"),
         }

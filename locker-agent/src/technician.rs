@@ -10,7 +10,8 @@
 //! - **Where**: `[technician] socket` if configured, else `$RUNTIME_DIRECTORY/technician.sock`
 //!   (set by systemd), else `technician.sock` in the state directory (an agent started by hand).
 //! - **Protocol**: one request line of words (`status`, `cells`, `events`, `open 3`,
-//!   `open 3 force`, `close 3`, `test board`, `test camera`), one JSON reply line, then the agent
+//!   `open 3 force`, `close 3`, `service 3`, `service 3 empty`, `test board`, `test camera`),
+//!   one JSON reply line, then the agent
 //!   closes the connection. A refusal or failure is `{"error": "..."}`. `socat - UNIX:…` works.
 //! - **Exit codes** (the client): 0 done; 3 agent not reachable (not running, or no permission
 //!   on the socket); 4 a garbled exchange; 5 the agent refused or the operation failed (a cell
@@ -54,6 +55,11 @@ pub enum Request {
         number: u16,
         force: bool,
     },
+    /// Put a cell back in service after looking at it (`empty`: it holds no parcel).
+    Service {
+        number: u16,
+        empty: bool,
+    },
     TestBoard,
     TestCamera,
 }
@@ -82,11 +88,22 @@ impl Request {
             ["events"] => Ok(Request::Events),
             ["open", rest @ ..] => cell(TechAction::Open, rest),
             ["close", rest @ ..] => cell(TechAction::Close, rest),
+            ["service", n, rest @ ..] => {
+                let empty = match rest {
+                    [] => false,
+                    ["empty"] => true,
+                    _ => return Err("expected: service <cell number> [empty]".into()),
+                };
+                let number = n
+                    .parse::<u16>()
+                    .map_err(|_| format!("{n:?} is not a cell number"))?;
+                Ok(Request::Service { number, empty })
+            }
             ["test", "board"] => Ok(Request::TestBoard),
             ["test", "camera"] => Ok(Request::TestCamera),
             _ => Err(format!(
                 "unknown request {line:?}: expected status, cells, events, open N [force], \
-                 close N [force], test board or test camera"
+                 close N [force], service N [empty], test board or test camera"
             )),
         }
     }
@@ -110,6 +127,13 @@ impl Request {
                     format!("{verb} {number} force")
                 } else {
                     format!("{verb} {number}")
+                }
+            }
+            Request::Service { number, empty } => {
+                if *empty {
+                    format!("service {number} empty")
+                } else {
+                    format!("service {number}")
                 }
             }
             Request::TestBoard => "test board".into(),
@@ -291,6 +315,10 @@ async fn reply<B: LockBoard>(locker: &Locker<B>, request: &str) -> serde_json::V
                 number,
                 force,
             }) => match locker.technician(action, number, force).await {
+                Ok(done) => serde_json::to_value(ActionReport { done })?,
+                Err(f) => error(f.message),
+            },
+            Ok(Request::Service { number, empty }) => match locker.service(number, empty).await {
                 Ok(done) => serde_json::to_value(ActionReport { done })?,
                 Err(f) => error(f.message),
             },
@@ -540,12 +568,22 @@ mod tests {
                 number: 12,
                 force: false,
             },
+            Request::Service {
+                number: 4,
+                empty: false,
+            },
+            Request::Service {
+                number: 5,
+                empty: true,
+            },
         ] {
             assert_eq!(Request::parse(&r.line()), Ok(r));
         }
         assert!(Request::parse("open three").is_err());
         assert!(Request::parse("open 3 now").is_err());
         assert!(Request::parse("reboot").is_err());
+        assert!(Request::parse("service").is_err());
+        assert!(Request::parse("service 4 full").is_err());
     }
 
     #[test]

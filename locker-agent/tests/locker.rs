@@ -106,6 +106,15 @@ async fn every_bad_input_gets_the_seed_error_body() {
     .await;
     assert_eq!(s, 401);
     assert_error(&v, "UNAUTHORIZED");
+    // the scheme is case-insensitive, as at the relay (issue 18)
+    let sync = format!(
+        r#"{{"cells":[{{"cell_uuid":"{a}","cell_id":1}},{{"cell_uuid":"{b}","cell_id":2}}]}}"#
+    );
+    for scheme in ["bearer", "BEARER"] {
+        let auth = format!("{scheme} {TOKEN}");
+        let (s, v) = http_auth(h.addr, "POST", "/api/cells/sync", Some(&auth), &sync).await;
+        assert_eq!(s, 200, "{scheme}: {v}");
+    }
 
     // malformed JSON, wrong shape
     let (s, v) = h.post("/api/cells/open", "{not json").await;
@@ -240,6 +249,12 @@ async fn board_faults_are_reported_and_recovered() {
     assert_eq!(s, 502, "{v}");
     assert_error(&v, "BOARD_ERROR");
     h.backend.wait_event(EventType::BoardFault, 2).await;
+    // ...and the jam took cell 2 out of service until a technician looks (issue 18)
+    h.board.set_fault(Fault::None).await.unwrap();
+    let (s, v) = h.open(cells[1], None).await;
+    assert_eq!(s, 409, "{v}");
+    assert_error(&v, "CELL_OUT_OF_SERVICE");
+    h.locker.service(2, false).await.unwrap();
 
     // Silence, and garbage instead of replies: 503 after the travel timeout.
     for fault in [Fault::Silence, Fault::Garbage] {
@@ -451,4 +466,51 @@ async fn a_door_nobody_opens_is_locked_again() {
     assert_eq!(h.board.snapshot().bolt(2), Some(BoltState::Locked));
     let c = h.locker.cells()[1].clone();
     assert!(c.session.is_none() && matches!(c.contents, Contents::Empty));
+}
+
+/// Issue 18: failed QR scans are limited per source. A client sending codes the backend
+/// rejects is refused (429) after a few, without the backend being asked; the burst is
+/// reported; other sources are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_qr_scans_are_rate_limited_per_source() {
+    use std::sync::atomic::Ordering;
+    let h = Harness::start().await;
+    let free = FREE_FAILED_SCANS as usize;
+    for i in 0..=free {
+        let (s, v) = h
+            .post("/api/qr/scan", &format!(r#"{{"qr_data":"RANDOM-{i}"}}"#))
+            .await;
+        assert_eq!(s, 403, "{v}");
+        assert_error(&v, "QR_INVALID");
+    }
+    assert_eq!(h.backend.validations.load(Ordering::Relaxed), free + 1);
+    let burst = h
+        .backend
+        .events
+        .borrow()
+        .iter()
+        .rev()
+        .find(|e| e.event_type == EventType::QrRejected)
+        .cloned()
+        .unwrap();
+    assert!(
+        burst.reason.as_deref().unwrap_or("").contains("burst"),
+        "{burst:?}"
+    );
+    for i in 0..20 {
+        let (s, v) = h
+            .post("/api/qr/scan", &format!(r#"{{"qr_data":"MORE-{i}"}}"#))
+            .await;
+        assert_eq!(s, 429, "{v}");
+        assert_error(&v, "RATE_LIMITED");
+    }
+    assert_eq!(
+        h.backend.validations.load(Ordering::Relaxed),
+        free + 1,
+        "nothing more reached the backend"
+    );
+    // Another source (the relay link) is still judged by the backend.
+    let f = h.locker.qr_scan("LINK-CODE").await.unwrap_err();
+    assert_eq!(f.status, 403);
+    assert_eq!(h.backend.validations.load(Ordering::Relaxed), free + 2);
 }

@@ -176,7 +176,7 @@ async fn backend_reaches_the_locker_through_the_relay() {
     settings.locker_id = locker_id;
     let locker = Arc::new(Locker::new(
         serial,
-        CellStore::open(&dir.path().join("cells.json"), 4, 100).unwrap(),
+        CellStore::open(&dir.path().join("cells.json"), 4, 100, true).unwrap(),
         settings,
         uplink.clone(),
         Some(validator.clone() as Arc<dyn QrValidator>),

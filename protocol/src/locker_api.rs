@@ -97,6 +97,20 @@ pub struct HealthResponse {
     pub camera: Option<ComponentHealth>,
     pub cloud: ComponentHealth,
     pub cells: u32,
+    /// The locker's own records (the cell state file, the event outbox): not ok while a write
+    /// fails. Optional so a backend built before it still parses the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<ComponentHealth>,
+    /// Cells a technician has to look at (a jammed bolt, contents unknown), with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub out_of_service: Vec<CellOutOfService>,
+}
+
+/// One cell out of service, in `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellOutOfService {
+    pub cell_id: u16,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

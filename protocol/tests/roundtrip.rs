@@ -429,7 +429,9 @@ proptest! {
         }
         rt(ApiErrorResponse { success: false, data: None, error: err })?;
         rt(HealthResponse { status: if ok { HealthStatus::Ok } else { HealthStatus::Degraded }, version: "1".into(),
-            board: ComponentHealth { ok, detail: detail.clone() }, camera: None, cloud: ComponentHealth { ok: !ok, detail }, cells })?;
+            board: ComponentHealth { ok, detail: detail.clone() }, camera: None, cloud: ComponentHealth { ok: !ok, detail: detail.clone() }, cells,
+            storage: Some(ComponentHealth { ok, detail: detail.clone() }),
+            out_of_service: if ok { Vec::new() } else { vec![CellOutOfService { cell_id: 1, reason: detail.unwrap_or_default() }] } })?;
     }
 
     #[test]

@@ -8,7 +8,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "relay", version, about = "The SkyPost cloud relay")]
+#[command(
+    name = "relay",
+    version,
+    about = "The SkyPost cloud relay",
+    after_help = daemon::exit::TABLE
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,7 +46,7 @@ fn main() -> ExitCode {
             Err(e) => {
                 tracing::error!("{e:#}");
                 eprintln!("relay: {e:#}");
-                ExitCode::FAILURE
+                daemon::exit::code(e.as_ref())
             }
         },
         Command::Config {
@@ -53,7 +58,7 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{e:#}");
-                ExitCode::FAILURE
+                daemon::exit::code(e.as_ref())
             }
         },
     }

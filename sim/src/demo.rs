@@ -316,7 +316,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     procs.others.push(drone);
     let locker = procs.spawn(
         "locker-agent",
-        &["run", "--config", &locker_cfg.to_string_lossy()],
+        // --init: the demo's state directory is new (a restart finds the file and ignores it)
+        &["run", "--init", "--config", &locker_cfg.to_string_lossy()],
         "locker-agent",
     )?;
     let locker_slot = procs.others.len();

@@ -32,10 +32,24 @@ pub struct Backend {
     pub responses: mpsc::UnboundedSender<LockerResponse>,
     inbound: mpsc::Sender<Envelope>,
     pub online: std::sync::atomic::AtomicBool,
+    /// While set, events cannot be queued (the outbox's disk is full).
+    pub refuse_events: std::sync::atomic::AtomicBool,
+    /// `qr_validate` requests received.
+    pub validations: std::sync::atomic::AtomicUsize,
 }
 
 impl Uplink for Backend {
     fn publish_event(&self, event: Event) -> BoxFuture<'_, Result<(), UplinkError>> {
+        if self
+            .refuse_events
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Box::pin(async {
+                Err(UplinkError::Outbox(
+                    "No space left on device (os error 28)".into(),
+                ))
+            });
+        }
         self.events.send_modify(|v| v.push(event));
         Box::pin(async { Ok(()) })
     }
@@ -46,6 +60,8 @@ impl Uplink for Backend {
         }
         match env.message {
             Message::QrValidate(q) => {
+                self.validations
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let verdict = self.codes.lock().unwrap().get(&q.qr_data).cloned();
                 let v = match verdict {
                     Some(mut v) => {
@@ -219,12 +235,27 @@ pub fn board_cfg(link: &Path) -> SerialLockBoardConfig {
     c
 }
 
+/// How many times the agent tries to lock a jammed bolt before it gives up (test settings).
+pub const LOCK_ATTEMPTS: usize = 4;
+
+/// Failed QR scans a source may make before it backs off (test settings).
+pub const FREE_FAILED_SCANS: u32 = 3;
+
 pub fn settings() -> Settings {
     Settings {
         locker_id: Uuid::from_u128(7),
         open_timeout: Duration::from_secs(30),
         poll_interval: Duration::from_millis(100),
         version: "test".into(),
+        lock_retry: Duration::from_millis(20),
+        lock_retry_max: Duration::from_millis(80),
+        lock_attempts: LOCK_ATTEMPTS as u32,
+        scan_limit: locker_agent::locker::ScanLimit {
+            free: FREE_FAILED_SCANS,
+            window: Duration::from_secs(60),
+            backoff: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(60),
+        },
     }
 }
 
@@ -315,6 +346,8 @@ impl<B: TestBoard> Harness<B> {
             responses: responses_tx,
             inbound: inbound.clone(),
             online: true.into(),
+            refuse_events: false.into(),
+            validations: 0.into(),
         });
         let uplink: Arc<dyn Uplink> = backend.clone();
         let validator = Arc::new(CloudValidator::new(
@@ -322,7 +355,7 @@ impl<B: TestBoard> Harness<B> {
             Uuid::from_u128(7),
             Duration::from_secs(2),
         ));
-        let store = CellStore::open(&dir.path().join("cells.json"), 4, 100).unwrap();
+        let store = CellStore::open(&dir.path().join("cells.json"), 4, 100, true).unwrap();
         let serial = SerialLockBoard::spawn(board.serial_config());
         let display =
             Arc::new(TerminalDisplay::open(&dir.path().join("screen.txt"), false).unwrap());
@@ -343,7 +376,8 @@ impl<B: TestBoard> Harness<B> {
         )));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = locker_agent::api::router(locker.clone(), TOKEN.into());
+        let app = locker_agent::api::router(locker.clone(), TOKEN.into())
+            .into_make_service_with_connect_info::<SocketAddr>();
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         }));
@@ -383,6 +417,45 @@ impl<B: TestBoard> Harness<B> {
 
     pub fn state_path(&self) -> PathBuf {
         self.dir.path().join("cells.json")
+    }
+
+    /// Makes every write of the cell state fail (as on a full disk) or work again: the state
+    /// file's temporary name becomes a directory, so creating it fails; the outbox refuses
+    /// events too.
+    pub fn disk_full(&self, full: bool) {
+        let blocker = self.dir.path().join("cells.tmp");
+        if full {
+            std::fs::create_dir(&blocker).unwrap();
+        } else {
+            std::fs::remove_dir(&blocker).unwrap();
+        }
+        self.backend
+            .refuse_events
+            .store(full, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub async fn health(&self) -> Value {
+        let (status, v) = http(self.addr, "GET", "/health", None, "").await;
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    /// Waits until `GET /health` says `status`.
+    pub async fn wait_health(&self, status: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut changes = self.backend.events.subscribe();
+        loop {
+            let v = self.health().await;
+            if v["status"] == status {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "health never became {status}: {v}"
+            );
+            // re-checked on every event the locker sends, and at least every poll interval
+            let _ = tokio::time::timeout(settings().poll_interval, changes.changed()).await;
+        }
     }
 
     pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
@@ -425,9 +498,21 @@ pub async fn http(
     token: Option<&str>,
     body: &str,
 ) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    http_auth(addr, method, path, auth.as_deref(), body).await
+}
+
+/// [`http`] with the whole `Authorization` header value given.
+pub async fn http_auth(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
     let s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+    let auth = authorization
+        .map(|t| format!("Authorization: {t}\r\n"))
         .unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: locker\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
