@@ -28,6 +28,10 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// The backend's credential (every `/ws/backend` connection and every HTTP bridge call).
     pub backend: Credential,
+    /// The agents in a file of their own, reloaded while the relay runs (instead of the inline
+    /// `[[drones]]` / `[[lockers]]` lists, which stay for small set-ups and are not reloadable).
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
     #[serde(default)]
     pub drones: Vec<AgentEntry>,
     #[serde(default)]
@@ -178,6 +182,35 @@ impl Default for WebSocketConfig {
             backend_read_buffer: default_backend_read_buffer(),
             backend_write_buffer: default_backend_write_buffer(),
             max_message_bytes: default_max_message(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The fleet file (see `relay/fleet.example.toml`); a relative path is taken from the
+    /// config file's directory.
+    pub file: PathBuf,
+    /// Also reload when the file's size or modification time changes, checked this often;
+    /// 0 reloads on SIGHUP only.
+    #[serde(default = "default_watch_interval_s")]
+    pub watch_interval_s: f64,
+}
+
+fn default_watch_interval_s() -> f64 {
+    2.0
+}
+
+impl Config {
+    /// Makes a relative fleet file path relative to the directory of the config file at `path`.
+    pub fn resolve_paths(&mut self, path: &std::path::Path) {
+        if let Some(f) = &mut self.fleet {
+            if f.file.is_relative() {
+                if let Some(dir) = path.parent() {
+                    f.file = dir.join(&f.file);
+                }
+            }
         }
     }
 }
@@ -385,6 +418,14 @@ impl Validate for Config {
         );
 
         self.backend.validate("backend", v);
+        if let Some(f) = &self.fleet {
+            v.range("fleet.watch_interval_s", f.watch_interval_s, 0.0, 3600.0);
+            v.check(
+                self.drones.is_empty() && self.lockers.is_empty(),
+                "fleet.file",
+                "the agents are either in the fleet file or inline ([[drones]], [[lockers]]), not both",
+            );
+        }
         for (list, entries) in [("drones", &self.drones), ("lockers", &self.lockers)] {
             let mut seen = HashSet::new();
             for (i, a) in entries.iter().enumerate() {
@@ -432,6 +473,13 @@ token = "drone-secret-0123456789"
     fn the_example_file_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("relay.example.toml");
         daemon::config::load::<Config>(&path).unwrap();
+    }
+
+    #[test]
+    fn the_example_fleet_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fleet.example.toml");
+        let f = crate::fleet::Fleet::load(&path).unwrap();
+        assert_eq!(f.enabled().len(), 2);
     }
 
     #[test]

@@ -21,6 +21,10 @@ use tokio::time::{interval_at, timeout, MissedTickBehavior};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+/// Close code for an agent whose credentials a fleet reload took away (4000-4999 are the
+/// application's; 4401 reads as "401, after the fact").
+pub const REVOKED: u16 = 4401;
+
 /// At most this many queued frames go into one flush.
 const MAX_BATCH: usize = 512;
 
@@ -203,6 +207,7 @@ fn kick_end(reason: KickReason) -> End {
     match reason {
         KickReason::Replaced => End::Close(close_code::POLICY, "replaced by a newer connection"),
         KickReason::SlowConsumer => End::Close(close_code::AGAIN, "too slow: outbound queue full"),
+        KickReason::Revoked(why) => End::Close(REVOKED, why.reason()),
     }
 }
 

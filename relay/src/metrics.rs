@@ -182,6 +182,8 @@ pub struct Metrics {
     forward_latency: Histogram,
     gate: [AtomicU64; 3],
     unauthenticated: AtomicI64,
+    fleet_reloads: [AtomicU64; 2],
+    revoked: AtomicU64,
 }
 
 impl Metrics {
@@ -219,6 +221,13 @@ impl Metrics {
     }
     pub fn bridge(&self, outcome: BridgeOutcome) {
         self.bridge[outcome as usize].fetch_add(1, Relaxed);
+    }
+    /// A fleet reload, put in force (`true`) or refused.
+    pub fn fleet_reload(&self, ok: bool) {
+        self.fleet_reloads[usize::from(!ok)].fetch_add(1, Relaxed);
+    }
+    pub fn revoked(&self, n: usize) {
+        self.revoked.fetch_add(n as u64, Relaxed);
     }
     pub fn gate(&self, outcome: GateOutcome) {
         self.gate[outcome as usize].fetch_add(1, Relaxed);
@@ -299,6 +308,27 @@ impl Metrics {
                 g.as_str()
             );
         }
+        header(
+            o,
+            "relay_fleet_reloads_total",
+            "counter",
+            "Fleet file reloads, put in force or refused (the old list kept).",
+        );
+        for (i, outcome) in ["applied", "refused"].iter().enumerate() {
+            let v = self.fleet_reloads[i].load(Relaxed);
+            let _ = writeln!(o, "relay_fleet_reloads_total{{outcome=\"{outcome}\"}} {v}");
+        }
+        header(
+            o,
+            "relay_agents_revoked_total",
+            "counter",
+            "Agent connections closed (4401) because a fleet reload took their credentials away.",
+        );
+        let _ = writeln!(
+            o,
+            "relay_agents_revoked_total {}",
+            self.revoked.load(Relaxed)
+        );
         for (name, help, table) in [
             (
                 "relay_frames_in_total",
