@@ -458,7 +458,13 @@ async fn the_agent_on_the_firmware() {
     h.board.control("fault hang 2").await.unwrap();
     let (s, v) = h.open(b, None).await;
     assert_eq!(s, 200, "{v}");
-    assert!(seen(&h.board, "hang").await.first("hang") > h.board.snapshot().first("bolt 2 moving"));
+    let snap = seen(&h.board, "hang").await;
+    let moving = snap.first("bolt 2 moving");
+    assert!(
+        moving.is_some() && snap.first("hang") > moving,
+        "hung mid-open: {:#?}",
+        snap.log
+    );
     // the board said why it restarted, and the agent passed it on
     h.backend
         .wait_event_where(EventType::BoardRecovered, |e| {
@@ -479,7 +485,31 @@ async fn the_agent_on_the_firmware() {
         s.log[ready..].iter().any(|e| e == "rx STATUS")
     })
     .await;
-    // only the cells asked for ever opened: 1 twice (drop, pickup), 2 once
-    assert_eq!(h.board.snapshot().unlocked, vec![1, 1, 2]);
-    assert!(h.locker.health().board.ok);
+
+    // The cable pulled: the locker answers at once that the board is unavailable, and opens
+    // again once it is plugged back (the board resets on the replug, as an Uno does).
+    h.board.unplug().await.unwrap();
+    let mut health = h.locker.board().health_rx();
+    tokio::time::timeout(FW_WAIT, health.wait_for(|x| !x.connected))
+        .await
+        .expect("unplug never noticed")
+        .unwrap();
+    let (s, v) = h.open(a, None).await;
+    assert_eq!(s, 503, "{v}");
+    assert_error(&v, "BOARD_UNAVAILABLE");
+    h.board.replug().await.unwrap();
+    tokio::time::timeout(FW_WAIT, health.wait_for(|x| x.connected))
+        .await
+        .expect("replug never noticed")
+        .unwrap();
+    let (s, v) = h.open(a, None).await;
+    assert_eq!(s, 200, "{v}");
+
+    // only the cells asked for ever opened: 1 for the drop, the pickup and the last open; 2 once
+    wait_fw(&h.board, "bolt 1 unlocked a third time", |s| {
+        s.unlocked.iter().filter(|c| **c == 1).count() == 3
+    })
+    .await;
+    assert_eq!(h.board.snapshot().unlocked, vec![1, 1, 2, 1]);
+    assert!(h.locker.health().board.ok, "{:?}", h.locker.health().board);
 }
