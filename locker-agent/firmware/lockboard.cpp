@@ -9,6 +9,7 @@
 // READY says why the board started.
 
 #include <Arduino.h>
+#include <avr/sleep.h>
 #include <avr/wdt.h>
 #include <avr/pgmspace.h>
 
@@ -304,4 +305,9 @@ void loop() {
         move_bolts(now);
     }
     if (outputs != written || now - last_write >= REFRESH_MS) write_outputs();
+    // Nothing more to do until the next interrupt: the millis() timer (every 1.024 ms), a byte
+    // received, or the transmitter wanting its next byte. Saves power on the board, and lets
+    // the emulator skip the idle time.
+    set_sleep_mode(SLEEP_MODE_IDLE);
+    sleep_mode();
 }
