@@ -8,7 +8,9 @@
 //! - **One command on the wire at a time.** The Arduino reads one line, moves a bolt for up to
 //!   ~11 s, then answers; a second line sent meanwhile would sit in its 64-byte buffer and its
 //!   answer could be mistaken for the first one's. Callers queue on a channel; one task owns the
-//!   port and sends the next command only after the reply to the last (or its timeout).
+//!   port and sends the next command only after the reply to the last (or its timeout). Our own
+//!   firmware (`locker-agent/firmware/`) answers while bolts move, but a host that runs ahead of
+//!   the replies still overflows its 64-byte receive buffer, so the rule stays.
 //! - **Every command waits for its own acknowledgement**, paired by the echo in `OK <cmd>` /
 //!   `ERR <cmd> ...`, with a timeout that covers the bolt's travel (config). A late `OK` for an
 //!   earlier command is never taken for the current one.

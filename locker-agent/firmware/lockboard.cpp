@@ -9,6 +9,7 @@
 // READY says why the board started.
 
 #include <Arduino.h>
+#include <avr/sleep.h>
 #include <avr/wdt.h>
 #include <avr/pgmspace.h>
 
@@ -27,6 +28,7 @@ static const uint8_t DOOR_STABLE = 10;    // scans a door switch must hold: 20 m
 static const uint8_t STOP_STABLE = 2;     // scans an end stop must hold: 4 ms
 static const uint8_t LINE_MAX = 16;       // longest command is "CLOSE_255" (9 bytes)
 static const uint16_t REFRESH_MS = 100;   // rewrite the outputs even if unchanged
+static const uint8_t REPLY_MAX = 100;     // longest reply: STATUS with 16 cells, 95 bytes
 
 // Pins, as direct port bits (digitalWrite is too slow for 80 clock edges every 2 ms).
 // 74HC595 chain (4 chips, 32 outputs): SER = D4 (PD4), SRCLK = D5 (PD5), RCLK = D6 (PD6),
@@ -208,11 +210,16 @@ static void command(const char* s) {
 }
 
 static void read_serial() {
-    // Bounded: at most one line of LINE_MAX bytes is kept; the 64-byte receive buffer is
-    // drained every pass of loop(), far faster than 9600 baud fills it.
+    // Bounded: at most one line of LINE_MAX bytes is kept. At most one command per pass, and
+    // only while the transmit buffer has room for its longest reply (STATUS), so a reply never
+    // blocks loop() (and the watchdog) on a host that sends faster than it reads. The 64-byte
+    // receive buffer is drained far faster than 9600 baud fills it; a host that runs ahead of
+    // the replies overflows it (its bytes are dropped, the lines garbled and refused), as on any
+    // Uno, but the board goes on.
     int c;
-    while ((c = Serial.read()) >= 0) {
+    while (Serial.availableForWrite() >= REPLY_MAX && (c = Serial.read()) >= 0) {
         if (c == '\n' || c == '\r') {
+            bool had = line_bad || line_len > 0;
             if (line_bad) err_unparsed(F("line too long or not printable"));
             else if (line_len > 0) {
                 line[line_len] = 0;
@@ -220,6 +227,7 @@ static void read_serial() {
             }
             line_len = 0;
             line_bad = false;
+            if (had) return;
         } else if (line_bad) {
             // discarding until the end of the line
         } else if (c < 0x20 || c > 0x7e || line_len >= LINE_MAX) {
@@ -304,4 +312,9 @@ void loop() {
         move_bolts(now);
     }
     if (outputs != written || now - last_write >= REFRESH_MS) write_outputs();
+    // Nothing more to do until the next interrupt: the millis() timer (every 1.024 ms), a byte
+    // received, or the transmitter wanting its next byte. Saves power on the board, and lets
+    // the emulator skip the idle time.
+    set_sleep_mode(SLEEP_MODE_IDLE);
+    sleep_mode();
 }

@@ -54,9 +54,11 @@ pub fn ensure_built() -> Result<(PathBuf, PathBuf), FirmwareError> {
     if !(elf.exists() && harness.exists()) {
         BUILT
             .get_or_init(|| {
+                let dir = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
                 let out = std::process::Command::new("make")
                     .arg("-C")
                     .arg(source_dir())
+                    .arg(format!("BUILD={}", dir.display()))
                     .output()
                     .map_err(|e| FirmwareError::Build(format!("make: {e}")))?;
                 if out.status.success() {

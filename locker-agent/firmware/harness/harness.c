@@ -431,6 +431,8 @@ static int listen_control(const char* path) {
 
 static void on_signal(int s) { (void)s; quit = 1; }
 
+static void skip_sleep(avr_t* a, avr_cycle_count_t how_long) { (void)a; (void)how_long; }
+
 static uint64_t wall_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -469,6 +471,9 @@ int main(int argc, char** argv) {
     avr_load_firmware(avr, &fw);
     avr->frequency = FREQ;
     avr->log = LOG_NONE;
+    // simavr sleeps the host thread while the MCU sleeps, to keep real time; free-running, the
+    // idle time is skipped instead.
+    if (!realtime) avr->sleep = skip_sleep;
 
     for (int k = 0; k < MAX_CLIENTS; k++) clients[k] = -1;
     for (int i = 0; i < CELLS; i++) last_end[i] = 0;
@@ -516,12 +521,13 @@ int main(int argc, char** argv) {
             avr_regbit_set(avr, avr->reset_flags.porf);
             event("reset power-on");
         }
-        if (avr->cycle >= next_tick) {
+        // A sleeping MCU jumps ahead to its next interrupt: catch up every tick it skipped.
+        while (avr->cycle >= next_tick) {
             next_tick += TICK_CYCLES;
             mechanics_tick();
         }
         if (avr->cycle >= next_io) {
-            next_io += IO_CYCLES;
+            next_io = avr->cycle + IO_CYCLES;
             if (master >= 0) {
                 from_host();
                 to_host_flush();
