@@ -313,10 +313,15 @@ impl<B: LockBoard> Locker<B> {
                     sent += 1;
                 }
                 Err(e) => {
-                    error!(event_type = ?t, held = backlog.len(), error = %e,
-                        "event could not be queued for the backend; held in memory");
-                    *self.backlog_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some((backlog.len(), e.to_string()));
+                    let mut held = self.backlog_error.lock().unwrap_or_else(|p| p.into_inner());
+                    if held.is_none() {
+                        error!(event_type = ?t, held = backlog.len(), error = %e,
+                            "event could not be queued for the backend; held in memory");
+                    } else {
+                        // every poll retries: once at ERROR is enough
+                        tracing::debug!(event_type = ?t, held = backlog.len(), error = %e, "outbox still refuses events");
+                    }
+                    *held = Some((backlog.len(), e.to_string()));
                     return;
                 }
             }

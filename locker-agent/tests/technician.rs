@@ -220,6 +220,11 @@ source = {{ kind = "directory", path = "{frames}" }}
     let out = cli(&["open", "9"], &socket);
     assert_eq!(out.status.code(), Some(5), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cells 1 to 4"));
+    // service: puts a cell back in service (issue 18); this one never left it
+    let t = text(&cli(&["service", "3"], &socket));
+    assert!(t.contains("cell 3 was in service"), "{t}");
+    let out = cli(&["service", "9"], &socket);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
 
     // events: each technician action, the forced one marked so
     let v = json(&cli(&["events", "--json"], &socket));
