@@ -41,6 +41,13 @@ impl<F: FlightController> PayloadRelease for AnyPayload<F> {
             AnyPayload::PiPwm(p) => p.close().await,
         }
     }
+
+    async fn state(&self) -> Result<hal::payload::PayloadState, PayloadError> {
+        match self {
+            AnyPayload::Fc(p) => p.state().await,
+            AnyPayload::PiPwm(p) => p.state().await,
+        }
+    }
 }
 
 pub fn payload<F: FlightController>(

@@ -43,7 +43,8 @@ pub struct Monitor {
     gps_lost: bool,
     battery_low: bool,
     battery_critical: bool,
-    last_mode: Option<FlightModeKind>,
+    /// The last autopilot-initiated mode change seen (`AutopilotModeChange::seq`).
+    last_change: Option<u32>,
     last: Option<(Position, &'static str)>,
 }
 
@@ -55,7 +56,7 @@ impl Monitor {
             gps_lost: false,
             battery_low: false,
             battery_critical: false,
-            last_mode: None,
+            last_change: None,
             last: None,
         }
     }
@@ -96,8 +97,14 @@ impl Monitor {
         if !snap.link.is_connected() {
             return out; // everything else in the snapshot is stale
         }
-        let mode_changed = self.last_mode.is_some_and(|m| m != snap.mode.kind);
-        self.last_mode = Some(snap.mode.kind);
+        // a mode change the hal did not ask for, seen once (its `seq`)
+        let change = snap
+            .autopilot_mode_change
+            .as_ref()
+            .filter(|c| Some(c.seq) != self.last_change);
+        if let Some(c) = change {
+            self.last_change = Some(c.seq);
+        }
         if !machine::is_airborne(at.state) {
             // a new flight starts with clean flags
             self.gps_lost = false;
@@ -106,12 +113,14 @@ impl Monitor {
             self.last = None;
             return out;
         }
-        if mode_changed && !expected_mode(at.state, snap.mode.kind) {
+        // the agent's own states allow some of the autopilot's own steps (RTL ending in LAND)
+        if let Some(c) = change.filter(|c| !expected_mode(at.state, c.to.kind)) {
             out.push(Event::AutopilotTookOver {
-                mode: snap.mode.raw.clone(),
-                reason: snap
-                    .last_status_text
+                mode: c.to.raw.clone(),
+                reason: c
+                    .reason
                     .clone()
+                    .or_else(|| snap.last_status_text.clone())
                     .unwrap_or_else(|| "no reason given".into()),
             });
         }
@@ -146,20 +155,27 @@ impl Monitor {
             (Some((cells, _, _)), Some(v)) if cells > 0 && v > 0.0 => Some(v / f64::from(cells)),
             _ => None,
         };
-        let critical = pct
-            .filter(|p| *p < th.battery_critical_percent)
-            .map(|p| {
+        use hal::flight::BatteryChargeState as Charge;
+        let said = snap.battery_charge_state;
+        let critical = matches!(
+            said,
+            Some(Charge::Critical | Charge::Emergency | Charge::Failed)
+        )
+        .then(|| format!("the autopilot reports the battery {said:?}"))
+        .or_else(|| {
+            pct.filter(|p| *p < th.battery_critical_percent).map(|p| {
                 format!(
                     "battery {p:.0} % under {:.0} %",
                     th.battery_critical_percent
                 )
             })
-            .or_else(|| {
-                let (_, _, crit) = th.battery_cells?;
-                per_cell
-                    .filter(|c| *c < crit)
-                    .map(|c| format!("battery {c:.2} V per cell under {crit:.2} V"))
-            });
+        })
+        .or_else(|| {
+            let (_, _, crit) = th.battery_cells?;
+            per_cell
+                .filter(|c| *c < crit)
+                .map(|c| format!("battery {c:.2} V per cell under {crit:.2} V"))
+        });
         let low = pct
             .filter(|p| *p < th.battery_return_percent)
             .map(|p| format!("battery {p:.0} % under {:.0} %", th.battery_return_percent))
@@ -168,6 +184,11 @@ impl Monitor {
                 per_cell
                     .filter(|c| *c < ret)
                     .map(|c| format!("battery {c:.2} V per cell under {ret:.2} V"))
+            })
+            .or_else(|| snap.battery_failsafe.clone())
+            .or_else(|| {
+                matches!(said, Some(Charge::Low))
+                    .then(|| "the autopilot reports the battery low".to_owned())
             });
         if let Some(why) = critical {
             if !self.battery_critical {
@@ -381,6 +402,13 @@ mod tests {
         assert!(matches!(m.observe(&s, at)[..], [Event::BatteryCritical(_)]));
     }
 
+    fn guided_mode() -> hal::flight::FlightMode {
+        hal::flight::FlightMode {
+            kind: FlightModeKind::Guided,
+            raw: "GUIDED".into(),
+        }
+    }
+
     /// Item 5: a mode the agent did not ask for is the autopilot's decision, with its words.
     #[test]
     fn a_mode_change_nobody_asked_for_is_reported() {
@@ -392,11 +420,18 @@ mod tests {
             raw: "GUIDED".into(),
         };
         assert!(m.observe(&s, at).is_empty());
+        let guided = s.mode.clone();
         s.mode = hal::flight::FlightMode {
             kind: FlightModeKind::ReturnToLaunch,
             raw: "RTL".into(),
         };
-        s.last_status_text = Some("Battery Failsafe".into());
+        s.autopilot_mode_change = Some(hal::flight::AutopilotModeChange {
+            seq: 1,
+            from: guided,
+            to: s.mode.clone(),
+            reason: Some("Battery Failsafe".into()),
+            at: SystemTime::now(),
+        });
         assert_eq!(
             m.observe(&s, at),
             [Event::AutopilotTookOver {
@@ -411,10 +446,18 @@ mod tests {
             phase: None,
             ..at
         };
-        s.mode.kind = FlightModeKind::Guided;
+        s.autopilot_mode_change = None;
         m.observe(&s, home);
-        s.mode.kind = FlightModeKind::ReturnToLaunch;
+        s.autopilot_mode_change = Some(hal::flight::AutopilotModeChange {
+            seq: 2,
+            from: guided_mode(),
+            to: s.mode.clone(),
+            reason: None,
+            at: SystemTime::now(),
+        });
         assert!(m.observe(&s, home).is_empty());
+        // the same change seen again is not news
+        assert!(m.observe(&s, at).is_empty());
     }
 
     /// Item 13: at drop height only once the descent has stopped.

@@ -1,12 +1,11 @@
 //! Executes one [`Effect`]: nothing here decides what comes next.
 
 use super::{Agent, Cloud, Internal};
-use crate::config::PayloadConfig;
 use crate::machine::{Effect, Event, FlightOp, Fly, Outcome, PayloadReading};
 use crate::report;
 use crate::technician::{CheckLine, ChecksReply};
-use hal::flight::{FcError, FcSnapshot, FlightController, GeoPoint};
-use hal::payload::PayloadRelease;
+use hal::flight::{FcError, FlightController, GeoPoint};
+use hal::payload::{PayloadRelease, PayloadState};
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -85,11 +84,22 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
                 ));
             }
             Effect::ReadPayload => {
-                let reading = payload_reading(&self.cfg.payload, &self.snap);
-                info!(?reading, "payload read after a restart mid-release");
-                let _ = self
-                    .internal
-                    .send(Internal::Event(Event::PayloadRead(reading)));
+                let payload = self.payload.clone();
+                let tx = self.internal.clone();
+                tokio::spawn(async move {
+                    // what the autopilot last reported (servo output, gripper report): no movement
+                    let reading = match payload.state().await {
+                        Ok(PayloadState::Released) => PayloadReading::Released,
+                        Ok(PayloadState::Closed) => PayloadReading::Closed,
+                        Ok(PayloadState::Unknown) => PayloadReading::Unknown,
+                        Err(e) => {
+                            warn!(error = %e, "payload state not readable");
+                            PayloadReading::Unknown
+                        }
+                    };
+                    info!(?reading, "payload read after a restart mid-release");
+                    let _ = tx.send(Internal::Event(Event::PayloadRead(reading)));
+                });
             }
             Effect::TestRelease => {
                 let payload = self.payload.clone();
@@ -179,35 +189,5 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
             }
             .instrument(info_span!("flight_op", op = op.name(), seq)),
         ));
-    }
-}
-
-/// Whether the release is open, as the autopilot's outputs show it (no movement). A servo on
-/// the autopilot is read from `SERVO_OUTPUT_RAW`; a gripper and a Pi servo cannot be read back
-/// here, so they are `Unknown` (the machine releases again).
-pub fn payload_reading(cfg: &PayloadConfig, snap: &FcSnapshot) -> PayloadReading {
-    match cfg {
-        PayloadConfig::FcServo {
-            channel,
-            release_pwm_us,
-            hold_pwm_us,
-            ..
-        } => {
-            let Some(pwm) = snap
-                .servo_outputs_us
-                .and_then(|o| o.get(usize::from(*channel).wrapping_sub(1)).copied())
-            else {
-                return PayloadReading::Unknown;
-            };
-            let near = |target: u16| pwm.abs_diff(target) <= 50;
-            if near(*release_pwm_us) {
-                PayloadReading::Released
-            } else if near(*hold_pwm_us) {
-                PayloadReading::Closed
-            } else {
-                PayloadReading::Unknown
-            }
-        }
-        PayloadConfig::Gripper | PayloadConfig::PiPwm { .. } => PayloadReading::Unknown,
     }
 }

@@ -9,7 +9,7 @@ use hal::flight::{
     GripperAction, LandedState, LandingTarget, LinkState, MissionItem, PreflightCheck,
     PreflightReport,
 };
-use hal::payload::{PayloadError, PayloadRelease};
+use hal::payload::{PayloadError, PayloadRelease, PayloadState};
 use protocol::Envelope;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -260,6 +260,8 @@ pub struct FakePayload {
     pub delay: Mutex<Duration>,
     pub releases: Mutex<u32>,
     pub closes: Mutex<u32>,
+    /// What `state()` reports (`None`: unknown).
+    pub reports: Mutex<Option<PayloadState>>,
 }
 
 impl PayloadRelease for FakePayload {
@@ -276,6 +278,14 @@ impl PayloadRelease for FakePayload {
     async fn close(&self) -> Result<(), PayloadError> {
         *self.closes.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         Ok(())
+    }
+
+    async fn state(&self) -> Result<PayloadState, PayloadError> {
+        Ok(self
+            .reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(PayloadState::Unknown))
     }
 }
 

@@ -352,7 +352,7 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
                 self.feed(e).await;
             }
             Internal::FlightFailed { seq, op, error } => {
-                if seq != self.flight_seq {
+                if seq != self.flight_seq || matches!(error, FcError::Cancelled { .. }) {
                     // superseded: a newer operation is what the autopilot is doing now
                     debug!(seq, current = self.flight_seq, %error, "stale flight result dropped");
                     return;
