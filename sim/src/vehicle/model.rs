@@ -1391,6 +1391,7 @@ impl Model {
             outs.push(ack(cmd, r));
             return;
         }
+        let mut after_ack = None;
         use MavResult as R;
         let r = match cmd {
             MavCmd::MAV_CMD_COMPONENT_ARM_DISARM => {
@@ -1562,7 +1563,8 @@ impl Model {
                 let msg_id = p[0] as u32;
                 match self.telemetry_message(msg_id) {
                     Some(m) => {
-                        outs.push(out(m));
+                        // the ACK first, then the message (as the autopilots send them)
+                        after_ack = Some(out(m));
                         R::MAV_RESULT_ACCEPTED
                     }
                     None if msg_id == id::<apm::HOME_POSITION_DATA>() => {
@@ -1592,6 +1594,7 @@ impl Model {
             _ => R::MAV_RESULT_UNSUPPORTED,
         };
         outs.push(ack(cmd, r));
+        outs.extend(after_ack);
     }
 
     fn set_mode_cmd(&mut self, p2: f32, p3: f32, outs: &mut Vec<Out>) -> MavResult {
