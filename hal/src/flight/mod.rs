@@ -251,7 +251,8 @@ pub struct FcSnapshot {
     pub mission: MissionProgress,
     /// Servo output channels 1..=16 in microseconds (`SERVO_OUTPUT_RAW`), index 0 = channel 1.
     pub servo_outputs_us: Option<[u16; 16]>,
-    /// The last STATUSTEXT, e.g. an arming refusal reason.
+    /// The last thing the autopilot said (STATUSTEXT, or a PX4 event's text), e.g. an arming
+    /// refusal reason.
     pub last_status_text: Option<String>,
     /// The autopilot's own horizontal position estimate is usable (ArduPilot `EKF_STATUS_REPORT`,
     /// PX4 `ESTIMATOR_STATUS`: absolute horizontal position, not in constant-position mode, not
