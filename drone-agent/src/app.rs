@@ -41,6 +41,13 @@ impl<F: FlightController> PayloadRelease for AnyPayload<F> {
             AnyPayload::PiPwm(p) => p.close().await,
         }
     }
+
+    async fn state(&self) -> Result<hal::payload::PayloadState, PayloadError> {
+        match self {
+            AnyPayload::Fc(p) => p.state().await,
+            AnyPayload::PiPwm(p) => p.state().await,
+        }
+    }
 }
 
 pub fn payload<F: FlightController>(
@@ -180,8 +187,10 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
         None => None,
     };
     let (has_camera, min_takeoff_percent) = (cfg.camera.is_some(), cfg.battery.min_takeoff_percent);
-    let (controller, release) = (fc.clone(), payload.clone());
+    let controller = fc.clone();
     let (mut agent, internal) = Agent::new(cfg, fc, payload, link, machine, commands, restored);
+    // the technician's acting requests go to the agent's task (through the machine)
+    let (tech_tx, tech_rx) = tokio::sync::mpsc::channel(4);
     if let Some((rig, marker)) = camera {
         agent = agent.with_camera(rig, marker);
     }
@@ -194,10 +203,9 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 fc: fc_snapshots,
                 cloud: cloud_status,
                 controller,
-                payload: release,
                 min_takeoff_percent,
                 has_camera,
-                busy: Default::default(),
+                agent: tech_tx,
             };
             Some(tokio::spawn(crate::technician::serve(listener, sources)))
         }
@@ -206,7 +214,7 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
             None
         }
     };
-    agent.run(incoming, internal, shutdown).await;
+    agent.run(incoming, internal, tech_rx, shutdown).await;
     if let Some(t) = technician {
         t.abort();
         let _ = std::fs::remove_file(&socket);

@@ -6,15 +6,40 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use uuid::Uuid;
 
-/// How many recent ids are remembered: far more than a backend retries within a flight.
-const REMEMBERED: usize = 256;
+/// How many recent ids are remembered unless `[commands] remember` says otherwise: far more
+/// than a backend retries within a flight.
+pub const REMEMBERED: usize = 256;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommandLog {
     recent: VecDeque<Ack>,
+    /// From the config at every start, not from the state file.
+    #[serde(skip, default = "remembered")]
+    keep: usize,
+}
+
+fn remembered() -> usize {
+    REMEMBERED
+}
+
+impl Default for CommandLog {
+    fn default() -> Self {
+        Self {
+            recent: VecDeque::new(),
+            keep: REMEMBERED,
+        }
+    }
 }
 
 impl CommandLog {
+    /// Remember this many ids from now on (the oldest are forgotten first).
+    pub fn set_capacity(&mut self, keep: usize) {
+        self.keep = keep.max(1);
+        while self.recent.len() > self.keep {
+            self.recent.pop_front();
+        }
+    }
+
     /// The acknowledgement already given for this id, if any.
     pub fn seen(&self, cmd_id: Uuid) -> Option<&Ack> {
         self.recent.iter().find(|a| a.cmd_id == cmd_id)
@@ -31,7 +56,7 @@ impl CommandLog {
             reason: rejected,
         };
         self.recent.push_back(ack.clone());
-        while self.recent.len() > REMEMBERED {
+        while self.recent.len() > self.keep {
             self.recent.pop_front();
         }
         ack
@@ -53,5 +78,16 @@ mod tests {
         }
         assert!(log.seen(first).is_none());
         assert!(log.seen(Uuid::from_u128(2)).is_some());
+    }
+
+    #[test]
+    fn capacity_comes_from_the_config() {
+        let mut log = CommandLog::default();
+        log.set_capacity(16);
+        for i in 0..20 {
+            log.record(Uuid::from_u128(i), None);
+        }
+        assert!(log.seen(Uuid::from_u128(3)).is_none());
+        assert!(log.seen(Uuid::from_u128(4)).is_some());
     }
 }

@@ -33,6 +33,57 @@ pub struct DroneConfig {
     pub precision: Option<crate::precision::PrecisionConfig>,
     #[serde(default)]
     pub video: VideoConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub autopilot: AutopilotConfig,
+    #[serde(default)]
+    pub commands: CommandsConfig,
+}
+
+/// `[retry]`: how a flight operation the autopilot refuses is asked again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// At most this many more tries after a refusal (in the air: any refusal; on the ground:
+    /// only "temporarily rejected"), then the machine gives the operation up (home, land, or IDLE).
+    pub flight_op_retries: u32,
+    /// Wait before the first retry, doubled each time up to `max_backoff_s`.
+    pub first_backoff_s: f64,
+    pub max_backoff_s: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            flight_op_retries: 3,
+            first_backoff_s: 0.5,
+            max_backoff_s: 8.0,
+        }
+    }
+}
+
+/// `[autopilot]`: when the autopilot changes mode by itself (failsafe, fence, RC pilot).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutopilotConfig {
+    /// Take control back (fly home) this long after the autopilot took over; 0: only when the
+    /// backend sends `resume`.
+    pub take_back_after_s: f64,
+}
+
+/// `[commands]`: the memory of command ids (idempotency).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsConfig {
+    /// How many recent command ids (and their acknowledgements) are remembered.
+    pub remember: usize,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self { remember: 256 }
+    }
 }
 
 /// `[camera]`: where frames come from and what the lens sees.
@@ -160,6 +211,8 @@ pub struct Timeouts {
     pub gps_loss_land_s: f64,
     /// After a restart, how long to wait for the flight controller before deciding without it.
     pub fc_reattach_s: f64,
+    /// How often the precision approach's timeouts are checked when no frame arrives.
+    pub approach_tick_s: f64,
 }
 
 impl Default for Timeouts {
@@ -171,6 +224,7 @@ impl Default for Timeouts {
             cloud_loss_return_s: 60.0,
             gps_loss_land_s: 20.0,
             fc_reattach_s: 15.0,
+            approach_tick_s: 0.2,
         }
     }
 }
@@ -184,6 +238,12 @@ pub struct BatteryConfig {
     pub return_percent: f64,
     /// Below this in the air: land now, wherever the drone is.
     pub critical_percent: f64,
+    /// Cells in series: when set, the voltage is judged too (per cell, below).
+    pub cells: Option<u32>,
+    /// Below this many volts per cell in the air: fly home.
+    pub return_cell_v: f64,
+    /// Below this many volts per cell in the air: land now.
+    pub critical_cell_v: f64,
 }
 
 impl Default for BatteryConfig {
@@ -192,6 +252,9 @@ impl Default for BatteryConfig {
             min_takeoff_percent: 40.0,
             return_percent: 25.0,
             critical_percent: 10.0,
+            cells: None,
+            return_cell_v: 3.5,
+            critical_cell_v: 3.3,
         }
     }
 }
@@ -271,7 +334,13 @@ impl DroneConfig {
                 .then(|| secs(self.timeouts.auto_return_after_drop_s)),
             approach_timeout: secs(self.timeouts.approach_s),
             gps_loss_land: secs(self.timeouts.gps_loss_land_s),
+            cloud_loss_return: secs(self.timeouts.cloud_loss_return_s),
             continue_after_restart: self.restart.in_air == InAirRestart::Continue,
+            flight_op_retries: self.retry.flight_op_retries,
+            flight_op_backoff: secs(self.retry.first_backoff_s),
+            flight_op_backoff_max: secs(self.retry.max_backoff_s),
+            take_back_after: (self.autopilot.take_back_after_s > 0.0)
+                .then(|| secs(self.autopilot.take_back_after_s)),
         }
     }
 
@@ -279,8 +348,8 @@ impl DroneConfig {
         secs(self.telemetry.interval_s)
     }
 
-    pub fn cloud_loss_limit(&self) -> Duration {
-        secs(self.timeouts.cloud_loss_return_s)
+    pub fn approach_tick(&self) -> Duration {
+        secs(self.timeouts.approach_tick_s)
     }
 
     pub fn fc_reattach(&self) -> Duration {
@@ -326,6 +395,23 @@ impl Validate for DroneConfig {
         );
         v.range("timeouts.gps_loss_land_s", t.gps_loss_land_s, 1.0, 600.0);
         v.range("timeouts.fc_reattach_s", t.fc_reattach_s, 0.5, 600.0);
+        v.range("timeouts.approach_tick_s", t.approach_tick_s, 0.01, 5.0);
+        let r = &self.retry;
+        v.range("retry.flight_op_retries", r.flight_op_retries, 0, 20);
+        v.range("retry.first_backoff_s", r.first_backoff_s, 0.01, 60.0);
+        v.range(
+            "retry.max_backoff_s",
+            r.max_backoff_s,
+            r.first_backoff_s,
+            600.0,
+        );
+        v.range(
+            "autopilot.take_back_after_s",
+            self.autopilot.take_back_after_s,
+            0.0,
+            3600.0,
+        );
+        v.range("commands.remember", self.commands.remember, 16, 100_000);
         let b = &self.battery;
         v.range("battery.critical_percent", b.critical_percent, 0.0, 100.0);
         v.range(
@@ -340,6 +426,16 @@ impl Validate for DroneConfig {
             b.return_percent,
             100.0,
         );
+        if let Some(cells) = b.cells {
+            v.range("battery.cells", cells, 1, 24);
+            v.range("battery.critical_cell_v", b.critical_cell_v, 2.5, 4.5);
+            v.range(
+                "battery.return_cell_v",
+                b.return_cell_v,
+                b.critical_cell_v,
+                4.5,
+            );
+        }
         v.range("telemetry.interval_s", self.telemetry.interval_s, 0.1, 60.0);
         if let Some(c) = &self.camera {
             v.range("camera.fps", c.fps, 1.0, 60.0);

@@ -56,6 +56,14 @@ enum Command {
         #[arg(long, default_value = drone_agent::technician::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// A drone that landed away from home is back in service: LANDED_ELSEWHERE → IDLE (refused
+    /// while the autopilot says armed or in the air, exit 5). Reported to the backend.
+    Ready {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = drone_agent::technician::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Hardware tests on the running agent.
     Test {
         #[command(subcommand)]
@@ -98,6 +106,7 @@ fn main() -> ExitCode {
         Command::Status { json, socket } => return technician(&socket, "status", json),
         Command::Events { json, socket } => return technician(&socket, "events", json),
         Command::Preflight { json, socket } => return technician(&socket, "preflight", json),
+        Command::Ready { json, socket } => return technician(&socket, "ready", json),
         Command::Test {
             what: TestWhat::Release { json, socket },
         } => return technician(&socket, "test release", json),
@@ -135,6 +144,10 @@ fn technician(socket: &std::path::Path, what: &str, json: bool) -> ExitCode {
         let text = match what {
             "status" => tech::render_status(&serde_json::from_value::<StatusReport>(v)?),
             "events" => tech::render_events(&serde_json::from_value::<EventsReport>(v)?),
+            "ready" => format!(
+                "ready: the drone is {}\n",
+                v.get("state").and_then(|s| s.as_str()).unwrap_or("?")
+            ),
             _ => tech::render_checks(&serde_json::from_value::<ChecksReply>(v)?),
         };
         Ok((text, failed))

@@ -1,9 +1,11 @@
-//! Turns flight-controller snapshots into state-machine events: progress (climbed, arrived,
-//! landed) and failsafes (battery, GPS, link). Pure: a snapshot and the machine's position in,
-//! events out, so every threshold is tested without a vehicle.
+//! Turns flight-controller snapshots into state-machine events: progress (left the ground,
+//! climbed, arrived, landed), failsafes (battery, GPS, link) and the autopilot's own mode
+//! changes. Pure: a snapshot and the machine's position in, events out, so every threshold is
+//! tested without a vehicle. What a landing or "airborne" means is the machine's
+//! ([`crate::machine::landed`], [`crate::machine::is_airborne`]); the monitor only measures.
 
-use crate::machine::{Event, NavPhase};
-use hal::flight::{FcSnapshot, LandedState, LinkState};
+use crate::machine::{self, Event, NavPhase, Vehicle};
+use hal::flight::{FcSnapshot, FlightModeKind, LandedState, LinkState};
 use protocol::ws::DroneState;
 
 /// Thresholds, from the config.
@@ -16,6 +18,8 @@ pub struct Thresholds {
     pub home_radius_m: f64,
     pub battery_return_percent: f64,
     pub battery_critical_percent: f64,
+    /// `(cells, return volts per cell, critical volts per cell)` when the voltage is judged.
+    pub battery_cells: Option<(u32, f64, f64)>,
 }
 
 /// Where the machine stands, as far as the monitor needs to know.
@@ -27,21 +31,8 @@ pub struct Position {
     pub destination: Option<(f64, f64)>,
     /// A precision approach decides when the drone is in place (not the GPS position).
     pub precision: bool,
-}
-
-fn is_airborne(s: DroneState) -> bool {
-    use DroneState::*;
-    matches!(
-        s,
-        Navigating
-            | WaitingDrop
-            | Dropped
-            | Returning
-            | Aborting
-            | Paused
-            | EmergencyLanding
-            | Failsafe
-    )
+    /// The vehicle has been in the air during this delivery (the machine's word).
+    pub left_ground: bool,
 }
 
 /// Edge detection over the snapshot stream: each condition is reported once when it starts.
@@ -52,9 +43,8 @@ pub struct Monitor {
     gps_lost: bool,
     battery_low: bool,
     battery_critical: bool,
-    /// Armed and in the air at least once since this flight began: only then does "on the
-    /// ground, disarmed" mean landed (and not "not yet taken off").
-    flown: bool,
+    /// The last autopilot-initiated mode change seen (`AutopilotModeChange::seq`).
+    last_change: Option<u32>,
     last: Option<(Position, &'static str)>,
 }
 
@@ -66,20 +56,29 @@ impl Monitor {
             gps_lost: false,
             battery_low: false,
             battery_critical: false,
-            flown: false,
+            last_change: None,
             last: None,
         }
-    }
-
-    /// After a restart in the air the drone has flown, whatever this process saw.
-    pub fn assume_flown(&mut self) {
-        self.flown = true;
     }
 
     /// The machine moved (a transition, a retry back to cruising): progress it was already told
     /// about may be due again, e.g. `over_destination` after a `retry_navigation`.
     pub fn machine_moved(&mut self) {
         self.last = None;
+    }
+
+    /// What the vehicle is doing now, as the machine's [`Vehicle`].
+    pub fn vehicle(&self, snap: &FcSnapshot) -> Vehicle {
+        if !snap.link.is_connected() {
+            return Vehicle::Unreachable;
+        }
+        if airborne(snap) {
+            return Vehicle::Airborne;
+        }
+        Vehicle::OnGround {
+            at_home: machine::landed(distance_from_home(snap), self.th.home_radius_m)
+                == Event::LandedAtHome,
+        }
     }
 
     pub fn observe(&mut self, snap: &FcSnapshot, at: Position) -> Vec<Event> {
@@ -91,41 +90,47 @@ impl Monitor {
             }
             LinkState::Connected { .. } if self.fc_lost => {
                 self.fc_lost = false;
-                out.push(Event::FcLinkRestored {
-                    airborne: airborne(snap),
-                });
+                out.push(Event::FcLinkRestored(self.vehicle(snap)));
             }
             _ => {}
         }
         if !snap.link.is_connected() {
             return out; // everything else in the snapshot is stale
         }
-        if !is_airborne(at.state) {
+        // a mode change the hal did not ask for, seen once (its `seq`)
+        let change = snap
+            .autopilot_mode_change
+            .as_ref()
+            .filter(|c| Some(c.seq) != self.last_change);
+        if let Some(c) = change {
+            self.last_change = Some(c.seq);
+        }
+        if !machine::is_airborne(at.state) {
             // a new flight starts with clean flags
             self.gps_lost = false;
             self.battery_low = false;
             self.battery_critical = false;
-            self.flown = false;
             self.last = None;
             return out;
         }
-        if snap.armed && snap.landed == LandedState::InAir {
-            self.flown = true;
+        // the agent's own states allow some of the autopilot's own steps (RTL ending in LAND)
+        if let Some(c) = change.filter(|c| !expected_mode(at.state, c.to.kind)) {
+            out.push(Event::AutopilotTookOver {
+                mode: c.to.raw.clone(),
+                reason: c
+                    .reason
+                    .clone()
+                    .or_else(|| snap.last_status_text.clone())
+                    .unwrap_or_else(|| "no reason given".into()),
+            });
         }
-        if let Some(pct) = snap.battery_percent {
-            if pct < self.th.battery_critical_percent && !self.battery_critical {
-                self.battery_critical = true;
-                self.battery_low = true;
-                out.push(Event::BatteryCritical);
-            } else if pct < self.th.battery_return_percent && !self.battery_low {
-                self.battery_low = true;
-                out.push(Event::BatteryLow);
-            }
+        if let Some(e) = self.battery(snap) {
+            out.push(e);
         }
         let has_fix = snap.gps_fix.is_3d();
         // `Unknown` is "not reported yet" (a fresh link after a restart), not a lost fix
         let lost_fix = !has_fix && snap.gps_fix != hal::flight::GpsFixType::Unknown;
-        if self.flown && lost_fix && !self.gps_lost {
+        if at.left_ground && lost_fix && !self.gps_lost {
             self.gps_lost = true;
             out.push(Event::GpsLost);
         } else if has_fix && self.gps_lost {
@@ -142,22 +147,81 @@ impl Monitor {
         out
     }
 
+    /// Percent, and volts per cell when the pack is described: the worse of the two decides.
+    fn battery(&mut self, snap: &FcSnapshot) -> Option<Event> {
+        let th = &self.th;
+        let pct = snap.battery_percent;
+        let per_cell = match (th.battery_cells, snap.battery_voltage) {
+            (Some((cells, _, _)), Some(v)) if cells > 0 && v > 0.0 => Some(v / f64::from(cells)),
+            _ => None,
+        };
+        use hal::flight::BatteryChargeState as Charge;
+        let said = snap.battery_charge_state;
+        let critical = matches!(
+            said,
+            Some(Charge::Critical | Charge::Emergency | Charge::Failed)
+        )
+        .then(|| format!("the autopilot reports the battery {said:?}"))
+        .or_else(|| {
+            pct.filter(|p| *p < th.battery_critical_percent).map(|p| {
+                format!(
+                    "battery {p:.0} % under {:.0} %",
+                    th.battery_critical_percent
+                )
+            })
+        })
+        .or_else(|| {
+            let (_, _, crit) = th.battery_cells?;
+            per_cell
+                .filter(|c| *c < crit)
+                .map(|c| format!("battery {c:.2} V per cell under {crit:.2} V"))
+        });
+        let low = pct
+            .filter(|p| *p < th.battery_return_percent)
+            .map(|p| format!("battery {p:.0} % under {:.0} %", th.battery_return_percent))
+            .or_else(|| {
+                let (_, ret, _) = th.battery_cells?;
+                per_cell
+                    .filter(|c| *c < ret)
+                    .map(|c| format!("battery {c:.2} V per cell under {ret:.2} V"))
+            })
+            .or_else(|| snap.battery_failsafe.clone())
+            .or_else(|| {
+                matches!(said, Some(Charge::Low))
+                    .then(|| "the autopilot reports the battery low".to_owned())
+            });
+        if let Some(why) = critical {
+            if !self.battery_critical {
+                self.battery_critical = true;
+                self.battery_low = true;
+                return Some(Event::BatteryCritical(why));
+            }
+        } else if let Some(why) = low {
+            if !self.battery_low {
+                self.battery_low = true;
+                return Some(Event::BatteryLow(why));
+            }
+        }
+        None
+    }
+
     fn progress(&self, snap: &FcSnapshot, at: Position) -> Option<Event> {
         let pos = snap.position?;
-        if self.flown
+        if at.left_ground
             && !snap.armed
             && matches!(snap.landed, LandedState::OnGround | LandedState::Unknown)
         {
-            let home = snap.home?;
-            let d = home.distance_m(pos.lat_deg, pos.lon_deg);
-            return Some(if d <= self.th.home_radius_m {
-                Event::LandedAtHome
-            } else {
-                Event::LandedAway
-            });
+            snap.home?;
+            return Some(machine::landed(
+                distance_from_home(snap),
+                self.th.home_radius_m,
+            ));
         }
         if at.state != DroneState::Navigating {
             return None;
+        }
+        if at.phase == Some(NavPhase::TakingOff) && !at.left_ground && airborne(snap) {
+            return Some(Event::LeftGround);
         }
         let (lat, lon) = at.destination?;
         let dist = pos.distance_m(lat, lon);
@@ -178,7 +242,8 @@ impl Monitor {
             NavPhase::Approaching
                 if !at.precision
                     && dist <= self.th.arrive_radius_m
-                    && (pos.alt_rel_m - self.th.drop_alt_m).abs() <= self.th.alt_tolerance_m =>
+                    && (pos.alt_rel_m - self.th.drop_alt_m).abs() <= self.th.alt_tolerance_m
+                    && settled(snap) =>
             {
                 Some(Event::AtDropHeight)
             }
@@ -187,8 +252,51 @@ impl Monitor {
     }
 }
 
+/// At the target *and* no longer moving towards it (PX4 reports 4.5 m while still descending
+/// to 4.0 m): vertical speed under 0.3 m/s, when the autopilot reports it.
+fn settled(snap: &FcSnapshot) -> bool {
+    snap.velocity_ned_mps.is_none_or(|v| v[2].abs() < 0.3)
+}
+
+fn distance_from_home(snap: &FcSnapshot) -> Option<f64> {
+    let (home, pos) = (snap.home?, snap.position?);
+    Some(home.distance_m(pos.lat_deg, pos.lon_deg))
+}
+
 fn airborne(snap: &FcSnapshot) -> bool {
     snap.armed && snap.landed != LandedState::OnGround
+}
+
+/// The modes the agent's own commands put the autopilot in, for each flying state: a change to
+/// any other is the autopilot's (or a pilot's) decision.
+fn expected_mode(state: DroneState, mode: FlightModeKind) -> bool {
+    use FlightModeKind as M;
+    match mode {
+        M::Unknown => true,
+        M::Guided | M::Hold | M::Offboard => matches!(
+            state,
+            DroneState::Navigating
+                | DroneState::WaitingDrop
+                | DroneState::Dropped
+                | DroneState::Paused
+                | DroneState::Returning
+                | DroneState::Aborting
+        ),
+        M::Takeoff => state == DroneState::Navigating,
+        M::ReturnToLaunch => matches!(state, DroneState::Returning | DroneState::Aborting),
+        // RTL ends in a landing on PX4
+        M::Land => matches!(
+            state,
+            DroneState::Returning | DroneState::Aborting | DroneState::EmergencyLanding
+        ),
+        M::Auto
+        | M::Manual
+        | M::Stabilized
+        | M::Acro
+        | M::AltitudeHold
+        | M::PositionHold
+        | M::Other => false,
+    }
 }
 
 #[cfg(test)]
@@ -206,6 +314,7 @@ mod tests {
             home_radius_m: 10.0,
             battery_return_percent: 25.0,
             battery_critical_percent: 10.0,
+            battery_cells: Some((3, 3.5, 3.3)),
         }
     }
 
@@ -239,6 +348,14 @@ mod tests {
             phase: Some(phase),
             destination: Some((55.001, 37.0)),
             precision: false,
+            left_ground: true,
+        }
+    }
+
+    fn taking_off() -> Position {
+        Position {
+            left_ground: false,
+            ..nav(NavPhase::TakingOff)
         }
     }
 
@@ -247,9 +364,112 @@ mod tests {
         let mut m = Monitor::new(th());
         let e = m.observe(
             &snap(55.0, 37.0, 0.0, false, LandedState::OnGround),
-            nav(NavPhase::TakingOff),
+            taking_off(),
         );
         assert!(e.is_empty(), "{e:?}");
+    }
+
+    /// Item 7: `left_ground` (the machine's `took_off`) once armed and in the air.
+    #[test]
+    fn left_ground_once_armed_and_in_the_air() {
+        let mut m = Monitor::new(th());
+        let on_ground = snap(55.0, 37.0, 0.0, true, LandedState::OnGround);
+        assert!(
+            m.observe(&on_ground, taking_off()).is_empty(),
+            "armed, not flying"
+        );
+        let up = snap(55.0, 37.0, 0.5, true, LandedState::InAir);
+        assert_eq!(m.observe(&up, taking_off()), [Event::LeftGround]);
+    }
+
+    /// Item 6: a pack in voltage failsafe reads 93 % (ArduPilot counts mAh): the per-cell
+    /// voltage decides.
+    #[test]
+    fn battery_judged_by_voltage_per_cell_too() {
+        let mut m = Monitor::new(th());
+        let at = nav(NavPhase::Cruising);
+        let mut s = snap(55.0, 37.0, 30.0, true, LandedState::InAir);
+        s.battery_percent = Some(93.0);
+        s.battery_voltage = Some(11.1);
+        assert!(m.observe(&s, at).is_empty());
+        s.battery_voltage = Some(10.3); // 3.43 V per cell under 3.5
+        let e = m.observe(&s, at);
+        assert!(
+            matches!(&e[..], [Event::BatteryLow(why)] if why.contains("per cell")),
+            "{e:?}"
+        );
+        s.battery_voltage = Some(9.6);
+        assert!(matches!(m.observe(&s, at)[..], [Event::BatteryCritical(_)]));
+    }
+
+    fn guided_mode() -> hal::flight::FlightMode {
+        hal::flight::FlightMode {
+            kind: FlightModeKind::Guided,
+            raw: "GUIDED".into(),
+        }
+    }
+
+    /// Item 5: a mode the agent did not ask for is the autopilot's decision, with its words.
+    #[test]
+    fn a_mode_change_nobody_asked_for_is_reported() {
+        let mut m = Monitor::new(th());
+        let at = nav(NavPhase::Cruising);
+        let mut s = snap(55.0, 37.0, 30.0, true, LandedState::InAir);
+        s.mode = hal::flight::FlightMode {
+            kind: FlightModeKind::Guided,
+            raw: "GUIDED".into(),
+        };
+        assert!(m.observe(&s, at).is_empty());
+        let guided = s.mode.clone();
+        s.mode = hal::flight::FlightMode {
+            kind: FlightModeKind::ReturnToLaunch,
+            raw: "RTL".into(),
+        };
+        s.autopilot_mode_change = Some(hal::flight::AutopilotModeChange {
+            seq: 1,
+            from: guided,
+            to: s.mode.clone(),
+            reason: Some("Battery Failsafe".into()),
+            at: SystemTime::now(),
+        });
+        assert_eq!(
+            m.observe(&s, at),
+            [Event::AutopilotTookOver {
+                mode: "RTL".into(),
+                reason: "Battery Failsafe".into()
+            }]
+        );
+        // the agent's own return: RTL is expected while returning
+        let mut m = Monitor::new(th());
+        let home = Position {
+            state: DroneState::Aborting,
+            phase: None,
+            ..at
+        };
+        s.autopilot_mode_change = None;
+        m.observe(&s, home);
+        s.autopilot_mode_change = Some(hal::flight::AutopilotModeChange {
+            seq: 2,
+            from: guided_mode(),
+            to: s.mode.clone(),
+            reason: None,
+            at: SystemTime::now(),
+        });
+        assert!(m.observe(&s, home).is_empty());
+        // the same change seen again is not news
+        assert!(m.observe(&s, at).is_empty());
+    }
+
+    /// Item 13: at drop height only once the descent has stopped.
+    #[test]
+    fn at_drop_height_waits_for_the_descent_to_settle() {
+        let mut m = Monitor::new(th());
+        let at = nav(NavPhase::Approaching);
+        let mut s = snap(55.001, 37.0, 4.4, true, LandedState::InAir);
+        s.velocity_ned_mps = Some([0.0, 0.0, 0.8]);
+        assert!(m.observe(&s, at).is_empty(), "still descending");
+        s.velocity_ned_mps = Some([0.0, 0.0, 0.05]);
+        assert_eq!(m.observe(&s, at), [Event::AtDropHeight]);
     }
 
     #[test]
@@ -305,6 +525,7 @@ mod tests {
             phase: None,
             destination: None,
             precision: false,
+            left_ground: true,
         };
         let mut m = Monitor::new(th());
         m.observe(&snap(55.0, 37.0, 20.0, true, LandedState::InAir), returning);
@@ -341,10 +562,10 @@ mod tests {
         let mut s = snap(55.0, 37.0, 30.0, true, LandedState::InAir);
         m.observe(&s, at);
         s.battery_percent = Some(24.0);
-        assert_eq!(m.observe(&s, at), [Event::BatteryLow]);
+        assert!(matches!(m.observe(&s, at)[..], [Event::BatteryLow(_)]));
         assert!(m.observe(&s, at).is_empty());
         s.battery_percent = Some(9.0);
-        assert_eq!(m.observe(&s, at), [Event::BatteryCritical]);
+        assert!(matches!(m.observe(&s, at)[..], [Event::BatteryCritical(_)]));
         s.gps_fix = GpsFixType::NoFix;
         assert_eq!(m.observe(&s, at), [Event::GpsLost]);
         s.gps_fix = GpsFixType::Fix3d;
@@ -360,7 +581,7 @@ mod tests {
         };
         assert_eq!(
             m.observe(&s, at),
-            [Event::FcLinkRestored { airborne: true }]
+            [Event::FcLinkRestored(Vehicle::Airborne)]
         );
     }
 }

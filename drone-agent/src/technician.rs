@@ -10,16 +10,19 @@
 //! [`ChecksReply`] (the autopilot's pre-flight checks plus the cloud link and camera, each pass or
 //! fail with what was seen); `test release` → [`ChecksReply`] (open the payload release, hold it
 //! open two seconds, close it; refused unless the drone is on the ground, disarmed and not on a
-//! delivery). Anything else, or a refusal, gets `{"error": "..."}`.
+//! delivery); `ready` → `{"state": "IDLE"}` (a drone that landed elsewhere is back in service;
+//! refused while armed or in the air). Anything else, or a refusal, gets `{"error": "..."}`.
 //!
 //! `status`, `events` and `preflight` only *read* (watches, and the autopilot's own checks): a
-//! technician can never stall the task that owns the state machine. `test release` is the one
-//! command that moves hardware; it is logged as a technician action and one runs at a time.
+//! technician can never stall the task that owns the state machine. `test release` and `ready`
+//! act, and they act as events of the machine (sent to the agent's task): the machine refuses
+//! them when they do not fit, reports them, and a task arriving during a test release is
+//! refused, not flown with the release open.
 
+use crate::runtime::TechRequest;
 use cloud_link::LinkStatus;
+use hal::flight::FlightController;
 use hal::flight::{FcSnapshot, LinkState};
-use hal::flight::{FlightController, LandedState};
-use hal::payload::PayloadRelease;
 use protocol::ws::DroneState;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -27,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::UnixListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
 
 /// Recent events kept for `drone-agent events`.
@@ -164,7 +167,7 @@ pub struct ChecksReply {
 }
 
 impl ChecksReply {
-    fn new(checks: Vec<CheckLine>) -> Self {
+    pub fn new(checks: Vec<CheckLine>) -> Self {
         Self {
             passed: checks.iter().all(|c| c.passed),
             checks,
@@ -172,41 +175,38 @@ impl ChecksReply {
     }
 }
 
-/// How long `test release` holds the release open before closing it again.
-const RELEASE_HOLD: Duration = Duration::from_secs(2);
 /// Replies to commands that move hardware or wait on the autopilot take longer than a read.
 const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What the server reads from, and the hardware `preflight` and `test release` use.
-pub struct Sources<F, P> {
+/// What the server reads from, the autopilot `preflight` asks, and the agent's task the acting
+/// requests go to (through its machine).
+pub struct Sources<F> {
     pub view: watch::Receiver<AgentView>,
     pub fc: watch::Receiver<FcSnapshot>,
     pub cloud: watch::Receiver<LinkStatus>,
     pub controller: Arc<F>,
-    pub payload: Arc<P>,
     pub min_takeoff_percent: f64,
     /// A camera is configured (its faults come through [`AgentView::camera_fault`]).
     pub has_camera: bool,
-    /// One hardware test at a time.
-    pub busy: Arc<tokio::sync::Mutex<()>>,
+    /// `ready` and `test release` go to the task that owns the machine.
+    pub agent: mpsc::Sender<TechRequest>,
 }
 
-impl<F, P> Clone for Sources<F, P> {
+impl<F> Clone for Sources<F> {
     fn clone(&self) -> Self {
         Self {
             view: self.view.clone(),
             fc: self.fc.clone(),
             cloud: self.cloud.clone(),
             controller: self.controller.clone(),
-            payload: self.payload.clone(),
             min_takeoff_percent: self.min_takeoff_percent,
             has_camera: self.has_camera,
-            busy: self.busy.clone(),
+            agent: self.agent.clone(),
         }
     }
 }
 
-impl<F: FlightController, P: PayloadRelease> Sources<F, P> {
+impl<F: FlightController> Sources<F> {
     /// The autopilot's pre-flight checks, then the agent's own links.
     pub async fn preflight(&self) -> ChecksReply {
         let mut checks = match self
@@ -248,65 +248,36 @@ impl<F: FlightController, P: PayloadRelease> Sources<F, P> {
         }
         ChecksReply::new(checks)
     }
+}
 
-    /// Opens the payload release, holds it, closes it. Refused unless on the ground, disarmed,
-    /// and not on a delivery.
+impl<F> Sources<F> {
+    /// Opens the payload release, holds it, closes it — as an event of the machine, which
+    /// refuses it unless the drone is on the ground with no delivery on (and blocks a task
+    /// while it runs). Refused while the autopilot says armed.
     pub async fn test_release(&self) -> Result<ChecksReply, String> {
-        let state = self.view.borrow().state;
-        let (armed, landed) = {
-            let s = self.fc.borrow();
-            (s.armed, s.landed)
-        };
-        if !matches!(
-            state,
-            DroneState::Idle | DroneState::Completed | DroneState::LandedElsewhere
-        ) {
-            return Err(format!(
-                "the drone is {} (a delivery is on): test release only when idle",
-                format!("{state:?}").to_uppercase()
-            ));
-        }
-        if armed {
-            return Err("the drone is armed: disarm it first".into());
-        }
-        if matches!(
-            landed,
-            LandedState::InAir | LandedState::TakingOff | LandedState::Landing
-        ) {
-            return Err(format!("the autopilot says {landed:?}: only on the ground"));
-        }
-        let Ok(_turn) = self.busy.try_lock() else {
-            return Err("another hardware test is running".into());
-        };
-        info!(
-            action = "test release",
-            "technician action: opening the payload release"
-        );
-        let mut checks = Vec::new();
-        let opened = self.payload.release().await;
-        checks.push(CheckLine {
-            name: "release".into(),
-            passed: opened.is_ok(),
-            detail: opened.map_or_else(|e| e.to_string(), |()| "opened (confirmed)".into()),
-        });
-        tokio::time::sleep(RELEASE_HOLD).await;
-        let closed = self.payload.close().await;
-        checks.push(CheckLine {
-            name: "close".into(),
-            passed: closed.is_ok(),
-            detail: closed.map_or_else(|e| e.to_string(), |()| "closed again".into()),
-        });
-        let reply = ChecksReply::new(checks);
-        info!(
-            action = "test release",
-            passed = reply.passed,
-            "technician action done"
-        );
-        Ok(reply)
+        let (tx, rx) = oneshot::channel();
+        self.agent
+            .send(TechRequest::TestRelease(tx))
+            .await
+            .map_err(|_| "the agent is shutting down".to_owned())?;
+        rx.await
+            .map_err(|_| "the agent ended the test without an answer".to_owned())?
+    }
+
+    /// `drone-agent ready`: a drone that landed elsewhere is back in service (refused while
+    /// armed or in the air). The reply is the new state.
+    pub async fn ready(&self) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        self.agent
+            .send(TechRequest::Ready(tx))
+            .await
+            .map_err(|_| "the agent is shutting down".to_owned())?;
+        rx.await
+            .map_err(|_| "the agent ended without an answer".to_owned())?
     }
 }
 
-impl<F, P> Sources<F, P> {
+impl<F> Sources<F> {
     pub fn status(&self) -> StatusReport {
         let view = self.view.borrow().clone();
         let fc = self.fc.borrow().clone();
@@ -344,7 +315,7 @@ impl<F, P> Sources<F, P> {
     }
 }
 
-impl<F: FlightController, P: PayloadRelease> Sources<F, P> {
+impl<F: FlightController> Sources<F> {
     /// The reply to one request line.
     pub async fn reply(&self, request: &str) -> serde_json::Value {
         use daemon::technician::refusal;
@@ -364,18 +335,24 @@ impl<F: FlightController, P: PayloadRelease> Sources<F, P> {
                     refusal(why)
                 }
             },
+            "ready" => match self.ready().await {
+                Ok(state) => serde_json::json!({ "state": state }),
+                Err(why) => {
+                    info!(action = "ready", reason = %why, "technician action refused");
+                    refusal(why)
+                }
+            },
             other => refusal(format!(
-                "unknown request {other:?}: expected status, events, preflight or test release"
+                "unknown request {other:?}: expected status, events, preflight, ready or test release"
             )),
         }
     }
 }
 
 /// Serves technicians on `listener` until the task is dropped.
-pub async fn serve<F, P>(listener: UnixListener, sources: Sources<F, P>)
+pub async fn serve<F>(listener: UnixListener, sources: Sources<F>)
 where
     F: FlightController + Send + Sync + 'static,
-    P: PayloadRelease + Send + Sync + 'static,
 {
     daemon::technician::serve(listener, move |line: String| {
         let sources = sources.clone();

@@ -68,6 +68,7 @@ fn autopilot(hal_port: u16, arrivals: mpsc::Sender<Instant>) {
                     &MavMessage::COMMAND_ACK(apm::COMMAND_ACK_DATA {
                         command: c.command,
                         result: apm::MavResult::MAV_RESULT_ACCEPTED,
+                        ..Default::default()
                     }),
                 );
             }

@@ -406,6 +406,9 @@ pub enum DroneState {
     Failsafe,
     /// On the ground, disarmed, somewhere other than home.
     LandedElsewhere,
+    /// The autopilot changed mode by itself (a failsafe, a fence, an RC pilot): the agent follows
+    /// and commands nothing until the backend's `resume` (or its config) hands control back.
+    AutopilotControl,
 }
 
 /// Something that happened, kept in the sender's on-disk queue until an [`EventAck`] names its id.
@@ -491,6 +494,10 @@ pub enum EventType {
     FcLinkRestored,
     CloudLinkLost,
     AgentRestarted,
+    /// The autopilot changed mode by itself; the reason is its own words.
+    AutopilotTookOver,
+    /// The autopilot refused a flight operation (reported once; retries are bounded).
+    FlightOpRefused,
     // drone: the downward camera (precision approach, video)
     CameraFault,
     CameraRestored,

@@ -61,6 +61,7 @@ fn drone_state() -> impl Strategy<Value = DroneState> {
         DroneState::EmergencyLanding,
         DroneState::Failsafe,
         DroneState::LandedElsewhere,
+        DroneState::AutopilotControl,
     ])
 }
 
@@ -91,6 +92,8 @@ fn event_type() -> impl Strategy<Value = EventType> {
         FcLinkRestored,
         CloudLinkLost,
         AgentRestarted,
+        AutopilotTookOver,
+        FlightOpRefused,
         CameraFault,
         CameraRestored,
         CellOpened,

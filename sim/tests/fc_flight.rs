@@ -106,7 +106,12 @@ async fn land_hold_resume_hover(flavour: Flavour) {
     })
     .await;
     r.fc.hold().await.unwrap();
-    assert_eq!(r.fc.snapshot().borrow().mode.kind, FlightModeKind::Hold);
+    // PX4 holds in Hold; ArduPilot in GUIDED at the point BRAKE stopped it (never LOITER)
+    let held = match flavour {
+        Flavour::Px4 => FlightModeKind::Hold,
+        Flavour::ArduPilot => FlightModeKind::Guided,
+    };
+    assert_eq!(r.fc.snapshot().borrow().mode.kind, held);
     let s = r
         .wait("stopped", |s| {
             s.velocity_ned_mps.is_some_and(|v| v[0].hypot(v[1]) < 0.2)

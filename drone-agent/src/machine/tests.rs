@@ -1,8 +1,11 @@
 use super::*;
 use protocol::ws::DroneState::*;
-use std::collections::BTreeSet;
+use protocol::ws::{CommandKind, EventType};
+use uuid::Uuid;
 
-fn delivery() -> Delivery {
+mod liveness;
+
+pub(super) fn delivery() -> Delivery {
     Delivery {
         delivery_id: Uuid::from_u128(7),
         lat: 55.7558,
@@ -20,185 +23,44 @@ fn cmd(c: CommandKind) -> Event {
     Event::Command(c)
 }
 
-/// Event sequences from IDLE that reach every state (and every state-local variant).
-fn setups() -> Vec<(&'static str, Vec<Event>)> {
-    use CommandKind::*;
-    let to_nav = vec![Event::Task(delivery()), Event::PreflightPassed];
-    let cruise = [to_nav.clone(), vec![Event::ClimbComplete]].concat();
-    let approach = [cruise.clone(), vec![Event::OverDestination]].concat();
-    let waiting = [approach.clone(), vec![Event::AtDropHeight]].concat();
-    let dropped = [waiting.clone(), vec![cmd(DropCargo), Event::ReleaseDone]].concat();
-    let returning = [dropped.clone(), vec![cmd(ReturnToBase)]].concat();
-    let aborting = [cruise.clone(), vec![cmd(Abort)]].concat();
+fn reports(out: &Outcome) -> Vec<EventType> {
+    out.reports().map(|(e, _)| e).collect()
+}
+
+fn reason(out: &Outcome, want: EventType) -> String {
+    out.reports()
+        .find(|(e, _)| *e == want)
+        .and_then(|(_, r)| r.map(str::to_owned))
+        .unwrap_or_else(|| panic!("no {want:?} report with a reason in {out:?}"))
+}
+
+fn to_cruise() -> Vec<Event> {
     vec![
-        ("idle", vec![]),
-        ("preflight", vec![Event::Task(delivery())]),
-        ("nav/takeoff", to_nav.clone()),
-        ("nav/cruise", cruise.clone()),
-        ("nav/approach", approach.clone()),
-        ("waiting_drop", waiting.clone()),
-        ("dropped", dropped.clone()),
-        ("returning", returning.clone()),
-        ("aborting", aborting.clone()),
-        (
-            "completed",
-            [returning.clone(), vec![Event::LandedAtHome]].concat(),
-        ),
-        (
-            "paused/takeoff",
-            [to_nav.clone(), vec![cmd(Pause)]].concat(),
-        ),
-        ("paused/cruise", [cruise.clone(), vec![cmd(Pause)]].concat()),
-        (
-            "paused/approach",
-            [approach.clone(), vec![cmd(Pause)]].concat(),
-        ),
-        (
-            "paused/waiting",
-            [waiting.clone(), vec![cmd(Pause)]].concat(),
-        ),
-        (
-            "paused/dropped",
-            [dropped.clone(), vec![cmd(Pause)]].concat(),
-        ),
-        (
-            "paused/returning",
-            [returning.clone(), vec![cmd(Pause)]].concat(),
-        ),
-        (
-            "paused/aborting",
-            [aborting.clone(), vec![cmd(Pause)]].concat(),
-        ),
-        (
-            "emergency",
-            [cruise.clone(), vec![Event::BatteryCritical]].concat(),
-        ),
-        (
-            "failsafe/parcel",
-            [cruise.clone(), vec![Event::FcLinkLost]].concat(),
-        ),
-        (
-            "failsafe/empty",
-            [dropped.clone(), vec![Event::FcLinkLost]].concat(),
-        ),
-        (
-            "landed_elsewhere",
-            [cruise.clone(), vec![Event::LandedAway]].concat(),
-        ),
+        Event::Task(delivery()),
+        Event::PreflightPassed,
+        Event::LeftGround,
+        Event::ClimbComplete,
     ]
 }
 
-fn every_event() -> Vec<Event> {
-    use CommandKind::*;
-    let mut v = vec![
-        Event::Task(Delivery {
-            delivery_id: Uuid::from_u128(8),
-            ..delivery()
-        }),
-        Event::PreflightPassed,
-        Event::PreflightFailed("gps".into()),
-        Event::ClimbComplete,
-        Event::OverDestination,
-        Event::AtDropHeight,
-        Event::ApproachFailed("marker not seen".into()),
-        Event::ReleaseDone,
-        Event::ReleaseFailed("servo".into()),
-        Event::LandedAtHome,
-        Event::LandedAway,
-        Event::BatteryLow,
-        Event::BatteryCritical,
-        Event::GpsLost,
-        Event::GpsRestored,
-        Event::FcLinkLost,
-        Event::FcLinkRestored { airborne: true },
-        Event::FcLinkRestored { airborne: false },
-        Event::CloudLost,
-        Event::FlightOpFailed("goto denied".into()),
-        Event::Restarted { airborne: true },
-        Event::Restarted { airborne: false },
-        Event::Recovered,
-    ];
-    for t in [
-        Timer::DropWait,
-        Timer::AutoReturn,
-        Timer::Approach,
-        Timer::GpsLoss,
-    ] {
-        v.push(Event::TimerFired(t));
-    }
-    for c in [DropCargo, ReturnToBase, Pause, Resume, Abort, ReturnToHome] {
-        v.push(Event::Command(c));
-    }
-    v
-}
-
-/// The table is the truth: every transition the machine makes is listed, and every listed one is
-/// made by some state and event (with either restart policy).
-#[test]
-fn table_matches_machine() {
-    let listed: BTreeSet<_> = TRANSITIONS
-        .iter()
-        .map(|t| (t.from as u8, t.on, t.to as u8))
-        .collect();
-    let mut seen = BTreeSet::new();
-    for continue_after_restart in [true, false] {
-        let limits = Limits {
-            continue_after_restart,
-            ..Limits::default()
-        };
-        for (name, setup) in setups() {
-            for event in every_event() {
-                let mut m = Machine::new(limits.clone());
-                run(&mut m, &setup);
-                let out = m.handle(&event);
-                if let Some((from, to)) = out.transition {
-                    let key = (from as u8, event.name(), to as u8);
-                    assert!(
-                        listed.contains(&key),
-                        "{name}: {from:?} --{}--> {to:?} is not in TRANSITIONS",
-                        event.name()
-                    );
-                    seen.insert(key);
-                }
-            }
-        }
-    }
-    for t in TRANSITIONS {
-        assert!(
-            seen.contains(&(t.from as u8, t.on, t.to as u8)),
-            "listed but never made: {t:?}"
-        );
-    }
-}
-
-/// Every transition reports exactly one event to the cloud, first among the effects.
-#[test]
-fn every_transition_reports() {
-    for (name, setup) in setups() {
-        for event in every_event() {
-            let mut m = Machine::new(Limits::default());
-            run(&mut m, &setup);
-            let out = m.handle(&event);
-            if out.transition.is_some() {
-                assert!(
-                    matches!(out.effects.first(), Some(Effect::Report { .. })),
-                    "{name} + {}: transition without a report: {out:?}",
-                    event.name()
-                );
-            }
-        }
-    }
+fn to_waiting() -> Vec<Event> {
+    [
+        to_cruise(),
+        vec![Event::OverDestination, Event::AtDropHeight],
+    ]
+    .concat()
 }
 
 #[test]
 fn happy_path_in_seed_order() {
     use CommandKind::*;
     let mut m = Machine::new(Limits::default());
-    let mut reports = vec![];
+    let mut sent = vec![];
     let mut states = vec![m.state()];
     for e in [
         Event::Task(delivery()),
         Event::PreflightPassed,
+        Event::LeftGround,
         Event::ClimbComplete,
         Event::OverDestination,
         Event::AtDropHeight,
@@ -209,24 +71,15 @@ fn happy_path_in_seed_order() {
         Event::Recovered,
     ] {
         let out = m.handle(&e);
-        assert!(
-            out.rejected.is_none(),
-            "{} rejected: {:?}",
-            e.name(),
-            out.rejected
-        );
-        for eff in &out.effects {
-            if let Effect::Report { event, .. } = eff {
-                reports.push(*event);
-            }
-        }
+        assert!(out.rejected.is_none(), "{} rejected: {out:?}", e.name());
+        sent.extend(reports(&out));
         if states.last() != Some(&m.state()) {
             states.push(m.state());
         }
     }
-    use protocol::ws::EventType as E;
+    use EventType as E;
     assert_eq!(
-        reports,
+        sent,
         [
             E::TaskAssigned,
             E::TookOff,
@@ -253,6 +106,22 @@ fn happy_path_in_seed_order() {
     assert!(m.delivery().is_none());
 }
 
+/// Item 7: `took_off` once the vehicle has left the ground, not when the pre-flight passed.
+#[test]
+fn took_off_is_reported_when_the_vehicle_leaves_the_ground() {
+    let mut m = Machine::new(Limits::default());
+    m.handle(&Event::Task(delivery()));
+    let out = m.handle(&Event::PreflightPassed);
+    assert!(reports(&out).is_empty(), "{out:?}");
+    assert_eq!(
+        out.flights().collect::<Vec<_>>(),
+        [Fly::Takeoff { alt_m: 30.0 }]
+    );
+    assert_eq!(reports(&m.handle(&Event::LeftGround)), [EventType::TookOff]);
+    assert!(reports(&m.handle(&Event::LeftGround)).is_empty(), "once");
+    assert!(!reports(&m.handle(&Event::ClimbComplete)).contains(&EventType::TookOff));
+}
+
 #[test]
 fn drop_while_navigating_is_rejected_with_reason() {
     let mut m = Machine::new(Limits::default());
@@ -273,7 +142,6 @@ fn task_while_busy_is_rejected_naming_both_deliveries() {
     run(&mut m, &[Event::Task(delivery())]);
     let other = Delivery {
         delivery_id: Uuid::from_u128(9),
-        priority: protocol::ws::Priority::Priority,
         ..delivery()
     };
     let why = m.handle(&Event::Task(other)).rejected.expect("rejected");
@@ -292,140 +160,156 @@ fn approach_retries_are_bounded_then_home_with_parcel() {
     });
     run(
         &mut m,
-        &[
-            Event::Task(delivery()),
-            Event::PreflightPassed,
-            Event::ClimbComplete,
-            Event::OverDestination,
-        ],
+        &[to_cruise(), vec![Event::OverDestination]].concat(),
     );
     let out = m.handle(&Event::ApproachFailed("marker 7 seen, want 123".into()));
     assert_eq!(out.transition, Some((Navigating, Navigating)));
-    assert!(out.effects.iter().any(|e| matches!(
-        e,
-        Effect::Report {
-            event: EventType::RetryNavigation,
-            ..
-        }
-    )));
-    assert!(out.effects.iter().any(|e| matches!(e, Effect::Goto { .. })));
+    assert_eq!(reports(&out), [EventType::RetryNavigation]);
+    assert!(out
+        .flights()
+        .any(|f| matches!(f, Fly::Goto { alt_m, .. } if alt_m == 30.0)));
     m.handle(&Event::OverDestination);
     let out = m.handle(&Event::ApproachFailed("marker not seen".into()));
     assert_eq!(m.state(), Aborting);
     assert!(m.parcel_on_board());
-    assert!(out.effects.contains(&Effect::ReturnHome));
+    assert_eq!(out.flights().collect::<Vec<_>>(), [Fly::ReturnHome]);
+}
+
+/// The descent over the destination is a goto to the destination at drop height (the
+/// runtime's `HoverAt` is "here", see item 17).
+#[test]
+fn approach_descends_over_the_destination() {
+    let mut m = Machine::new(Limits::default());
+    run(&mut m, &to_cruise());
+    let out = m.handle(&Event::OverDestination);
+    let d = delivery();
+    assert_eq!(
+        out.flights().collect::<Vec<_>>(),
+        [Fly::Goto {
+            lat: d.lat,
+            lon: d.lon,
+            alt_m: 4.0
+        }]
+    );
 }
 
 #[test]
 fn drop_timeout_goes_home_and_says_why() {
     let mut m = Machine::new(Limits::default());
-    run(
-        &mut m,
-        &setups()
-            .into_iter()
-            .find(|(n, _)| *n == "waiting_drop")
-            .unwrap()
-            .1,
-    );
+    run(&mut m, &to_waiting());
     let out = m.handle(&Event::TimerFired(Timer::DropWait));
     assert_eq!(m.state(), Aborting);
-    let Some(Effect::Report {
-        event: EventType::DropTimeout,
-        reason: Some(r),
-    }) = out.effects.first()
-    else {
-        panic!("{out:?}")
-    };
-    assert!(r.contains("120 s"), "{r}");
+    assert!(reason(&out, EventType::DropTimeout).contains("120 s"));
 }
 
 #[test]
 fn pause_and_resume_return_to_the_same_phase() {
     let mut m = Machine::new(Limits::default());
+    run(&mut m, &to_cruise());
+    let out = m.handle(&cmd(CommandKind::Pause));
+    assert_eq!(out.flights().collect::<Vec<_>>(), [Fly::Hold]);
+    assert_eq!(m.state(), Paused);
+    let out = m.handle(&cmd(CommandKind::Resume));
+    assert_eq!(m.nav_phase(), Some(NavPhase::Cruising));
+    assert!(
+        out.flights().any(|f| matches!(f, Fly::Goto { .. })),
+        "{out:?}"
+    );
+}
+
+/// Item 17: resuming a paused take-off climbs on where the drone is; it never flies at the
+/// destination from the take-off spot.
+#[test]
+fn resuming_a_paused_takeoff_climbs_here() {
+    let mut m = Machine::new(Limits::default());
     run(
         &mut m,
         &[
             Event::Task(delivery()),
             Event::PreflightPassed,
-            Event::ClimbComplete,
+            Event::LeftGround,
         ],
     );
-    assert!(m
-        .handle(&cmd(CommandKind::Pause))
-        .effects
-        .contains(&Effect::Hold));
-    assert_eq!(m.state(), Paused);
+    m.handle(&cmd(CommandKind::Pause));
     let out = m.handle(&cmd(CommandKind::Resume));
-    assert_eq!(m.nav_phase(), Some(NavPhase::Cruising));
-    assert!(
-        out.effects.iter().any(|e| matches!(e, Effect::Goto { .. })),
+    assert_eq!(
+        out.flights().collect::<Vec<_>>(),
+        [Fly::HoverAt { alt_m: 30.0 }],
         "{out:?}"
     );
+    assert_eq!(m.nav_phase(), Some(NavPhase::TakingOff));
+}
+
+/// A pause must not use up the drop wait: resuming into WAITING_DROP starts it again.
+#[test]
+fn resume_into_waiting_drop_restarts_the_drop_wait() {
+    let mut m = Machine::new(Limits::default());
+    run(&mut m, &to_waiting());
+    let out = m.handle(&cmd(CommandKind::Pause));
+    assert!(out.effects.contains(&Effect::CancelTimer(Timer::DropWait)));
+    let out = m.handle(&cmd(CommandKind::Resume));
+    assert!(out.effects.contains(&Effect::StartTimer(
+        Timer::DropWait,
+        Limits::default().drop_wait
+    )));
 }
 
 #[test]
 fn battery_thresholds() {
     let mut m = Machine::new(Limits::default());
-    run(
-        &mut m,
-        &[
-            Event::Task(delivery()),
-            Event::PreflightPassed,
-            Event::ClimbComplete,
-        ],
-    );
-    m.handle(&Event::BatteryLow);
-    assert_eq!(
-        m.state(),
-        Aborting,
-        "low battery with the parcel: home with it"
-    );
-    let out = m.handle(&Event::BatteryCritical);
+    run(&mut m, &to_cruise());
+    m.handle(&Event::BatteryLow("10.3 V under 10.5 V".into()));
+    assert_eq!(m.state(), Aborting, "parcel on board: home with it");
+    let out = m.handle(&Event::BatteryCritical("9.9 V".into()));
     assert_eq!(m.state(), EmergencyLanding);
-    assert!(out.effects.contains(&Effect::LandNow));
-    assert!(m.handle(&cmd(CommandKind::Resume)).rejected.is_some());
+    assert_eq!(out.flights().collect::<Vec<_>>(), [Fly::LandNow]);
 }
 
 #[test]
 fn gps_loss_holds_then_lands() {
     let mut m = Machine::new(Limits::default());
-    run(
-        &mut m,
-        &[
-            Event::Task(delivery()),
-            Event::PreflightPassed,
-            Event::ClimbComplete,
-        ],
-    );
+    run(&mut m, &to_cruise());
     let out = m.handle(&Event::GpsLost);
-    assert!(out.effects.contains(&Effect::Hold));
-    assert_eq!(m.state(), Navigating);
+    assert_eq!(out.flights().collect::<Vec<_>>(), [Fly::Hold]);
     m.handle(&Event::TimerFired(Timer::GpsLoss));
     assert_eq!(m.state(), EmergencyLanding);
 }
 
+/// Cloud up/down are events; the machine times the outage and acts only while waiting for
+/// the drop (elsewhere the flight goes on; over the locker the clock starts on arrival).
 #[test]
 fn cloud_loss_only_matters_while_waiting_for_the_drop() {
-    let mut m = Machine::new(Limits::default());
-    run(
-        &mut m,
-        &[
-            Event::Task(delivery()),
-            Event::PreflightPassed,
-            Event::ClimbComplete,
-        ],
+    let limits = Limits::default();
+    let mut m = Machine::new(limits.clone());
+    run(&mut m, &to_cruise());
+    let out = m.handle(&Event::CloudDown);
+    assert_eq!(
+        out.effects,
+        [Effect::StartTimer(
+            Timer::CloudLoss,
+            limits.cloud_loss_return
+        )]
     );
-    m.handle(&Event::CloudLost);
+    assert!(m
+        .handle(&Event::TimerFired(Timer::CloudLoss))
+        .effects
+        .is_empty());
     assert_eq!(m.state(), Navigating);
-    run(
-        &mut m,
-        &[
-            Event::OverDestination,
-            Event::AtDropHeight,
-            Event::CloudLost,
-        ],
-    );
+    m.handle(&Event::OverDestination);
+    let out = m.handle(&Event::AtDropHeight);
+    assert!(out.effects.contains(&Effect::StartTimer(
+        Timer::CloudLoss,
+        limits.cloud_loss_return
+    )));
+    let out = m.handle(&Event::TimerFired(Timer::CloudLoss));
     assert_eq!(m.state(), Aborting);
+    assert_eq!(reports(&out), [EventType::CloudLinkLost]);
+    // back up in time: nothing happens
+    let mut m = Machine::new(limits.clone());
+    run(&mut m, &to_waiting());
+    m.handle(&Event::CloudDown);
+    let out = m.handle(&Event::CloudUp);
+    assert_eq!(out.effects, [Effect::CancelTimer(Timer::CloudLoss)]);
 }
 
 #[test]
@@ -433,45 +317,287 @@ fn state_survives_serialisation_with_local_data() {
     let mut m = Machine::new(Limits::default());
     run(
         &mut m,
-        &[
-            Event::Task(delivery()),
-            Event::PreflightPassed,
-            Event::ClimbComplete,
-            cmd(CommandKind::Pause),
-        ],
+        &[to_cruise(), vec![cmd(CommandKind::Pause)]].concat(),
     );
-    let saved = m.to_json();
-    let mut back = Machine::from_json(saved, Limits::default()).unwrap();
+    let back = Machine::from_json(m.to_json(), Limits::default()).unwrap();
     assert_eq!(back.raw_state(), m.raw_state());
     assert_eq!(back.delivery(), m.delivery());
-    assert!(back.parcel_on_board());
-    back.handle(&cmd(CommandKind::Resume));
-    assert_eq!(back.nav_phase(), Some(NavPhase::Cruising));
+    assert!(back.left_ground());
+    assert_eq!(back.drone().flight, m.drone().flight);
 }
 
 #[test]
 fn restart_in_the_air_follows_the_policy() {
-    let waiting = setups()
-        .into_iter()
-        .find(|(n, _)| *n == "waiting_drop")
-        .unwrap()
-        .1;
-    let mut carry_on = Machine::new(Limits::default());
-    run(&mut carry_on, &waiting);
-    let out = carry_on.handle(&Event::Restarted { airborne: true });
-    assert_eq!(carry_on.state(), WaitingDrop);
-    assert!(out
-        .effects
-        .iter()
-        .any(|e| matches!(e, Effect::StartTimer(Timer::DropWait, _))));
+    for (carry_on, want) in [(true, Navigating), (false, Aborting)] {
+        let mut m = Machine::new(Limits {
+            continue_after_restart: carry_on,
+            ..Limits::default()
+        });
+        run(&mut m, &to_cruise());
+        let mut m = Machine::from_json(m.to_json(), m.limits().clone()).unwrap();
+        let out = m.handle(&Event::Restarted(Vehicle::Airborne));
+        assert_eq!(m.state(), want);
+        assert_eq!(reports(&out), [EventType::AgentRestarted]);
+    }
+}
 
-    let mut go_home = Machine::new(Limits {
-        continue_after_restart: false,
+/// Item 2: a take-off the autopilot refuses on the ground ends the delivery at once with the
+/// autopilot's words: IDLE, one report, no return-to-launch, disarmed.
+#[test]
+fn takeoff_refused_on_the_ground_returns_to_idle_with_the_autopilots_words() {
+    let mut m = Machine::new(Limits::default());
+    run(&mut m, &[Event::Task(delivery()), Event::PreflightPassed]);
+    let out = m.handle(&Event::FlightOpFailed {
+        op: FlightOp::Takeoff,
+        why: "Mode change to GUIDED failed: requires position".into(),
+        transient: false,
+    });
+    assert_eq!(m.state(), Idle);
+    assert_eq!(reports(&out), [EventType::PreflightFailed]);
+    assert!(reason(&out, EventType::PreflightFailed).contains("requires position"));
+    assert!(out.effects.contains(&Effect::Disarm));
+    assert_eq!(out.flights().count(), 0, "no RTL on the ground: {out:?}");
+    assert!(m.delivery().is_none());
+    assert!(
+        m.handle(&Event::Task(delivery())).rejected.is_none(),
+        "ready again"
+    );
+}
+
+/// A "not yet" (`TEMPORARILY_REJECTED`) on the ground is asked again, backing off, at most
+/// `flight_op_retries` times, silently; then IDLE with one report.
+#[test]
+fn transient_takeoff_refusals_back_off_and_are_bounded() {
+    let limits = Limits::default();
+    let mut m = Machine::new(limits.clone());
+    run(&mut m, &[Event::Task(delivery()), Event::PreflightPassed]);
+    let refusal = Event::FlightOpFailed {
+        op: FlightOp::Takeoff,
+        why: "Arm: Need Position Estimate".into(),
+        transient: true,
+    };
+    let mut waits = vec![];
+    for _ in 0..limits.flight_op_retries {
+        let out = m.handle(&refusal);
+        assert!(reports(&out).is_empty(), "not reported per retry: {out:?}");
+        let Some(Effect::StartTimer(Timer::FlightRetry, after)) = out.effects.last() else {
+            panic!("{out:?}")
+        };
+        waits.push(*after);
+        let again = m.handle(&Event::TimerFired(Timer::FlightRetry));
+        assert_eq!(
+            again.flights().collect::<Vec<_>>(),
+            [Fly::Takeoff { alt_m: 30.0 }]
+        );
+    }
+    assert!(
+        waits.windows(2).all(|w| w[1] > w[0]),
+        "backs off: {waits:?}"
+    );
+    let out = m.handle(&refusal);
+    assert_eq!(m.state(), Idle);
+    assert_eq!(reports(&out), [EventType::PreflightFailed]);
+}
+
+/// Item 2's storm: a refused return-to-launch is asked again a bounded number of times,
+/// reported once, then the drone lands where it is.
+#[test]
+fn refused_return_to_launch_is_bounded_reported_once_then_lands() {
+    let limits = Limits::default();
+    let mut m = Machine::new(limits.clone());
+    run(
+        &mut m,
+        &[to_cruise(), vec![cmd(CommandKind::Abort)]].concat(),
+    );
+    let refusal = Event::FlightOpFailed {
+        op: FlightOp::ReturnHome,
+        why: "Mode change to RTL failed: requires position".into(),
+        transient: false,
+    };
+    let (mut sent, mut rtl) = (vec![], 0);
+    for _ in 0..50 {
+        let out = m.handle(&refusal);
+        sent.extend(reports(&out));
+        let out = m.handle(&Event::TimerFired(Timer::FlightRetry));
+        rtl += out.flights().filter(|f| *f == Fly::ReturnHome).count();
+        sent.extend(reports(&out));
+        if m.state() != Aborting {
+            break;
+        }
+    }
+    assert_eq!(rtl as u32, limits.flight_op_retries);
+    assert_eq!(m.state(), EmergencyLanding);
+    assert_eq!(sent, [EventType::FlightOpRefused, EventType::Failsafe]);
+}
+
+/// Item 12: the refusal of an operation a newer one superseded changes nothing.
+#[test]
+fn a_superseded_operations_refusal_is_not_applied() {
+    let mut m = Machine::new(Limits::default());
+    run(&mut m, &to_cruise());
+    m.handle(&cmd(CommandKind::Pause)); // Hold supersedes the goto
+    let out = m.handle(&Event::FlightOpFailed {
+        op: FlightOp::Goto,
+        why: "home position not known yet".into(),
+        transient: false,
+    });
+    assert_eq!(out, Outcome::default());
+    assert_eq!(m.state(), Paused);
+}
+
+/// Item 5: a mode change the agent did not ask for is reported with the autopilot's words and
+/// followed: nothing is commanded until `resume`.
+#[test]
+fn the_autopilots_own_decision_is_reported_and_followed() {
+    let mut m = Machine::new(Limits::default());
+    run(&mut m, &to_cruise());
+    let out = m.handle(&Event::AutopilotTookOver {
+        mode: "RTL".into(),
+        reason: "Battery Failsafe".into(),
+    });
+    assert_eq!(m.state(), AutopilotControl);
+    assert!(reason(&out, EventType::AutopilotTookOver).contains("Battery Failsafe"));
+    assert_eq!(out.flights().count(), 0);
+    for e in [
+        Event::GpsLost,
+        Event::BatteryLow("low".into()),
+        Event::TimerFired(Timer::FlightRetry),
+        Event::TimerFired(Timer::GpsLoss),
+    ] {
+        assert_eq!(m.handle(&e).flights().count(), 0, "{}", e.name());
+    }
+    let out = m.handle(&Event::LandedAtHome);
+    assert_eq!(m.state(), Completed);
+    assert_eq!(reports(&out), [EventType::ArrivedBase]);
+    // ... or `resume` takes control back: over the locker again from cruise
+    let mut m = Machine::new(Limits::default());
+    run(&mut m, &to_waiting());
+    m.handle(&Event::AutopilotTookOver {
+        mode: "LOITER".into(),
+        reason: "RC pilot".into(),
+    });
+    let out = m.handle(&cmd(CommandKind::Resume));
+    assert_eq!(m.nav_phase(), Some(NavPhase::Cruising));
+    assert!(out
+        .flights()
+        .any(|f| matches!(f, Fly::Goto { alt_m, .. } if alt_m == 30.0)));
+}
+
+#[test]
+fn take_back_by_config_flies_home() {
+    let mut m = Machine::new(Limits {
+        take_back_after: Some(std::time::Duration::from_secs(30)),
         ..Limits::default()
     });
-    run(&mut go_home, &waiting);
-    go_home.handle(&Event::Restarted { airborne: true });
-    assert_eq!(go_home.state(), Aborting);
+    run(&mut m, &to_cruise());
+    let out = m.handle(&Event::AutopilotTookOver {
+        mode: "LOITER".into(),
+        reason: "fence".into(),
+    });
+    assert!(out.effects.contains(&Effect::StartTimer(
+        Timer::TakeBack,
+        std::time::Duration::from_secs(30)
+    )));
+    let out = m.handle(&Event::TimerFired(Timer::TakeBack));
+    assert_eq!(m.state(), Aborting);
+    assert_eq!(out.flights().collect::<Vec<_>>(), [Fly::ReturnHome]);
+}
+
+/// Item 14: LANDED_ELSEWHERE's way out is a technician's `ready`, refused while armed or in
+/// the air.
+#[test]
+fn landed_elsewhere_leaves_on_a_technicians_ready_only_when_safe() {
+    let mut m = Machine::new(Limits::default());
+    run(&mut m, &[to_cruise(), vec![Event::LandedAway]].concat());
+    assert_eq!(m.state(), LandedElsewhere);
+    assert!(m.handle(&Event::Task(delivery())).rejected.is_some());
+    let out = m.handle(&Event::TechnicianReady {
+        armed: true,
+        in_air: false,
+    });
+    assert!(out.rejected.expect("refused").contains("armed"));
+    assert_eq!(m.state(), LandedElsewhere);
+    let out = m.handle(&Event::TechnicianReady {
+        armed: false,
+        in_air: false,
+    });
+    assert_eq!(m.state(), Idle);
+    assert_eq!(reports(&out), [EventType::Ready]);
+    assert!(m.handle(&Event::Task(delivery())).rejected.is_none());
+}
+
+/// Item 15: a restart in FAILSAFE after the autopilot landed resolves (home or away).
+#[test]
+fn restart_in_failsafe_after_the_autopilot_landed_resolves() {
+    for (at_home, want) in [(true, Completed), (false, LandedElsewhere)] {
+        let mut m = Machine::new(Limits::default());
+        run(&mut m, &[to_cruise(), vec![Event::FcLinkLost]].concat());
+        assert_eq!(m.state(), Failsafe);
+        let mut m = Machine::from_json(m.to_json(), Limits::default()).unwrap();
+        m.handle(&Event::Restarted(Vehicle::OnGround { at_home }));
+        assert_eq!(m.state(), want);
+    }
+}
+
+/// A take-off that had not left the ground when the agent died is checked again.
+#[test]
+fn restart_during_a_takeoff_still_on_the_ground_checks_again() {
+    let mut m = Machine::new(Limits::default());
+    run(&mut m, &[Event::Task(delivery()), Event::PreflightPassed]);
+    let out = m.handle(&Event::Restarted(Vehicle::OnGround { at_home: true }));
+    assert_eq!(m.state(), Preflight);
+    assert!(out.effects.contains(&Effect::RunPreflight));
+}
+
+/// Item 16: killed between `drop_cargo` and the confirmation: the payload is read, then the
+/// release is confirmed (it is open) or ordered again (it is not).
+#[test]
+fn restart_mid_release_reads_the_payload_then_confirms_or_releases_again() {
+    for (reading, want) in [
+        (PayloadReading::Released, Dropped),
+        (PayloadReading::Closed, WaitingDrop),
+        (PayloadReading::Unknown, WaitingDrop),
+    ] {
+        let mut m = Machine::new(Limits::default());
+        run(
+            &mut m,
+            &[to_waiting(), vec![cmd(CommandKind::DropCargo)]].concat(),
+        );
+        assert!(m.drone().releasing);
+        let mut m = Machine::from_json(m.to_json(), Limits::default()).unwrap();
+        let out = m.handle(&Event::Restarted(Vehicle::Airborne));
+        assert!(out.effects.contains(&Effect::ReadPayload), "{out:?}");
+        let out = m.handle(&Event::PayloadRead(reading));
+        assert_eq!(m.state(), want, "{reading:?}");
+        if want == WaitingDrop {
+            assert!(out.effects.contains(&Effect::ReleasePayload));
+        } else {
+            assert_eq!(reports(&out), [EventType::DropConfirmed]);
+        }
+    }
+}
+
+/// Item 18: the technician's test release goes through the machine; a task meanwhile waits.
+#[test]
+fn test_release_blocks_a_task_until_done() {
+    let mut m = Machine::new(Limits::default());
+    let out = m.handle(&Event::TestRelease);
+    assert!(out.effects.contains(&Effect::TestRelease));
+    assert!(
+        m.handle(&Event::TestRelease).rejected.is_some(),
+        "one at a time"
+    );
+    let why = m
+        .handle(&Event::Task(delivery()))
+        .rejected
+        .expect("blocked");
+    assert!(why.contains("test release"), "{why}");
+    m.handle(&Event::TestReleaseDone);
+    assert!(m.handle(&Event::Task(delivery())).rejected.is_none());
+    assert!(
+        m.handle(&Event::TestRelease).rejected.is_some(),
+        "not on a delivery"
+    );
 }
 
 #[test]
@@ -490,6 +616,7 @@ fn diagram_covers_every_state() {
         EmergencyLanding,
         Failsafe,
         LandedElsewhere,
+        AutopilotControl,
     ] {
         assert!(d.contains(&state_name(s)), "{s:?} missing from the diagram");
     }

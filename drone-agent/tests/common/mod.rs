@@ -165,7 +165,14 @@ impl Backend {
                 .unwrap_or_else(|_| {
                     panic!(
                         "no {kind:?} event within {WAIT:?}; events so far: {:?}",
-                        self.event_types()
+                        self.events
+                            .iter()
+                            .map(|e| format!(
+                                "{:?}({})",
+                                e.event_type,
+                                e.reason.as_deref().unwrap_or("")
+                            ))
+                            .collect::<Vec<_>>()
                     )
                 });
             if let Message::Event(e) = env.message {

@@ -15,6 +15,10 @@
 //! mode_change_timeout_ms = 3000       # wait for HEARTBEAT to show a requested mode
 //! mission_timeout_ms = 1500           # per mission-protocol step
 //! mission_retries = 5
+//! gripper_confirm_timeout_ms = 3000   # ArduPilot: wait for "Gripper load released" after the ACK
+//! gripper_settle_ms = 500             # after the autopilot confirms the gripper, before returning
+//! hold_brake_timeout_ms = 5000        # ArduPilot hold: BRAKE this long at most before GUIDED here
+//! heartbeat_type = "onboard_controller"  # or "gcs": what our HEARTBEAT says we are (see below)
 //!
 //! [flight_controller.telemetry]       # messages per second requested with SET_MESSAGE_INTERVAL
 //! position_hz = 10.0
@@ -54,8 +58,34 @@ pub struct FcLinkConfig {
     pub mission_timeout_ms: u64,
     #[serde(default = "default_mission_retries")]
     pub mission_retries: u32,
+    #[serde(default = "default_gripper_confirm_timeout_ms")]
+    pub gripper_confirm_timeout_ms: u64,
+    #[serde(default = "default_gripper_settle_ms")]
+    pub gripper_settle_ms: u64,
+    #[serde(default = "default_hold_brake_timeout_ms")]
+    pub hold_brake_timeout_ms: u64,
+    #[serde(default)]
+    pub heartbeat_type: HeartbeatType,
     #[serde(default)]
     pub telemetry: TelemetryRates,
+}
+
+/// The `MAV_TYPE` of our HEARTBEAT: which of the autopilot's link-loss failsafes count us.
+///
+/// - `onboard_controller` (default): a companion computer. PX4 logs "Connection to mission
+///   computer lost" after `COM_OBC_LOSS_T` without it but attaches no action to it; ArduPilot
+///   counts it for its GCS failsafe only if our system id is `SYSID_MYGCS` (`MAV_GCS_SYSID`).
+/// - `gcs`: a ground station. PX4 then counts us as its data link: `NAV_DLL_ACT` (e.g. 2 = Return)
+///   acts after `COM_DL_LOSS_T` seconds without our HEARTBEAT, and with `NAV_DLL_ACT` > 0 PX4
+///   refuses to arm without a data link, which we then are.
+///
+/// See the module docs of [`crate::flight`] for the full per-autopilot set-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeartbeatType {
+    #[default]
+    OnboardController,
+    Gcs,
 }
 
 /// Message rates to request from the autopilot, per second (0 = leave the autopilot's default).
@@ -120,6 +150,15 @@ fn default_mission_timeout_ms() -> u64 {
 fn default_mission_retries() -> u32 {
     5
 }
+fn default_gripper_confirm_timeout_ms() -> u64 {
+    3000
+}
+fn default_gripper_settle_ms() -> u64 {
+    500
+}
+fn default_hold_brake_timeout_ms() -> u64 {
+    5000
+}
 
 impl FcLinkConfig {
     /// Defaults for everything but the connection.
@@ -136,6 +175,10 @@ impl FcLinkConfig {
             mode_change_timeout_ms: default_mode_change_timeout_ms(),
             mission_timeout_ms: default_mission_timeout_ms(),
             mission_retries: default_mission_retries(),
+            gripper_confirm_timeout_ms: default_gripper_confirm_timeout_ms(),
+            gripper_settle_ms: default_gripper_settle_ms(),
+            hold_brake_timeout_ms: default_hold_brake_timeout_ms(),
+            heartbeat_type: HeartbeatType::default(),
             telemetry: TelemetryRates::default(),
         }
     }
@@ -217,6 +260,19 @@ impl FcLinkConfig {
             60_000,
         );
         v.range(&f("mission_retries"), self.mission_retries, 0, 50);
+        v.range(
+            &f("gripper_confirm_timeout_ms"),
+            self.gripper_confirm_timeout_ms,
+            50,
+            60_000,
+        );
+        v.range(&f("gripper_settle_ms"), self.gripper_settle_ms, 0, 30_000);
+        v.range(
+            &f("hold_brake_timeout_ms"),
+            self.hold_brake_timeout_ms,
+            100,
+            60_000,
+        );
         let t = &self.telemetry;
         for (name, hz) in [
             ("position_hz", t.position_hz),

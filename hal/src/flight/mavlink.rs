@@ -22,24 +22,28 @@
 //! Commands with the same id are serialised (the protocol allows one in flight per command);
 //! different commands run concurrently, so a long gripper cycle never blocks an RTL.
 //!
-//! Known limits: COMMAND_ACK's target fields are MAVLink 2 extensions this dialect build does not
-//! decode, so an ACK for the same command sent by another GCS on the same link would be taken as
-//! ours, and an ACK that arrives after its command timed out can answer the next command with the
-//! same id. SERVO_OUTPUT_RAW's servo9..16 extension fields are not decoded either: outputs 9..16
-//! are read from the message's port 1 (PX4 sends it; ArduPilot puts them in the extensions).
+//! A COMMAND_ACK or mission reply addressed to another system or component (its target fields; 0
+//! is a broadcast) is not ours and is dropped: an autopilot answers every GCS on the link. Servo
+//! outputs 9..16 are read from SERVO_OUTPUT_RAW's extension fields on port 0 (ArduPilot 4.x, PX4
+//! 1.16), or from port 1 once an autopilot sends that (older PX4).
+//!
+//! Known limit: an ACK that arrives after its command timed out can answer the next command with
+//! the same id (the protocol has no per-request id).
 
-use super::config::FcLinkConfig;
+use super::config::{FcLinkConfig, HeartbeatType};
 use super::connection::ConnectionString;
 use super::modes;
 use super::{
-    Autopilot, FcError, FcSnapshot, FlightController, FlightModeKind, GeoPoint, GlobalPosition,
-    GpsFixType, GripperAction, LandedState, LandingTarget, LinkState, MissionItem, MissionProgress,
-    PreflightCheck, PreflightReport,
+    Autopilot, AutopilotMessage, AutopilotModeChange, BatteryChargeState, FcError, FcSnapshot,
+    FlightController, FlightMode, FlightModeKind, GeoPoint, GlobalPosition, GpsFixType,
+    GripperAction, LandedState, LandingTarget, LinkState, MissionItem, MissionProgress,
+    PreflightCheck, PreflightReport, Severity,
 };
 use mavlink::dialects::ardupilotmega as apm;
 use mavlink::dialects::ardupilotmega::{MavCmd, MavMessage, MavResult};
 use mavlink::{AsyncMavConnection, MavHeader};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -138,6 +142,13 @@ struct Shared {
     target_ids: std::sync::atomic::AtomicU32,
     /// The snapshot changed without waking watchers (see [`Shared::update`]).
     dirty: std::sync::atomic::AtomicBool,
+    /// Every STATUSTEXT and PX4 event, as [`AutopilotMessage`]s.
+    messages: broadcast::Sender<AutopilotMessage>,
+    /// Counts motion operations (take-off, go-to, hold, RTL, ...): an operation that finds a newer
+    /// one started when it ends reports `Cancelled` instead of its stale result.
+    motion_generation: AtomicU64,
+    /// Messages the receive path wants sent (REQUEST_EVENT); the receive loop sends them.
+    outbox: Mutex<Vec<MavMessage>>,
 }
 
 /// What the link remembers beyond the snapshot.
@@ -151,6 +162,20 @@ struct LinkMemory {
     prearm_ok: Option<bool>,
     seen_extended_state: bool,
     last_heartbeat: Option<SystemTime>,
+    /// A SERVO_OUTPUT_RAW for port 1 arrived (the older PX4 layout of outputs 9..16).
+    servo_port1_seen: bool,
+    /// The mode this link last asked for (explicitly or by a command that changes mode), until a
+    /// HEARTBEAT shows it: any other change is the autopilot's own.
+    requested_mode: Option<FlightModeKind>,
+    /// Recent warning-or-worse messages, for the reason of an autopilot-initiated mode change.
+    recent_warnings: VecDeque<(Instant, String)>,
+    /// The latest autopilot-initiated mode change and until when later messages add to its reason.
+    mode_change_seq: u32,
+    reason_open_until: Option<Instant>,
+    /// Counts gripper confirmations (ArduPilot's "Gripper load released/grabbed").
+    gripper_confirmations: u32,
+    /// The last PX4 event sequence number seen (events protocol), to ask for missed ones.
+    px4_event_seq: Option<u16>,
 }
 
 impl MavlinkFc {
@@ -173,6 +198,9 @@ impl MavlinkFc {
             sequence: std::sync::atomic::AtomicU8::new(0),
             target_ids: std::sync::atomic::AtomicU32::new(0),
             dirty: std::sync::atomic::AtomicBool::new(false),
+            messages: broadcast::channel(64).0,
+            motion_generation: AtomicU64::new(0),
+            outbox: Mutex::new(Vec::new()),
         });
         let span = tracing::info_span!("fc_link", connection = %shared.cfg.connection);
         let supervisor = tokio::spawn(supervise(shared.clone()).instrument(span));
@@ -254,9 +282,13 @@ impl Drop for AbortOnDrop {
 async fn send_heartbeats(shared: Arc<Shared>, conn: Arc<Conn>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mavtype = match shared.cfg.heartbeat_type {
+        HeartbeatType::OnboardController => apm::MavType::MAV_TYPE_ONBOARD_CONTROLLER,
+        HeartbeatType::Gcs => apm::MavType::MAV_TYPE_GCS,
+    };
     let msg = MavMessage::HEARTBEAT(apm::HEARTBEAT_DATA {
         custom_mode: 0,
-        mavtype: apm::MavType::MAV_TYPE_ONBOARD_CONTROLLER,
+        mavtype,
         autopilot: apm::MavAutopilot::MAV_AUTOPILOT_INVALID,
         base_mode: apm::MavModeFlag::empty(),
         system_status: apm::MavState::MAV_STATE_ACTIVE,
@@ -274,6 +306,21 @@ async fn send_heartbeats(shared: Arc<Shared>, conn: Arc<Conn>) {
 /// Runs until the link is judged lost; returns why.
 /// How long a telemetry change may wait before snapshot watchers are woken.
 const NOTIFY_EVERY: Duration = Duration::from_millis(2);
+
+/// How far before and after an autopilot-initiated mode change its messages count as the reason.
+const REASON_WINDOW: Duration = Duration::from_secs(2);
+
+/// Joins distinct texts into one reason (`None` if there are none), at most four of them.
+fn join_reasons<'a>(texts: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut seen: Vec<&str> = Vec::new();
+    for t in texts {
+        if !seen.contains(&t) {
+            seen.push(t);
+        }
+    }
+    let n = seen.len();
+    (n > 0).then(|| seen[n.saturating_sub(4)..].join("; "))
+}
 
 async fn receive(shared: &Arc<Shared>, conn: &Conn) -> String {
     let timeout = shared.cfg.heartbeat_timeout();
@@ -295,6 +342,12 @@ async fn receive(shared: &Arc<Shared>, conn: &Conn) -> String {
                         if !got_heartbeat {
                             got_heartbeat = true;
                             tokio::spawn(request_telemetry(shared.clone()).in_current_span());
+                        }
+                    }
+                    let outgoing = std::mem::take(&mut *lock(&shared.outbox));
+                    for msg in outgoing {
+                        if let Err(error) = conn.send(&shared.header(), &msg).await {
+                            debug!(%error, "queued message not sent");
                         }
                     }
                     if !wake_armed && shared.dirty.load(Ordering::Relaxed) {
@@ -324,8 +377,26 @@ async fn receive(shared: &Arc<Shared>, conn: &Conn) -> String {
 }
 
 async fn request_telemetry(shared: Arc<Shared>) {
+    // home first: a re-attach in flight needs it for the next go-to (PX4 takes AMSL altitudes),
+    // and nine set-up commands before it once made a re-issued go-to fail "home not known yet"
+    if let Err(error) = shared.request_home().await {
+        debug!(%error, "HOME_POSITION request not acknowledged");
+    }
     let t = shared.cfg.telemetry;
-    let wanted: [(u32, f64, &str); 8] = [
+    // each autopilot reports its position estimate in its own message
+    let estimator = match shared.snapshot.borrow().autopilot {
+        Autopilot::Px4 => (
+            apm::ESTIMATOR_STATUS_DATA::ID_U32,
+            t.status_hz,
+            "ESTIMATOR_STATUS",
+        ),
+        _ => (
+            apm::EKF_STATUS_REPORT_DATA::ID_U32,
+            t.status_hz,
+            "EKF_STATUS_REPORT",
+        ),
+    };
+    let wanted: [(u32, f64, &str); 9] = [
         (
             apm::GLOBAL_POSITION_INT_DATA::ID_U32,
             t.position_hz,
@@ -354,6 +425,7 @@ async fn request_telemetry(shared: Arc<Shared>) {
             t.status_hz,
             "MISSION_CURRENT",
         ),
+        estimator,
     ];
     for (id, hz, name) in wanted {
         if hz <= 0.0 {
@@ -372,25 +444,35 @@ async fn request_telemetry(shared: Arc<Shared>) {
             Err(error) => warn!(message = name, hz, %error, "message rate not set"),
         }
     }
-    if let Err(error) = shared
-        .command(
-            "MAV_CMD_REQUEST_MESSAGE",
-            MavCmd::MAV_CMD_REQUEST_MESSAGE,
-            [
-                apm::HOME_POSITION_DATA::ID_U32 as f32,
-                0.0,
-                0.0,
-                0.0,
-                0.0,
-                0.0,
-                0.0,
-            ],
-        )
-        .await
-    {
-        debug!(%error, "HOME_POSITION request not acknowledged");
+    // PX4 sends HOME_POSITION only when asked (or when home changes): before its first fix there
+    // is none to send, so keep asking, backing off, until home is known or the link drops
+    let mut wait = Duration::from_millis(500);
+    for _ in 0..HOME_REQUESTS {
+        if shared.snapshot.borrow().home.is_some() {
+            return;
+        }
+        let mut link = shared.link_up.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = link.wait_for(|up| !up) => return,
+        }
+        if shared.snapshot.borrow().home.is_none() {
+            if let Err(error) = shared.request_home().await {
+                debug!(%error, "HOME_POSITION request not acknowledged");
+            }
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+    if shared.snapshot.borrow().home.is_none() {
+        warn!(
+            attempts = HOME_REQUESTS,
+            "the autopilot has not sent its home position"
+        );
     }
 }
+
+/// How many times a connection asks for HOME_POSITION before only the pre-flight check says so.
+const HOME_REQUESTS: u32 = 40;
 
 /// Message ids as u32 (the generated `ID` constants).
 trait IdU32 {
@@ -486,6 +568,10 @@ impl Shared {
         if sender != sys {
             return false;
         }
+        if !self.addressed_to_us(&msg) {
+            debug!(?msg, "reply for another system or component ignored");
+            return false;
+        }
         match msg {
             MavMessage::COMMAND_ACK(_)
             | MavMessage::MISSION_REQUEST_INT(_)
@@ -499,6 +585,22 @@ impl Shared {
         false
     }
 
+    /// Whether a protocol reply is meant for us: COMMAND_ACK (its target fields are MAVLink 2
+    /// extensions: 0/0 when the sender left them out) and the mission replies name the system and
+    /// component they answer; 0 is a broadcast. An autopilot answers each GCS and companion on the
+    /// link, and another one's ACK for the same command must not end our wait.
+    #[allow(deprecated)]
+    fn addressed_to_us(&self, msg: &MavMessage) -> bool {
+        let (sys, comp) = match msg {
+            MavMessage::COMMAND_ACK(a) => (a.target_system, a.target_component),
+            MavMessage::MISSION_REQUEST_INT(r) => (r.target_system, r.target_component),
+            MavMessage::MISSION_REQUEST(r) => (r.target_system, r.target_component),
+            MavMessage::MISSION_ACK(a) => (a.target_system, a.target_component),
+            _ => return true,
+        };
+        (sys == 0 || sys == self.cfg.system_id) && (comp == 0 || comp == self.cfg.component_id)
+    }
+
     fn on_heartbeat(&self, system: u8, component: u8, hb: &apm::HEARTBEAT_DATA) {
         let now = SystemTime::now();
         let autopilot = match hb.autopilot {
@@ -510,6 +612,11 @@ impl Shared {
         let armed = hb
             .base_mode
             .contains(apm::MavModeFlag::MAV_MODE_FLAG_SAFETY_ARMED);
+        let critical = matches!(
+            hb.system_status,
+            apm::MavState::MAV_STATE_CRITICAL | apm::MavState::MAV_STATE_EMERGENCY
+        );
+        let own_change = self.autopilot_initiated(autopilot, &mode, armed);
         let seen_ext = {
             let mut st = lock(&self.state);
             st.last_heartbeat = Some(now);
@@ -534,12 +641,30 @@ impl Shared {
             );
             if s.mode != mode {
                 mode_changed = Some((s.mode.raw.clone(), mode.raw.clone()));
+                if let Some((seq, reason)) = own_change.clone() {
+                    s.autopilot_mode_change = Some(AutopilotModeChange {
+                        seq,
+                        from: s.mode.clone(),
+                        to: mode.clone(),
+                        reason,
+                        at: now,
+                    });
+                }
                 s.mode = mode;
             }
             if s.armed != armed {
                 info!(armed, "arming state changed");
             }
             s.armed = armed;
+            s.critical = critical;
+            if !armed
+                && s.battery_failsafe.is_some()
+                && s.battery_charge_state.is_none_or(|c| !c.is_low_or_worse())
+                && !s.health_failures.contains(&"battery")
+            {
+                // a pack swapped on the ground: the announcement is history
+                s.battery_failsafe = None;
+            }
             if !seen_ext {
                 // no EXTENDED_SYS_STATE from this autopilot: disarmed is on the ground at least
                 if !armed {
@@ -550,12 +675,69 @@ impl Shared {
             }
         });
         if let Some((from, to)) = mode_changed {
-            info!(from, to, "flight mode changed");
+            match own_change {
+                Some((seq, reason)) => {
+                    warn!(
+                        from,
+                        to, seq, reason, "the autopilot changed mode by itself"
+                    )
+                }
+                None => info!(from, to, "flight mode changed"),
+            }
         }
         if newly_connected {
             info!("flight-controller link up");
             self.link_up.send_replace(true);
         }
+    }
+
+    /// Whether a HEARTBEAT's mode is a change the autopilot made by itself: not the mode this link
+    /// asked for, not the autopilot's own next step after one (PX4 Takeoff → Hold, a mission's end
+    /// or RTL item, RTL's landing), and not the first mode seen. Only while armed (or just
+    /// disarmed): on the ground the agent is not flying anything to follow. Returns the change's
+    /// number and the autopilot's words so far.
+    fn autopilot_initiated(
+        &self,
+        autopilot: Autopilot,
+        mode: &FlightMode,
+        armed: bool,
+    ) -> Option<(u32, Option<String>)> {
+        let (before, was_armed) = {
+            let s = self.snapshot.borrow();
+            (s.mode.clone(), s.armed)
+        };
+        if before.raw == mode.raw || before.kind == FlightModeKind::Unknown {
+            return None;
+        }
+        let mut st = lock(&self.state);
+        if st
+            .requested_mode
+            .is_some_and(|r| modes::satisfies(autopilot, mode.kind, r))
+        {
+            st.requested_mode = None;
+            return None;
+        }
+        use FlightModeKind as K;
+        let next_step = matches!(
+            (before.kind, mode.kind),
+            (K::Takeoff, K::Hold | K::Guided)
+                | (K::Auto, K::Hold | K::ReturnToLaunch | K::Land)
+                | (K::ReturnToLaunch, K::Land)
+        );
+        if next_step || !(armed || was_armed) {
+            return None;
+        }
+        st.requested_mode = None;
+        st.mode_change_seq += 1;
+        let now = Instant::now();
+        st.reason_open_until = Some(now + REASON_WINDOW);
+        let reason = join_reasons(
+            st.recent_warnings
+                .iter()
+                .filter(|(at, _)| now.duration_since(*at) <= REASON_WINDOW)
+                .map(|(_, t)| t.as_str()),
+        );
+        Some((st.mode_change_seq, reason))
     }
 
     /// Changes the snapshot in place without waking watchers: the receive loop wakes them at most
@@ -579,6 +761,8 @@ impl Shared {
 
     fn on_telemetry(&self, msg: MavMessage) {
         match msg {
+            // ArduPilot sends 0, 0 until its EKF has an origin: not a position
+            MavMessage::GLOBAL_POSITION_INT(p) if p.lat == 0 && p.lon == 0 => {}
             MavMessage::GLOBAL_POSITION_INT(p) => self.update(|s| {
                 s.position = Some(GlobalPosition {
                     lat_deg: f64::from(p.lat) * 1e-7,
@@ -620,9 +804,13 @@ impl Shared {
                             .contains(S::MAV_SYS_STATUS_PREARM_CHECK)
                     });
                 lock(&self.state).prearm_ok = prearm;
-                let failing = st.onboard_control_sensors_enabled
-                    & !st.onboard_control_sensors_health
-                    & !S::MAV_SYS_STATUS_PREARM_CHECK;
+                let failing =
+                    st.onboard_control_sensors_enabled & !st.onboard_control_sensors_health;
+                let failures: Vec<&'static str> = FLIGHT_NEEDS
+                    .iter()
+                    .filter(|(bit, _)| failing.contains(*bit))
+                    .map(|(_, name)| *name)
+                    .collect();
                 self.update(|s| {
                     if st.battery_remaining >= 0 {
                         s.battery_percent = Some(f64::from(st.battery_remaining));
@@ -630,22 +818,51 @@ impl Shared {
                     if st.voltage_battery != u16::MAX {
                         s.battery_voltage = Some(f64::from(st.voltage_battery) * 1e-3);
                     }
-                    s.healthy = failing.is_empty();
+                    s.healthy = failures.is_empty();
+                    s.health_failures = failures;
                 });
+            }
+            MavMessage::EKF_STATUS_REPORT(e) => {
+                let ok = position_usable(u32::from(e.flags.bits()));
+                self.update(|s| s.position_estimate = Some(ok));
+            }
+            MavMessage::ESTIMATOR_STATUS(e) => {
+                let ok = position_usable(u32::from(e.flags.bits()));
+                self.update(|s| s.position_estimate = Some(ok));
             }
             MavMessage::BATTERY_STATUS(b) => self.update(|s| {
                 if b.battery_remaining >= 0 {
                     s.battery_percent = Some(f64::from(b.battery_remaining));
                 }
-                let mv: u32 = b
+                let cells: Vec<f64> = b
                     .voltages
                     .iter()
-                    .filter(|v| **v != u16::MAX)
-                    .map(|v| u32::from(*v))
-                    .sum();
-                if mv > 0 {
-                    s.battery_voltage = Some(f64::from(mv) * 1e-3);
+                    .chain(b.voltages_ext.iter())
+                    .filter(|v| **v != u16::MAX && **v != 0)
+                    .map(|v| f64::from(*v) * 1e-3)
+                    .collect();
+                let total: f64 = cells.iter().sum();
+                if total > 0.0 {
+                    s.battery_voltage = Some(total);
                 }
+                // one entry is the whole pack (ArduPilot's analog monitor): no per-cell report
+                s.battery_cells_v = if cells.len() >= 2 { cells } else { Vec::new() };
+                use apm::MavBatteryChargeState as C;
+                s.battery_charge_state = Some(match b.charge_state {
+                    C::MAV_BATTERY_CHARGE_STATE_OK => BatteryChargeState::Ok,
+                    C::MAV_BATTERY_CHARGE_STATE_LOW => BatteryChargeState::Low,
+                    C::MAV_BATTERY_CHARGE_STATE_CRITICAL => BatteryChargeState::Critical,
+                    C::MAV_BATTERY_CHARGE_STATE_EMERGENCY => BatteryChargeState::Emergency,
+                    C::MAV_BATTERY_CHARGE_STATE_FAILED => BatteryChargeState::Failed,
+                    C::MAV_BATTERY_CHARGE_STATE_UNHEALTHY => BatteryChargeState::Unhealthy,
+                    C::MAV_BATTERY_CHARGE_STATE_CHARGING => BatteryChargeState::Charging,
+                    _ => BatteryChargeState::Undefined,
+                });
+                s.battery_faults = BATTERY_FAULTS
+                    .iter()
+                    .filter(|(bit, _)| b.fault_bitmask.contains(*bit))
+                    .map(|(_, name)| *name)
+                    .collect();
             }),
             MavMessage::EXTENDED_SYS_STATE(e) => {
                 use apm::MavLandedState as L;
@@ -684,10 +901,10 @@ impl Shared {
                 }
             }
             MavMessage::SERVO_OUTPUT_RAW(o) => {
-                // port 0 carries outputs 1..8, port 1 outputs 9..16 (the extension fields servo9..16
-                // are not decoded by this dialect build)
-                let base = usize::from(o.port.min(1)) * 8;
-                let vals = [
+                // ArduPilot 4.x and PX4 1.16 send all 16 outputs on port 0, 9..16 in the MAVLink 2
+                // extension fields; older PX4 sent 9..16 as port 1. An extension field that was not
+                // sent decodes as 0, so once a port 1 message was seen it owns 9..16.
+                let low = [
                     o.servo1_raw,
                     o.servo2_raw,
                     o.servo3_raw,
@@ -697,21 +914,175 @@ impl Shared {
                     o.servo7_raw,
                     o.servo8_raw,
                 ];
-                self.update(|s| {
-                    let outs = s.servo_outputs_us.get_or_insert([0; 16]);
-                    outs[base..base + 8].copy_from_slice(&vals);
-                });
+                let high = [
+                    o.servo9_raw,
+                    o.servo10_raw,
+                    o.servo11_raw,
+                    o.servo12_raw,
+                    o.servo13_raw,
+                    o.servo14_raw,
+                    o.servo15_raw,
+                    o.servo16_raw,
+                ];
+                let port1_seen = {
+                    let mut st = lock(&self.state);
+                    st.servo_port1_seen |= o.port == 1;
+                    st.servo_port1_seen
+                };
+                match o.port {
+                    0 => self.update(|s| {
+                        let outs = s.servo_outputs_us.get_or_insert([0; 16]);
+                        outs[..8].copy_from_slice(&low);
+                        if !port1_seen {
+                            outs[8..].copy_from_slice(&high);
+                        }
+                    }),
+                    1 => self.update(|s| {
+                        let outs = s.servo_outputs_us.get_or_insert([0; 16]);
+                        outs[8..].copy_from_slice(&low);
+                    }),
+                    // outputs 17+ (port 2 and up): not used by the payload
+                    _ => {}
+                }
             }
             MavMessage::STATUSTEXT(t) => {
                 let text = t.text.to_str().unwrap_or("").trim().to_owned();
-                info!(severity = ?t.severity, text, "autopilot says");
-                lock(&self.state).last_status_text = Some((Instant::now(), text.clone()));
-                self.update(|s| {
-                    s.last_status_text = Some(text);
-                });
+                let severity = Severity::from_level(t.severity as u8);
+                info!(?severity, text, "autopilot says");
+                self.on_message(severity, text, None);
+            }
+            MavMessage::EVENT(e) => self.on_px4_event(&e),
+            MavMessage::CURRENT_EVENT_SEQUENCE(c) => {
+                let last = lock(&self.state).px4_event_seq;
+                match last {
+                    // start from now: the autopilot's history before we came is not ours to replay
+                    None => lock(&self.state).px4_event_seq = Some(c.sequence),
+                    Some(last) => {
+                        let missed = c.sequence.wrapping_sub(last);
+                        if missed > 0 && missed < 0x8000 {
+                            self.request_events(last.wrapping_add(1), c.sequence);
+                        }
+                    }
+                }
             }
             _ => {}
         }
+    }
+
+    /// One thing the autopilot said (STATUSTEXT or decoded PX4 event): into the snapshot, to
+    /// message subscribers, and into what the agent needs from it (gripper confirmations, battery
+    /// failsafe announcements, the reason of a mode change the autopilot made).
+    fn on_message(&self, severity: Severity, text: String, px4_event: Option<u32>) {
+        let now = Instant::now();
+        let gripper = match text.as_str() {
+            "Gripper load released" => Some(GripperAction::Release),
+            "Gripper load grabbed" => Some(GripperAction::Grab),
+            _ => None,
+        };
+        let lower = text.to_ascii_lowercase();
+        let battery_failsafe = severity.is_warning_or_worse()
+            && lower.contains("battery")
+            && [
+                "failsafe",
+                " low",
+                "critical",
+                "emergency",
+                "return advised",
+            ]
+            .iter()
+            .any(|w| lower.contains(w));
+        let mut reason_update = None;
+        {
+            let mut st = lock(&self.state);
+            // a refusal's reason, whichever way the autopilot gave it
+            st.last_status_text = Some((now, text.clone()));
+            if gripper.is_some() {
+                st.gripper_confirmations += 1;
+            }
+            if severity.is_warning_or_worse() {
+                st.recent_warnings.push_back((now, text.clone()));
+                while st.recent_warnings.len() > 16
+                    || st
+                        .recent_warnings
+                        .front()
+                        .is_some_and(|(at, _)| now.duration_since(*at) > REASON_WINDOW)
+                {
+                    st.recent_warnings.pop_front();
+                }
+                if st.reason_open_until.is_some_and(|until| now <= until) {
+                    reason_update = Some(st.mode_change_seq);
+                }
+            }
+        }
+        self.update(|s| {
+            s.last_status_text = Some(text.clone());
+            if gripper.is_some() {
+                s.gripper = gripper;
+            }
+            if battery_failsafe {
+                s.battery_failsafe = Some(text.clone());
+            }
+            if let (Some(seq), Some(change)) = (reason_update, s.autopilot_mode_change.as_mut()) {
+                if change.seq == seq {
+                    let old = change.reason.take();
+                    change.reason = join_reasons(
+                        old.iter()
+                            .flat_map(|r| r.split("; "))
+                            .chain(std::iter::once(text.as_str())),
+                    );
+                }
+            }
+        });
+        // no subscriber is fine
+        let _ = self.messages.send(AutopilotMessage {
+            at: SystemTime::now(),
+            severity,
+            text,
+            px4_event,
+        });
+    }
+
+    /// A PX4 event (MAVLink events protocol): decoded to text where we know the event (see
+    /// [`px4_event_text`]), and missed sequence numbers asked for again.
+    fn on_px4_event(&self, e: &apm::EVENT_DATA) {
+        let last = lock(&self.state).px4_event_seq;
+        let newer = last.map(|l| e.sequence.wrapping_sub(l)).unwrap_or(1);
+        if newer > 0 && newer < 0x8000 {
+            if let Some(last) = last {
+                if newer > 1 {
+                    self.request_events(last.wrapping_add(1), e.sequence.wrapping_sub(1));
+                }
+            }
+            lock(&self.state).px4_event_seq = Some(e.sequence);
+        }
+        // the low nibble is the level for users; 8 (protocol) and 9 (disabled) are not for them
+        let level = e.log_levels & 0x0f;
+        if level >= 8 {
+            return;
+        }
+        let severity = Severity::from_level(level);
+        let text = px4_event_text(e.id, &e.arguments);
+        info!(?severity, text, id = e.id, "autopilot event");
+        self.on_message(severity, text, Some(e.id));
+    }
+
+    /// Queues REQUEST_EVENT for `first..=last` (at most 16 of them: older ones are gone anyway).
+    fn request_events(&self, first: u16, last: u16) {
+        let first = if last.wrapping_sub(first) >= 16 {
+            last.wrapping_sub(15)
+        } else {
+            first
+        };
+        let Some((sys, comp)) = self.snapshot.borrow().target else {
+            return;
+        };
+        debug!(first, last, "asking for missed PX4 events");
+        lock(&self.outbox).push(MavMessage::REQUEST_EVENT(apm::REQUEST_EVENT_DATA {
+            target_system: sys,
+            target_component: comp,
+            first_sequence: first,
+            last_sequence: last,
+        }));
     }
 
     async fn wait_for(
@@ -926,15 +1297,16 @@ impl Shared {
             if !s.link.is_connected() {
                 return Err(FcError::LinkLost { command: name });
             }
-            (s.autopilot, s.mode.kind)
+            (s.autopilot, s.mode.clone())
         };
-        if modes::satisfies(autopilot, current, kind) {
+        if modes::reached(autopilot, &current, kind) {
             return Ok(());
         }
         let (p2, p3) = modes::encode(autopilot, kind).ok_or_else(|| FcError::Unsupported {
             command: name,
             reason: Some(format!("{autopilot:?} has no {kind:?} mode")),
         })?;
+        self.expect_mode(kind);
         let custom_mode_enabled = apm::MavModeFlag::MAV_MODE_FLAG_CUSTOM_MODE_ENABLED.bits() as f32;
         self.command(
             name,
@@ -945,7 +1317,7 @@ impl Shared {
         let started = Instant::now();
         match self
             .wait_for(self.cfg.mode_change_timeout(), |s| {
-                modes::satisfies(autopilot, s.mode.kind, kind) || !s.link.is_connected()
+                modes::reached(autopilot, &s.mode, kind) || !s.link.is_connected()
             })
             .await
         {
@@ -963,6 +1335,28 @@ impl Shared {
         }
     }
 
+    /// Notes that this link is about to cause a change to `kind`: the HEARTBEAT showing it is then
+    /// not reported as the autopilot's own decision.
+    fn expect_mode(&self, kind: FlightModeKind) {
+        lock(&self.state).requested_mode = Some(kind);
+    }
+
+    /// Runs one motion operation (take-off, go-to, hold, ...). If a newer one started while it
+    /// ran, its result is stale (the vehicle is already doing something else): `Cancelled`.
+    async fn motion<T>(
+        &self,
+        name: &'static str,
+        op: impl Future<Output = Result<T, FcError>>,
+    ) -> Result<T, FcError> {
+        let mine = self.motion_generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let result = op.await;
+        if self.motion_generation.load(Ordering::SeqCst) != mine {
+            debug!(command = name, stale = ?result.as_ref().err(), "superseded by a newer operation");
+            return Err(FcError::Cancelled { command: name });
+        }
+        result
+    }
+
     fn autopilot(&self, command: &'static str) -> Result<Autopilot, FcError> {
         let s = self.snapshot.borrow();
         if !s.link.is_connected() {
@@ -971,15 +1365,98 @@ impl Shared {
         Ok(s.autopilot)
     }
 
-    fn home_msl(&self, command: &'static str) -> Result<f64, FcError> {
-        self.snapshot
-            .borrow()
-            .home
+    /// Asks for HOME_POSITION (`MAV_CMD_REQUEST_MESSAGE`); PX4 sends it only when asked or on
+    /// change.
+    async fn request_home(&self) -> Result<(), FcError> {
+        self.command(
+            "MAV_CMD_REQUEST_MESSAGE(HOME_POSITION)",
+            MavCmd::MAV_CMD_REQUEST_MESSAGE,
+            [
+                apm::HOME_POSITION_DATA::ID_U32 as f32,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+            ],
+        )
+        .await
+    }
+
+    /// Home's altitude AMSL; if home is not known yet, asks for it and waits up to the mode-change
+    /// timeout (a re-attached link may not have it yet).
+    async fn home_msl(&self, command: &'static str) -> Result<f64, FcError> {
+        if let Some(h) = self.snapshot.borrow().home {
+            return Ok(h.alt_msl_m);
+        }
+        if let Err(error) = self.request_home().await {
+            debug!(%error, "HOME_POSITION request not acknowledged");
+        }
+        self.wait_for(self.cfg.mode_change_timeout(), |s| s.home.is_some())
+            .await
+            .and_then(|s| s.home)
             .map(|h| h.alt_msl_m)
             .ok_or_else(|| FcError::Failed {
                 command,
                 reason: Some("home position not known yet".into()),
             })
+    }
+
+    /// Stops and holds where the vehicle is. ArduPilot: BRAKE (climb rate 0 whatever the sticks
+    /// say), then, once stopped, GUIDED with a target at the stopped position, never LOITER (its
+    /// climb rate is the throttle stick: stick-down without a transmitter). PX4: Hold, and a
+    /// reposition to here when flying a guided leg (a leg is flown in Hold already).
+    async fn hold(&self) -> Result<(), FcError> {
+        let snap = self.snapshot.borrow().clone();
+        let in_mission = snap.mode.kind == FlightModeKind::Auto;
+        let (target, was_paused) = {
+            let st = lock(&self.state);
+            (st.last_goto, st.paused_mission)
+        };
+        let here = |s: &FcSnapshot| {
+            s.position
+                .map(|p| GeoPoint::new(p.lat_deg, p.lon_deg, p.alt_rel_m.max(0.0)))
+                .ok_or(FcError::Failed {
+                    command: "hold",
+                    reason: Some("position not known yet".into()),
+                })
+        };
+        match snap.autopilot {
+            Autopilot::ArduPilot => {
+                self.set_mode("set mode BRAKE", FlightModeKind::Hold)
+                    .await?;
+                let timeout = Duration::from_millis(self.cfg.hold_brake_timeout_ms);
+                let stopped = self
+                    .wait_for(timeout, |s| {
+                        !s.link.is_connected()
+                            || s.velocity_ned_mps
+                                .is_some_and(|v| v[0].hypot(v[1]) < 0.3 && v[2].abs() < 0.3)
+                    })
+                    .await;
+                if stopped.is_none() {
+                    warn!(
+                        ?timeout,
+                        "still moving after BRAKE; holding where it is now"
+                    );
+                }
+                let point = here(&self.snapshot.borrow())?;
+                self.goto(point).await?;
+            }
+            Autopilot::Px4 => {
+                self.set_mode("set mode HOLD", FlightModeKind::Hold).await?;
+                if !in_mission && snap.position.is_some() {
+                    // a guided leg is flown in Hold: switching changes nothing mid-leg
+                    self.goto(here(&snap)?).await?;
+                }
+            }
+            _ => self.set_mode("set mode HOLD", FlightModeKind::Hold).await?,
+        }
+        let mut st = lock(&self.state);
+        // `resume` continues the real target (or the mission), not the hold point
+        st.last_goto = target;
+        st.paused_mission = in_mission || was_paused;
+        Ok(())
     }
 
     async fn goto(&self, target: GeoPoint) -> Result<(), FcError> {
@@ -990,7 +1467,7 @@ impl Shared {
             // PX4 reads the altitude of DO_REPOSITION as AMSL
             Autopilot::Px4 => (
                 apm::MavFrame::MAV_FRAME_GLOBAL,
-                self.home_msl(NAME)? + target.alt_rel_m,
+                self.home_msl(NAME).await? + target.alt_rel_m,
             ),
             _ => {
                 // ArduCopter only accepts position targets in GUIDED
@@ -1004,6 +1481,10 @@ impl Shared {
         };
         let change_mode =
             apm::MavDoRepositionFlags::MAV_DO_REPOSITION_FLAGS_CHANGE_MODE.bits() as f32;
+        if autopilot == Autopilot::Px4 {
+            // PX4 switches to Hold to fly a reposition
+            self.expect_mode(FlightModeKind::Hold);
+        }
         self.command_int(
             NAME,
             MavCmd::MAV_CMD_DO_REPOSITION,
@@ -1042,6 +1523,142 @@ fn check_point(command: &'static str, p: &GeoPoint) -> Result<(), FcError> {
         });
     }
     Ok(())
+}
+
+/// The `SYS_STATUS` sensors a companion-flown delivery needs, by name. Not the RC receiver (PX4
+/// without a transmitter marks it enabled but unhealthy, and flies its autonomous modes anyway)
+/// and not the pre-arm bit (PX4 never sets it; ArduPilot's is read as `armable`).
+const FLIGHT_NEEDS: [(apm::MavSysStatusSensor, &str); 8] = [
+    (
+        apm::MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_GYRO,
+        "gyro",
+    ),
+    (
+        apm::MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_ACCEL,
+        "accel",
+    ),
+    (apm::MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_3D_MAG, "mag"),
+    (
+        apm::MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_ABSOLUTE_PRESSURE,
+        "baro",
+    ),
+    (apm::MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_GPS, "gps"),
+    (apm::MavSysStatusSensor::MAV_SYS_STATUS_AHRS, "ahrs"),
+    (
+        apm::MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_BATTERY,
+        "battery",
+    ),
+    (
+        apm::MavSysStatusSensor::MAV_SYS_STATUS_SENSOR_MOTOR_OUTPUTS,
+        "motors",
+    ),
+];
+
+/// `MAV_BATTERY_FAULT` bits, by name.
+const BATTERY_FAULTS: [(apm::MavBatteryFault, &str); 9] = [
+    (
+        apm::MavBatteryFault::MAV_BATTERY_FAULT_DEEP_DISCHARGE,
+        "deep_discharge",
+    ),
+    (apm::MavBatteryFault::MAV_BATTERY_FAULT_SPIKES, "spikes"),
+    (
+        apm::MavBatteryFault::MAV_BATTERY_FAULT_CELL_FAIL,
+        "cell_fail",
+    ),
+    (
+        apm::MavBatteryFault::MAV_BATTERY_FAULT_OVER_CURRENT,
+        "over_current",
+    ),
+    (
+        apm::MavBatteryFault::MAV_BATTERY_FAULT_OVER_TEMPERATURE,
+        "over_temperature",
+    ),
+    (
+        apm::MavBatteryFault::MAV_BATTERY_FAULT_UNDER_TEMPERATURE,
+        "under_temperature",
+    ),
+    (
+        apm::MavBatteryFault::MAV_BATTERY_FAULT_INCOMPATIBLE_VOLTAGE,
+        "incompatible_voltage",
+    ),
+    (
+        apm::MavBatteryFault::MAV_BATTERY_FAULT_INCOMPATIBLE_FIRMWARE,
+        "incompatible_firmware",
+    ),
+    (
+        apm::MavBatteryFault::BATTERY_FAULT_INCOMPATIBLE_CELLS_CONFIGURATION,
+        "incompatible_cells",
+    ),
+];
+
+/// `EKF_STATUS_FLAGS` / `ESTIMATOR_STATUS_FLAGS` (same bits): an absolute horizontal position the
+/// vehicle can navigate by. ArduPilot's "Need Position Estimate" and "requires position" refusals
+/// last exactly while this is false (constant-position mode is the EKF's stand-in before GPS).
+fn position_usable(flags: u32) -> bool {
+    const POS_HORIZ_ABS: u32 = 16;
+    const CONST_POS_MODE: u32 = 128;
+    const UNINITIALIZED: u32 = 1024;
+    flags & POS_HORIZ_ABS != 0 && flags & (CONST_POS_MODE | UNINITIALIZED) == 0
+}
+
+/// A PX4 event id from its name, as PX4 computes it (`events::ID()`): the autopilot component
+/// (1) in the top byte, FNV-1a 32 of the name in the low 24 bits.
+pub fn px4_event_id(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    (1 << 24) | (h & 0x00ff_ffff)
+}
+
+/// The PX4 events this hal names (PX4's own message text; their arguments are not decoded). Any
+/// other event is surfaced by id and raw arguments: PX4 describes its events in component
+/// metadata (`events.json`) that a companion would have to download over MAVLink FTP.
+const PX4_EVENTS: [(&str, &str); 9] = [
+    (
+        "check_rc_dl_no_dllink",
+        "No connection to the ground control station",
+    ),
+    (
+        "commander_mission_comp_lost",
+        "Connection to mission computer lost",
+    ),
+    (
+        "commander_failsafe_enter_generic_hold",
+        "Failsafe activated",
+    ),
+    (
+        "commander_transition_denied",
+        "Arming state transition denied",
+    ),
+    (
+        "commander_arm_denied_throttle_center",
+        "Arming denied: throttle above center",
+    ),
+    (
+        "commander_arm_denied_calibrating",
+        "Arming denied: calibrating",
+    ),
+    (
+        "check_modes_global_pos",
+        "No valid global position estimate",
+    ),
+    ("check_battery_low", "Low battery"),
+    (
+        "commander_gcs_lost",
+        "Connection to ground control station lost",
+    ),
+];
+
+/// The text of a PX4 event: `<PX4's text> (PX4 event <name>)` for the events in [`PX4_EVENTS`],
+/// else `PX4 event 0x<id> [<arguments in hex, trailing zeros cut>]`.
+fn px4_event_text(id: u32, args: &[u8]) -> String {
+    if let Some((name, text)) = PX4_EVENTS.iter().find(|(n, _)| px4_event_id(n) == id) {
+        return format!("{text} (PX4 event {name})");
+    }
+    let used = args.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    let hex: String = args[..used].iter().map(|b| format!("{b:02x}")).collect();
+    format!("PX4 event {id:#010x} [{hex}]")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1116,6 +1733,7 @@ impl Shared {
             frame,
             current: 0,
             autocontinue: 1,
+            ..Default::default()
         })
     }
 
@@ -1139,6 +1757,7 @@ impl Shared {
             frame: apm::MavFrame::MAV_FRAME_GLOBAL,
             current: 0,
             autocontinue: 1,
+            ..Default::default()
         })
     }
 
@@ -1208,6 +1827,7 @@ impl Shared {
             count,
             target_system: target.0,
             target_component: target.1,
+            ..Default::default()
         });
         self.send("MISSION_COUNT", &count_msg).await?;
         let mut last_sent = count_msg;
@@ -1286,6 +1906,7 @@ impl Shared {
         let msg = MavMessage::MISSION_CLEAR_ALL(apm::MISSION_CLEAR_ALL_DATA {
             target_system: target.0,
             target_component: target.1,
+            ..Default::default()
         });
         for attempt in 0..=self.cfg.mission_retries {
             self.send("MISSION_CLEAR_ALL", &msg).await?;
@@ -1378,21 +1999,50 @@ impl FlightController for MavlinkFc {
                 None => "no home position yet".into(),
             },
         );
+        // a GPS fix and home come seconds before ArduPilot's EKF navigates by them
+        let (passed, detail) = match (s.position_estimate, s.autopilot) {
+            (Some(true), _) => (true, "position estimate usable".to_owned()),
+            (Some(false), _) => (
+                false,
+                "the autopilot has no position estimate yet".to_owned(),
+            ),
+            // PX4 without ESTIMATOR_STATUS on this link: its arming checks decide
+            (None, Autopilot::Px4) => (
+                true,
+                "estimator not reported; the autopilot's arming checks decide".to_owned(),
+            ),
+            (None, _) => (false, "estimator status not reported".to_owned()),
+        };
+        check("position", passed, detail);
+        let battery_ok = s.battery_percent.is_some_and(|p| p >= min_battery_percent)
+            && s.battery_failsafe.is_none()
+            && s.battery_charge_state.is_none_or(|c| !c.is_low_or_worse());
         check(
             "battery",
-            s.battery_percent.is_some_and(|p| p >= min_battery_percent),
-            match s.battery_percent {
-                Some(p) => format!("{p:.0}% (minimum {min_battery_percent:.0}%)"),
-                None => "battery not reported".into(),
+            battery_ok,
+            match (
+                s.battery_percent,
+                &s.battery_failsafe,
+                s.battery_charge_state,
+            ) {
+                (_, Some(text), _) => format!("autopilot battery failsafe: {text}"),
+                (_, None, Some(c)) if c.is_low_or_worse() => {
+                    format!("autopilot reports the battery {c:?}")
+                }
+                (Some(p), _, _) => format!("{p:.0}% (minimum {min_battery_percent:.0}%)"),
+                (None, _, _) => "battery not reported".into(),
             },
         );
         check(
             "health",
             s.healthy,
             if s.healthy {
-                "sensors healthy".into()
+                "flight sensors healthy".into()
             } else {
-                "autopilot reports failing sensors".into()
+                format!(
+                    "autopilot reports failing: {}",
+                    s.health_failures.join(", ")
+                )
             },
         );
         check(
@@ -1409,7 +2059,8 @@ impl FlightController for MavlinkFc {
                             .map(|t| format!(" (last message: {t})"))
                             .unwrap_or_default()
                     ),
-                    None => "pre-arm state not reported".into(),
+                    // PX4 never sets the bit: arming itself (and its events) tells
+                    None => "pre-arm state not reported; arming will tell".into(),
                 }
             },
         );
@@ -1418,6 +2069,15 @@ impl FlightController for MavlinkFc {
 
     async fn arm(&self) -> Result<(), FcError> {
         const NAME: &str = "MAV_CMD_COMPONENT_ARM_DISARM(arm)";
+        if self.shared.autopilot(NAME)? == Autopilot::ArduPilot {
+            // the flight mode first: ArduCopter checks a mode's position needs only while armed,
+            // so arming in STABILIZE before the EKF has a position succeeds and the GUIDED after
+            // it fails ("requires position") with the motors running. In GUIDED the arm itself
+            // is refused cleanly ("Arm: Need Position Estimate").
+            self.shared
+                .set_mode("set mode GUIDED", FlightModeKind::Guided)
+                .await?;
+        }
         self.shared
             .command(
                 NAME,
@@ -1458,115 +2118,152 @@ impl FlightController for MavlinkFc {
 
     async fn takeoff(&self, alt_rel_m: f64) -> Result<(), FcError> {
         const NAME: &str = "MAV_CMD_NAV_TAKEOFF";
-        if !alt_rel_m.is_finite() || alt_rel_m <= 0.0 {
-            return Err(FcError::InvalidArgument {
-                command: NAME,
-                reason: format!("take-off altitude {alt_rel_m} m must be above 0"),
-            });
-        }
-        let alt = match self.shared.autopilot(NAME)? {
-            // PX4 takes the take-off altitude as AMSL
-            Autopilot::Px4 => self.shared.home_msl(NAME)? + alt_rel_m,
-            _ => {
-                // ArduCopter takes off only in GUIDED, to an altitude above home
-                self.shared
-                    .set_mode("set mode GUIDED", FlightModeKind::Guided)
-                    .await?;
-                alt_rel_m
-            }
-        };
         self.shared
-            .command(
-                NAME,
-                MavCmd::MAV_CMD_NAV_TAKEOFF,
-                [0.0, 0.0, 0.0, f32::NAN, f32::NAN, f32::NAN, alt as f32],
-            )
-            .await?;
-        lock(&self.shared.state).last_goto = None;
-        Ok(())
+            .motion(NAME, async {
+                if !alt_rel_m.is_finite() || alt_rel_m <= 0.0 {
+                    return Err(FcError::InvalidArgument {
+                        command: NAME,
+                        reason: format!("take-off altitude {alt_rel_m} m must be above 0"),
+                    });
+                }
+                let alt = match self.shared.autopilot(NAME)? {
+                    // PX4 takes the take-off altitude as AMSL, and switches to its Takeoff mode
+                    Autopilot::Px4 => {
+                        let alt = self.shared.home_msl(NAME).await? + alt_rel_m;
+                        self.shared.expect_mode(FlightModeKind::Takeoff);
+                        alt
+                    }
+                    _ => {
+                        // ArduCopter takes off only in GUIDED, to an altitude above home
+                        self.shared
+                            .set_mode("set mode GUIDED", FlightModeKind::Guided)
+                            .await?;
+                        alt_rel_m
+                    }
+                };
+                self.shared
+                    .command(
+                        NAME,
+                        MavCmd::MAV_CMD_NAV_TAKEOFF,
+                        [0.0, 0.0, 0.0, f32::NAN, f32::NAN, f32::NAN, alt as f32],
+                    )
+                    .await?;
+                lock(&self.shared.state).last_goto = None;
+                Ok(())
+            })
+            .await
     }
 
     async fn goto(&self, target: GeoPoint) -> Result<(), FcError> {
-        self.shared.goto(target).await
+        self.shared
+            .motion("MAV_CMD_DO_REPOSITION", self.shared.goto(target))
+            .await
     }
 
     async fn hover_at(&self, alt_rel_m: f64) -> Result<(), FcError> {
-        let here = self.shared.snapshot.borrow().position;
-        let here = here.ok_or(FcError::Failed {
-            command: "MAV_CMD_DO_REPOSITION",
-            reason: Some("position not known yet".into()),
-        })?;
         self.shared
-            .goto(GeoPoint::new(here.lat_deg, here.lon_deg, alt_rel_m))
+            .motion("MAV_CMD_DO_REPOSITION", async {
+                let here = self.shared.snapshot.borrow().position;
+                let here = here.ok_or(FcError::Failed {
+                    command: "MAV_CMD_DO_REPOSITION",
+                    reason: Some("position not known yet".into()),
+                })?;
+                self.shared
+                    .goto(GeoPoint::new(here.lat_deg, here.lon_deg, alt_rel_m))
+                    .await
+            })
             .await
     }
 
     async fn hold(&self) -> Result<(), FcError> {
-        let snap = self.shared.snapshot.borrow().clone();
-        let in_mission = snap.mode.kind == FlightModeKind::Auto;
-        self.shared
-            .set_mode("set mode HOLD", FlightModeKind::Hold)
-            .await?;
-        if in_mission {
-            lock(&self.shared.state).paused_mission = true;
-        } else if snap.autopilot == Autopilot::Px4 {
-            // PX4 flies guided legs in Hold (DO_REPOSITION), so "switch to Hold" changes nothing
-            // mid-leg: stop by repositioning to where the vehicle is now, and keep the real
-            // target for `resume`.
-            if let Some(here) = snap.position {
-                let target = lock(&self.shared.state).last_goto;
-                let result = self
-                    .shared
-                    .goto(GeoPoint::new(here.lat_deg, here.lon_deg, here.alt_rel_m))
-                    .await;
-                lock(&self.shared.state).last_goto = target;
-                result?;
-            }
-        }
-        Ok(())
+        self.shared.motion("hold", self.shared.hold()).await
     }
 
     async fn resume(&self) -> Result<(), FcError> {
-        let (paused_mission, last_goto) = {
-            let st = lock(&self.shared.state);
-            (st.paused_mission, st.last_goto)
-        };
-        if paused_mission {
-            self.shared
-                .set_mode("set mode AUTO", FlightModeKind::Auto)
-                .await?;
-            lock(&self.shared.state).paused_mission = false;
-            Ok(())
-        } else if let Some(target) = last_goto {
-            self.shared.goto(target).await
-        } else {
-            Err(FcError::Failed {
-                command: "resume",
-                reason: Some("nothing was paused: no mission and no go-to target".into()),
+        self.shared
+            .motion("resume", async {
+                let (paused_mission, last_goto) = {
+                    let st = lock(&self.shared.state);
+                    (st.paused_mission, st.last_goto)
+                };
+                if paused_mission {
+                    self.shared
+                        .set_mode("set mode AUTO", FlightModeKind::Auto)
+                        .await?;
+                    lock(&self.shared.state).paused_mission = false;
+                    Ok(())
+                } else if let Some(target) = last_goto {
+                    self.shared.goto(target).await
+                } else {
+                    Err(FcError::Failed {
+                        command: "resume",
+                        reason: Some("nothing was paused: no mission and no go-to target".into()),
+                    })
+                }
             })
-        }
+            .await
     }
 
     async fn return_to_launch(&self) -> Result<(), FcError> {
         self.shared
-            .set_mode("set mode RTL", FlightModeKind::ReturnToLaunch)
+            .motion(
+                "set mode RTL",
+                self.shared
+                    .set_mode("set mode RTL", FlightModeKind::ReturnToLaunch),
+            )
             .await
     }
 
     async fn land(&self) -> Result<(), FcError> {
         self.shared
-            .set_mode("set mode LAND", FlightModeKind::Land)
+            .motion(
+                "set mode LAND",
+                self.shared.set_mode("set mode LAND", FlightModeKind::Land),
+            )
             .await
     }
 
     async fn set_gripper(&self, action: GripperAction) -> Result<(), FcError> {
+        const NAME: &str = "MAV_CMD_DO_GRIPPER";
+        let autopilot = self.shared.autopilot(NAME)?;
+        let confirmations = lock(&self.shared.state).gripper_confirmations;
+        // PX4's payload deliverer answers IN_PROGRESS and ACCEPTED once it has moved
         self.shared
             .command(
-                "MAV_CMD_DO_GRIPPER",
+                NAME,
                 MavCmd::MAV_CMD_DO_GRIPPER,
                 [1.0, gripper_param(action), 0.0, 0.0, 0.0, 0.0, 0.0],
             )
-            .await
+            .await?;
+        if autopilot == Autopilot::Px4 {
+            self.shared.update(|s| s.gripper = Some(action));
+        } else {
+            // ArduPilot ACKs at once ("Gripper load releasing") and reports the gripper done
+            // about 0.5 s later ("Gripper load released"): that report is the confirmation
+            let timeout = Duration::from_millis(self.shared.cfg.gripper_confirm_timeout_ms);
+            let confirmed = self
+                .shared
+                .wait_for(timeout, |s| {
+                    s.gripper == Some(action)
+                        && lock(&self.shared.state).gripper_confirmations > confirmations
+                })
+                .await;
+            if confirmed.is_none() {
+                return Err(FcError::Failed {
+                    command: NAME,
+                    reason: Some(format!(
+                        "accepted, but the autopilot did not report the gripper {} within {timeout:?}",
+                        match action {
+                            GripperAction::Release => "released",
+                            GripperAction::Grab => "grabbed",
+                        }
+                    )),
+                });
+            }
+        }
+        // the mechanism's own travel after the autopilot says it is done
+        tokio::time::sleep(Duration::from_millis(self.shared.cfg.gripper_settle_ms)).await;
+        Ok(())
     }
 
     async fn set_servo(&self, channel: u8, pwm_us: u16) -> Result<(), FcError> {
@@ -1636,6 +2333,7 @@ impl FlightController for MavlinkFc {
             size_y: t.size_y_rad,
             target_num: t.target_num,
             frame: apm::MavFrame::MAV_FRAME_BODY_FRD,
+            ..Default::default()
         });
         self.shared.send(NAME, &msg).await
     }
@@ -1649,6 +2347,18 @@ impl FlightController for MavlinkFc {
     }
 
     async fn start_mission(&self) -> Result<(), FcError> {
+        self.shared
+            .motion("MAV_CMD_MISSION_START", self.start_mission_now())
+            .await
+    }
+
+    fn autopilot_messages(&self) -> broadcast::Receiver<AutopilotMessage> {
+        self.shared.messages.subscribe()
+    }
+}
+
+impl MavlinkFc {
+    async fn start_mission_now(&self) -> Result<(), FcError> {
         const NAME: &str = "MAV_CMD_MISSION_START";
         let (count, offset) = {
             let n = self.shared.snapshot.borrow().mission.count;
@@ -1663,6 +2373,7 @@ impl FlightController for MavlinkFc {
                 })
             }
         };
+        self.shared.expect_mode(FlightModeKind::Auto);
         self.shared
             .command(
                 NAME,

@@ -12,6 +12,40 @@
 //! - [`config`]: the link's TOML config (timeouts, retries, telemetry rates);
 //! - [`modes`]: PX4 and ArduCopter flight-mode encodings ↔ [`FlightModeKind`];
 //! - [`mavlink`]: the MAVLink implementation (supervised link, command and mission protocols).
+//!
+//! # What the agent is told, and what it is not asked to judge
+//! The snapshot carries the autopilot's own judgements next to the raw values: its position
+//! estimate (`position_estimate`), the flight-needed sensors it reports failing
+//! (`health_failures`; not the RC receiver, which PX4 without a transmitter marks unhealthy while
+//! flying its autonomous modes), its battery verdicts (`battery_charge_state`, `battery_faults`,
+//! `battery_failsafe`), and any mode change it made by itself (`autopilot_mode_change`, with its
+//! words as the reason). Everything it says arrives on [`FlightController::autopilot_messages`].
+//!
+//! # Making the autopilot act when the companion dies
+//! The agent cannot fly the vehicle home once it is dead: the autopilot has to notice and act. What
+//! each autopilot counts, and the parameters that attach an action to losing us:
+//!
+//! **ArduPilot (Copter 4.x)**: its GCS failsafe watches HEARTBEATs from the system id in
+//! `SYSID_MYGCS` (4.7: `MAV_GCS_SYSID`), whatever their `MAV_TYPE`. Set it to our `system_id`,
+//! `FS_GCS_ENABLE = 1` (RTL; 5 = SmartRTL or land, see ArduPilot's docs for the others) and
+//! `FS_GCS_TIMEOUT` (seconds, default 5). The failsafe only acts once it has seen that system's
+//! HEARTBEAT, in flight, and announces itself with a STATUSTEXT; the mode change then arrives here
+//! as an autopilot-initiated change. Caution: with `SYSID_MYGCS` = ours a ground station with
+//! another id no longer keeps the failsafe quiet, and RC overrides are taken only from that id.
+//!
+//! **PX4 (1.14 to 1.16)**: a `MAV_TYPE_ONBOARD_CONTROLLER` HEARTBEAT (our default) is a "mission
+//! computer": after `COM_OBC_LOSS_T` seconds without it PX4 says "Connection to mission computer
+//! lost" and does nothing else. `COM_OBL_RC_ACT` / `COM_OF_LOSS_T` act only on losing Offboard
+//! setpoints, and the agent flies Hold/Mission, never Offboard. To have PX4 act, set
+//! `heartbeat_type = "gcs"` ([`HeartbeatType::Gcs`]): PX4 then counts us as its data link, and
+//! `NAV_DLL_ACT` (2 = Return, 3 = Land) acts `COM_DL_LOSS_T` seconds after our last HEARTBEAT.
+//! Side effect: with `NAV_DLL_ACT` > 0 PX4 refuses to arm without a data link ("No connection to
+//! the ground control station", event `check_rc_dl_no_dllink`), which we then provide; a real
+//! ground station on another link also counts as the data link, so the failsafe only fires when
+//! every ground link is gone.
+//!
+//! The SkyPost sim honours the PX4 one (`NAV_DLL_ACT` with a GCS-typed HEARTBEAT; see
+//! `sim::vehicle`) and the ArduPilot one (`FS_GCS_ENABLE` with `SYSID_MYGCS`).
 
 pub mod config;
 pub mod connection;
@@ -21,7 +55,7 @@ pub mod modes;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-pub use config::{FcLinkConfig, TelemetryRates};
+pub use config::{FcLinkConfig, HeartbeatType, TelemetryRates};
 pub use connection::{ConnectionString, ConnectionStringError};
 
 /// A WGS-84 point with an altitude relative to home (the take-off point), as the agent plans flights.
@@ -217,8 +251,34 @@ pub struct FcSnapshot {
     pub mission: MissionProgress,
     /// Servo output channels 1..=16 in microseconds (`SERVO_OUTPUT_RAW`), index 0 = channel 1.
     pub servo_outputs_us: Option<[u16; 16]>,
-    /// The last STATUSTEXT, e.g. an arming refusal reason.
+    /// The last thing the autopilot said (STATUSTEXT, or a PX4 event's text), e.g. an arming
+    /// refusal reason.
     pub last_status_text: Option<String>,
+    /// The autopilot's own horizontal position estimate is usable (ArduPilot `EKF_STATUS_REPORT`,
+    /// PX4 `ESTIMATOR_STATUS`: absolute horizontal position, not in constant-position mode, not
+    /// uninitialised). A GPS fix and home come seconds before it on ArduPilot. `None`: the
+    /// autopilot has not reported its estimator.
+    pub position_estimate: Option<bool>,
+    /// The flight-needed sensors `SYS_STATUS` reports enabled but unhealthy (`gyro`, `accel`,
+    /// `mag`, `baro`, `gps`, `ahrs`, `battery`, `motors`); `healthy` is this being empty. The RC
+    /// receiver and the pre-arm bit are not flight needs for a companion-flown vehicle.
+    pub health_failures: Vec<&'static str>,
+    /// HEARTBEAT `system_status` is CRITICAL or EMERGENCY (ArduPilot sets it in a failsafe).
+    pub critical: bool,
+    /// `BATTERY_STATUS.charge_state`.
+    pub battery_charge_state: Option<BatteryChargeState>,
+    /// `BATTERY_STATUS.fault_bitmask`, by name (`deep_discharge`, `over_temperature`, ...).
+    pub battery_faults: Vec<&'static str>,
+    /// Per-cell voltages, when the autopilot reports cells (two or more); empty otherwise.
+    pub battery_cells_v: Vec<f64>,
+    /// The autopilot's own battery failsafe announcement (e.g. `Battery Failsafe`), once made;
+    /// kept until the vehicle is disarmed with the battery reported healthy again.
+    pub battery_failsafe: Option<String>,
+    /// The latest mode change this link did not ask for (a failsafe, a fence, an RC pilot).
+    pub autopilot_mode_change: Option<AutopilotModeChange>,
+    /// The gripper position the autopilot last confirmed (ArduPilot: its `Gripper load
+    /// released`/`grabbed` report; PX4: the final ACCEPTED of a `MAV_CMD_DO_GRIPPER` from us).
+    pub gripper: Option<GripperAction>,
 }
 
 impl FcSnapshot {
@@ -244,7 +304,115 @@ impl FcSnapshot {
             mission: MissionProgress::default(),
             servo_outputs_us: None,
             last_status_text: None,
+            position_estimate: None,
+            health_failures: Vec::new(),
+            critical: false,
+            battery_charge_state: None,
+            battery_faults: Vec::new(),
+            battery_cells_v: Vec::new(),
+            battery_failsafe: None,
+            autopilot_mode_change: None,
+            gripper: None,
         }
+    }
+
+    /// The lowest cell voltage: from the per-cell report if there is one, else the pack voltage
+    /// shared over `cells` (the pack's cell count from config).
+    pub fn cell_voltage(&self, cells: u8) -> Option<f64> {
+        if let Some(min) = self.battery_cells_v.iter().copied().reduce(f64::min) {
+            return Some(min);
+        }
+        if cells == 0 {
+            return None;
+        }
+        self.battery_voltage.map(|v| v / f64::from(cells))
+    }
+}
+
+/// A mode change the autopilot made without this link asking for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutopilotModeChange {
+    /// 1, 2, ... for each such change since the link was started: a watcher sees each one once.
+    pub seq: u32,
+    pub from: FlightMode,
+    pub to: FlightMode,
+    /// The autopilot's words: its warning-or-worse messages from 2 s before to 2 s after the
+    /// change, joined with `; ` (ArduPilot sends the HEARTBEAT with the new mode *before* its
+    /// `Battery Failsafe` text, so this may be filled in shortly after the change appears).
+    pub reason: Option<String>,
+    pub at: SystemTime,
+}
+
+/// `MAV_SEVERITY` (lower is worse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Emergency,
+    Alert,
+    Critical,
+    Error,
+    Warning,
+    Notice,
+    Info,
+    Debug,
+}
+
+impl Severity {
+    /// From the 0..=7 MAVLink/syslog number (anything above 7 is Debug).
+    pub fn from_level(level: u8) -> Severity {
+        match level {
+            0 => Severity::Emergency,
+            1 => Severity::Alert,
+            2 => Severity::Critical,
+            3 => Severity::Error,
+            4 => Severity::Warning,
+            5 => Severity::Notice,
+            6 => Severity::Info,
+            _ => Severity::Debug,
+        }
+    }
+
+    pub fn is_warning_or_worse(self) -> bool {
+        self <= Severity::Warning
+    }
+}
+
+/// Something the autopilot said: a `STATUSTEXT`, or a PX4 event (MAVLink events protocol; PX4
+/// 1.16 reports most refusals and failsafes only that way).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutopilotMessage {
+    pub at: SystemTime,
+    pub severity: Severity,
+    /// The text; for a PX4 event `PX4 event <name or id> [args]` (see `mavlink` module docs for
+    /// what is decoded).
+    pub text: String,
+    /// The PX4 event id, for events.
+    pub px4_event: Option<u32>,
+}
+
+/// `MAV_BATTERY_CHARGE_STATE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatteryChargeState {
+    Undefined,
+    Ok,
+    Low,
+    Critical,
+    Emergency,
+    Failed,
+    Unhealthy,
+    Charging,
+}
+
+impl BatteryChargeState {
+    /// Low or worse: the autopilot itself says the pack should not fly on.
+    pub fn is_low_or_worse(self) -> bool {
+        matches!(
+            self,
+            BatteryChargeState::Low
+                | BatteryChargeState::Critical
+                | BatteryChargeState::Emergency
+                | BatteryChargeState::Failed
+                | BatteryChargeState::Unhealthy
+        )
     }
 }
 
@@ -467,4 +635,11 @@ pub trait FlightController: Send + Sync + 'static {
 
     /// Start the uploaded mission from its first item (arms nothing: arm first).
     fn start_mission(&self) -> impl Future<Output = Result<(), FcError>> + Send;
+
+    /// Everything the autopilot says from now on (STATUSTEXT, PX4 events), in order. A receiver
+    /// that falls more than 64 messages behind loses the oldest (`RecvError::Lagged`). The default
+    /// is a closed channel, for controllers that have no such messages.
+    fn autopilot_messages(&self) -> tokio::sync::broadcast::Receiver<AutopilotMessage> {
+        tokio::sync::broadcast::channel(1).1
+    }
 }

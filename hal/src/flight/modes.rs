@@ -160,7 +160,9 @@ pub fn encode(autopilot: Autopilot, kind: FlightModeKind) -> Option<(f32, f32)> 
                 K::AltitudeHold => copter::ALT_HOLD,
                 K::PositionHold => copter::POSHOLD,
                 K::Guided | K::Offboard => copter::GUIDED,
-                K::Hold => copter::LOITER,
+                // BRAKE, never LOITER: LOITER takes its climb rate from the throttle stick, and
+                // with no transmitter that is stick-down (RC input 1000 µs): the vehicle descends
+                K::Hold => copter::BRAKE,
                 K::Auto => copter::AUTO,
                 K::Land => copter::LAND,
                 K::ReturnToLaunch => copter::RTL,
@@ -169,6 +171,16 @@ pub fn encode(autopilot: Autopilot, kind: FlightModeKind) -> Option<(f32, f32)> 
             Some((n as f32, 0.0))
         }
         _ => None,
+    }
+}
+
+/// Whether `current` is the mode a request for `wanted` switches to: on ArduPilot exactly that
+/// mode number (LOITER and BRAKE are both Hold, and only BRAKE holds without a stick); on PX4 as
+/// [`satisfies`].
+pub fn reached(autopilot: Autopilot, current: &FlightMode, wanted: FlightModeKind) -> bool {
+    match (autopilot, encode(autopilot, wanted)) {
+        (Autopilot::ArduPilot, Some((n, _))) => decode(autopilot, n as u32).raw == current.raw,
+        _ => satisfies(autopilot, current.kind, wanted),
     }
 }
 
@@ -223,5 +235,19 @@ mod tests {
         assert_eq!(decode(Autopilot::ArduPilot, 0).raw, "STABILIZE");
         assert_eq!(decode(Autopilot::ArduPilot, 99).kind, FlightModeKind::Other);
         assert!(encode(Autopilot::ArduPilot, FlightModeKind::Takeoff).is_none());
+        // hold is BRAKE: LOITER (also Hold) does not count as having reached it
+        assert_eq!(
+            encode(Autopilot::ArduPilot, FlightModeKind::Hold),
+            Some((17.0, 0.0))
+        );
+        let loiter = decode(Autopilot::ArduPilot, copter::LOITER);
+        assert_eq!(loiter.kind, FlightModeKind::Hold);
+        assert!(!reached(
+            Autopilot::ArduPilot,
+            &loiter,
+            FlightModeKind::Hold
+        ));
+        let brake = decode(Autopilot::ArduPilot, copter::BRAKE);
+        assert!(reached(Autopilot::ArduPilot, &brake, FlightModeKind::Hold));
     }
 }

@@ -40,6 +40,22 @@ pub trait PayloadRelease: Send + Sync + 'static {
     fn release(&self) -> impl Future<Output = Result<(), PayloadError>> + Send;
     /// Close the release again (load the next parcel).
     fn close(&self) -> impl Future<Output = Result<(), PayloadError>> + Send;
+
+    /// Where the release is now, as far as anything reports it, without moving it (after a restart
+    /// mid-release: was the parcel already let go?). The default knows nothing.
+    fn state(&self) -> impl Future<Output = Result<PayloadState, PayloadError>> + Send {
+        std::future::ready(Ok(PayloadState::Unknown))
+    }
+}
+
+/// Where a release is, as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadState {
+    Released,
+    Closed,
+    /// Nothing reports it (a bare PWM servo, a gripper the autopilot has not reported since the
+    /// link came up, an output at neither pulse width).
+    Unknown,
 }
 
 /// How the flight controller releases the payload.
@@ -140,6 +156,27 @@ impl<F: FlightController> PayloadRelease for FcPayload<F> {
                 .await
             }
         }
+    }
+
+    async fn state(&self) -> Result<PayloadState, PayloadError> {
+        let s = self.fc.snapshot().borrow().clone();
+        Ok(match self.method {
+            FcReleaseMethod::Gripper => match s.gripper {
+                Some(GripperAction::Release) => PayloadState::Released,
+                Some(GripperAction::Grab) => PayloadState::Closed,
+                None => PayloadState::Unknown,
+            },
+            FcReleaseMethod::Servo {
+                channel,
+                release_pwm_us,
+                hold_pwm_us,
+                ..
+            } => match s.servo_outputs_us.map(|o| o[usize::from(channel - 1)]) {
+                Some(us) if us.abs_diff(release_pwm_us) <= 5 => PayloadState::Released,
+                Some(us) if us.abs_diff(hold_pwm_us) <= 5 => PayloadState::Closed,
+                _ => PayloadState::Unknown,
+            },
+        })
     }
 
     async fn close(&self) -> Result<(), PayloadError> {

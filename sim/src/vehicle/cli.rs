@@ -34,6 +34,14 @@ pub struct VehicleArgs {
     /// Seconds after boot until GPS has a 3D fix (flavour default if absent).
     #[arg(long)]
     pub gps_fix_s: Option<f64>,
+    /// Seconds after the fix until the estimator navigates by GPS (ArduPilot's EKF "is using
+    /// GPS"; flavour default if absent).
+    #[arg(long)]
+    pub position_after_fix_s: Option<f64>,
+    /// An autopilot parameter the sim models, NAME=VALUE (repeatable), e.g. BATT_FS_LOW_ACT=2,
+    /// NAV_DLL_ACT=2 (the control socket's `param` at start).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
 }
 
 /// Parses `LAT,LON[,ALT]`.
@@ -64,6 +72,22 @@ pub async fn run(args: VehicleArgs) -> anyhow::Result<()> {
     if let Some(s) = args.gps_fix_s {
         anyhow::ensure!(s >= 0.0, "--gps-fix-s must be 0 or more");
         cfg.params.gps_fix_after_s = s;
+    }
+    if let Some(s) = args.position_after_fix_s {
+        anyhow::ensure!(s >= 0.0, "--position-after-fix-s must be 0 or more");
+        cfg.params.arm_ready_after_fix_s = s;
+    }
+    for p in &args.params {
+        let (name, value) = p
+            .split_once('=')
+            .with_context(|| format!("--param {p}: expected NAME=VALUE"))?;
+        let value: f64 = value
+            .trim()
+            .parse()
+            .with_context(|| format!("--param {p}: `{value}` is not a number"))?;
+        cfg.params
+            .set(name.trim(), value)
+            .map_err(|e| anyhow::anyhow!("--param {p}: {e}"))?;
     }
     cfg.transport = match args.flavour {
         Flavour::Px4 => Transport::Udp {

@@ -9,6 +9,12 @@
 //! battery_sag <percent>               battery drops by <percent> at once
 //! refuse <command id> <result> [n]    answer the next n (default 1) of that command with
 //!                                     denied | temporarily_rejected | unsupported | failed
+//! rc_throttle <us>                    ArduPilot's RC throttle input (default 1000: stick down,
+//!                                     no transmitter; 1500 = mid-stick: LOITER holds altitude)
+//! voltage_sag <volts>                 pack voltage this much lower from now on (percent unchanged)
+//! param <NAME> <value>                an autopilot parameter the sim models: BATT_LOW_VOLT,
+//!                                     BATT_LOW_TIMER, BATT_FS_LOW_ACT, BATT_CAPACITY, FS_GCS_ENABLE,
+//!                                     SYSID_MYGCS, FS_GCS_TIMEOUT, NAV_DLL_ACT, COM_DL_LOSS_T
 //! status                              ok t=<s> armed=<bool> mode=<name> lat=… lon=… alt=… …
 //! ```
 //!
@@ -65,6 +71,19 @@ pub fn parse_fault(line: &str) -> Result<Fault, String> {
             };
             Ok(Fault::Refuse { command, result, n })
         }
+        Some("rc_throttle") => Ok(Fault::RcThrottle(num(1, "microseconds")?.min(2200.0) as u16)),
+        Some("voltage_sag") => Ok(Fault::VoltageSag(num(1, "volts")?)),
+        Some("param") => {
+            let name = words.get(1).ok_or("missing parameter name")?.to_string();
+            let value = words
+                .get(2)
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite())
+                .ok_or("missing or bad parameter value")?;
+            // the model's own list decides which names exist
+            super::model::Params::for_flavour(super::Flavour::Px4).set(&name, value)?;
+            Ok(Fault::Param(name, value))
+        }
         Some(other) => Err(format!("unknown command `{other}`")),
         None => Err("empty line".into()),
     }
@@ -84,9 +103,10 @@ pub async fn serve(listener: TcpListener, vehicle: Arc<VehicleHandle>) {
                 let reply = if line.trim() == "status" {
                     let v = vehicle.view().borrow().clone();
                     format!(
-                        "ok t={:.2} armed={} mode={} lat={:.7} lon={:.7} alt={:.2} on_ground={} battery={:.1} gps={} gripper_released={} mission_len={} mission_current={}\n",
+                        "ok t={:.2} armed={} mode={} lat={:.7} lon={:.7} alt={:.2} on_ground={} battery={:.1} gps={} gripper_released={} mission_len={} mission_current={} position_ok={} voltage={:.2} battery_failsafe={} gcs_failsafe={} rc_throttle={}\n",
                         v.t_s, v.armed, v.mode, v.lat_deg, v.lon_deg, v.alt_rel_m, v.on_ground,
-                        v.battery_pct, v.gps_fix, v.gripper_released, v.mission_len, v.mission_current
+                        v.battery_pct, v.gps_fix, v.gripper_released, v.mission_len, v.mission_current,
+                        v.position_ok, v.voltage, v.battery_failsafe, v.gcs_failsafe, v.rc_throttle_us
                     )
                 } else {
                     match parse_fault(&line) {
@@ -134,6 +154,20 @@ mod tests {
             }
         );
         assert!(parse_fault("refuse 400 maybe").is_err());
+        assert_eq!(
+            parse_fault("rc_throttle 1500").unwrap(),
+            Fault::RcThrottle(1500)
+        );
+        assert_eq!(
+            parse_fault("voltage_sag 2.3").unwrap(),
+            Fault::VoltageSag(2.3)
+        );
+        assert_eq!(
+            parse_fault("param BATT_FS_LOW_ACT 2").unwrap(),
+            Fault::Param("BATT_FS_LOW_ACT".into(), 2.0)
+        );
+        assert!(parse_fault("param NO_SUCH_PARAM 1").is_err());
+        assert!(parse_fault("param BATT_LOW_VOLT").is_err());
         assert!(parse_fault("link_drop -5").is_err());
         assert!(parse_fault("explode").is_err());
     }

@@ -100,6 +100,14 @@ pub enum Fault {
         result: MavResult,
         n: u32,
     },
+    /// ArduPilot's RC throttle input, µs (default 1000: stick down, no transmitter). LOITER takes
+    /// its climb rate from it.
+    RcThrottle(u16),
+    /// A lasting voltage sag, volts (the percentage, from consumed mAh, does not move).
+    VoltageSag(f64),
+    /// Set an autopilot parameter the sim models (`BATT_LOW_VOLT`, `BATT_FS_LOW_ACT`,
+    /// `FS_GCS_ENABLE`, `SYSID_MYGCS`, `NAV_DLL_ACT`, ... see [`model::Params::set`]).
+    Param(String, f64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -373,6 +381,9 @@ async fn tcp_acceptor(
 // the loop
 
 const STEP_S: f64 = 0.02;
+/// A companion's 1 Hz HEARTBEAT counts as still beating this long (wall clock) after the last
+/// one; from then its silence runs on sim time (so at 1× a failsafe fires up to this much late).
+const HEARTBEAT_FRESH: Duration = Duration::from_millis(1100);
 const TICK: Duration = Duration::from_millis(5);
 
 struct Sender {
@@ -412,6 +423,9 @@ async fn run(
     let mut delay_acks: (u32, Duration) = (0, Duration::ZERO);
     let mut delayed_real: Vec<(Instant, MavMessage)> = Vec::new();
     let mut upload_quiet_since: Option<Instant> = None;
+    // the last HEARTBEAT a link-loss failsafe watches, wall clock: the companion beats at 1 Hz
+    // real time, so at a 50× speed-up its beats are 50 sim seconds apart
+    let mut watched_heartbeat_real: Option<Instant> = None;
     let mut tx = Sender {
         seq: 0,
         buf: Vec::with_capacity(4096),
@@ -435,6 +449,13 @@ async fn run(
                     Fault::Refuse { command, result, n } => {
                         model.faults.refuse.insert(command, (result, n));
                     }
+                    Fault::RcThrottle(us) => model.set_rc_throttle(us),
+                    Fault::VoltageSag(v) => model.set_voltage_sag(v),
+                    Fault::Param(name, v) => {
+                        if let Err(error) = model.params_mut().set(&name, v) {
+                            warn!(%error, "parameter not set");
+                        }
+                    }
                 }
             }
             _ = tick.tick() => {
@@ -444,6 +465,9 @@ async fn run(
                 // bound the catch-up after a stall (e.g. a debugger): the world just runs slower
                 sim_debt = sim_debt.min(STEP_S * 2000.0);
                 while sim_debt >= STEP_S {
+                    if watched_heartbeat_real.is_some_and(|at| now - at <= HEARTBEAT_FRESH) {
+                        model.gcs_heartbeat_fresh();
+                    }
                     model.step(STEP_S, &mut outs);
                     sim_debt -= STEP_S;
                 }
@@ -466,9 +490,6 @@ async fn run(
                         last_sent.insert(id, model.t);
                         if let Some(m) = model.telemetry_message(id) {
                             tx.encode(&m);
-                        }
-                        if id == apm::SERVO_OUTPUT_RAW_DATA::ID {
-                            tx.encode(&model.servo_output(1));
                         }
                     }
                     // delayed ACKs that are due
@@ -511,7 +532,9 @@ async fn run(
                     upload_quiet_since = Some(now);
                 }
                 if let MavMessage::HEARTBEAT(hb) = &m {
-                    model.note_heartbeat(header, hb);
+                    if model.note_heartbeat(header, hb) {
+                        watched_heartbeat_real = Some(now);
+                    }
                 }
                 model.handle(&m, &mut outs);
                 flush(&mut outs, &mut tx, false, &mut lose_acks, &mut delay_acks, &mut delayed_real, now);

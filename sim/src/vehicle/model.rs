@@ -2,11 +2,17 @@
 //! and [`Model::step`] advances the world by a fixed sim-time step, so a run is a pure function of
 //! the seed and of which messages arrived at which step.
 //!
-//! Behaviour follows what the real SITLs do (see ../shared/design.md, "Observed on a real …"):
-//! ArduCopter refuses to arm until its EKF uses GPS, takes off only in GUIDED, flies
-//! SET_POSITION_TARGET_GLOBAL_INT / DO_REPOSITION in GUIDED, RTLs at 15 m; PX4 arms after a few
-//! seconds, takes off with an AMSL altitude, flies DO_REPOSITION from Hold, RTLs at 30 m and answers
+//! Behaviour follows what the real SITLs do (see ../shared/design.md, "Observed on a real …", and
+//! issue 11's runs against ArduCopter 4.7 and PX4 1.16, three of them recorded in
+//! `hal/tests/fixtures/mavlink`): ArduCopter arms in STABILIZE before its EKF uses GPS but refuses
+//! position modes while armed without it, takes off only in GUIDED, flies
+//! SET_POSITION_TARGET_GLOBAL_INT / DO_REPOSITION in GUIDED, LOITERs by the RC throttle (stick down
+//! without a transmitter), BRAKEs at climb rate 0, reports its gripper 0.5 s after the ACK, runs its
+//! own battery and GCS failsafes, RTLs at 15 m; PX4 arms once its estimator has a position, takes
+//! off with an AMSL altitude, flies DO_REPOSITION from Hold (overshooting ~6 m when stopped from
+//! cruise), says why only through EVENTs, sends home only when asked, RTLs at 30 m and answers
 //! DO_GRIPPER with IN_PROGRESS then ACCEPTED. Both land and disarm by themselves after RTL/LAND.
+//! The mode numbers here are written independently of the hal's on purpose: the sim checks the hal.
 
 use super::Flavour;
 use mavlink::dialects::ardupilotmega as apm;
@@ -35,15 +41,41 @@ pub struct Params {
     pub rtl_alt_m: f64,
     /// Seconds after boot until GPS has a 3D fix.
     pub gps_fix_after_s: f64,
-    /// Seconds after the GPS fix until the estimator allows arming (ArduPilot's EKF).
+    /// Seconds after the GPS fix (and home) until the estimator navigates by GPS: ArduPilot's EKF
+    /// "is using GPS" (EKF_STATUS_REPORT), PX4's ESTIMATOR_STATUS. Until then ArduPilot arms only
+    /// in STABILIZE and refuses position modes while armed.
     pub arm_ready_after_fix_s: f64,
-    /// Percent per second while flying / while idle on the ground.
-    pub drain_flying_pct_s: f64,
-    pub drain_idle_pct_s: f64,
     /// Seconds armed on the ground without taking off before auto-disarm.
     pub auto_disarm_s: f64,
-    /// Sim seconds a PX4 payload deliverer takes to open/close.
+    /// Sim seconds a PX4 payload deliverer takes to open/close (IN_PROGRESS, then ACCEPTED).
     pub px4_gripper_s: f64,
+    /// Sim seconds from ArduPilot's gripper ACK ("Gripper load releasing") to its report
+    /// ("Gripper load released").
+    pub ardupilot_gripper_s: f64,
+    /// Deceleration when stopping for a hold (PX4 Hold, ArduPilot BRAKE), m/s²: from cruise at
+    /// 10 m/s PX4 overshoots its hold point by ~6 m and comes back.
+    pub brake_accel_mps2: f64,
+    /// Battery cells in series (ArduPilot SITL: 3S at 12.6 V full; PX4: 4S).
+    pub cells: u8,
+    /// BATT_CAPACITY, mAh: the percentage is consumed mAh against this, whatever the voltage.
+    pub capacity_mah: f64,
+    /// Current drawn flying / on the ground, A.
+    pub current_flying_a: f64,
+    pub current_idle_a: f64,
+    /// ArduPilot BATT_LOW_VOLT (V, 0 = off), BATT_LOW_TIMER (s below it before the failsafe) and
+    /// BATT_FS_LOW_ACT (0 warn only, 1 land, 2 RTL).
+    pub batt_low_volt: f64,
+    pub batt_low_timer_s: f64,
+    pub batt_fs_low_act: u8,
+    /// ArduPilot FS_GCS_ENABLE (0 off, 1 RTL, 5 land), SYSID_MYGCS and FS_GCS_TIMEOUT (s): RTL when
+    /// the HEARTBEATs of that system stop while flying.
+    pub fs_gcs_enable: u8,
+    pub sysid_mygcs: u8,
+    pub fs_gcs_timeout_s: f64,
+    /// PX4 NAV_DLL_ACT (0 off, 2 Return, 3 Land) and COM_DL_LOSS_T (s): a data link (a HEARTBEAT of
+    /// MAV_TYPE_GCS) is needed to arm, and its loss in flight triggers the action.
+    pub nav_dll_act: u8,
+    pub com_dl_loss_t_s: f64,
     /// GPS error, metres north and east: the autopilot believes it is this far from where it is
     /// (telemetry reports, and commands are flown, in that shifted frame; [`View`] stays true).
     /// What a precision landing on the marker has to correct.
@@ -63,10 +95,22 @@ impl Params {
                 rtl_alt_m: 30.0,
                 gps_fix_after_s: 3.0,
                 arm_ready_after_fix_s: 2.0,
-                drain_flying_pct_s: 0.08,
-                drain_idle_pct_s: 0.002,
                 auto_disarm_s: 10.0,
                 px4_gripper_s: 1.0,
+                ardupilot_gripper_s: 0.5,
+                brake_accel_mps2: 8.3,
+                cells: 4,
+                capacity_mah: 5000.0,
+                current_flying_a: 14.4,
+                current_idle_a: 0.36,
+                batt_low_volt: 0.0,
+                batt_low_timer_s: 10.0,
+                batt_fs_low_act: 0,
+                fs_gcs_enable: 0,
+                sysid_mygcs: 255,
+                fs_gcs_timeout_s: 5.0,
+                nav_dll_act: 0,
+                com_dl_loss_t_s: 10.0,
                 gps_offset_ne_m: (0.0, 0.0),
             },
             Flavour::ArduPilot => Params {
@@ -79,13 +123,44 @@ impl Params {
                 rtl_alt_m: 15.0,
                 gps_fix_after_s: 5.0,
                 arm_ready_after_fix_s: 10.0,
-                drain_flying_pct_s: 0.08,
-                drain_idle_pct_s: 0.002,
                 auto_disarm_s: 10.0,
                 px4_gripper_s: 1.0,
+                ardupilot_gripper_s: 0.5,
+                brake_accel_mps2: 8.3,
+                cells: 3,
+                capacity_mah: 3300.0,
+                current_flying_a: 9.5,
+                current_idle_a: 0.24,
+                batt_low_volt: 10.5,
+                batt_low_timer_s: 10.0,
+                batt_fs_low_act: 0,
+                fs_gcs_enable: 0,
+                sysid_mygcs: 255,
+                fs_gcs_timeout_s: 5.0,
+                nav_dll_act: 0,
+                com_dl_loss_t_s: 10.0,
                 gps_offset_ne_m: (0.0, 0.0),
             },
         }
+    }
+
+    /// Sets a parameter by the autopilot's own name (the control socket's `param`), as far as the
+    /// sim models it.
+    pub fn set(&mut self, name: &str, value: f64) -> Result<(), String> {
+        let v = value;
+        match name {
+            "BATT_LOW_VOLT" => self.batt_low_volt = v,
+            "BATT_LOW_TIMER" => self.batt_low_timer_s = v,
+            "BATT_FS_LOW_ACT" => self.batt_fs_low_act = v as u8,
+            "BATT_CAPACITY" if v > 0.0 => self.capacity_mah = v,
+            "FS_GCS_ENABLE" => self.fs_gcs_enable = v as u8,
+            "SYSID_MYGCS" | "MAV_GCS_SYSID" => self.sysid_mygcs = v as u8,
+            "FS_GCS_TIMEOUT" => self.fs_gcs_timeout_s = v,
+            "NAV_DLL_ACT" => self.nav_dll_act = v as u8,
+            "COM_DL_LOSS_T" => self.com_dl_loss_t_s = v,
+            other => return Err(format!("parameter {other} is not simulated")),
+        }
+        Ok(())
     }
 }
 
@@ -96,8 +171,10 @@ pub enum Mode {
     Manual,
     /// ArduPilot GUIDED (PX4 has none: it uses Hold).
     Guided,
-    /// ArduPilot LOITER / PX4 AUTO.LOITER.
+    /// ArduPilot LOITER (climb rate from the RC throttle) / PX4 AUTO.LOITER.
     Hold,
+    /// ArduPilot BRAKE: stop and hold, climb rate 0 (PX4 has none).
+    Brake,
     /// PX4 AUTO.TAKEOFF.
     Takeoff,
     Auto,
@@ -111,6 +188,8 @@ impl Mode {
             (Flavour::ArduPilot, Mode::Manual) => "STABILIZE",
             (Flavour::ArduPilot, Mode::Guided) => "GUIDED",
             (Flavour::ArduPilot, Mode::Hold) => "LOITER",
+            (Flavour::ArduPilot, Mode::Brake) => "BRAKE",
+            (Flavour::Px4, Mode::Brake) => "AUTO.LOITER",
             (Flavour::ArduPilot, Mode::Takeoff) => "TAKEOFF",
             (Flavour::ArduPilot, Mode::Auto) => "AUTO",
             (Flavour::ArduPilot, Mode::Rtl) => "RTL",
@@ -131,6 +210,7 @@ impl Mode {
                 Mode::Manual => 0,
                 Mode::Guided | Mode::Takeoff => 4,
                 Mode::Hold => 5,
+                Mode::Brake => 17,
                 Mode::Auto => 3,
                 Mode::Rtl => 6,
                 Mode::Land => 9,
@@ -138,7 +218,7 @@ impl Mode {
             Flavour::Px4 => {
                 let (main, sub): (u32, u32) = match self {
                     Mode::Manual => (1, 0),
-                    Mode::Guided | Mode::Hold => (4, 3),
+                    Mode::Guided | Mode::Hold | Mode::Brake => (4, 3),
                     Mode::Takeoff => (4, 2),
                     Mode::Auto => (4, 4),
                     Mode::Rtl => (4, 5),
@@ -155,6 +235,7 @@ impl Mode {
                 0 => Some(Mode::Manual),
                 4 => Some(Mode::Guided),
                 5 => Some(Mode::Hold),
+                17 => Some(Mode::Brake),
                 3 => Some(Mode::Auto),
                 6 => Some(Mode::Rtl),
                 9 => Some(Mode::Land),
@@ -231,6 +312,19 @@ pub struct View {
     pub last_heartbeat_from: Option<(u32, u8, u32)>,
     /// Every COMMAND_LONG/COMMAND_INT received: (command id, confirmation).
     pub commands: Vec<(u32, u8)>,
+    /// The estimator navigates by GPS (EKF_STATUS_REPORT / ESTIMATOR_STATUS say so).
+    pub position_ok: bool,
+    /// Pack voltage as reported.
+    pub voltage: f64,
+    /// ArduPilot's battery failsafe fired / a link-loss failsafe (FS_GCS, NAV_DLL_ACT) is active.
+    pub battery_failsafe: bool,
+    pub gcs_failsafe: bool,
+    /// ArduPilot's RC throttle input, µs.
+    pub rc_throttle_us: u16,
+    /// Vertical speed, m/s up.
+    pub climb_mps: f64,
+    /// Horizontal speed, m/s.
+    pub speed_mps: f64,
 }
 
 pub struct Model {
@@ -248,8 +342,27 @@ pub struct Model {
     target: Option<[f64; 3]>,
     takeoff_alt: Option<f64>,
     rtl: RtlPhase,
+    /// Percent left: consumed mAh against the capacity (never the voltage).
     battery: f64,
+    consumed_mah: f64,
+    /// Transient voltage dip (battery_sag) and the control socket's lasting sag.
     sag_v: f64,
+    voltage_sag_v: f64,
+    /// ArduPilot's RC throttle input, µs (1000 = stick down: no transmitter).
+    rc_throttle_us: u16,
+    /// Since when the voltage is under BATT_LOW_VOLT, and whether the failsafe fired.
+    batt_low_since: Option<f64>,
+    batt_failsafe: bool,
+    /// Sim time of the last HEARTBEAT from the GCS the failsafes watch (ArduPilot: SYSID_MYGCS;
+    /// PX4: any MAV_TYPE_GCS), and whether its failsafe fired.
+    gcs_heartbeat_at: Option<f64>,
+    gcs_failsafe: bool,
+    /// PX4 events protocol: the sequence number of the last EVENT sent.
+    event_seq: u16,
+    /// Events already sent, for REQUEST_EVENT (the last few).
+    events_sent: Vec<apm::EVENT_DATA>,
+    /// "EKF3 IMU0 is using GPS" said.
+    position_announced: bool,
     gps_fix_at: f64,
     home_set: bool,
     servo: [u16; 16],
@@ -269,6 +382,15 @@ pub struct Model {
     commands: Vec<(u32, u8)>,
     /// Outputs due at a later sim time.
     delayed: Vec<(f64, Out)>,
+}
+
+/// PX4's event id for an event name: the autopilot component (1) in the top byte, the low 24
+/// bits of the name's FNV-1a 32 hash (PX4's `events::ID()`).
+pub fn px4_event_id(name: &str) -> u32 {
+    let hash = name.bytes().fold(2_166_136_261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16_777_619)
+    });
+    (1 << 24) | (hash & 0xff_ffff)
 }
 
 /// SplitMix64: tiny, fast, and its sequence never changes with a crate upgrade, so a seed means
@@ -292,8 +414,11 @@ fn id<T: mavlink::MessageData>() -> u32 {
     T::ID
 }
 
-fn default_intervals() -> HashMap<u32, f64> {
-    HashMap::from([
+/// What each autopilot streams unasked (rates in seconds). ArduPilot streams HOME_POSITION and
+/// EKF_STATUS_REPORT; PX4 sends HOME_POSITION only when asked or when home changes, and
+/// CURRENT_EVENT_SEQUENCE for the events protocol.
+fn default_intervals(f: Flavour) -> HashMap<u32, f64> {
+    let mut m = HashMap::from([
         (id::<apm::GLOBAL_POSITION_INT_DATA>(), 0.2),
         (id::<apm::ATTITUDE_DATA>(), 0.2),
         (id::<apm::SYS_STATUS_DATA>(), 0.5),
@@ -302,14 +427,27 @@ fn default_intervals() -> HashMap<u32, f64> {
         (id::<apm::BATTERY_STATUS_DATA>(), 1.0),
         (id::<apm::SERVO_OUTPUT_RAW_DATA>(), 1.0),
         (id::<apm::MISSION_CURRENT_DATA>(), 1.0),
-        (id::<apm::HOME_POSITION_DATA>(), 5.0),
         (id::<apm::VFR_HUD_DATA>(), 0.5),
-    ])
+    ]);
+    match f {
+        Flavour::ArduPilot => {
+            m.insert(id::<apm::HOME_POSITION_DATA>(), 5.0);
+            m.insert(id::<apm::EKF_STATUS_REPORT_DATA>(), 1.0);
+        }
+        Flavour::Px4 => {
+            m.insert(id::<apm::CURRENT_EVENT_SEQUENCE_DATA>(), 1.0);
+        }
+    }
+    m
 }
 
 fn ack(command: MavCmd, result: MavResult) -> Out {
     Out {
-        msg: MavMessage::COMMAND_ACK(apm::COMMAND_ACK_DATA { command, result }),
+        msg: MavMessage::COMMAND_ACK(apm::COMMAND_ACK_DATA {
+            command,
+            result,
+            ..Default::default()
+        }),
         is_ack: true,
     }
 }
@@ -325,6 +463,7 @@ pub fn status_text(severity: apm::MavSeverity, text: &str) -> MavMessage {
     MavMessage::STATUSTEXT(apm::STATUSTEXT_DATA {
         severity,
         text: data.into(),
+        ..Default::default()
     })
 }
 
@@ -351,7 +490,17 @@ impl Model {
             takeoff_alt: None,
             rtl: RtlPhase::Climb,
             battery: 100.0,
+            consumed_mah: 0.0,
             sag_v: 0.0,
+            voltage_sag_v: 0.0,
+            rc_throttle_us: 1000,
+            batt_low_since: None,
+            batt_failsafe: false,
+            gcs_heartbeat_at: None,
+            gcs_failsafe: false,
+            event_seq: 0,
+            events_sent: Vec::new(),
+            position_announced: false,
             gps_fix_at,
             home_set: false,
             servo,
@@ -361,7 +510,7 @@ impl Model {
             mission_current: 0,
             mission_hold_until: None,
             upload: None,
-            intervals: default_intervals(),
+            intervals: default_intervals(flavour),
             faults: FaultState::default(),
             rng,
             landing_targets: 0,
@@ -399,8 +548,37 @@ impl Model {
         self.t >= self.gps_fix_at && self.t >= self.faults.gps_lost_until
     }
 
-    fn arm_ready(&self) -> bool {
+    /// The estimator navigates by GPS (ArduPilot: "EKF3 IMU0 is using GPS").
+    fn position_ok(&self) -> bool {
         self.gps_ok() && self.t >= self.gps_fix_at + self.p.arm_ready_after_fix_s
+    }
+
+    /// ArduPilot's RC throttle input (µs); the control socket's `rc_throttle`.
+    pub fn set_rc_throttle(&mut self, us: u16) {
+        self.rc_throttle_us = us.clamp(800, 2200);
+    }
+
+    /// A lasting voltage sag (the control socket's `voltage_sag`): the percentage does not move.
+    pub fn set_voltage_sag(&mut self, volts: f64) {
+        self.voltage_sag_v = volts.max(0.0);
+    }
+
+    pub fn params_mut(&mut self) -> &mut Params {
+        &mut self.p
+    }
+
+    /// LOITER's climb rate from the throttle stick, m/s (ArduCopter: PILOT_SPEED_UP/DN 2.5 m/s at
+    /// the ends, a ±10 % dead zone around mid-stick).
+    fn loiter_climb_mps(&self) -> f64 {
+        let t = (f64::from(self.rc_throttle_us) - 1000.0) / 1000.0;
+        let t = t.clamp(0.0, 1.0);
+        if t < 0.4 {
+            -2.5 * (0.4 - t) / 0.4
+        } else if t > 0.6 {
+            2.5 * (t - 0.6) / 0.4
+        } else {
+            0.0
+        }
     }
 
     fn on_ground(&self) -> bool {
@@ -429,6 +607,13 @@ impl Model {
             heartbeats_received: self.heartbeats_received,
             last_heartbeat_from: self.last_heartbeat_from,
             commands: self.commands.clone(),
+            position_ok: self.position_ok(),
+            voltage: self.voltage(),
+            battery_failsafe: self.batt_failsafe,
+            gcs_failsafe: self.gcs_failsafe,
+            rc_throttle_us: self.rc_throttle_us,
+            climb_mps: self.vel[2],
+            speed_mps: self.vel[0].hypot(self.vel[1]),
         }
     }
 
@@ -440,16 +625,42 @@ impl Model {
         self.t += dt;
         if !self.home_set && self.gps_ok() {
             self.home_set = true;
-            outs.push(out(status_text(
-                apm::MavSeverity::MAV_SEVERITY_INFO,
-                "GPS 1: detected, 3D fix; home set",
-            )));
-            outs.push(out(self.home_position()));
+            match self.flavour {
+                // ArduPilot: the EKF's origin and home come with the fix, unasked
+                Flavour::ArduPilot => {
+                    outs.push(out(status_text(
+                        apm::MavSeverity::MAV_SEVERITY_INFO,
+                        "EKF3 IMU0 origin set",
+                    )));
+                    outs.push(out(self.home_position()));
+                }
+                // PX4: known only to whoever asks for it (or streams it)
+                Flavour::Px4 => {}
+            }
+        }
+        if !self.position_announced && self.position_ok() {
+            self.position_announced = true;
+            if self.flavour == Flavour::ArduPilot {
+                outs.push(out(status_text(
+                    apm::MavSeverity::MAV_SEVERITY_INFO,
+                    "EKF3 IMU0 is using GPS",
+                )));
+            }
         }
         if let Some((at, release)) = self.gripper_pending {
             if self.t >= at {
                 self.gripper_pending = None;
                 self.set_gripper(release);
+                if self.flavour == Flavour::ArduPilot {
+                    outs.push(out(status_text(
+                        apm::MavSeverity::MAV_SEVERITY_INFO,
+                        if release {
+                            "Gripper load released"
+                        } else {
+                            "Gripper load grabbed"
+                        },
+                    )));
+                }
             }
         }
         let mut i = 0;
@@ -467,14 +678,13 @@ impl Model {
             self.vel = [0.0; 3];
         }
 
-        // battery
-        let drain = if self.armed && !self.on_ground() {
-            self.p.drain_flying_pct_s
-        } else {
-            self.p.drain_idle_pct_s
-        };
-        self.battery = (self.battery - drain * dt).max(0.0);
+        // battery: consumed mAh against the capacity; the voltage follows but never feeds back
+        let amps = self.current_a();
+        self.consumed_mah += amps * dt / 3.6;
+        self.battery = (100.0 - 100.0 * self.consumed_mah / self.p.capacity_mah).max(0.0);
         self.sag_v = (self.sag_v - 0.5 * dt).max(0.0);
+        self.battery_failsafe_step(outs);
+        self.gcs_failsafe_step(outs);
 
         // motors on the servo outputs, for observers
         let m = if !self.armed {
@@ -485,6 +695,126 @@ impl Model {
             1500
         };
         self.servo[..4].fill(m);
+    }
+
+    fn current_a(&self) -> f64 {
+        if self.armed && !self.on_ground() {
+            self.p.current_flying_a
+        } else {
+            self.p.current_idle_a
+        }
+    }
+
+    /// ArduPilot's low-voltage failsafe: BATT_LOW_TIMER seconds under BATT_LOW_VOLT, then "Battery
+    /// 1 is low …", "Battery Failsafe" and BATT_FS_LOW_ACT (RTL: the autopilot switches by itself).
+    fn battery_failsafe_step(&mut self, outs: &mut Vec<Out>) {
+        if self.flavour != Flavour::ArduPilot || self.p.batt_low_volt <= 0.0 || self.batt_failsafe {
+            return;
+        }
+        if self.voltage() >= self.p.batt_low_volt {
+            self.batt_low_since = None;
+            return;
+        }
+        let since = *self.batt_low_since.get_or_insert(self.t);
+        if self.t - since < self.p.batt_low_timer_s {
+            return;
+        }
+        self.batt_failsafe = true;
+        let text = format!(
+            "Battery 1 is low {:.2}V used {:.0} mAh",
+            self.voltage(),
+            self.consumed_mah
+        );
+        outs.push(out(status_text(
+            apm::MavSeverity::MAV_SEVERITY_WARNING,
+            &text,
+        )));
+        outs.push(out(status_text(
+            apm::MavSeverity::MAV_SEVERITY_WARNING,
+            "Battery Failsafe",
+        )));
+        if self.armed && !self.on_ground() {
+            match self.p.batt_fs_low_act {
+                1 => self.failsafe_mode(Mode::Land),
+                2 => self.failsafe_mode(Mode::Rtl),
+                _ => {}
+            }
+        }
+    }
+
+    /// The companion/GCS link-loss failsafes: ArduPilot FS_GCS_ENABLE (HEARTBEATs from
+    /// SYSID_MYGCS), PX4 NAV_DLL_ACT (HEARTBEATs of MAV_TYPE_GCS). Only once such a HEARTBEAT was
+    /// seen, only in flight.
+    fn gcs_failsafe_step(&mut self, outs: &mut Vec<Out>) {
+        let (action, timeout) = match self.flavour {
+            Flavour::ArduPilot => (
+                match self.p.fs_gcs_enable {
+                    1 | 2 => Some(Mode::Rtl),
+                    5 => Some(Mode::Land),
+                    _ => None,
+                },
+                self.p.fs_gcs_timeout_s,
+            ),
+            Flavour::Px4 => (
+                match self.p.nav_dll_act {
+                    2 => Some(Mode::Rtl),
+                    3 => Some(Mode::Land),
+                    _ => None,
+                },
+                self.p.com_dl_loss_t_s,
+            ),
+        };
+        let (Some(action), Some(last)) = (action, self.gcs_heartbeat_at) else {
+            return;
+        };
+        let lost = self.t - last > timeout;
+        if !lost {
+            if self.gcs_failsafe {
+                self.gcs_failsafe = false;
+                if self.flavour == Flavour::ArduPilot {
+                    outs.push(out(status_text(
+                        apm::MavSeverity::MAV_SEVERITY_INFO,
+                        "GCS Failsafe Cleared",
+                    )));
+                }
+            }
+            return;
+        }
+        if self.gcs_failsafe || !self.armed || self.on_ground() {
+            return;
+        }
+        self.gcs_failsafe = true;
+        match self.flavour {
+            Flavour::ArduPilot => outs.push(out(status_text(
+                apm::MavSeverity::MAV_SEVERITY_CRITICAL,
+                "GCS Failsafe",
+            ))),
+            Flavour::Px4 => {
+                let e = self.event("commander_gcs_lost", 4);
+                outs.push(e);
+            }
+        }
+        self.failsafe_mode(action);
+    }
+
+    /// The watched GCS is still beating in *real* time (the link's clock: a companion beats at
+    /// 1 Hz wall clock whatever the sim's speed-up), so its silence is counted from now.
+    pub fn gcs_heartbeat_fresh(&mut self) {
+        if self.gcs_heartbeat_at.is_some() {
+            self.gcs_heartbeat_at = Some(self.t);
+        }
+    }
+
+    /// A mode change the autopilot makes by itself (failsafe): no position check, no ACK.
+    fn failsafe_mode(&mut self, m: Mode) {
+        if self.mode == m {
+            return;
+        }
+        if m == Mode::Rtl {
+            self.rtl = RtlPhase::Climb;
+        }
+        self.takeoff_alt = None;
+        self.mode = m;
     }
 
     fn set_gripper(&mut self, release: bool) {
@@ -503,6 +833,7 @@ impl Model {
         let mut vmax_up = self.p.max_climb_mps;
         let mut vmax_down = self.p.max_descent_mps;
         let mut landing = false;
+        let mut brake = false;
 
         if let Some(alt) = self.takeoff_alt {
             // take-off: straight up, slower than cruise climb
@@ -514,10 +845,6 @@ impl Model {
                 if self.mode == Mode::Takeoff {
                     self.mode = Mode::Hold;
                 }
-                outs.push(out(status_text(
-                    apm::MavSeverity::MAV_SEVERITY_INFO,
-                    "Takeoff complete",
-                )));
             }
         } else {
             match self.mode {
@@ -551,12 +878,43 @@ impl Model {
                     desired = d;
                     landing = l;
                 }
+                // ArduCopter LOITER: position held, climb rate from the throttle stick; with no
+                // transmitter the input is 1000 µs, stick down: it descends, lands, disarms
+                Mode::Hold if self.flavour == Flavour::ArduPilot => {
+                    let t = self.target.unwrap_or(here);
+                    let climb = self.loiter_climb_mps();
+                    desired = if climb < 0.0 {
+                        vmax_down = -climb;
+                        landing = true;
+                        [t[0], t[1], 0.0]
+                    } else if climb > 0.0 {
+                        vmax_up = climb;
+                        [t[0], t[1], here[2] + 50.0]
+                    } else if self.vel[2].abs() > 0.05 {
+                        // stick centred: climb rate 0, so the altitude where it stops is held
+                        [t[0], t[1], here[2]]
+                    } else {
+                        [t[0], t[1], t[2]]
+                    };
+                    if climb != 0.0 || self.vel[2].abs() > 0.05 {
+                        self.target = Some([t[0], t[1], here[2]]);
+                    }
+                }
+                // ArduCopter BRAKE: stop as hard as it can where it is, climb rate 0
+                Mode::Brake => {
+                    let stop = self.target.unwrap_or(here);
+                    desired = [here[0], here[1], stop[2]];
+                    brake = true;
+                }
                 Mode::Guided | Mode::Hold | Mode::Manual | Mode::Takeoff => {
                     desired = self.target.unwrap_or(here);
+                    // PX4 Hold stops with its braking deceleration from cruise: it overshoots
+                    // the hold point and comes back
+                    brake = self.mode == Mode::Hold;
                 }
             }
         }
-        if landing {
+        if landing && self.mode != Mode::Hold {
             vmax_down = if here[2] > 10.0 {
                 self.p.max_descent_mps
             } else {
@@ -582,8 +940,18 @@ impl Model {
         } else {
             -vmax_down.min((2.0 * self.p.accel_mps2 * -du).sqrt())
         };
-        let a = self.p.accel_mps2 * dt;
-        let approach = |v: f64, d: f64| v + (d - v).clamp(-a, a);
+        // a hold stops harder than the vehicle speeds up (decelerating: slower, or reversing)
+        let accel = self.p.accel_mps2 * dt;
+        let brake_accel = self.p.brake_accel_mps2 * dt;
+        let approach = |v: f64, d: f64| {
+            let decelerating = d * v < 0.0 || d.abs() < v.abs();
+            let a = if brake && decelerating {
+                brake_accel
+            } else {
+                accel
+            };
+            v + (d - v).clamp(-a, a)
+        };
         self.vel = [
             approach(self.vel[0], vn_d),
             approach(self.vel[1], ve_d),
@@ -612,15 +980,7 @@ impl Model {
             self.armed_on_ground_s += dt;
             let landed_now = landing && self.armed_on_ground_s >= 1.0;
             if landed_now || self.armed_on_ground_s >= self.p.auto_disarm_s {
-                self.armed = false;
-                self.vel = [0.0; 3];
-                self.target = None;
-                let text = if landed_now {
-                    "Landed; disarming"
-                } else {
-                    "Disarming: no take-off"
-                };
-                outs.push(out(status_text(apm::MavSeverity::MAV_SEVERITY_INFO, text)));
+                self.disarm(outs);
             }
         } else {
             self.armed_on_ground_s = 0.0;
@@ -645,6 +1005,7 @@ impl Model {
                 outs.push(out(MavMessage::MISSION_CURRENT(
                     apm::MISSION_CURRENT_DATA {
                         seq: m.mission_current,
+                        ..Default::default()
                     },
                 )));
                 m.target = Some(m.pos);
@@ -728,9 +1089,20 @@ impl Model {
     // ---- messages in
 
     /// Records a HEARTBEAT from the other side (tests check the companion's identity and rate).
-    pub fn note_heartbeat(&mut self, header: mavlink::MavHeader, hb: &apm::HEARTBEAT_DATA) {
+    /// Returns whether the HEARTBEAT is one a link-loss failsafe watches.
+    pub fn note_heartbeat(&mut self, header: mavlink::MavHeader, hb: &apm::HEARTBEAT_DATA) -> bool {
         self.heartbeats_received += 1;
+        // what each autopilot's link-loss failsafe watches: ArduPilot a system id (SYSID_MYGCS,
+        // any type), PX4 a ground station (MAV_TYPE_GCS, any id)
+        let watched = match self.flavour {
+            Flavour::ArduPilot => header.system_id == u32::from(self.p.sysid_mygcs),
+            Flavour::Px4 => hb.mavtype == apm::MavType::MAV_TYPE_GCS,
+        };
+        if watched {
+            self.gcs_heartbeat_at = Some(self.t);
+        }
         self.last_heartbeat_from = Some((header.system_id, header.component_id, hb.mavtype as u32));
+        watched
     }
 
     /// Handles one message from the companion/GCS; pushes replies.
@@ -827,7 +1199,10 @@ impl Model {
             MavMessage::MISSION_SET_CURRENT(m) if usize::from(m.seq) < self.mission.len() => {
                 self.mission_current = m.seq;
                 outs.push(out(MavMessage::MISSION_CURRENT(
-                    apm::MISSION_CURRENT_DATA { seq: m.seq },
+                    apm::MISSION_CURRENT_DATA {
+                        seq: m.seq,
+                        ..Default::default()
+                    },
                 )));
             }
             MavMessage::MISSION_REQUEST_LIST(_) => {
@@ -835,11 +1210,21 @@ impl Model {
                     count: self.mission.len() as u16,
                     target_system: 0,
                     target_component: 0,
+                    ..Default::default()
                 })));
             }
             MavMessage::MISSION_REQUEST_INT(r) => {
                 if let Some(item) = self.mission.get(usize::from(r.seq)) {
                     outs.push(out(MavMessage::MISSION_ITEM_INT(item.clone())));
+                }
+            }
+            MavMessage::REQUEST_EVENT(r) if self.flavour == Flavour::Px4 => {
+                let wanted = |seq: u16| {
+                    seq.wrapping_sub(r.first_sequence)
+                        <= r.last_sequence.wrapping_sub(r.first_sequence)
+                };
+                for e in self.events_sent.iter().filter(|e| wanted(e.sequence)) {
+                    outs.push(out(MavMessage::EVENT(e.clone())));
                 }
             }
             MavMessage::LANDING_TARGET(lt) => {
@@ -867,6 +1252,7 @@ impl Model {
                 seq,
                 target_system: 0,
                 target_component: 0,
+                ..Default::default()
             },
         ))
     }
@@ -876,6 +1262,7 @@ impl Model {
             target_system: 0,
             target_component: 0,
             mavtype: r,
+            ..Default::default()
         }))
     }
 
@@ -898,6 +1285,84 @@ impl Model {
         } else {
             outs.push(self.mission_request(expected + 1));
         }
+    }
+
+    /// Why arming is refused now, if it is: (ArduPilot's text, PX4's event name).
+    fn arming_refusal(&self) -> Option<(&'static str, &'static str)> {
+        let gcs_needed = self.flavour == Flavour::Px4
+            && self.p.nav_dll_act > 0
+            && !self
+                .gcs_heartbeat_at
+                .is_some_and(|at| self.t - at <= self.p.com_dl_loss_t_s);
+        if gcs_needed {
+            return Some(("PreArm: No connection to the GCS", "check_rc_dl_no_dllink"));
+        }
+        if !self.gps_ok() {
+            return Some(("Arm: AHRS: waiting for home", "check_modes_global_pos"));
+        }
+        // ArduCopter arms in STABILIZE before its EKF uses GPS; in a position mode it needs one
+        let mode_needs_position = self.flavour == Flavour::Px4 || self.mode != Mode::Manual;
+        if mode_needs_position && !self.position_ok() {
+            return Some(("Arm: Need Position Estimate", "check_modes_global_pos"));
+        }
+        if self.battery < 10.0 {
+            return Some(("Arm: Battery below minimum", "check_battery_low"));
+        }
+        None
+    }
+
+    /// A STATUSTEXT only ArduPilot sends (PX4 1.16 logs these on its console, not over MAVLink).
+    fn ardupilot_says(&self, outs: &mut Vec<Out>, severity: apm::MavSeverity, text: &str) {
+        if self.flavour == Flavour::ArduPilot {
+            outs.push(out(status_text(severity, text)));
+        }
+    }
+
+    /// Says why something was refused the way the autopilot does: ArduPilot a STATUSTEXT, PX4
+    /// 1.16 an EVENT (events protocol) and no STATUSTEXT at all.
+    fn refuse(&mut self, (text, px4_event): (&str, &str), outs: &mut Vec<Out>) {
+        match self.flavour {
+            Flavour::ArduPilot => outs.push(out(status_text(
+                apm::MavSeverity::MAV_SEVERITY_CRITICAL,
+                text,
+            ))),
+            Flavour::Px4 => {
+                let e = self.event(px4_event, 3);
+                outs.push(e);
+            }
+        }
+    }
+
+    fn disarm(&mut self, outs: &mut Vec<Out>) {
+        self.armed = false;
+        self.vel = [0.0; 3];
+        self.target = None;
+        if self.flavour == Flavour::ArduPilot {
+            outs.push(out(status_text(
+                apm::MavSeverity::MAV_SEVERITY_INFO,
+                "Disarming motors",
+            )));
+        }
+    }
+
+    /// A PX4 EVENT (events protocol) with the id PX4 derives from the name, the next sequence
+    /// number and `level` (0 emergency .. 7 debug) for both users and the log.
+    fn event(&mut self, name: &str, level: u8) -> Out {
+        self.event_seq = self.event_seq.wrapping_add(1);
+        let e = apm::EVENT_DATA {
+            destination_component: 0,
+            destination_system: 0,
+            id: px4_event_id(name),
+            event_time_boot_ms: (self.t * 1000.0) as u32,
+            sequence: self.event_seq,
+            log_levels: (level << 4) | level,
+            arguments: [0; 40],
+        };
+        if self.events_sent.len() >= 32 {
+            self.events_sent.remove(0);
+        }
+        self.events_sent.push(e.clone());
+        out(MavMessage::EVENT(e))
     }
 
     fn refusal(&mut self, cmd: MavCmd) -> Option<MavResult> {
@@ -932,6 +1397,7 @@ impl Model {
             outs.push(ack(cmd, r));
             return;
         }
+        let mut after_ack = None;
         use MavResult as R;
         let r = match cmd {
             MavCmd::MAV_CMD_COMPONENT_ARM_DISARM => {
@@ -939,41 +1405,33 @@ impl Model {
                 if p[0] > 0.5 {
                     if self.armed {
                         R::MAV_RESULT_ACCEPTED
-                    } else if !self.arm_ready() && !force {
-                        let text = match (self.flavour, self.gps_ok()) {
-                            (Flavour::ArduPilot, false) => "Arm: AHRS: waiting for home",
-                            (Flavour::ArduPilot, true) => "Arm: Need Position Estimate",
-                            (Flavour::Px4, _) => {
-                                "Arming denied: Resolve system health failures first"
-                            }
-                        };
-                        outs.push(out(status_text(
-                            apm::MavSeverity::MAV_SEVERITY_CRITICAL,
-                            text,
-                        )));
-                        self.deny()
-                    } else if self.battery < 10.0 && !force {
-                        outs.push(out(status_text(
-                            apm::MavSeverity::MAV_SEVERITY_CRITICAL,
-                            "Arm: Battery below minimum",
-                        )));
+                    } else if let Some(refusal) = self.arming_refusal().filter(|_| !force) {
+                        self.refuse(refusal, outs);
                         self.deny()
                     } else {
                         self.armed = true;
                         self.armed_on_ground_s = 0.0;
                         self.target = Some(self.pos);
+                        if self.flavour == Flavour::ArduPilot {
+                            outs.push(out(status_text(
+                                apm::MavSeverity::MAV_SEVERITY_INFO,
+                                "Arming motors",
+                            )));
+                        }
                         R::MAV_RESULT_ACCEPTED
                     }
                 } else if !self.armed {
                     R::MAV_RESULT_ACCEPTED
                 } else if !self.on_ground() && !force {
-                    outs.push(out(status_text(
-                        apm::MavSeverity::MAV_SEVERITY_CRITICAL,
-                        "Disarm: vehicle is flying",
-                    )));
+                    if self.flavour == Flavour::ArduPilot {
+                        outs.push(out(status_text(
+                            apm::MavSeverity::MAV_SEVERITY_CRITICAL,
+                            "Disarm: vehicle is flying",
+                        )));
+                    }
                     self.deny()
                 } else {
-                    self.armed = false;
+                    self.disarm(outs);
                     R::MAV_RESULT_ACCEPTED
                 }
             }
@@ -984,16 +1442,18 @@ impl Model {
                     Flavour::Px4 => f64::from(p[6]) - self.home.2,
                 };
                 if !self.armed {
-                    outs.push(out(status_text(
+                    self.ardupilot_says(
+                        outs,
                         apm::MavSeverity::MAV_SEVERITY_WARNING,
                         "Takeoff: vehicle not armed",
-                    )));
+                    );
                     self.deny()
                 } else if self.flavour == Flavour::ArduPilot && self.mode != Mode::Guided {
-                    outs.push(out(status_text(
+                    self.ardupilot_says(
+                        outs,
                         apm::MavSeverity::MAV_SEVERITY_WARNING,
                         "Takeoff: switch to GUIDED first",
-                    )));
+                    );
                     R::MAV_RESULT_FAILED
                 } else if !self.on_ground() {
                     self.deny()
@@ -1011,12 +1471,13 @@ impl Model {
             MavCmd::MAV_CMD_DO_REPOSITION => {
                 let change_mode = (p[1] as u32) & 1 == 1;
                 if !self.armed || self.on_ground() && self.takeoff_alt.is_none() {
-                    outs.push(out(status_text(
+                    self.ardupilot_says(
+                        outs,
                         apm::MavSeverity::MAV_SEVERITY_WARNING,
                         "Reposition: not flying",
-                    )));
+                    );
                     self.deny()
-                } else if !self.gps_ok() {
+                } else if !self.position_ok() {
                     R::MAV_RESULT_TEMPORARILY_REJECTED
                 } else if self.flavour == Flavour::ArduPilot
                     && self.mode != Mode::Guided
@@ -1042,8 +1503,17 @@ impl Model {
             MavCmd::MAV_CMD_DO_GRIPPER => {
                 let release = p[1] < 0.5;
                 match self.flavour {
+                    // ArduPilot ACKs at once ("releasing") and reports "released" ~0.5 s later
                     Flavour::ArduPilot => {
-                        self.set_gripper(release);
+                        outs.push(out(status_text(
+                            apm::MavSeverity::MAV_SEVERITY_INFO,
+                            if release {
+                                "Gripper load releasing"
+                            } else {
+                                "Gripper load grabbing"
+                            },
+                        )));
+                        self.gripper_pending = Some((self.t + self.p.ardupilot_gripper_s, release));
                         R::MAV_RESULT_ACCEPTED
                     }
                     Flavour::Px4 => {
@@ -1087,7 +1557,7 @@ impl Model {
                 if us < 0.0 {
                     self.intervals.remove(&msg_id);
                 } else if us == 0.0 {
-                    if let Some(d) = default_intervals().get(&msg_id) {
+                    if let Some(d) = default_intervals(self.flavour).get(&msg_id) {
                         self.intervals.insert(msg_id, *d);
                     }
                 } else {
@@ -1099,7 +1569,8 @@ impl Model {
                 let msg_id = p[0] as u32;
                 match self.telemetry_message(msg_id) {
                     Some(m) => {
-                        outs.push(out(m));
+                        // the ACK first, then the message (as the autopilots send them)
+                        after_ack = Some(out(m));
                         R::MAV_RESULT_ACCEPTED
                     }
                     None if msg_id == id::<apm::HOME_POSITION_DATA>() => {
@@ -1110,10 +1581,11 @@ impl Model {
             }
             MavCmd::MAV_CMD_MISSION_START => {
                 if self.mission.is_empty() {
-                    outs.push(out(status_text(
+                    self.ardupilot_says(
+                        outs,
                         apm::MavSeverity::MAV_SEVERITY_WARNING,
                         "Mission: no mission",
-                    )));
+                    );
                     self.deny()
                 } else {
                     let first = p[0].max(0.0) as u16;
@@ -1128,6 +1600,7 @@ impl Model {
             _ => R::MAV_RESULT_UNSUPPORTED,
         };
         outs.push(ack(cmd, r));
+        outs.extend(after_ack);
     }
 
     fn set_mode_cmd(&mut self, p2: f32, p3: f32, outs: &mut Vec<Out>) -> MavResult {
@@ -1145,32 +1618,45 @@ impl Model {
             return MavResult::MAV_RESULT_ACCEPTED;
         }
         let needs_position = !matches!(m, Mode::Manual | Mode::Land);
-        if needs_position && !self.gps_ok() {
+        // ArduCopter checks a mode's position needs only while armed: disarmed, GUIDED is taken
+        // before the EKF has a position (and the arm is then refused); armed, it is refused
+        let refused = match self.flavour {
+            Flavour::ArduPilot => self.armed && !self.position_ok(),
+            Flavour::Px4 => !self.gps_ok(),
+        };
+        if needs_position && refused {
             let text = format!(
                 "Mode change to {} failed: requires position",
                 m.name(self.flavour)
             );
-            outs.push(out(status_text(
-                apm::MavSeverity::MAV_SEVERITY_WARNING,
-                &text,
-            )));
+            match self.flavour {
+                Flavour::ArduPilot => outs.push(out(status_text(
+                    apm::MavSeverity::MAV_SEVERITY_WARNING,
+                    &text,
+                ))),
+                Flavour::Px4 => {
+                    let e = self.event("check_modes_global_pos", 3);
+                    outs.push(e);
+                }
+            }
             return match self.flavour {
                 Flavour::ArduPilot => MavResult::MAV_RESULT_FAILED,
                 Flavour::Px4 => MavResult::MAV_RESULT_TEMPORARILY_REJECTED,
             };
         }
         if m == Mode::Auto && self.mission.is_empty() {
-            outs.push(out(status_text(
+            self.ardupilot_says(
+                outs,
                 apm::MavSeverity::MAV_SEVERITY_WARNING,
                 "Mode change to AUTO failed: no mission",
-            )));
+            );
             return self.deny();
         }
         if m == Mode::Takeoff && !self.armed {
             return self.deny();
         }
         match m {
-            Mode::Hold | Mode::Guided | Mode::Manual => {
+            Mode::Hold | Mode::Guided | Mode::Manual | Mode::Brake => {
                 if self.takeoff_alt.is_none() {
                     self.target = Some(self.pos);
                 }
@@ -1192,6 +1678,10 @@ impl Model {
     pub fn heartbeat(&self) -> MavMessage {
         use apm::MavModeFlag as F;
         let mut base = F::MAV_MODE_FLAG_CUSTOM_MODE_ENABLED | F::MAV_MODE_FLAG_STABILIZE_ENABLED;
+        if self.flavour == Flavour::ArduPilot {
+            // ArduCopter always reports manual input enabled (0x51 disarmed in STABILIZE)
+            base |= F::MAV_MODE_FLAG_MANUAL_INPUT_ENABLED;
+        }
         if self.armed {
             base |= F::MAV_MODE_FLAG_SAFETY_ARMED;
         }
@@ -1206,7 +1696,10 @@ impl Model {
                 Flavour::ArduPilot => apm::MavAutopilot::MAV_AUTOPILOT_ARDUPILOTMEGA,
             },
             base_mode: base,
-            system_status: if self.armed {
+            // ArduPilot reports a failsafe as CRITICAL
+            system_status: if self.batt_failsafe || self.gcs_failsafe {
+                apm::MavState::MAV_STATE_CRITICAL
+            } else if self.armed {
                 apm::MavState::MAV_STATE_ACTIVE
             } else {
                 apm::MavState::MAV_STATE_STANDBY
@@ -1275,45 +1768,109 @@ impl Model {
                 } else {
                     0
                 },
+                ..Default::default()
             })
         } else if msg_id == id::<apm::SYS_STATUS_DATA>() {
             use apm::MavSysStatusSensor as S;
-            let base = S::MAV_SYS_STATUS_SENSOR_3D_GYRO
+            let mut present = S::MAV_SYS_STATUS_SENSOR_3D_GYRO
                 | S::MAV_SYS_STATUS_SENSOR_3D_ACCEL
                 | S::MAV_SYS_STATUS_SENSOR_3D_MAG
                 | S::MAV_SYS_STATUS_SENSOR_ABSOLUTE_PRESSURE
                 | S::MAV_SYS_STATUS_SENSOR_GPS
-                | S::MAV_SYS_STATUS_PREARM_CHECK;
-            let mut health = base;
+                | S::MAV_SYS_STATUS_SENSOR_RC_RECEIVER
+                | S::MAV_SYS_STATUS_SENSOR_MOTOR_OUTPUTS
+                | S::MAV_SYS_STATUS_AHRS
+                | S::MAV_SYS_STATUS_SENSOR_BATTERY;
+            // only ArduPilot reports its pre-arm state; PX4 never sets the bit
+            if self.flavour == Flavour::ArduPilot {
+                present |= S::MAV_SYS_STATUS_PREARM_CHECK;
+            }
+            let mut health = present;
             if !gps {
                 health.remove(S::MAV_SYS_STATUS_SENSOR_GPS);
             }
-            if !self.arm_ready() {
-                health.remove(S::MAV_SYS_STATUS_PREARM_CHECK);
+            match self.flavour {
+                Flavour::ArduPilot => {
+                    // ArduPilot's pre-arm checks pass once the EKF has its origin, before it
+                    // navigates by GPS (arming in STABILIZE needs no position)
+                    if !gps {
+                        health.remove(S::MAV_SYS_STATUS_PREARM_CHECK);
+                    }
+                    if self.batt_failsafe {
+                        health.remove(S::MAV_SYS_STATUS_SENSOR_BATTERY);
+                    }
+                }
+                // PX4 with no RC and no MAVLink joystick: receiver enabled but unhealthy, and it
+                // arms and flies its autonomous modes all the same
+                Flavour::Px4 => health.remove(S::MAV_SYS_STATUS_SENSOR_RC_RECEIVER),
             }
             MavMessage::SYS_STATUS(apm::SYS_STATUS_DATA {
-                onboard_control_sensors_present: base,
-                onboard_control_sensors_enabled: base,
+                onboard_control_sensors_present: present,
+                onboard_control_sensors_enabled: present,
                 onboard_control_sensors_health: health,
                 load: 250,
                 voltage_battery: (self.voltage() * 1000.0) as u16,
-                current_battery: if self.armed { 1500 } else { 50 },
+                current_battery: (self.current_a() * 100.0) as i16,
                 battery_remaining: self.battery.round() as i8,
                 ..Default::default()
             })
         } else if msg_id == id::<apm::BATTERY_STATUS_DATA>() {
+            // ArduPilot's analog monitor reports the pack in the first cell slot; PX4 the cells
             let mut voltages = [u16::MAX; 10];
-            voltages[0] = (self.voltage() * 1000.0) as u16;
+            let v = self.voltage();
+            match self.flavour {
+                Flavour::ArduPilot => voltages[0] = (v * 1000.0) as u16,
+                Flavour::Px4 => {
+                    let n = usize::from(self.p.cells.clamp(1, 10));
+                    let cell = (v / n as f64 * 1000.0) as u16;
+                    voltages[..n].fill(cell);
+                }
+            }
+            use apm::MavBatteryChargeState as C;
+            let charge_state = if self.batt_failsafe {
+                C::MAV_BATTERY_CHARGE_STATE_LOW
+            } else {
+                C::MAV_BATTERY_CHARGE_STATE_OK
+            };
             MavMessage::BATTERY_STATUS(apm::BATTERY_STATUS_DATA {
-                current_consumed: ((100.0 - self.battery) * 50.0) as i32,
+                current_consumed: self.consumed_mah.round() as i32,
                 energy_consumed: -1,
                 temperature: i16::MAX,
                 voltages,
-                current_battery: if self.armed { 1500 } else { 50 },
+                current_battery: (self.current_a() * 100.0) as i16,
                 id: 0,
                 battery_function: apm::MavBatteryFunction::MAV_BATTERY_FUNCTION_ALL,
                 mavtype: apm::MavBatteryType::MAV_BATTERY_TYPE_LIPO,
                 battery_remaining: self.battery.round() as i8,
+                charge_state,
+                ..Default::default()
+            })
+        } else if msg_id == id::<apm::EKF_STATUS_REPORT_DATA>() {
+            // the values a real ArduCopter 4.7 sends: attitude and velocities with a constant
+            // position stand-in (0xa7) until the EKF uses GPS (0x33f)
+            let bits: u16 = if self.position_ok() { 0x33f } else { 0xa7 };
+            MavMessage::EKF_STATUS_REPORT(apm::EKF_STATUS_REPORT_DATA {
+                flags: apm::EkfStatusFlags::from_bits_truncate(bits),
+                velocity_variance: 0.01,
+                pos_horiz_variance: 0.01,
+                pos_vert_variance: 0.01,
+                compass_variance: 0.01,
+                ..Default::default()
+            })
+        } else if msg_id == id::<apm::ESTIMATOR_STATUS_DATA>() {
+            let bits: u16 = if self.position_ok() { 0x33f } else { 0xa7 };
+            MavMessage::ESTIMATOR_STATUS(apm::ESTIMATOR_STATUS_DATA {
+                time_usec: (self.t * 1e6) as u64,
+                flags: apm::EstimatorStatusFlags::from_bits_truncate(bits),
+                ..Default::default()
+            })
+        } else if msg_id == id::<apm::CURRENT_EVENT_SEQUENCE_DATA>() {
+            if self.flavour != Flavour::Px4 {
+                return None;
+            }
+            MavMessage::CURRENT_EVENT_SEQUENCE(apm::CURRENT_EVENT_SEQUENCE_DATA {
+                sequence: self.event_seq,
+                ..Default::default()
             })
         } else if msg_id == id::<apm::EXTENDED_SYS_STATE_DATA>() {
             use apm::MavLandedState as L;
@@ -1348,11 +1905,11 @@ impl Model {
                 throttle: if self.armed { 50 } else { 0 },
             })
         } else if msg_id == id::<apm::SERVO_OUTPUT_RAW_DATA>() {
-            // two messages in reality (port 0 and 1); the link sends port 1 right after
-            self.servo_output(0)
+            self.servo_output()
         } else if msg_id == id::<apm::MISSION_CURRENT_DATA>() {
             MavMessage::MISSION_CURRENT(apm::MISSION_CURRENT_DATA {
                 seq: self.mission_current,
+                ..Default::default()
             })
         } else if msg_id == id::<apm::HOME_POSITION_DATA>() {
             if !self.home_set {
@@ -1367,30 +1924,50 @@ impl Model {
         Some(m)
     }
 
-    pub fn servo_output(&self, port: u8) -> MavMessage {
-        let b = usize::from(port) * 8;
+    /// All 16 outputs in one message on port 0, 9..16 in the MAVLink 2 extension fields: what
+    /// ArduPilot 4.x and PX4 1.16 SITL both send (neither sends port 1 for them).
+    pub fn servo_output(&self) -> MavMessage {
         let s = &self.servo;
         MavMessage::SERVO_OUTPUT_RAW(apm::SERVO_OUTPUT_RAW_DATA {
             time_usec: (self.t * 1e6) as u32,
-            servo1_raw: s[b],
-            servo2_raw: s[b + 1],
-            servo3_raw: s[b + 2],
-            servo4_raw: s[b + 3],
-            servo5_raw: s[b + 4],
-            servo6_raw: s[b + 5],
-            servo7_raw: s[b + 6],
-            servo8_raw: s[b + 7],
-            port,
+            servo1_raw: s[0],
+            servo2_raw: s[1],
+            servo3_raw: s[2],
+            servo4_raw: s[3],
+            servo5_raw: s[4],
+            servo6_raw: s[5],
+            servo7_raw: s[6],
+            servo8_raw: s[7],
+            port: 0,
+            servo9_raw: s[8],
+            servo10_raw: s[9],
+            servo11_raw: s[10],
+            servo12_raw: s[11],
+            servo13_raw: s[12],
+            servo14_raw: s[13],
+            servo15_raw: s[14],
+            servo16_raw: s[15],
         })
     }
 
+    /// Pack voltage: from the charge left (the percentage never comes from it), minus the load,
+    /// a transient sag and the control socket's lasting one.
     fn voltage(&self) -> f64 {
-        // 4S LiPo: 16.8 V full, 13.2 V empty, minus load sag
-        13.2 + 3.6 * self.battery / 100.0 - if self.armed { 0.3 } else { 0.0 } - self.sag_v
+        let cells = f64::from(self.p.cells);
+        cells * (3.5 + 0.7 * self.battery / 100.0)
+            // ArduPilot SITL's pack shows no load sag (12.6 V flying in the recordings)
+            - if self.armed && self.flavour == Flavour::Px4 {
+                0.1 * cells
+            } else {
+                0.0
+            }
+            - self.sag_v
+            - self.voltage_sag_v
     }
 
     /// Battery sag fault: lose `percent` at once, with a voltage dip that recovers over seconds.
     pub fn battery_sag(&mut self, percent: f64) {
+        self.consumed_mah += percent / 100.0 * self.p.capacity_mah;
         self.battery = (self.battery - percent).max(0.0);
         self.sag_v += 1.0;
     }
@@ -1471,9 +2048,17 @@ mod tests {
                 })
                 .collect();
             assert_eq!(acks, vec![result]);
-            assert!(outs
-                .iter()
-                .any(|o| matches!(o.msg, MavMessage::STATUSTEXT(_))));
+            // ArduPilot says why in a STATUSTEXT, PX4 1.16 in an EVENT (events protocol) only
+            let said = |o: &Out| match f {
+                Flavour::ArduPilot => matches!(o.msg, MavMessage::STATUSTEXT(_)),
+                Flavour::Px4 => matches!(o.msg, MavMessage::EVENT(_)),
+            };
+            assert!(outs.iter().any(said));
+            assert!(
+                outs.iter()
+                    .all(|o| !matches!(o.msg, MavMessage::STATUSTEXT(_)))
+                    || f == Flavour::ArduPilot
+            );
         }
     }
 }

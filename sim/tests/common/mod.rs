@@ -2,6 +2,8 @@
 //! MAVLink over real sockets on 127.0.0.1 (UDP for the PX4 flavour, TCP for ArduPilot).
 #![allow(dead_code)]
 
+pub mod model;
+
 use hal::flight::mavlink::MavlinkFc;
 use hal::flight::{FcLinkConfig, FcSnapshot, FlightController, PreflightReport};
 use sim::vehicle::{self, Flavour, Transport, VehicleConfig, VehicleHandle};
@@ -31,6 +33,10 @@ pub fn link_config(connection: &str) -> FcLinkConfig {
     cfg.in_progress_timeout_ms = 5000;
     cfg.mode_change_timeout_ms = 2000;
     cfg.mission_timeout_ms = 300;
+    // the sim runs 50× real time: the gripper's settle is the sim's business, not the test's
+    cfg.gripper_settle_ms = 0;
+    cfg.gripper_confirm_timeout_ms = 2000;
+    cfg.hold_brake_timeout_ms = 2000;
     cfg
 }
 
@@ -39,7 +45,17 @@ pub async fn rig(flavour: Flavour) -> Rig {
 }
 
 pub async fn rig_with(flavour: Flavour, tweak: impl FnOnce(&mut FcLinkConfig)) -> Rig {
+    rig_full(flavour, |_| {}, tweak).await
+}
+
+/// A rig with the vehicle's parameters and the link's config both adjusted.
+pub async fn rig_full(
+    flavour: Flavour,
+    params: impl FnOnce(&mut sim::vehicle::model::Params),
+    tweak: impl FnOnce(&mut FcLinkConfig),
+) -> Rig {
     let mut vc = VehicleConfig::standard(flavour);
+    params(&mut vc.params);
     vc.speedup = SPEEDUP;
     vc.seed = 42;
     let connection;

@@ -1,0 +1,1100 @@
+//! The states: every `#[state]` method below, grouped under the `grounded` and `airborne`
+//! superstates, both under `any`. `airborne` is the one place where battery, GPS, link,
+//! autopilot refusals and mission controls are handled for every flying state; `go_home` is the
+//! one place that decides between "home with the parcel" (ABORTING) and "home empty" (RETURNING).
+
+use super::events::{
+    command_name, Delivery, Effect, Event, FlightOp, Fly, Limits, PayloadReading, Timer, Vehicle,
+};
+use protocol::ws::{CommandKind, DroneState, EventType};
+use serde::{Deserialize, Serialize};
+use statig::prelude::*;
+
+/// Where a delivery flight is, within NAVIGATING.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NavPhase {
+    /// Armed, climbing to cruise altitude over home.
+    TakingOff,
+    /// At cruise altitude, flying to the destination.
+    Cruising,
+    /// Over the destination, descending to drop height and centring.
+    Approaching,
+}
+
+/// Where PAUSED (or AUTOPILOT_CONTROL) goes back to on `resume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Resume {
+    Navigating(NavPhase),
+    WaitingDrop,
+    Dropped,
+    Returning,
+    Aborting,
+    EmergencyLanding,
+}
+
+/// The flight operation last asked for, and how often the autopilot has refused it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FlightCmd {
+    pub fly: Fly,
+    pub refusals: u32,
+}
+
+/// The shared storage of the statig machine: what every state can see. Persisted (with the
+/// current state) after every transition.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Drone {
+    pub delivery: Option<Delivery>,
+    pub parcel_on_board: bool,
+    pub nav_attempts: u32,
+    /// `drop_cargo` accepted, release not yet confirmed: after a restart, read the payload.
+    #[serde(default)]
+    pub releasing: bool,
+    /// The vehicle has been in the air during this delivery: only then is "on the ground" a
+    /// landing (and not "not yet taken off").
+    #[serde(default)]
+    pub left_ground: bool,
+    /// The last flight operation asked for (retried on refusal); `None` while the machine
+    /// commands nothing (the autopilot flies).
+    #[serde(default)]
+    pub flight: Option<FlightCmd>,
+    /// The cloud link is down (the runtime says so again after a restart).
+    #[serde(default)]
+    pub cloud_down: bool,
+    /// A technician's test release is running (a restart ends it).
+    #[serde(default)]
+    pub testing: bool,
+}
+
+/// What one event produced, collected while the machine handles it (statig's context). Holds the
+/// limits too: they come from the config, not from the state file.
+#[derive(Debug, Default)]
+pub struct Ctx {
+    pub(super) limits: Limits,
+    pub(super) effects: Vec<Effect>,
+    pub(super) report: Option<(EventType, Option<String>)>,
+    pub(super) rejected: Option<String>,
+    /// Taken without anything to do (a `return_to_base` while already returning).
+    pub(super) accepted: bool,
+    pub(super) transition: Option<(DroneState, DroneState)>,
+}
+
+impl Ctx {
+    fn report(&mut self, event: EventType, reason: Option<String>) {
+        self.report = Some((event, reason));
+    }
+
+    fn timer(&mut self, t: Timer, after: std::time::Duration) {
+        self.effects.push(Effect::StartTimer(t, after));
+    }
+
+    fn cancel(&mut self, timers: &[Timer]) {
+        for t in timers {
+            self.effects.push(Effect::CancelTimer(*t));
+        }
+    }
+
+    fn reject(&mut self, why: String) {
+        self.rejected = Some(why);
+    }
+}
+
+type Response = statig::blocking::Outcome<State>;
+
+#[state_machine(
+    initial = "State::idle()",
+    after_transition = "Self::after_transition",
+    context_identifier = "ctx",
+    state(derive(Debug, Clone, PartialEq, Serialize, Deserialize)),
+    superstate(derive(Debug))
+)]
+impl Drone {
+    // ------------------------------------------------------------------ on the ground
+
+    #[state(superstate = "grounded")]
+    fn idle(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
+        match event {
+            Event::Task(d) if self.testing => {
+                ctx.reject(format!(
+                    "task {} refused: a technician's test release is running",
+                    d.delivery_id
+                ));
+                Handled
+            }
+            Event::Task(d) => {
+                self.finish_delivery();
+                self.delivery = Some(d.clone());
+                self.parcel_on_board = true;
+                ctx.report(EventType::TaskAssigned, None);
+                ctx.effects.push(Effect::RunPreflight);
+                Transition(State::preflight())
+            }
+            _ => Super,
+        }
+    }
+
+    #[state(superstate = "grounded")]
+    fn preflight(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
+        match event {
+            Event::PreflightPassed => {
+                // `took_off` waits for the vehicle to leave the ground (`left_ground`)
+                self.fly(
+                    ctx,
+                    Fly::Takeoff {
+                        alt_m: ctx.limits.cruise_alt_m,
+                    },
+                );
+                Transition(State::navigating(NavPhase::TakingOff))
+            }
+            Event::PreflightFailed(why) => {
+                ctx.report(EventType::PreflightFailed, Some(why.clone()));
+                self.finish_delivery();
+                Transition(State::idle())
+            }
+            Event::Command(CommandKind::Abort) => {
+                ctx.report(EventType::Aborted, Some("aborted before take-off".into()));
+                self.finish_delivery();
+                Transition(State::idle())
+            }
+            // Killed between the take-off order and saving NAVIGATING: the vehicle is climbing.
+            Event::Restarted(Vehicle::Airborne) => {
+                self.left_ground = true;
+                ctx.report(
+                    EventType::AgentRestarted,
+                    Some("restarted during the take-off: carrying on".into()),
+                );
+                self.fly(
+                    ctx,
+                    Fly::HoverAt {
+                        alt_m: ctx.limits.cruise_alt_m,
+                    },
+                );
+                Transition(State::navigating(NavPhase::TakingOff))
+            }
+            Event::Restarted(_) => {
+                self.testing = false;
+                ctx.report(
+                    EventType::AgentRestarted,
+                    Some("checking again before take-off".into()),
+                );
+                ctx.effects.push(Effect::RunPreflight);
+                Handled
+            }
+            Event::TestRelease => {
+                ctx.reject("test release refused: a delivery is starting".into());
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    #[state(superstate = "grounded")]
+    fn completed(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
+        match event {
+            // COMPLETED is reported, then the drone is ready for the next task at once.
+            Event::Recovered => {
+                ctx.report(EventType::Ready, None);
+                self.finish_delivery();
+                Transition(State::idle())
+            }
+            _ => Super,
+        }
+    }
+
+    #[state(superstate = "grounded")]
+    fn landed_elsewhere(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
+        match event {
+            Event::TechnicianReady { armed, in_air } if *armed || *in_air => {
+                ctx.reject(format!(
+                    "ready refused: the autopilot says the drone is {}",
+                    if *in_air { "in the air" } else { "armed" }
+                ));
+                Handled
+            }
+            Event::TechnicianReady { .. } => {
+                ctx.report(EventType::Ready, Some("recovered by a technician".into()));
+                self.finish_delivery();
+                Transition(State::idle())
+            }
+            _ => Super,
+        }
+    }
+
+    /// Ground states: a task while busy is refused; flight events are stale and ignored.
+    #[superstate(superstate = "any")]
+    fn grounded(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
+        match event {
+            Event::Restarted(Vehicle::Airborne) => {
+                // On the ground in our books but flying by the autopilot's word: a human flies it.
+                ctx.report(EventType::AgentRestarted, Some("autopilot reports airborne while the agent was on the ground; not taking control".into()));
+                Handled
+            }
+            Event::Restarted(_) => {
+                self.testing = false;
+                ctx.report(EventType::AgentRestarted, None);
+                Handled
+            }
+            Event::TestRelease if self.testing => {
+                ctx.reject("a test release is already running".into());
+                Handled
+            }
+            Event::TestRelease => {
+                self.testing = true;
+                ctx.report(
+                    EventType::TechnicianAction,
+                    Some("test release: opening the payload release".into()),
+                );
+                ctx.effects.push(Effect::TestRelease);
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    // ------------------------------------------------------------------ in the air
+
+    #[state(superstate = "airborne")]
+    fn navigating(&mut self, ctx: &mut Ctx, phase: &mut NavPhase, event: &Event) -> Response {
+        match (event, *phase) {
+            (Event::LeftGround, NavPhase::TakingOff) if !self.left_ground => {
+                self.left_ground = true;
+                ctx.report(EventType::TookOff, None);
+                Handled
+            }
+            (Event::LeftGround, _) => Handled,
+            (Event::ClimbComplete, NavPhase::TakingOff) => {
+                if !self.left_ground {
+                    self.left_ground = true;
+                    ctx.report(EventType::TookOff, None);
+                }
+                *phase = NavPhase::Cruising;
+                self.fly_to_destination(ctx);
+                Handled
+            }
+            (Event::OverDestination, NavPhase::Cruising) => {
+                *phase = NavPhase::Approaching;
+                self.descend_over_destination(ctx);
+                Handled
+            }
+            (Event::AtDropHeight, NavPhase::Approaching) => {
+                ctx.cancel(&[Timer::Approach]);
+                ctx.report(EventType::Arrived, None);
+                self.wait_for_drop(ctx);
+                Transition(State::waiting_drop())
+            }
+            (Event::ApproachFailed(why), NavPhase::Approaching) => self.retry(ctx, why.clone()),
+            (Event::TimerFired(Timer::Approach), NavPhase::Approaching) => self.retry(
+                ctx,
+                "drop height not reached over the marker in time".into(),
+            ),
+            (Event::Command(CommandKind::Pause), p) => self.pause(ctx, Resume::Navigating(p)),
+            (Event::AutopilotTookOver { mode, reason }, p) => {
+                // over the locker again from cruise: the autopilot may have moved the drone
+                let back = match p {
+                    NavPhase::TakingOff => NavPhase::TakingOff,
+                    _ => NavPhase::Cruising,
+                };
+                self.follow(ctx, Resume::Navigating(back), mode, reason)
+            }
+            (Event::Restarted(Vehicle::Airborne), p) => {
+                self.left_ground = true;
+                self.resume_after_restart(ctx, Resume::Navigating(p))
+            }
+            _ => Super,
+        }
+    }
+
+    #[state(superstate = "airborne")]
+    fn waiting_drop(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
+        match event {
+            Event::Command(CommandKind::DropCargo) => {
+                self.releasing = true;
+                ctx.cancel(&[Timer::DropWait]);
+                ctx.effects.push(Effect::ReleasePayload);
+                Handled
+            }
+            Event::ReleaseDone => self.released(ctx),
+            Event::PayloadRead(PayloadReading::Released) if self.releasing => self.released(ctx),
+            Event::PayloadRead(_) if self.releasing => {
+                // not (known to be) open: the backend ordered the drop, so release again
+                ctx.effects.push(Effect::ReleasePayload);
+                Handled
+            }
+            Event::ReleaseFailed(why) => {
+                self.releasing = false;
+                // The parcel may still hang: fly it home rather than drop it somewhere else.
+                self.go_home(
+                    ctx,
+                    EventType::Aborted,
+                    Some(format!("payload release failed: {why}")),
+                )
+            }
+            Event::TimerFired(Timer::DropWait) => self.go_home(
+                ctx,
+                EventType::DropTimeout,
+                Some(format!(
+                    "no drop_cargo within {} s",
+                    ctx.limits.drop_wait.as_secs()
+                )),
+            ),
+            Event::TimerFired(Timer::CloudLoss) => self.go_home(
+                ctx,
+                EventType::CloudLinkLost,
+                Some("cloud link lost while waiting for the drop".into()),
+            ),
+            // Already over the locker: another try means going around again.
+            Event::ApproachFailed(why) => self.retry(ctx, why.clone()),
+            Event::Command(CommandKind::Pause) => self.pause(ctx, Resume::WaitingDrop),
+            Event::AutopilotTookOver { mode, reason } => {
+                self.follow(ctx, Resume::Navigating(NavPhase::Cruising), mode, reason)
+            }
+            Event::Restarted(Vehicle::Airborne) if self.releasing => {
+                // Killed between `drop_cargo` and the release's confirmation: the parcel may be
+                // in the locker already. Ask the payload, then confirm or release again.
+                ctx.report(
+                    EventType::AgentRestarted,
+                    Some("restarted during the release: reading the payload".into()),
+                );
+                ctx.effects.push(Effect::ReadPayload);
+                Handled
+            }
+            Event::Restarted(Vehicle::Airborne) => {
+                self.resume_after_restart(ctx, Resume::WaitingDrop)
+            }
+            _ => Super,
+        }
+    }
+
+    #[state(superstate = "airborne")]
+    fn dropped(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
+        match event {
+            Event::Command(CommandKind::ReturnToBase | CommandKind::ReturnToHome) => {
+                self.go_home(ctx, EventType::ReturnCommand, None)
+            }
+            Event::TimerFired(Timer::AutoReturn) => self.go_home(
+                ctx,
+                EventType::ReturnCommand,
+                Some("no return_to_base after the drop: returning by itself".into()),
+            ),
+            Event::Command(CommandKind::Pause) => self.pause(ctx, Resume::Dropped),
+            Event::AutopilotTookOver { mode, reason } => {
+                self.follow(ctx, Resume::Returning, mode, reason)
+            }
+            Event::Restarted(Vehicle::Airborne) => self.go_home(
+                ctx,
+                EventType::ReturnCommand,
+                Some("agent restarted after the drop".into()),
+            ),
+            _ => Super,
+        }
+    }
+
+    #[state(superstate = "airborne")]
+    fn returning(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
+        match event {
+            Event::LandedAtHome => {
+                ctx.report(EventType::ArrivedBase, None);
+                Transition(State::completed())
+            }
+            Event::Command(CommandKind::Pause) => self.pause(ctx, Resume::Returning),
+            Event::AutopilotTookOver { mode, reason } => {
+                self.follow(ctx, Resume::Returning, mode, reason)
+            }
+            Event::Restarted(Vehicle::Airborne) => {
+                self.fly(ctx, Fly::ReturnHome);
+                ctx.report(
+                    EventType::AgentRestarted,
+                    Some("resuming the flight home".into()),
+                );
+                Handled
+            }
+            // Already on the way home: these change nothing but are answered as done.
+            Event::Command(
+                CommandKind::ReturnToBase | CommandKind::ReturnToHome | CommandKind::Abort,
+            ) => {
+                ctx.accepted = true;
+                Handled
+            }
+            Event::GpsRestored => self.home_again_after_gps(ctx),
+            Event::BatteryLow(why) => {
+                ctx.report(
+                    EventType::BatteryLow,
+                    Some(format!("{why}; already returning")),
+                );
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    /// Flying home with the parcel still on board.
+    #[state(superstate = "airborne")]
+    fn aborting(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
+        match event {
+            Event::LandedAtHome => {
+                ctx.report(
+                    EventType::ArrivedBase,
+                    Some("returned with the parcel".into()),
+                );
+                Transition(State::completed())
+            }
+            Event::Command(CommandKind::Pause) => self.pause(ctx, Resume::Aborting),
+            Event::AutopilotTookOver { mode, reason } => {
+                self.follow(ctx, Resume::Aborting, mode, reason)
+            }
+            Event::Restarted(Vehicle::Airborne) => {
+                self.fly(ctx, Fly::ReturnHome);
+                ctx.report(
+                    EventType::AgentRestarted,
+                    Some("resuming the flight home with the parcel".into()),
+                );
+                Handled
+            }
+            Event::Command(
+                CommandKind::Abort | CommandKind::ReturnToHome | CommandKind::ReturnToBase,
+            ) => {
+                ctx.accepted = true;
+                Handled
+            }
+            Event::BatteryLow(_) => Handled,
+            Event::GpsRestored => self.home_again_after_gps(ctx),
+            _ => Super,
+        }
+    }
+
+    #[state(superstate = "airborne")]
+    fn paused(&mut self, ctx: &mut Ctx, resume: &mut Resume, event: &Event) -> Response {
+        match event {
+            Event::Command(CommandKind::Resume) => {
+                let resume = *resume;
+                ctx.report(EventType::Resumed, None);
+                Transition(self.resume_into(ctx, resume))
+            }
+            Event::Command(CommandKind::Pause) => {
+                ctx.accepted = true;
+                Handled
+            }
+            Event::AutopilotTookOver { mode, reason } => {
+                let resume = *resume;
+                self.follow(ctx, resume, mode, reason)
+            }
+            Event::Restarted(Vehicle::Airborne) => {
+                self.fly(ctx, Fly::Hold);
+                ctx.report(EventType::AgentRestarted, Some("still paused".into()));
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    #[state(superstate = "airborne")]
+    fn emergency_landing(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
+        match event {
+            Event::LandedAtHome => {
+                ctx.report(
+                    EventType::ArrivedBase,
+                    Some("emergency landing at home".into()),
+                );
+                Transition(State::completed())
+            }
+            Event::LandedAway => {
+                ctx.report(
+                    EventType::LandedElsewhere,
+                    Some("emergency landing completed".into()),
+                );
+                Transition(State::landed_elsewhere())
+            }
+            Event::Restarted(Vehicle::Airborne) => {
+                self.fly(ctx, Fly::LandNow);
+                ctx.report(EventType::AgentRestarted, Some("still landing".into()));
+                Handled
+            }
+            Event::AutopilotTookOver { mode, reason } => {
+                self.follow(ctx, Resume::EmergencyLanding, mode, reason)
+            }
+            // Nothing but landing now: battery or GPS made the decision.
+            Event::Command(c) => {
+                ctx.reject(format!(
+                    "{} refused: emergency landing in progress",
+                    command_name(*c)
+                ));
+                Handled
+            }
+            Event::BatteryLow(_)
+            | Event::BatteryCritical(_)
+            | Event::GpsLost
+            | Event::TimerFired(Timer::GpsLoss) => Handled,
+            _ => Super,
+        }
+    }
+
+    /// The autopilot stopped answering; its own failsafe flies the drone. We wait for it.
+    #[state(superstate = "airborne")]
+    fn failsafe(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
+        match event {
+            // Whatever the autopilot did meanwhile, the safe continuation is home.
+            Event::FcLinkRestored(Vehicle::Airborne) | Event::Restarted(Vehicle::Airborne) => {
+                let why = if self.parcel_on_board {
+                    "flying home with the parcel"
+                } else {
+                    "flying home"
+                };
+                self.go_home(ctx, EventType::FcLinkRestored, Some(why.into()))
+            }
+            Event::FcLinkRestored(Vehicle::OnGround { at_home }) => {
+                self.on_ground(ctx, *at_home, "the autopilot's failsafe landed the drone")
+            }
+            Event::Command(c) => {
+                ctx.reject(format!(
+                    "{} refused: no link to the flight controller",
+                    command_name(*c)
+                ));
+                Handled
+            }
+            // the two ways out on the ground are the airborne superstate's
+            Event::Restarted(Vehicle::OnGround { .. }) => Super,
+            Event::LandedAtHome | Event::LandedAway => Super,
+            Event::Task(_) | Event::TechnicianReady { .. } | Event::TestRelease => Super,
+            // Nothing else can be acted on without the autopilot.
+            _ => Handled,
+        }
+    }
+
+    /// The autopilot changed mode by itself: follow it, command nothing, until `resume` (or the
+    /// configured take-back time) hands control back.
+    #[state(superstate = "airborne")]
+    fn autopilot_control(&mut self, ctx: &mut Ctx, resume: &mut Resume, event: &Event) -> Response {
+        match event {
+            Event::Command(CommandKind::Resume) => {
+                let resume = *resume;
+                ctx.cancel(&[Timer::TakeBack]);
+                ctx.report(
+                    EventType::Resumed,
+                    Some("taking control back from the autopilot".into()),
+                );
+                Transition(self.resume_into(ctx, resume))
+            }
+            Event::Command(CommandKind::Pause) => {
+                let resume = *resume;
+                ctx.cancel(&[Timer::TakeBack]);
+                self.pause(ctx, resume)
+            }
+            Event::TimerFired(Timer::TakeBack) => self.go_home(
+                ctx,
+                EventType::ReturnCommand,
+                Some("taking control back from the autopilot by config: flying home".into()),
+            ),
+            Event::AutopilotTookOver { mode, reason } => {
+                ctx.report(
+                    EventType::AutopilotTookOver,
+                    Some(format!("{mode}: {reason}")),
+                );
+                Handled
+            }
+            Event::LandedAtHome => {
+                ctx.report(
+                    EventType::ArrivedBase,
+                    Some("the autopilot landed the drone at home".into()),
+                );
+                Transition(State::completed())
+            }
+            Event::Restarted(Vehicle::Airborne) => {
+                ctx.report(
+                    EventType::AgentRestarted,
+                    Some("still following the autopilot".into()),
+                );
+                Handled
+            }
+            Event::BatteryLow(why) | Event::BatteryCritical(why) => {
+                ctx.report(
+                    EventType::BatteryLow,
+                    Some(format!("{why}; the autopilot is in control")),
+                );
+                Handled
+            }
+            // The agent commands nothing here: no hold on GPS loss, no landing by timer.
+            Event::GpsLost | Event::GpsRestored | Event::TimerFired(_) => Handled,
+            _ => Super,
+        }
+    }
+
+    /// Every flying state: the one place for failsafes, refusals and controls they share.
+    #[superstate(superstate = "any")]
+    fn airborne(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
+        match event {
+            Event::Command(CommandKind::Abort) => {
+                self.go_home(ctx, EventType::Aborted, Some("abort command".into()))
+            }
+            Event::Command(CommandKind::ReturnToHome) => self.go_home(
+                ctx,
+                EventType::ReturnCommand,
+                Some("return_to_home command".into()),
+            ),
+            Event::BatteryLow(why) => self.go_home(ctx, EventType::BatteryLow, Some(why.clone())),
+            Event::BatteryCritical(why) => self.land_now(
+                ctx,
+                EventType::BatteryCritical,
+                format!("{why}: landing now"),
+            ),
+            Event::GpsLost => {
+                self.fly(ctx, Fly::Hold);
+                ctx.timer(Timer::GpsLoss, ctx.limits.gps_loss_land);
+                ctx.report(EventType::GpsLost, Some("holding until GPS returns".into()));
+                Handled
+            }
+            Event::GpsRestored => {
+                ctx.cancel(&[Timer::GpsLoss]);
+                ctx.report(
+                    EventType::GpsRestored,
+                    Some("GPS back: holding; resume or return by command".into()),
+                );
+                Handled
+            }
+            Event::TimerFired(Timer::GpsLoss) => self.land_now(
+                ctx,
+                EventType::GpsLost,
+                "GPS did not return: landing now".into(),
+            ),
+            Event::TimerFired(Timer::FlightRetry) => {
+                if let Some(cmd) = self.flight {
+                    ctx.effects.push(Effect::Fly(cmd.fly));
+                }
+                Handled
+            }
+            Event::FcLinkLost => {
+                self.stop_commanding(ctx);
+                ctx.report(
+                    EventType::FcLinkLost,
+                    Some("no heartbeat from the flight controller: its failsafe flies".into()),
+                );
+                Transition(State::failsafe())
+            }
+            Event::FcLinkRestored(_) => Handled,
+            Event::LandedAway => {
+                ctx.report(
+                    EventType::LandedElsewhere,
+                    Some("on the ground away from home".into()),
+                );
+                Transition(State::landed_elsewhere())
+            }
+            Event::LandedAtHome => {
+                ctx.report(
+                    EventType::ArrivedBase,
+                    Some("landed at home before finishing".into()),
+                );
+                Transition(State::completed())
+            }
+            Event::FlightOpFailed { op, why, transient } => self.refused(ctx, *op, why, *transient),
+            Event::Restarted(Vehicle::OnGround { at_home }) => {
+                self.on_ground(ctx, *at_home, "landed while the agent was down")
+            }
+            Event::Restarted(Vehicle::Unreachable) => {
+                self.stop_commanding(ctx);
+                ctx.report(
+                    EventType::FcLinkLost,
+                    Some("no flight controller after the restart: its failsafe flies".into()),
+                );
+                Transition(State::failsafe())
+            }
+            Event::Restarted(Vehicle::Airborne) => {
+                ctx.report(EventType::AgentRestarted, None);
+                Handled
+            }
+            Event::TechnicianReady { .. } => {
+                ctx.reject("ready refused: the drone is on a flight".into());
+                Handled
+            }
+            Event::TestRelease => {
+                ctx.reject("test release refused: the drone is on a flight".into());
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    /// Everything: the cloud link's clock and answers to work that has ended.
+    #[superstate]
+    fn any(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
+        match event {
+            Event::CloudDown if !self.cloud_down => {
+                self.cloud_down = true;
+                ctx.timer(Timer::CloudLoss, ctx.limits.cloud_loss_return);
+                Handled
+            }
+            Event::CloudUp if self.cloud_down => {
+                self.cloud_down = false;
+                ctx.cancel(&[Timer::CloudLoss]);
+                Handled
+            }
+            Event::TestReleaseDone => {
+                self.testing = false;
+                Handled
+            }
+            _ => Handled,
+        }
+    }
+
+    // ------------------------------------------------------------------ helpers
+
+    /// Asks for a flight operation (superseding the last): refusals count from zero again.
+    fn fly(&mut self, ctx: &mut Ctx, fly: Fly) {
+        self.flight = Some(FlightCmd { fly, refusals: 0 });
+        ctx.cancel(&[Timer::FlightRetry]);
+        ctx.effects.push(Effect::Fly(fly));
+    }
+
+    /// The autopilot flies from here on: nothing to retry.
+    fn stop_commanding(&mut self, ctx: &mut Ctx) {
+        self.flight = None;
+        ctx.cancel(&[Timer::FlightRetry]);
+    }
+
+    fn fly_to_destination(&mut self, ctx: &mut Ctx) {
+        if let Some(d) = &self.delivery {
+            let fly = Fly::Goto {
+                lat: d.lat,
+                lon: d.lon,
+                alt_m: ctx.limits.cruise_alt_m,
+            };
+            self.fly(ctx, fly);
+        }
+    }
+
+    /// Down to drop height over the destination itself: GPS drift must not carry the descent
+    /// away from the locker.
+    fn descend_over_destination(&mut self, ctx: &mut Ctx) {
+        if let Some(d) = &self.delivery {
+            let fly = Fly::Goto {
+                lat: d.lat,
+                lon: d.lon,
+                alt_m: ctx.limits.drop_alt_m,
+            };
+            self.fly(ctx, fly);
+        }
+        ctx.timer(Timer::Approach, ctx.limits.approach_timeout);
+    }
+
+    fn wait_for_drop(&mut self, ctx: &mut Ctx) {
+        ctx.timer(Timer::DropWait, ctx.limits.drop_wait);
+        if self.cloud_down {
+            // the link was already down: the drop needs it, so its clock starts here
+            ctx.timer(Timer::CloudLoss, ctx.limits.cloud_loss_return);
+        }
+    }
+
+    fn released(&mut self, ctx: &mut Ctx) -> Response {
+        self.parcel_on_board = false;
+        self.releasing = false;
+        ctx.report(EventType::DropConfirmed, None);
+        self.start_auto_return(ctx);
+        Transition(State::dropped())
+    }
+
+    fn start_auto_return(&mut self, ctx: &mut Ctx) {
+        if let Some(after) = ctx.limits.auto_return {
+            ctx.timer(Timer::AutoReturn, after);
+        }
+    }
+
+    fn retry(&mut self, ctx: &mut Ctx, why: String) -> Response {
+        self.nav_attempts += 1;
+        ctx.cancel(&[Timer::Approach, Timer::DropWait, Timer::CloudLoss]);
+        if self.nav_attempts >= ctx.limits.max_nav_attempts {
+            let n = self.nav_attempts;
+            return self.go_home(
+                ctx,
+                EventType::Aborted,
+                Some(format!("gave up after {n} approach attempt(s): {why}")),
+            );
+        }
+        // climb back to cruise over the destination and come down again
+        ctx.report(
+            EventType::RetryNavigation,
+            Some(format!("attempt {}: {why}", self.nav_attempts + 1)),
+        );
+        self.fly_to_destination(ctx);
+        Transition(State::navigating(NavPhase::Cruising))
+    }
+
+    /// Home, with the parcel (ABORTING) or without (RETURNING): the one place that decides.
+    fn go_home(&mut self, ctx: &mut Ctx, event: EventType, why: Option<String>) -> Response {
+        ctx.cancel(&[
+            Timer::DropWait,
+            Timer::Approach,
+            Timer::AutoReturn,
+            Timer::TakeBack,
+            Timer::CloudLoss,
+        ]);
+        self.fly(ctx, Fly::ReturnHome);
+        ctx.report(event, why);
+        if self.parcel_on_board {
+            Transition(State::aborting())
+        } else {
+            Transition(State::returning())
+        }
+    }
+
+    fn land_now(&mut self, ctx: &mut Ctx, event: EventType, why: String) -> Response {
+        ctx.cancel(&[
+            Timer::DropWait,
+            Timer::Approach,
+            Timer::AutoReturn,
+            Timer::TakeBack,
+            Timer::CloudLoss,
+            Timer::GpsLoss,
+        ]);
+        self.fly(ctx, Fly::LandNow);
+        ctx.report(event, Some(why));
+        Transition(State::emergency_landing())
+    }
+
+    fn pause(&mut self, ctx: &mut Ctx, resume: Resume) -> Response {
+        // the waits start again on resume: a pause must not use them up
+        ctx.cancel(&[Timer::DropWait, Timer::AutoReturn, Timer::Approach]);
+        self.fly(ctx, Fly::Hold);
+        ctx.report(EventType::Paused, None);
+        Transition(State::paused(resume))
+    }
+
+    fn follow(&mut self, ctx: &mut Ctx, resume: Resume, mode: &str, reason: &str) -> Response {
+        self.stop_commanding(ctx);
+        ctx.cancel(&[
+            Timer::DropWait,
+            Timer::AutoReturn,
+            Timer::Approach,
+            Timer::GpsLoss,
+            Timer::CloudLoss,
+        ]);
+        if let Some(after) = ctx.limits.take_back_after {
+            ctx.timer(Timer::TakeBack, after);
+        }
+        ctx.report(
+            EventType::AutopilotTookOver,
+            Some(format!("{mode}: {reason}; following it until resume")),
+        );
+        Transition(State::autopilot_control(resume))
+    }
+
+    /// Back to where `resume` says, with that state's flight and timers.
+    fn resume_into(&mut self, ctx: &mut Ctx, resume: Resume) -> State {
+        match resume {
+            Resume::Navigating(NavPhase::TakingOff) => {
+                // climb on over where the drone is, not towards the destination
+                self.fly(
+                    ctx,
+                    Fly::HoverAt {
+                        alt_m: ctx.limits.cruise_alt_m,
+                    },
+                );
+                State::navigating(NavPhase::TakingOff)
+            }
+            Resume::Navigating(NavPhase::Cruising) => {
+                self.fly_to_destination(ctx);
+                State::navigating(NavPhase::Cruising)
+            }
+            Resume::Navigating(NavPhase::Approaching) => {
+                self.descend_over_destination(ctx);
+                State::navigating(NavPhase::Approaching)
+            }
+            Resume::WaitingDrop => {
+                self.wait_for_drop(ctx);
+                State::waiting_drop()
+            }
+            Resume::Dropped => {
+                self.start_auto_return(ctx);
+                State::dropped()
+            }
+            Resume::Returning => {
+                self.fly(ctx, Fly::ReturnHome);
+                State::returning()
+            }
+            Resume::Aborting => {
+                self.fly(ctx, Fly::ReturnHome);
+                State::aborting()
+            }
+            Resume::EmergencyLanding => {
+                self.fly(ctx, Fly::LandNow);
+                State::emergency_landing()
+            }
+        }
+    }
+
+    fn resume_after_restart(&mut self, ctx: &mut Ctx, resume: Resume) -> Response {
+        if ctx.limits.continue_after_restart {
+            let next = self.resume_into(ctx, resume);
+            ctx.report(
+                EventType::AgentRestarted,
+                Some("carrying on with the delivery".into()),
+            );
+            Transition(next)
+        } else {
+            self.go_home(
+                ctx,
+                EventType::AgentRestarted,
+                Some("agent restarted in flight: returning home by config".into()),
+            )
+        }
+    }
+
+    fn home_again_after_gps(&mut self, ctx: &mut Ctx) -> Response {
+        ctx.cancel(&[Timer::GpsLoss]);
+        self.fly(ctx, Fly::ReturnHome);
+        ctx.report(
+            EventType::GpsRestored,
+            Some("GPS back: flying home again".into()),
+        );
+        Handled
+    }
+
+    /// On the ground in a flying state: landed (here or away), or never left the ground.
+    fn on_ground(&mut self, ctx: &mut Ctx, at_home: bool, landed_why: &str) -> Response {
+        self.stop_commanding(ctx);
+        ctx.cancel(&[
+            Timer::DropWait,
+            Timer::Approach,
+            Timer::AutoReturn,
+            Timer::GpsLoss,
+            Timer::TakeBack,
+            Timer::CloudLoss,
+        ]);
+        if !self.left_ground {
+            ctx.report(
+                EventType::AgentRestarted,
+                Some("the take-off had not left the ground: checking again".into()),
+            );
+            ctx.effects.push(Effect::RunPreflight);
+            return Transition(State::preflight());
+        }
+        if at_home {
+            ctx.report(EventType::ArrivedBase, Some(landed_why.into()));
+            Transition(State::completed())
+        } else {
+            ctx.report(EventType::LandedElsewhere, Some(landed_why.into()));
+            Transition(State::landed_elsewhere())
+        }
+    }
+
+    /// The autopilot refused the current flight operation: ask again, backing off, a bounded
+    /// number of times (reported once); then give it up in the way that operation allows.
+    fn refused(&mut self, ctx: &mut Ctx, op: FlightOp, why: &str, transient: bool) -> Response {
+        let Some(cmd) = self.flight.as_mut() else {
+            return Handled; // nothing commanded now: an old answer
+        };
+        if cmd.fly.op() != op {
+            return Handled; // superseded by a newer operation
+        }
+        let on_ground = op == FlightOp::Takeoff && !self.left_ground;
+        cmd.refusals += 1;
+        let n = cmd.refusals;
+        // On the ground only "not yet" is worth another try; in the air every refusal is.
+        let retry = n <= ctx.limits.flight_op_retries && (transient || !on_ground);
+        if retry {
+            if n == 1 && !on_ground {
+                ctx.report(
+                    EventType::FlightOpRefused,
+                    Some(format!(
+                        "{} refused: {why}; asking again (at most {} times)",
+                        op.name(),
+                        ctx.limits.flight_op_retries
+                    )),
+                );
+            }
+            ctx.timer(Timer::FlightRetry, ctx.limits.backoff(n));
+            return Handled;
+        }
+        self.stop_commanding(ctx);
+        match op {
+            FlightOp::Takeoff if on_ground => {
+                ctx.effects.push(Effect::Disarm);
+                ctx.report(
+                    EventType::PreflightFailed,
+                    Some(format!("take-off refused by the autopilot: {why}")),
+                );
+                self.finish_delivery();
+                Transition(State::idle())
+            }
+            FlightOp::Takeoff | FlightOp::Goto | FlightOp::HoverAt | FlightOp::Hold => {
+                let event = if self.parcel_on_board {
+                    EventType::Aborted
+                } else {
+                    EventType::ReturnCommand
+                };
+                self.go_home(
+                    ctx,
+                    event,
+                    Some(format!("flight controller refused {}: {why}", op.name())),
+                )
+            }
+            FlightOp::ReturnHome => self.land_now(
+                ctx,
+                EventType::Failsafe,
+                format!("return to launch refused: {why}; landing here"),
+            ),
+            FlightOp::LandNow => {
+                ctx.report(
+                    EventType::Failsafe,
+                    Some(format!(
+                        "landing refused: {why}; the autopilot's own failsafe is next"
+                    )),
+                );
+                Handled
+            }
+        }
+    }
+
+    fn finish_delivery(&mut self) {
+        self.delivery = None;
+        self.parcel_on_board = false;
+        self.nav_attempts = 0;
+        self.releasing = false;
+        self.left_ground = false;
+        self.flight = None;
+    }
+
+    fn after_transition(&mut self, source: &State, target: &State, ctx: &mut Ctx) {
+        ctx.transition = Some((source.drone_state(), target.drone_state()));
+        if target.is_grounded() {
+            self.flight = None;
+        }
+        if target.drone_state() == DroneState::Completed {
+            // the flight is over: ready for the next task (COMPLETED → IDLE is reported too)
+            self.delivery = None;
+        }
+    }
+}
+
+impl State {
+    /// The state's wire name.
+    pub fn drone_state(&self) -> DroneState {
+        match self {
+            State::Idle {} => DroneState::Idle,
+            State::Preflight {} => DroneState::Preflight,
+            State::Navigating { .. } => DroneState::Navigating,
+            State::WaitingDrop {} => DroneState::WaitingDrop,
+            State::Dropped {} => DroneState::Dropped,
+            State::Returning {} => DroneState::Returning,
+            State::Completed {} => DroneState::Completed,
+            State::Paused { .. } => DroneState::Paused,
+            State::Aborting {} => DroneState::Aborting,
+            State::EmergencyLanding {} => DroneState::EmergencyLanding,
+            State::Failsafe {} => DroneState::Failsafe,
+            State::LandedElsewhere {} => DroneState::LandedElsewhere,
+            State::AutopilotControl { .. } => DroneState::AutopilotControl,
+        }
+    }
+
+    /// Under the `grounded` superstate.
+    pub fn is_grounded(&self) -> bool {
+        !is_airborne(self.drone_state())
+    }
+}
+
+/// The one answer to "is this a flying state" (the `airborne` superstate): the monitor and the
+/// runtime ask here.
+pub fn is_airborne(s: DroneState) -> bool {
+    use DroneState::*;
+    match s {
+        Idle | Preflight | Completed | LandedElsewhere => false,
+        Navigating | WaitingDrop | Dropped | Returning | Paused | Aborting | EmergencyLanding
+        | Failsafe | AutopilotControl => true,
+    }
+}

@@ -1,0 +1,429 @@
+//! Liveness, proved rather than hoped: every state the machine can reach (and every variant a
+//! state file can hold: parcel on board or not, left the ground or not, a release under way,
+//! each approach attempt count), under every event the world can send — each flight
+//! operation's refusal included — must be able to reach IDLE by events the world produces by
+//! itself. The one human step allowed is the technician's `ready` after landing away. And no
+//! state may repeat a flight operation without bound while the autopilot keeps refusing it.
+//!
+//! Timers are modelled: a timer fires only while it runs (started and not cancelled; a restart
+//! stops them all), so a state that waits on a timer nobody started is caught.
+
+use super::super::*;
+use super::delivery;
+use protocol::ws::{CommandKind, DroneState};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+#[derive(Clone)]
+struct Node {
+    m: Machine,
+    timers: BTreeSet<Timer>,
+}
+
+impl Node {
+    fn key(&self) -> String {
+        format!(
+            "{:?}|{:?}|{:?}",
+            self.m.raw_state(),
+            self.m.drone(),
+            self.timers
+        )
+    }
+}
+
+/// Everything the world can send, whatever the state (timers: only running ones).
+fn world_events(n: &Node) -> Vec<Event> {
+    use CommandKind::*;
+    let mut v = vec![
+        Event::Task(delivery()),
+        Event::PreflightPassed,
+        Event::PreflightFailed("gps: no fix".into()),
+        Event::LeftGround,
+        Event::ClimbComplete,
+        Event::OverDestination,
+        Event::AtDropHeight,
+        Event::ApproachFailed("marker not seen".into()),
+        Event::ReleaseDone,
+        Event::ReleaseFailed("servo did not move".into()),
+        Event::PayloadRead(PayloadReading::Released),
+        Event::PayloadRead(PayloadReading::Closed),
+        Event::PayloadRead(PayloadReading::Unknown),
+        Event::LandedAtHome,
+        Event::LandedAway,
+        Event::BatteryLow("24 %".into()),
+        Event::BatteryCritical("9 %".into()),
+        Event::GpsLost,
+        Event::GpsRestored,
+        Event::FcLinkLost,
+        Event::FcLinkRestored(Vehicle::Airborne),
+        Event::FcLinkRestored(Vehicle::OnGround { at_home: true }),
+        Event::FcLinkRestored(Vehicle::OnGround { at_home: false }),
+        Event::CloudDown,
+        Event::CloudUp,
+        Event::AutopilotTookOver {
+            mode: "RTL".into(),
+            reason: "Battery Failsafe".into(),
+        },
+        Event::Restarted(Vehicle::Airborne),
+        Event::Restarted(Vehicle::OnGround { at_home: true }),
+        Event::Restarted(Vehicle::OnGround { at_home: false }),
+        Event::Restarted(Vehicle::Unreachable),
+        Event::Recovered,
+        Event::TechnicianReady {
+            armed: false,
+            in_air: false,
+        },
+        Event::TechnicianReady {
+            armed: true,
+            in_air: false,
+        },
+        Event::TestRelease,
+        Event::TestReleaseDone,
+    ];
+    for c in [DropCargo, ReturnToBase, Pause, Resume, Abort, ReturnToHome] {
+        v.push(Event::Command(c));
+    }
+    for op in OPS {
+        for transient in [false, true] {
+            v.push(refusal(op, transient));
+        }
+    }
+    v.extend(n.timers.iter().map(|t| Event::TimerFired(*t)));
+    v
+}
+
+const OPS: [FlightOp; 6] = [
+    FlightOp::Takeoff,
+    FlightOp::Goto,
+    FlightOp::HoverAt,
+    FlightOp::Hold,
+    FlightOp::ReturnHome,
+    FlightOp::LandNow,
+];
+
+fn refusal(op: FlightOp, transient: bool) -> Event {
+    Event::FlightOpFailed {
+        op,
+        why: "refused".into(),
+        transient,
+    }
+}
+
+/// May an escape from a stuck state use this event? The world's events, the runtime's own
+/// `ready` after COMPLETED, and the technician's `ready` (the one human step) — not a crash,
+/// not a technician's test.
+fn counts_for_liveness(e: &Event) -> bool {
+    !matches!(
+        e,
+        Event::Restarted(_) | Event::TestRelease | Event::TechnicianReady { armed: true, .. }
+    )
+}
+
+fn step(n: &Node, e: &Event) -> (Node, Outcome) {
+    let mut next = n.clone();
+    match e {
+        Event::TimerFired(t) => {
+            next.timers.remove(t);
+        }
+        Event::Restarted(_) => {
+            // a new process: the state file, no timers
+            next.timers.clear();
+            next.m = Machine::from_json(next.m.to_json(), next.m.limits().clone())
+                .expect("state file reloads");
+        }
+        _ => {}
+    }
+    let out = next.m.handle(e);
+    for eff in &out.effects {
+        match eff {
+            Effect::StartTimer(t, _) => {
+                next.timers.insert(*t);
+            }
+            Effect::CancelTimer(t) => {
+                next.timers.remove(t);
+            }
+            _ => {}
+        }
+    }
+    (next, out)
+}
+
+/// Every variant a state file can hold for the state `n` is in: parcel, left the ground,
+/// release under way, approach attempts.
+fn persisted_variants(n: &Node, max_nav_attempts: u32) -> Vec<Node> {
+    let mut out = vec![];
+    let json = n.m.to_json();
+    for parcel in [false, true] {
+        for left in [false, true] {
+            for releasing in [false, true] {
+                for attempts in 0..max_nav_attempts {
+                    let mut j = json.clone();
+                    let Some(inner) = find_storage(&mut j) else {
+                        panic!("no storage in {json}")
+                    };
+                    inner["parcel_on_board"] = parcel.into();
+                    inner["left_ground"] = left.into();
+                    inner["releasing"] = releasing.into();
+                    inner["nav_attempts"] = attempts.into();
+                    if let Ok(m) = Machine::from_json(j, n.m.limits().clone()) {
+                        out.push(Node {
+                            m,
+                            timers: BTreeSet::new(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn find_storage(v: &mut serde_json::Value) -> Option<&mut serde_json::Value> {
+    if v.get("parcel_on_board").is_some() {
+        return Some(v);
+    }
+    match v {
+        serde_json::Value::Object(map) => map.values_mut().find_map(find_storage),
+        _ => None,
+    }
+}
+
+struct Explored {
+    nodes: Vec<Node>,
+    /// (from, event index into `events`, to), with the event's liveness flag.
+    edges: Vec<(usize, bool, usize)>,
+    transitions: BTreeSet<(u8, &'static str, u8)>,
+}
+
+fn explore(limits: &Limits) -> Explored {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut nodes: Vec<Node> = vec![];
+    let mut queue = VecDeque::new();
+    let mut push = |n: Node, nodes: &mut Vec<Node>, queue: &mut VecDeque<usize>| -> usize {
+        let k = n.key();
+        if let Some(i) = index.get(&k) {
+            return *i;
+        }
+        let i = nodes.len();
+        index.insert(k, i);
+        nodes.push(n);
+        queue.push_back(i);
+        i
+    };
+    push(
+        Node {
+            m: Machine::new(limits.clone()),
+            timers: BTreeSet::new(),
+        },
+        &mut nodes,
+        &mut queue,
+    );
+    let mut edges = vec![];
+    let mut transitions = BTreeSet::new();
+    let mut seeded: HashSet<String> = HashSet::new();
+    while let Some(i) = queue.pop_front() {
+        let n = nodes[i].clone();
+        // every state also as a state file may hold it
+        let state_key = format!("{:?}", n.m.raw_state());
+        if seeded.insert(state_key) {
+            for v in persisted_variants(&n, limits.max_nav_attempts) {
+                push(v, &mut nodes, &mut queue);
+            }
+        }
+        for e in world_events(&n) {
+            let (next, out) = step(&n, &e);
+            if let Some((from, to)) = out.transition {
+                transitions.insert((from as u8, e.name(), to as u8));
+                assert!(
+                    matches!(out.effects.first(), Some(Effect::Report { .. }))
+                        || (from, to) == (DroneState::Preflight, DroneState::Navigating),
+                    "{from:?} --{}--> {to:?} without a report: {out:?}",
+                    e.name()
+                );
+            }
+            let j = push(next, &mut nodes, &mut queue);
+            edges.push((i, counts_for_liveness(&e), j));
+        }
+    }
+    Explored {
+        nodes,
+        edges,
+        transitions,
+    }
+}
+
+/// Nodes from which IDLE can be reached over edges allowed for liveness.
+fn can_reach_idle(x: &Explored) -> Vec<bool> {
+    let mut back: Vec<Vec<usize>> = vec![vec![]; x.nodes.len()];
+    for &(from, ok, to) in &x.edges {
+        if ok {
+            back[to].push(from);
+        }
+    }
+    let mut good = vec![false; x.nodes.len()];
+    let mut queue: VecDeque<usize> = (0..x.nodes.len())
+        .filter(|i| x.nodes[*i].m.state() == DroneState::Idle)
+        .collect();
+    for i in &queue {
+        good[*i] = true;
+    }
+    while let Some(i) = queue.pop_front() {
+        for &p in &back[i] {
+            if !good[p] {
+                good[p] = true;
+                queue.push_back(p);
+            }
+        }
+    }
+    good
+}
+
+/// From `n`, the autopilot refuses whatever flight operation is current, every time, and
+/// every retry timer fires: how many flight operations go out, and how many refusal reports?
+fn storm(n: &Node) -> (usize, usize, String) {
+    let mut n = n.clone();
+    let (mut flights, mut refusal_reports) = (0, 0);
+    let mut seen = HashSet::new();
+    for _ in 0..1000 {
+        if !seen.insert(n.key()) {
+            return (usize::MAX, refusal_reports, format!("loops at {}", n.key()));
+        }
+        let event = if let Some(cmd) = n.m.drone().flight {
+            refusal(cmd.fly.op(), true)
+        } else if n.timers.contains(&Timer::FlightRetry) {
+            Event::TimerFired(Timer::FlightRetry)
+        } else {
+            break;
+        };
+        let (next, out) = step(&n, &event);
+        refusal_reports += out
+            .reports()
+            .filter(|(e, _)| *e == protocol::ws::EventType::FlightOpRefused)
+            .count();
+        n = next;
+        if n.timers.contains(&Timer::FlightRetry) {
+            let (next, out) = step(&n, &Event::TimerFired(Timer::FlightRetry));
+            flights += out.flights().count();
+            n = next;
+        }
+    }
+    (flights, refusal_reports, String::new())
+}
+
+fn check(limits: Limits, label: &str) -> BTreeSet<(u8, &'static str, u8)> {
+    let x = explore(&limits);
+    let good = can_reach_idle(&x);
+    let stuck: Vec<_> = x
+        .nodes
+        .iter()
+        .zip(&good)
+        .filter(|(_, g)| !**g)
+        .map(|(n, _)| n.key())
+        .collect();
+    eprintln!(
+        "liveness [{label}]: {} states, {} edges explored, {} distinct transitions; {} cannot reach IDLE",
+        x.nodes.len(),
+        x.edges.len(),
+        x.transitions.len(),
+        stuck.len()
+    );
+    assert!(
+        stuck.is_empty(),
+        "{} state(s) cannot reach IDLE, e.g.:\n{}",
+        stuck.len(),
+        stuck.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+    );
+    // Each operation is asked at most 1 + retries times before the machine moves on, and the
+    // chain of give-ups (goto → home → land) is at most as long as the kinds of operation.
+    let bound = OPS.len() * (limits.flight_op_retries as usize + 1);
+    let mut worst = 0;
+    for n in &x.nodes {
+        let (flights, reports, why) = storm(n);
+        assert!(
+            flights <= bound,
+            "a refused operation is repeated without bound from {}: {why}",
+            n.key()
+        );
+        assert!(
+            reports <= OPS.len(),
+            "refusals reported per retry from {}",
+            n.key()
+        );
+        worst = worst.max(flights);
+    }
+    eprintln!("liveness [{label}]: at most {worst} flight operations under refusal everywhere (bound {bound})");
+    x.transitions
+}
+
+#[test]
+fn every_reachable_state_can_reach_idle_and_no_refusal_storms() {
+    // both restart policies and both take-back settings, one thread each
+    let seen: BTreeSet<_> = std::thread::scope(|scope| {
+        let runs: Vec<_> = [
+            (true, None),
+            (false, Some(std::time::Duration::from_secs(60))),
+        ]
+        .into_iter()
+        .map(|(continue_after_restart, take_back)| {
+            scope.spawn(move || {
+                let limits = Limits {
+                    continue_after_restart,
+                    take_back_after: take_back,
+                    ..Limits::default()
+                };
+                let label = format!(
+                    "continue_after_restart={continue_after_restart}, take_back={take_back:?}"
+                );
+                check(limits, &label)
+            })
+        })
+        .collect();
+        runs.into_iter()
+            .flat_map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    // The table is the truth: every transition made is listed, every listed one is made.
+    let listed: BTreeSet<_> = TRANSITIONS
+        .iter()
+        .map(|t| (t.from as u8, t.on, t.to as u8))
+        .collect();
+    let name = |s: u8| {
+        [
+            DroneState::Idle,
+            DroneState::Preflight,
+            DroneState::Navigating,
+            DroneState::WaitingDrop,
+            DroneState::Dropped,
+            DroneState::Returning,
+            DroneState::Completed,
+            DroneState::Paused,
+            DroneState::Aborting,
+            DroneState::EmergencyLanding,
+            DroneState::Failsafe,
+            DroneState::LandedElsewhere,
+            DroneState::AutopilotControl,
+        ]
+        .into_iter()
+        .find(|d| *d as u8 == s)
+        .map(|d| format!("{d:?}"))
+        .unwrap_or_default()
+    };
+    let missing: Vec<_> = seen
+        .difference(&listed)
+        .map(|(f, on, t)| format!("    t({}, \"{on}\", {}),", name(*f), name(*t)))
+        .collect();
+    let never: Vec<_> = listed
+        .difference(&seen)
+        .map(|(f, on, t)| format!("    t({}, \"{on}\", {}),", name(*f), name(*t)))
+        .collect();
+    if std::env::var_os("LIVENESS_DUMP_TABLE").is_some() {
+        for (f, on, t) in &seen {
+            println!("    t({}, \"{on}\", {}),", name(*f), name(*t));
+        }
+    }
+    assert!(
+        missing.is_empty() && never.is_empty(),
+        "TRANSITIONS is out of date.\nmade but not listed:\n{}\nlisted but never made:\n{}",
+        missing.join("\n"),
+        never.join("\n")
+    );
+}
