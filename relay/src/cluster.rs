@@ -60,7 +60,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 /// A frame that must not be lost is published at most this many times.
-pub const PUBLISH_TRIES: u32 = 3;
+pub const PUBLISH_TRIES: u32 = 4;
 
 const RELAY_HEADER: &str = "x-relay";
 const SINCE_HEADER: &str = "x-since";
@@ -613,9 +613,20 @@ impl Task {
                 Ok(())
             }
             Ok(Confirmation::Ack(Some(_returned))) => {
-                // a mandatory frame for an agent no relay holds any more
-                s.unroutable.fetch_add(1, Relaxed);
-                debug!(key = %flight.key, "frame for an agent no relay holds: returned");
+                // A frame for an agent that no queue is bound for. The relay that announced it
+                // binds its key just after the announcement, so right after a connection this
+                // is that window: try again a little later, a bounded number of times.
+                if flight.tries < PUBLISH_TRIES {
+                    s.publish_retried.fetch_add(1, Relaxed);
+                    let delay = Duration::from_millis(100) * flight.tries;
+                    confirming.push(Box::pin(async move {
+                        tokio::time::sleep(delay).await;
+                        (flight, Ok(Confirmation::Nack(None)))
+                    }));
+                } else {
+                    s.unroutable.fetch_add(1, Relaxed);
+                    debug!(key = %flight.key, "frame for an agent no relay holds: returned");
+                }
                 Ok(())
             }
             Ok(Confirmation::Nack(_)) | Err(_) => {

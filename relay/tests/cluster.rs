@@ -570,3 +570,75 @@ async fn without_its_broker_a_relay_serves_its_own_agents_and_says_degraded() {
     );
     a.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_bridge_on_one_relay_reaches_a_locker_on_the_other() {
+    use protocol::locker_api::CellsOpenResponse;
+    use protocol::ws::{LockerOutcome, LockerResponse};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let locker = Uuid::new_v4();
+    let ns = format!("t-{}", Uuid::new_v4().simple());
+    let a = Relay::start(&config(&ns, "a5", &[], &[locker]))
+        .await
+        .unwrap();
+    let b = Relay::start(&config(&ns, "b5", &[], &[locker]))
+        .await
+        .unwrap();
+    until_up(&a).await;
+    until_up(&b).await;
+    let a_addr = a.local_addr().to_string();
+    // a backend on A learns the locker on B is connected: A knows where it is
+    let mut be = dial(&a_addr, "/ws/backend", BACKEND_TOKEN, None).await;
+    let mut l = dial(
+        &b.local_addr().to_string(),
+        "/ws/locker",
+        &token(locker),
+        Some(locker),
+    )
+    .await;
+    next_where(&mut be, |e| {
+        is_presence(e, locker, PresenceStatus::Connected)
+    })
+    .await;
+
+    let body = format!(r#"{{"cell_uuid":"{}"}}"#, Uuid::new_v4());
+    let call = tokio::spawn({
+        let a_addr = a_addr.clone();
+        async move {
+            let mut s = TcpStream::connect(&a_addr).await.unwrap();
+            let req = format!(
+                "POST /api/lockers/{locker}/cells/open HTTP/1.1\r\nHost: r\r\nAuthorization: Bearer {BACKEND_TOKEN}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut resp = String::new();
+            tokio::time::timeout(WAIT, s.read_to_string(&mut resp))
+                .await
+                .unwrap()
+                .unwrap();
+            resp
+        }
+    });
+    let req = next_where(&mut l, |e| matches!(e.message, Message::LockerRequest(_))).await;
+    let Message::LockerRequest(req) = req.message else {
+        unreachable!()
+    };
+    let answer = Envelope::new(LockerResponse {
+        request_id: req.request_id,
+        status: 200,
+        outcome: LockerOutcome::CellOpened(CellsOpenResponse {
+            success: true,
+            cell_id: 2,
+            opened_at: chrono::Utc::now(),
+        }),
+    });
+    l.send(WsMessage::text(answer.to_json())).await.unwrap();
+    let resp = call.await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let v: serde_json::Value =
+        serde_json::from_str(resp.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(v["cell_id"], 2);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
