@@ -32,6 +32,9 @@ pub struct Config {
     /// `[[drones]]` / `[[lockers]]` lists, which stay for small set-ups and are not reloadable).
     #[serde(default)]
     pub fleet: Option<FleetConfig>,
+    /// Several relays, one fleet, through RabbitMQ; absent: this relay works alone.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     #[serde(default)]
     pub drones: Vec<AgentEntry>,
     #[serde(default)]
@@ -196,6 +199,61 @@ pub struct FleetConfig {
     /// 0 reloads on SIGHUP only.
     #[serde(default = "default_watch_interval_s")]
     pub watch_interval_s: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `amqp://user:pass@host:5672/vhost` or `amqps://…` (rustls, webpki roots).
+    pub url: String,
+    /// This relay's name in the cluster: unique, stable across restarts (its queue is
+    /// `skypost.relay.<relay_id>`).
+    pub relay_id: String,
+    #[serde(default = "default_agents_exchange")]
+    pub agents_exchange: String,
+    #[serde(default = "default_to_agents_exchange")]
+    pub to_agents_exchange: String,
+    /// This relay says it is alive this often.
+    #[serde(default = "default_heartbeat_interval_s")]
+    pub heartbeat_interval_s: f64,
+    /// A relay not heard from for this long has its agents reported `disconnected`.
+    #[serde(default = "default_lease_s")]
+    pub lease_s: f64,
+    #[serde(default = "default_connect_timeout_s")]
+    pub connect_timeout_s: f64,
+    /// Reconnect delays to the broker: first, and longest (doubling in between).
+    #[serde(default = "default_reconnect_initial_s")]
+    pub reconnect_initial_s: f64,
+    #[serde(default = "default_reconnect_max_s")]
+    pub reconnect_max_s: f64,
+    /// Frames waiting for the broker task; past it they are dropped (counted).
+    #[serde(default = "default_publish_queue")]
+    pub publish_queue: usize,
+}
+
+fn default_agents_exchange() -> String {
+    "skypost.agents".into()
+}
+fn default_to_agents_exchange() -> String {
+    "skypost.to-agents".into()
+}
+fn default_heartbeat_interval_s() -> f64 {
+    2.0
+}
+fn default_lease_s() -> f64 {
+    6.0
+}
+fn default_connect_timeout_s() -> f64 {
+    5.0
+}
+fn default_reconnect_initial_s() -> f64 {
+    0.5
+}
+fn default_reconnect_max_s() -> f64 {
+    10.0
+}
+fn default_publish_queue() -> usize {
+    65_536
 }
 
 fn default_watch_interval_s() -> f64 {
@@ -418,6 +476,47 @@ impl Validate for Config {
         );
 
         self.backend.validate("backend", v);
+        if let Some(c) = &self.cluster {
+            v.check(
+                c.url.starts_with("amqp://") || c.url.starts_with("amqps://"),
+                "cluster.url",
+                "must start with amqp:// or amqps://",
+            );
+            v.check(
+                !c.relay_id.is_empty()
+                    && c.relay_id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "cluster.relay_id",
+                "letters, digits, - and _ only (it names the relay's queue)",
+            );
+            v.range(
+                "cluster.heartbeat_interval_s",
+                c.heartbeat_interval_s,
+                0.05,
+                60.0,
+            );
+            v.check(
+                c.lease_s >= 2.0 * c.heartbeat_interval_s,
+                "cluster.lease_s",
+                "must be at least two heartbeat intervals",
+            );
+            v.range("cluster.lease_s", c.lease_s, 0.1, 600.0);
+            v.range("cluster.connect_timeout_s", c.connect_timeout_s, 0.1, 120.0);
+            v.range(
+                "cluster.reconnect_initial_s",
+                c.reconnect_initial_s,
+                0.01,
+                60.0,
+            );
+            v.range(
+                "cluster.reconnect_max_s",
+                c.reconnect_max_s,
+                c.reconnect_initial_s,
+                600.0,
+            );
+            v.range("cluster.publish_queue", c.publish_queue, 16, 1 << 22);
+        }
         if let Some(f) = &self.fleet {
             v.range("fleet.watch_interval_s", f.watch_interval_s, 0.0, 3600.0);
             v.check(

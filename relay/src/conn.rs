@@ -208,6 +208,10 @@ fn kick_end(reason: KickReason) -> End {
         KickReason::Replaced => End::Close(close_code::POLICY, "replaced by a newer connection"),
         KickReason::SlowConsumer => End::Close(close_code::AGAIN, "too slow: outbound queue full"),
         KickReason::Revoked(why) => End::Close(REVOKED, why.reason()),
+        KickReason::Moved => End::Close(
+            close_code::POLICY,
+            "replaced by a newer connection on another relay",
+        ),
     }
 }
 
@@ -372,7 +376,7 @@ fn agent_frame(
             message_id(&env.message),
         ));
     }
-    hub.from_agent(frame.into(), kind, lossy, read_at);
+    hub.from_agent(key, frame.into(), kind, lossy, read_at);
     None
 }
 
@@ -520,10 +524,12 @@ fn backend_frame(hub: &Hub, bytes: &[u8]) -> Option<Envelope> {
     match hub.to_agent((agent_kind, id), env.to_json().into(), kind) {
         Ok(()) => None,
         Err(RouteError::UnknownAgent) => Some(unknown()),
-        Err(e @ (RouteError::Offline | RouteError::Overloaded)) => Some(hub.error_frame(
-            codes::AGENT_OFFLINE,
-            format!("{} {id}: {e}", agent_kind.as_str()),
-            reply_to,
-        )),
+        Err(e @ (RouteError::Offline | RouteError::Overloaded | RouteError::ClusterDown)) => {
+            Some(hub.error_frame(
+                codes::AGENT_OFFLINE,
+                format!("{} {id}: {e}", agent_kind.as_str()),
+                reply_to,
+            ))
+        }
     }
 }

@@ -22,6 +22,7 @@
 //! sees `disconnected` before the `connected` it describes.
 
 use crate::auth::{AgentKind, Authenticator};
+use crate::cluster::{Cluster, Command};
 use crate::config::Config;
 use crate::fleet::{Fleet, Revocation};
 use crate::metrics::{kind_index, DropReason, Metrics, Side};
@@ -32,7 +33,7 @@ use protocol::ws::{
 use protocol::{Envelope, Message};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
@@ -60,6 +61,8 @@ pub enum KickReason {
     SlowConsumer,
     /// A fleet reload took its credentials away.
     Revoked(Revocation),
+    /// The agent connected to another relay of the cluster, more recently.
+    Moved,
 }
 
 /// One connection's bounded outbound queue, and the hub's way to ask that connection to close.
@@ -134,6 +137,7 @@ impl Queue {
             KickReason::Revoked(Revocation::Removed) => 3,
             KickReason::Revoked(Revocation::Disabled) => 4,
             KickReason::Revoked(Revocation::TokenChanged) => 5,
+            KickReason::Moved => 6,
         };
         self.kick_reason.store(code, Ordering::Relaxed);
         // notify_one stores a permit, so a task not waiting right now still sees it
@@ -148,6 +152,7 @@ impl Queue {
             3 => KickReason::Revoked(Revocation::Removed),
             4 => KickReason::Revoked(Revocation::Disabled),
             5 => KickReason::Revoked(Revocation::TokenChanged),
+            6 => KickReason::Moved,
             _ => KickReason::SlowConsumer,
         }
     }
@@ -172,6 +177,10 @@ struct Slot {
     conn: u64,
     queue: Arc<Queue>,
     silent: bool,
+    /// When this connection started, µs since the epoch (in a cluster, the newer wins).
+    since: i64,
+    /// Closed because the agent connected to another relay: no `disconnected` for it.
+    moved: bool,
 }
 
 /// Why a frame from the backend could not be routed (each answered with an `error` frame).
@@ -183,6 +192,8 @@ pub enum RouteError {
     Offline,
     #[error("agent's queue was full: its connection was closed as too slow")]
     Overloaded,
+    #[error("agent is on another relay and the broker is unreachable")]
+    ClusterDown,
 }
 
 /// Why an HTTP bridge call got no answer from the locker.
@@ -196,6 +207,13 @@ pub enum BridgeFailure {
     Disconnected,
     #[error("locker did not answer in time")]
     Timeout,
+}
+
+/// An agent another relay holds, as its presence said.
+struct RemoteAgent {
+    relay: String,
+    since: i64,
+    silent: bool,
 }
 
 struct Pending {
@@ -227,6 +245,9 @@ pub struct Hub {
     agents: Mutex<HashMap<AgentKey, Slot>>,
     backends: RwLock<Vec<Slot>>,
     pending: Mutex<HashMap<Uuid, Pending>>,
+    /// Agents held by other relays of the cluster (empty without one).
+    remote: Mutex<HashMap<AgentKey, RemoteAgent>>,
+    cluster: OnceLock<Arc<Cluster>>,
     next_conn: AtomicU64,
     relay_peer: Peer,
 }
@@ -280,6 +301,8 @@ impl Hub {
             agents: Mutex::new(HashMap::new()),
             backends: RwLock::new(Vec::new()),
             pending: Mutex::new(HashMap::new()),
+            remote: Mutex::new(HashMap::new()),
+            cluster: OnceLock::new(),
             next_conn: AtomicU64::new(1),
             relay_peer: Peer {
                 kind: PeerKind::Relay,
@@ -366,10 +389,13 @@ impl Hub {
             self.limits.agent_lossy_limit,
         ));
         let conn = self.new_conn();
+        let since = chrono::Utc::now().timestamp_micros();
         let slot = Slot {
             conn,
             queue: queue.clone(),
             silent: false,
+            since,
+            moved: false,
         };
         let mut agents = lock(&self.agents);
         // a fleet reload that revoked this agent after it authenticated, before it got here
@@ -377,11 +403,22 @@ impl Hub {
             queue.kick(KickReason::Revoked(Revocation::Removed));
         }
         let replaced = agents.insert(key, slot);
+        // held here now, whatever another relay said before
+        lock(&self.remote).remove(&key);
         if let Some(old) = &replaced {
             old.queue.kick(KickReason::Replaced);
             self.metrics.replaced();
         }
         self.broadcast_presence(key, PresenceStatus::Connected);
+        if let Some(c) = self.cluster.get() {
+            // announce first, then bind: see `cluster` ("one owner")
+            c.send(Command::Presence {
+                key,
+                frame: self.presence_frame(key, PresenceStatus::Connected),
+                since,
+            });
+            c.send(Command::Bind(key));
+        }
         drop(agents);
         if replaced.is_some() && key.0 == AgentKind::Locker {
             // requests queued on the old connection die with it
@@ -408,8 +445,21 @@ impl Hub {
     pub fn unregister_agent(&self, key: AgentKey, conn: u64) {
         let mut agents = lock(&self.agents);
         if agents.get(&key).is_some_and(|s| s.conn == conn) {
-            agents.remove(&key);
-            self.broadcast_presence(key, PresenceStatus::Disconnected);
+            let slot = agents.remove(&key);
+            let moved = slot.is_some_and(|s| s.moved);
+            if let Some(c) = self.cluster.get() {
+                c.send(Command::Unbind(key));
+                if !moved {
+                    c.send(Command::Presence {
+                        key,
+                        frame: self.presence_frame(key, PresenceStatus::Disconnected),
+                        since: 0,
+                    });
+                }
+            }
+            if !moved {
+                self.broadcast_presence(key, PresenceStatus::Disconnected);
+            }
             drop(agents);
             if key.0 == AgentKind::Locker {
                 self.fail_locker_calls(key.1);
@@ -448,6 +498,13 @@ impl Hub {
                     PresenceStatus::Connected
                 };
                 self.broadcast_presence(key, status);
+                if let Some(c) = self.cluster.get() {
+                    c.send(Command::Presence {
+                        key,
+                        frame: self.presence_frame(key, status),
+                        since: slot.since,
+                    });
+                }
             }
         }
     }
@@ -458,9 +515,182 @@ impl Hub {
         self.to_backends(frame, kind_index("presence"), false, None);
     }
 
-    /// Puts one agent frame (already stamped with its source) on every backend's queue.
-    pub fn from_agent(&self, frame: Utf8Bytes, kind: usize, lossy: bool, read_at: Instant) {
+    /// Puts one agent frame (already stamped with its source) on every backend's queue, and
+    /// in a cluster publishes it for the other relays and AMQP backends.
+    pub fn from_agent(
+        &self,
+        key: AgentKey,
+        frame: Utf8Bytes,
+        kind: usize,
+        lossy: bool,
+        read_at: Instant,
+    ) {
+        if let Some(c) = self.cluster.get() {
+            let sent = c.is_up()
+                && c.send(Command::Agent {
+                    key,
+                    kind: Message::KINDS.get(kind).copied().unwrap_or("invalid"),
+                    frame: frame.clone(),
+                    lossy,
+                });
+            if !sent {
+                // the agent's outbox re-sends an event until a backend acknowledges it
+                self.metrics.dropped(DropReason::ClusterDown);
+            }
+        }
         self.to_backends(frame, kind, lossy, Some(read_at));
+    }
+
+    // -- the cluster (see `crate::cluster`) ---------------------------------------------------
+
+    /// Connects the hub to the broker task (once, at start).
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// The presence of every local agent with its connect time (for a relay that says hello).
+    pub fn local_presence(&self) -> Vec<(AgentKey, Utf8Bytes, i64)> {
+        let agents = lock(&self.agents);
+        agents
+            .iter()
+            .filter(|(_, s)| !s.moved)
+            .map(|(k, s)| {
+                let status = if s.silent {
+                    PresenceStatus::Silent
+                } else {
+                    PresenceStatus::Connected
+                };
+                (*k, self.presence_frame(*k, status), s.since)
+            })
+            .collect()
+    }
+
+    /// A frame from the broker for a local agent.
+    pub fn from_cluster_to_agent(&self, key: AgentKey, frame: Utf8Bytes) {
+        let kind = Envelope::from_json(frame.as_str())
+            .map(|e| kind_index(e.kind()))
+            .unwrap_or(Message::KINDS.len());
+        let agents = lock(&self.agents);
+        match agents.get(&key).filter(|s| !s.moved) {
+            Some(slot) => {
+                let item = Outbound {
+                    frame,
+                    kind: kind as u8,
+                    read_at: None,
+                };
+                if !matches!(slot.queue.offer(item, false), Offer::Queued) {
+                    self.metrics.queue_full(agent_side(key.0));
+                    self.metrics.dropped(DropReason::QueueFullClosed);
+                    slot.queue.kick(KickReason::SlowConsumer);
+                }
+            }
+            None => self.metrics.dropped(DropReason::AgentOffline),
+        }
+    }
+
+    /// A frame another relay published for one of its agents: presence updates the fleet view
+    /// (and may close an older local connection of that agent); a locker's answer may complete
+    /// a bridge call waiting here; anything else goes to this relay's backends.
+    pub fn from_cluster(&self, key: AgentKey, kind: &str, relay: &str, since: i64, text: &str) {
+        if kind == "locker_response" && key.0 == AgentKind::Locker {
+            if let Ok(env) = Envelope::from_json(text) {
+                if let Message::LockerResponse(r) = &env.message {
+                    if self.complete_locker_call(key.1, r) {
+                        return;
+                    }
+                }
+            }
+        }
+        if kind != "presence" {
+            let lossy = kind == "telemetry" || kind == "video_frame";
+            self.to_backends(
+                Utf8Bytes::from(text.to_owned()),
+                kind_index(kind),
+                lossy,
+                None,
+            );
+            return;
+        }
+        let Ok(env) = Envelope::from_json(text) else {
+            return;
+        };
+        let Message::Presence(p) = &env.message else {
+            return;
+        };
+        let mut agents = lock(&self.agents);
+        let mut remote = lock(&self.remote);
+        let self_id = self
+            .cluster
+            .get()
+            .map(|c| c.relay_id.as_str())
+            .unwrap_or("");
+        match p.status {
+            PresenceStatus::Connected | PresenceStatus::Silent => {
+                if let Some(slot) = agents.get_mut(&key).filter(|s| !s.moved) {
+                    if (since, relay) > (slot.since, self_id) {
+                        // the agent connected again, to another relay: that one owns it now
+                        slot.moved = true;
+                        slot.queue.kick(KickReason::Moved);
+                        self.metrics.replaced();
+                    } else {
+                        return; // an older connection elsewhere: this relay's is the owner
+                    }
+                }
+                if remote
+                    .get(&key)
+                    .is_some_and(|r| r.relay != relay && r.since > since)
+                {
+                    return; // stale: a newer connection of it is known elsewhere
+                }
+                remote.insert(
+                    key,
+                    RemoteAgent {
+                        relay: relay.to_owned(),
+                        since,
+                        silent: p.status == PresenceStatus::Silent,
+                    },
+                );
+            }
+            PresenceStatus::Disconnected => {
+                if remote.get(&key).is_some_and(|r| r.relay == relay) {
+                    remote.remove(&key);
+                } else {
+                    return; // about a connection that is no longer the owner
+                }
+                if agents.contains_key(&key) {
+                    return;
+                }
+            }
+        }
+        drop(remote);
+        self.to_backends(
+            Utf8Bytes::from(text.to_owned()),
+            kind_index("presence"),
+            false,
+            None,
+        );
+        drop(agents);
+    }
+
+    /// A relay whose lease ran out: its agents are disconnected as far as this relay can tell.
+    pub fn relay_gone(&self, relay: &str) {
+        let agents = lock(&self.agents);
+        let mut remote = lock(&self.remote);
+        let gone: Vec<AgentKey> = remote
+            .iter()
+            .filter(|(_, r)| r.relay == relay)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in gone {
+            remote.remove(&key);
+            if !agents.contains_key(&key) {
+                self.broadcast_presence(key, PresenceStatus::Disconnected);
+            }
+        }
     }
 
     fn to_backends(&self, frame: Utf8Bytes, kind: usize, lossy: bool, read_at: Option<Instant>) {
@@ -502,9 +732,9 @@ impl Hub {
             return Err(RouteError::UnknownAgent);
         }
         let agents = lock(&self.agents);
-        let Some(slot) = agents.get(&key) else {
-            self.metrics.dropped(DropReason::AgentOffline);
-            return Err(RouteError::Offline);
+        let Some(slot) = agents.get(&key).filter(|s| !s.moved) else {
+            drop(agents);
+            return self.to_remote_agent(key, frame);
         };
         let item = Outbound {
             frame,
@@ -521,6 +751,26 @@ impl Hub {
             }
             Offer::Closed => {
                 self.metrics.dropped(DropReason::ConnectionClosed);
+                Err(RouteError::Offline)
+            }
+        }
+    }
+
+    /// A frame for an agent this relay does not hold: through the broker to the relay that
+    /// does, if one does.
+    fn to_remote_agent(&self, key: AgentKey, frame: Utf8Bytes) -> Result<(), RouteError> {
+        let held_elsewhere = lock(&self.remote).contains_key(&key);
+        match self.cluster.get() {
+            Some(c) if held_elsewhere => {
+                if c.is_up() && c.send(Command::ToAgent { key, frame }) {
+                    Ok(())
+                } else {
+                    self.metrics.dropped(DropReason::ClusterDown);
+                    Err(RouteError::ClusterDown)
+                }
+            }
+            _ => {
+                self.metrics.dropped(DropReason::AgentOffline);
                 Err(RouteError::Offline)
             }
         }
@@ -547,7 +797,26 @@ impl Hub {
                 };
                 self.presence_frame(*key, status)
             })
+            .collect::<Vec<_>>();
+        // and the agents of the other relays (a cluster)
+        let remote = lock(&self.remote);
+        let snapshot = snapshot
+            .into_iter()
+            .chain(
+                remote
+                    .iter()
+                    .filter(|(k, _)| !agents.contains_key(k))
+                    .map(|(k, r)| {
+                        let status = if r.silent {
+                            PresenceStatus::Silent
+                        } else {
+                            PresenceStatus::Connected
+                        };
+                        self.presence_frame(*k, status)
+                    }),
+            )
             .collect();
+        drop(remote);
         self.backends
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -555,6 +824,8 @@ impl Hub {
                 conn,
                 queue: queue.clone(),
                 silent: false,
+                since: 0,
+                moved: false,
             });
         drop(agents);
         (Registration { conn, queue }, snapshot)
@@ -593,7 +864,7 @@ impl Hub {
         ) {
             Ok(()) => {}
             Err(RouteError::UnknownAgent) => return Err(BridgeFailure::UnknownLocker),
-            Err(RouteError::Offline | RouteError::Overloaded) => {
+            Err(RouteError::Offline | RouteError::Overloaded | RouteError::ClusterDown) => {
                 return Err(BridgeFailure::Offline)
             }
         }

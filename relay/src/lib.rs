@@ -3,6 +3,8 @@
 //! database, no state that outlives a socket.
 //!
 //! Module map:
+//! - [`cluster`]: several relays, one fleet, through RabbitMQ (`[cluster]`; data flow and
+//!   invariants there).
 //! - [`config`]: the TOML config (`relay/relay.example.toml`), validated.
 //! - [`auth`]: device tokens and the backend credential, checked at the HTTP upgrade.
 //! - [`fleet`]: the fleet file (agents' ids, kinds, token digests), reloaded while running.
@@ -22,6 +24,7 @@
 //! or counted).
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod fleet;

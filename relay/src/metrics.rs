@@ -45,10 +45,12 @@ pub enum DropReason {
     UnknownAgent,
     /// An agent frame the relay refused to forward (bad frame, spoofed id, presence).
     Refused,
+    /// A frame for (or from) another relay of the cluster while the broker was unreachable.
+    ClusterDown,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 7] = [
+    const ALL: [DropReason; 8] = [
         DropReason::NoBackend,
         DropReason::QueueFullLossy,
         DropReason::QueueFullClosed,
@@ -56,6 +58,7 @@ impl DropReason {
         DropReason::AgentOffline,
         DropReason::UnknownAgent,
         DropReason::Refused,
+        DropReason::ClusterDown,
     ];
     fn as_str(self) -> &'static str {
         match self {
@@ -66,6 +69,7 @@ impl DropReason {
             DropReason::AgentOffline => "agent_offline",
             DropReason::UnknownAgent => "unknown_agent",
             DropReason::Refused => "refused",
+            DropReason::ClusterDown => "cluster_down",
         }
     }
 }
@@ -174,7 +178,7 @@ pub struct Metrics {
     auth_refused: [[AtomicU64; 3]; 3],
     frames_in: [[AtomicU64; KINDS]; 3],
     frames_out: [[AtomicU64; KINDS]; 3],
-    dropped: [AtomicU64; 7],
+    dropped: [AtomicU64; 8],
     queue_full: [AtomicU64; 3],
     presence_silent: AtomicU64,
     replaced: AtomicU64,

@@ -408,8 +408,15 @@ fn locker_answer(r: LockerResponse) -> Response {
 
 async fn health(State(s): State<AppState>) -> Response {
     let m = &s.hub.metrics;
+    let cluster = s.hub.cluster();
+    // a relay cut off from the broker still serves its own agents: degraded, not down
+    let status = match cluster {
+        Some(c) if !c.is_up() => "degraded",
+        _ => "ok",
+    };
     axum::Json(serde_json::json!({
-        "status": "ok",
+        "status": status,
+        "cluster": cluster.map(|c| c.health()),
         "version": env!("CARGO_PKG_VERSION"),
         "connections": {
             "drones": m.open_connections(Side::Drone),
@@ -426,7 +433,13 @@ async fn metrics(State(s): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
-        s.hub.metrics.render(),
+        {
+            let mut text = s.hub.metrics.render();
+            if let Some(c) = s.hub.cluster() {
+                c.render(&mut text);
+            }
+            text
+        },
     )
         .into_response()
 }
@@ -494,6 +507,9 @@ impl Relay {
             seen: std::sync::Mutex::new(file_stamp(&f.file)),
         });
         let hub = Arc::new(Hub::new(config, fleet.as_ref()));
+        if let Some(c) = &config.cluster {
+            hub.set_cluster(crate::cluster::start(c, &hub));
+        }
         let gate = Gate::new(
             GateLimits {
                 header_timeout: secs(config.server.header_timeout_s),

@@ -1,0 +1,718 @@
+//! Several relays, one fleet, through RabbitMQ (`[cluster]` in the config; without it none of
+//! this runs and the relay works alone).
+//!
+//! # Data flow
+//! - Every frame an agent sends (stamped with its `source`) is published to the topic exchange
+//!   `skypost.agents` with routing key `<kind>.<agent id>.<type>`; the relay's own presence
+//!   frames for its agents go there too (`<kind>.<agent id>.presence`), and its heartbeat
+//!   (`relay.<relay id>.heartbeat`). A backend on AMQP consumes what it needs from there.
+//! - Frames to an agent go to the topic exchange `skypost.to-agents` with routing key
+//!   `<kind>.<agent id>` (publish there to reach an agent over AMQP).
+//! - Each relay has one queue of its own (`skypost.relay.<relay id>`, exclusive: it dies with the
+//!   relay's broker connection), bound to `skypost.agents` with `#` (every agent frame and
+//!   presence, for its WebSocket backends and its view of the fleet) and to
+//!   `skypost.to-agents` with the key of each agent connected to it (bound on connect, unbound
+//!   on disconnect). One queue, one consumer: what a relay learns arrives in the order the
+//!   broker routed it.
+//! - Frames of a relay's own agents reach its own backends directly (the copy that comes back
+//!   through the broker, marked with the `x-relay` header, is skipped), so a broker outage
+//!   does not stop a relay from serving the agents and backends connected to it.
+//!
+//! # Invariants
+//! - An agent has one owner: the relay holding its newest connection. A relay announces a
+//!   connection (presence `connected`, with the connect time in `x-since`) *before* it binds the
+//!   agent's key; a relay that holds an older connection of the same agent closes it when the
+//!   announcement reaches its queue ("replaced by a newer connection on another relay") — before
+//!   any command routed to both queues, since both sit in the same FIFO queue.
+//! - Presence is fleet-wide: each relay keeps the remote agents it has heard of, with the relay
+//!   holding them; a backend that connects late gets them in its snapshot. A relay not heard
+//!   from (heartbeat every `heartbeat_interval_s`) for `lease_s` has its agents reported
+//!   `disconnected` to the backends of the relays that noticed: a relay killed with SIGKILL is
+//!   seen within `lease_s + heartbeat_interval_s`.
+//! - Publishes use publisher confirms. A nack or a lost connection re-publishes a frame that
+//!   must not be lost (up to [`PUBLISH_TRIES`]) and counts one that is dropped; while the broker
+//!   is away, telemetry bound for other relays is dropped (counted) and a backend's frame for an
+//!   agent on another relay is answered with an error at once. End to end, delivery is
+//!   at-least-once by the agents' own outbox (events are re-sent until the backend's
+//!   `event_ack` comes back) and by the backend's commands waiting for the agent's `ack`:
+//!   the broker hop adds no new way to lose an acknowledged frame.
+
+use crate::auth::AgentKind;
+use crate::config::{secs, ClusterConfig};
+use crate::hub::{AgentKey, Hub};
+use axum::extract::ws::Utf8Bytes;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt as _;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::Confirmation;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+/// A frame that must not be lost is published at most this many times.
+pub const PUBLISH_TRIES: u32 = 4;
+
+const RELAY_HEADER: &str = "x-relay";
+const SINCE_HEADER: &str = "x-since";
+
+/// What the hub asks of the broker connection.
+#[derive(Debug)]
+pub enum Command {
+    /// An agent frame, already stamped: to `skypost.agents`.
+    Agent {
+        key: AgentKey,
+        kind: &'static str,
+        frame: Utf8Bytes,
+        lossy: bool,
+    },
+    /// Presence of a local agent; `since` is its connection's start (µs since the epoch).
+    Presence {
+        key: AgentKey,
+        frame: Utf8Bytes,
+        since: i64,
+    },
+    /// A local agent connected: announce (already queued as `Presence`), then bind its key.
+    Bind(AgentKey),
+    /// It disconnected (or moved): unbind.
+    Unbind(AgentKey),
+    /// A frame for an agent on another relay: to `skypost.to-agents`.
+    ToAgent { key: AgentKey, frame: Utf8Bytes },
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    up: AtomicBool,
+    published: AtomicU64,
+    publish_retried: AtomicU64,
+    publish_failed: AtomicU64,
+    received: AtomicU64,
+    unroutable: AtomicU64,
+    queue_full: AtomicU64,
+    connects: AtomicU64,
+    relays_expired: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// The hub's handle on the cluster.
+pub struct Cluster {
+    pub relay_id: String,
+    tx: mpsc::Sender<Command>,
+    /// Shared with the broker task, which holds no reference to this handle: when the hub
+    /// (and this) goes, the task's command channel closes and it disconnects.
+    pub stats: Arc<ClusterStats>,
+}
+
+fn key_str(key: AgentKey) -> String {
+    format!("{}.{}", key.0.as_str(), key.1)
+}
+
+fn parse_key(kind: &str, id: &str) -> Option<AgentKey> {
+    let kind = match kind {
+        "drone" => AgentKind::Drone,
+        "locker" => AgentKind::Locker,
+        _ => return None,
+    };
+    Some((kind, Uuid::parse_str(id).ok()?))
+}
+
+impl Cluster {
+    pub fn is_up(&self) -> bool {
+        self.stats.up.load(Relaxed)
+    }
+
+    /// Hands a command to the broker task; never waits. False if its queue is full (counted).
+    pub fn send(&self, c: Command) -> bool {
+        match self.tx.try_send(c) {
+            Ok(()) => true,
+            Err(_) => {
+                self.stats.queue_full.fetch_add(1, Relaxed);
+                false
+            }
+        }
+    }
+
+    /// The `cluster` object of `/health`.
+    pub fn health(&self) -> serde_json::Value {
+        let last_error = self
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        serde_json::json!({
+            "relay_id": self.relay_id,
+            "broker": if self.is_up() { "up" } else { "down" },
+            "last_error": last_error,
+        })
+    }
+
+    /// The cluster's lines of `/metrics`.
+    pub fn render(&self, out: &mut String) {
+        let s = &self.stats;
+        let mut line = |name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        line(
+            "relay_cluster_broker_up",
+            "gauge",
+            "1 while the relay's RabbitMQ connection is up.",
+            u64::from(self.is_up()),
+        );
+        line(
+            "relay_cluster_published_total",
+            "counter",
+            "Frames published to the broker and confirmed.",
+            s.published.load(Relaxed),
+        );
+        line(
+            "relay_cluster_publish_retried_total",
+            "counter",
+            "Publishes sent again after a nack or a lost connection.",
+            s.publish_retried.load(Relaxed),
+        );
+        line(
+            "relay_cluster_publish_failed_total",
+            "counter",
+            "Frames not published: broker away, or still unconfirmed after the last try.",
+            s.publish_failed.load(Relaxed),
+        );
+        line(
+            "relay_cluster_received_total",
+            "counter",
+            "Messages consumed from the relay's queue.",
+            s.received.load(Relaxed),
+        );
+        line(
+            "relay_cluster_unroutable_total",
+            "counter",
+            "Frames for an agent that no relay holds (returned by the broker).",
+            s.unroutable.load(Relaxed),
+        );
+        line(
+            "relay_cluster_queue_full_total",
+            "counter",
+            "Frames not handed to the broker task because its queue was full.",
+            s.queue_full.load(Relaxed),
+        );
+        line(
+            "relay_cluster_connects_total",
+            "counter",
+            "Connections made to the broker.",
+            s.connects.load(Relaxed),
+        );
+        line(
+            "relay_cluster_relays_expired_total",
+            "counter",
+            "Relays whose lease ran out (their agents reported disconnected).",
+            s.relays_expired.load(Relaxed),
+        );
+    }
+}
+
+/// Starts the broker task for `hub`; returns the handle the hub keeps.
+pub fn start(config: &ClusterConfig, hub: &Arc<Hub>) -> Arc<Cluster> {
+    let (tx, rx) = mpsc::channel(config.publish_queue);
+    let stats = Arc::new(ClusterStats::default());
+    let cluster = Arc::new(Cluster {
+        relay_id: config.relay_id.clone(),
+        tx,
+        stats: stats.clone(),
+    });
+    let task = Task {
+        config: config.clone(),
+        hub: Arc::downgrade(hub),
+        stats,
+        rx,
+        bound: HashMap::new(),
+        leases: HashMap::new(),
+    };
+    tokio::spawn(task.run());
+    cluster
+}
+
+struct Task {
+    config: ClusterConfig,
+    hub: Weak<Hub>,
+    stats: Arc<ClusterStats>,
+    rx: mpsc::Receiver<Command>,
+    /// Local agents and their connect time: bound again after a reconnect.
+    bound: HashMap<AgentKey, ()>,
+    /// Other relays, when last heard from.
+    leases: HashMap<String, Instant>,
+}
+
+/// One publish waiting for its confirm, with what is needed to send it again.
+struct InFlight {
+    exchange: String,
+    key: String,
+    payload: Utf8Bytes,
+    headers: FieldTable,
+    mandatory: bool,
+    lossy: bool,
+    tries: u32,
+}
+
+type Confirming = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (InFlight, Result<Confirmation, lapin::Error>)> + Send>,
+>;
+
+impl Task {
+    fn queue_name(&self) -> String {
+        format!("skypost.relay.{}", self.config.relay_id)
+    }
+
+    async fn run(mut self) {
+        let mut attempt = 0u32;
+        loop {
+            let stats = self.stats.clone();
+            let connects = stats.connects.load(Relaxed);
+            let result = self.session().await;
+            if stats.connects.load(Relaxed) != connects {
+                attempt = 0; // it was up: start the backoff again from the first delay
+            }
+            let reason = match result {
+                Ok(()) => return, // the relay is gone
+                Err(e) => e,
+            };
+            stats.up.store(false, Relaxed);
+            *stats
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
+            let delay = backoff(&self.config, attempt);
+            attempt = attempt.saturating_add(1);
+            warn!(error = %reason, retry_in_ms = delay.as_millis() as u64, "broker connection down; serving local agents only");
+            // commands queued meanwhile: frames for the broker fail now (counted), bindings are
+            // kept in `bound` and made again on the next connection
+            let deadline = tokio::time::Instant::now() + delay;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    c = self.rx.recv() => match c {
+                        None => return,
+                        Some(c) => self.while_down(c),
+                    },
+                }
+            }
+        }
+    }
+
+    fn while_down(&mut self, c: Command) {
+        let stats = self.stats.clone();
+        let failed = || {
+            stats.publish_failed.fetch_add(1, Relaxed);
+        };
+        match c {
+            Command::Bind(k) => {
+                self.bound.insert(k, ());
+            }
+            Command::Unbind(k) => {
+                self.bound.remove(&k);
+            }
+            Command::Agent { .. } | Command::Presence { .. } | Command::ToAgent { .. } => failed(),
+        }
+    }
+
+    /// One broker connection's life; `Err` says why it ended.
+    async fn session(&mut self) -> Result<(), String> {
+        let stats = self.stats.clone();
+        let props = ConnectionProperties::default()
+            .with_connection_name(format!("skypost-relay {}", self.config.relay_id).into());
+        let conn = tokio::time::timeout(
+            secs(self.config.connect_timeout_s),
+            Connection::connect(&self.config.url, props),
+        )
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| format!("connect: {e}"))?;
+        let ch = conn
+            .create_channel()
+            .await
+            .map_err(|e| format!("channel: {e}"))?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| format!("confirm.select: {e}"))?;
+        for ex in [
+            &self.config.agents_exchange,
+            &self.config.to_agents_exchange,
+        ] {
+            ch.exchange_declare(
+                ex.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("exchange {ex}: {e}"))?;
+        }
+        let queue = self.queue_name();
+        ch.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("queue {queue}: {e}"))?;
+        self.bind(&ch, &self.config.agents_exchange.clone(), "#")
+            .await?;
+        let keys: Vec<AgentKey> = self.bound.keys().copied().collect();
+        for k in keys {
+            self.bind(&ch, &self.config.to_agents_exchange.clone(), &key_str(k))
+                .await?;
+        }
+        let consumer_ch = conn
+            .create_channel()
+            .await
+            .map_err(|e| format!("channel: {e}"))?;
+        let mut deliveries = consumer_ch
+            .basic_consume(
+                queue.as_str().into(),
+                format!("relay-{}", self.config.relay_id).into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("consume: {e}"))?;
+        stats.up.store(true, Relaxed);
+        stats.connects.fetch_add(1, Relaxed);
+        info!(relay_id = %self.config.relay_id, "broker connected");
+
+        // every lease starts again: nothing was heard while this relay was away from the broker
+        for t in self.leases.values_mut() {
+            *t = Instant::now();
+        }
+        let mut confirming: FuturesUnordered<Confirming> = FuturesUnordered::new();
+        // say hello: the other relays announce their agents again, for this relay's view
+        let hello = format!("relay.{}.hello", self.config.relay_id);
+        self.publish(&ch, &mut confirming, self.control(&hello))
+            .await?;
+        // and announce this relay's own agents (a reconnect after an outage)
+        if let Some(hub) = self.hub.upgrade() {
+            for (key, frame, since) in hub.local_presence() {
+                let f = self.presence_flight(key, frame, since);
+                self.publish(&ch, &mut confirming, f).await?;
+            }
+        }
+        let mut heartbeat = tokio::time::interval(secs(self.config.heartbeat_interval_s));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                d = deliveries.next() => match d {
+                    Some(Ok(d)) => {
+                        stats.received.fetch_add(1, Relaxed);
+                        if let Some(republish) = self.delivered(d) {
+                            for f in republish {
+                                self.publish(&ch, &mut confirming, f).await?;
+                            }
+                        }
+                    }
+                    Some(Err(e)) => return Err(format!("consume: {e}")),
+                    None => return Err("the broker ended the consumer".into()),
+                },
+                c = self.rx.recv() => {
+                    let Some(c) = c else {
+                        // the relay is gone: leave the broker politely (the queue goes with it)
+                        let _ = conn.close(200, "relay stopping".into()).await;
+                        return Ok(());
+                    };
+                    self.command(&ch, &mut confirming, c).await?;
+                }
+                Some((flight, result)) = confirming.next() => {
+                    self.confirmed(&ch, &mut confirming, flight, result).await?;
+                }
+                _ = heartbeat.tick() => {
+                    let hb = format!("relay.{}.heartbeat", self.config.relay_id);
+                    self.publish(&ch, &mut confirming, self.control(&hb)).await?;
+                    self.expire_leases();
+                }
+            }
+        }
+    }
+
+    fn control(&self, key: &str) -> InFlight {
+        InFlight {
+            exchange: self.config.agents_exchange.clone(),
+            key: key.to_owned(),
+            payload: Utf8Bytes::from_static("{}"),
+            headers: self.headers(None),
+            mandatory: false,
+            lossy: true,
+            tries: 0,
+        }
+    }
+
+    fn headers(&self, since: Option<i64>) -> FieldTable {
+        let mut h = FieldTable::default();
+        h.insert(
+            RELAY_HEADER.into(),
+            AMQPValue::LongString(self.config.relay_id.as_str().into()),
+        );
+        if let Some(since) = since {
+            h.insert(SINCE_HEADER.into(), AMQPValue::LongLongInt(since));
+        }
+        h
+    }
+
+    fn presence_flight(&self, key: AgentKey, frame: Utf8Bytes, since: i64) -> InFlight {
+        InFlight {
+            exchange: self.config.agents_exchange.clone(),
+            key: format!("{}.presence", key_str(key)),
+            payload: frame,
+            headers: self.headers(Some(since)),
+            mandatory: false,
+            lossy: false,
+            tries: 0,
+        }
+    }
+
+    async fn bind(&self, ch: &Channel, exchange: &str, key: &str) -> Result<(), String> {
+        ch.queue_bind(
+            self.queue_name().as_str().into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("bind {key}: {e}"))
+    }
+
+    async fn command(
+        &mut self,
+        ch: &Channel,
+        confirming: &mut FuturesUnordered<Confirming>,
+        c: Command,
+    ) -> Result<(), String> {
+        match c {
+            Command::Agent {
+                key,
+                kind,
+                frame,
+                lossy,
+            } => {
+                let f = InFlight {
+                    exchange: self.config.agents_exchange.clone(),
+                    key: format!("{}.{kind}", key_str(key)),
+                    payload: frame,
+                    headers: self.headers(None),
+                    mandatory: false,
+                    lossy,
+                    tries: 0,
+                };
+                self.publish(ch, confirming, f).await
+            }
+            Command::Presence { key, frame, since } => {
+                let f = self.presence_flight(key, frame, since);
+                self.publish(ch, confirming, f).await
+            }
+            Command::Bind(key) => {
+                self.bound.insert(key, ());
+                self.bind(ch, &self.config.to_agents_exchange.clone(), &key_str(key))
+                    .await
+            }
+            Command::Unbind(key) => {
+                self.bound.remove(&key);
+                ch.queue_unbind(
+                    self.queue_name().as_str().into(),
+                    self.config.to_agents_exchange.as_str().into(),
+                    key_str(key).as_str().into(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| format!("unbind: {e}"))
+            }
+            Command::ToAgent { key, frame } => {
+                let f = InFlight {
+                    exchange: self.config.to_agents_exchange.clone(),
+                    key: key_str(key),
+                    payload: frame,
+                    headers: self.headers(None),
+                    mandatory: true,
+                    lossy: false,
+                    tries: 0,
+                };
+                self.publish(ch, confirming, f).await
+            }
+        }
+    }
+
+    /// Publishes and queues the wait for its confirm. `Err` only when the channel is gone.
+    async fn publish(
+        &self,
+        ch: &Channel,
+        confirming: &mut FuturesUnordered<Confirming>,
+        mut f: InFlight,
+    ) -> Result<(), String> {
+        f.tries += 1;
+        let props = BasicProperties::default()
+            .with_headers(f.headers.clone())
+            .with_content_type(ShortString::from("application/json"));
+        let confirm = ch
+            .basic_publish(
+                f.exchange.as_str().into(),
+                f.key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: f.mandatory,
+                    ..Default::default()
+                },
+                f.payload.as_bytes(),
+                props,
+            )
+            .await;
+        match confirm {
+            Ok(pc) => {
+                confirming.push(Box::pin(async move {
+                    let r = pc.await;
+                    (f, r)
+                }));
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.publish_failed.fetch_add(1, Relaxed);
+                Err(format!("publish: {e}"))
+            }
+        }
+    }
+
+    async fn confirmed(
+        &self,
+        ch: &Channel,
+        confirming: &mut FuturesUnordered<Confirming>,
+        flight: InFlight,
+        result: Result<Confirmation, lapin::Error>,
+    ) -> Result<(), String> {
+        let s = &self.stats;
+        match result {
+            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
+                s.published.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Ok(Confirmation::Ack(Some(_returned))) => {
+                // A frame for an agent that no queue is bound for. The relay that announced it
+                // binds its key just after the announcement, so right after a connection this
+                // is that window: try again a little later, a bounded number of times.
+                if flight.tries < PUBLISH_TRIES {
+                    s.publish_retried.fetch_add(1, Relaxed);
+                    let delay = Duration::from_millis(100) * flight.tries;
+                    confirming.push(Box::pin(async move {
+                        tokio::time::sleep(delay).await;
+                        (flight, Ok(Confirmation::Nack(None)))
+                    }));
+                } else {
+                    s.unroutable.fetch_add(1, Relaxed);
+                    debug!(key = %flight.key, "frame for an agent no relay holds: returned");
+                }
+                Ok(())
+            }
+            Ok(Confirmation::Nack(_)) | Err(_) => {
+                if !flight.lossy && flight.tries < PUBLISH_TRIES {
+                    s.publish_retried.fetch_add(1, Relaxed);
+                    self.publish(ch, confirming, flight).await
+                } else {
+                    s.publish_failed.fetch_add(1, Relaxed);
+                    warn!(key = %flight.key, tries = flight.tries, "publish not confirmed: dropped");
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Handles one message from the relay's queue; returns frames to publish in answer (a
+    /// hello from another relay is answered with this relay's presence).
+    fn delivered(&mut self, d: lapin::message::Delivery) -> Option<Vec<InFlight>> {
+        let hub = self.hub.upgrade()?;
+        let headers = d.properties.headers().clone().unwrap_or_default();
+        let from = match headers.inner().get(RELAY_HEADER) {
+            Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+            _ => None,
+        };
+        let since = match headers.inner().get(SINCE_HEADER) {
+            Some(AMQPValue::LongLongInt(v)) => *v,
+            _ => 0,
+        };
+        let key = d.routing_key.as_str();
+        let exchange = d.exchange.as_str();
+        let own = from.as_deref() == Some(self.config.relay_id.as_str());
+        if let Some(rid) = &from {
+            if !own {
+                self.leases.insert(rid.clone(), Instant::now());
+            }
+        }
+        let Ok(text) = std::str::from_utf8(&d.data) else {
+            return None;
+        };
+        let mut parts = key.splitn(3, '.');
+        let (a, b, c) = (parts.next()?, parts.next()?, parts.next());
+        if exchange == self.config.to_agents_exchange {
+            let agent = parse_key(a, b)?;
+            hub.from_cluster_to_agent(agent, Utf8Bytes::from(text.to_owned()));
+            return None;
+        }
+        if a == "relay" {
+            if c == Some("hello") && !own {
+                let answers = hub
+                    .local_presence()
+                    .into_iter()
+                    .map(|(k, f, s)| self.presence_flight(k, f, s))
+                    .collect();
+                return Some(answers);
+            }
+            return None;
+        }
+        if own {
+            return None; // delivered to this relay's backends when it was read
+        }
+        let agent = parse_key(a, b)?;
+        let rid = from.unwrap_or_default();
+        hub.from_cluster(agent, c.unwrap_or(""), &rid, since, text);
+        None
+    }
+
+    fn expire_leases(&mut self) {
+        let lease = secs(self.config.lease_s);
+        let dead: Vec<String> = self
+            .leases
+            .iter()
+            .filter(|(_, t)| t.elapsed() > lease)
+            .map(|(r, _)| r.clone())
+            .collect();
+        for rid in dead {
+            self.leases.remove(&rid);
+            self.stats.relays_expired.fetch_add(1, Relaxed);
+            warn!(relay_id = %rid, lease_s = self.config.lease_s, "relay not heard from: its agents are reported disconnected");
+            if let Some(hub) = self.hub.upgrade() {
+                hub.relay_gone(&rid);
+            }
+        }
+    }
+}
+
+fn backoff(c: &ClusterConfig, attempt: u32) -> Duration {
+    let base = c.reconnect_initial_s * 2f64.powi(attempt.min(20) as i32);
+    secs(base.min(c.reconnect_max_s))
+}

@@ -1,0 +1,644 @@
+//! Several relays through a real RabbitMQ on loopback (Debian's `rabbitmq-server`).
+//!
+//! One broker per test binary: started on first use, in a directory under the target dir, on
+//! free ports, and killed when this process ends (PR_SET_PDEATHSIG on a thread that lives as
+//! long as the process; `RUNNING_UNDER_SYSTEMD=1` makes the start script exec the Erlang VM, so
+//! the signal reaches the broker itself). Tests share it without sharing anything else: each
+//! uses its own exchange names and relay ids.
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use protocol::ws::{Message, PresenceStatus};
+use protocol::Envelope;
+use relay::{Config, Relay};
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const WAIT: Duration = Duration::from_secs(15);
+const BACKEND_TOKEN: &str = "backend-secret-0123456789";
+
+// -- the broker --------------------------------------------------------------------------------
+
+struct Broker {
+    amqp_url: String,
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn broker() -> &'static Broker {
+    static BROKER: OnceLock<Broker> = OnceLock::new();
+    BROKER.get_or_init(start_broker)
+}
+
+fn start_broker() -> Broker {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    // brokers of earlier runs died with their test process; their directories did not
+    for old in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = old.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("rabbitmq-") {
+            if !std::path::Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
+    }
+    let dir = tmp.join(format!("rabbitmq-{}", std::process::id()));
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    // the Erlang cookie the node and rabbitmqctl share: private to this broker
+    let cookie = home.join(".erlang.cookie");
+    std::fs::write(&cookie, format!("skypost{}", Uuid::new_v4().simple())).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o400)).unwrap();
+    std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
+    let node = format!("skypost-test-{}@localhost", std::process::id());
+    let port = free_port();
+    let dist = free_port();
+    let env = |c: &mut std::process::Command| {
+        c.env("HOME", &home)
+            .env("RABBITMQ_NODENAME", &node)
+            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", dir.join("log"))
+            .env("RABBITMQ_PID_FILE", dir.join("pid"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq"))
+            .env("RABBITMQ_ADVANCED_CONFIG_FILE", dir.join("advanced.config"));
+    };
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let server_dir = dir.clone();
+    let node_for_server = node.clone();
+    let home_for_server = home.clone();
+    // the thread that spawns the broker never ends: PR_SET_PDEATHSIG fires when the spawning
+    // *thread* exits, and this one lives as long as the test process
+    std::thread::spawn(move || {
+        use std::os::unix::process::CommandExt as _;
+        let mut c = std::process::Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
+        c.env("HOME", &home_for_server)
+            .env("RABBITMQ_NODENAME", &node_for_server)
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            // only the server gets the distribution port: rabbitmqctl would take it first
+            .env("RABBITMQ_DIST_PORT", dist.to_string())
+            .env("RUNNING_UNDER_SYSTEMD", "1")
+            .env("RABBITMQ_MNESIA_BASE", server_dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", server_dir.join("log"))
+            .env("RABBITMQ_PID_FILE", server_dir.join("pid"))
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                server_dir.join("enabled_plugins"),
+            )
+            .env("RABBITMQ_CONFIG_FILE", server_dir.join("rabbitmq"))
+            .env(
+                "RABBITMQ_ADVANCED_CONFIG_FILE",
+                server_dir.join("advanced.config"),
+            )
+            .stdout(std::fs::File::create(server_dir.join("server.out")).unwrap())
+            .stderr(Stdio::null());
+        // SAFETY: prctl in the child between fork and exec, async-signal-safe.
+        unsafe {
+            c.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = c
+            .spawn()
+            .expect("rabbitmq-server (apt install rabbitmq-server)");
+        started_tx.send(()).unwrap();
+        let _keep = child;
+        loop {
+            std::thread::park();
+        }
+    });
+    started_rx.recv().unwrap();
+    let mut wait = std::process::Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl");
+    env(&mut wait);
+    let out = wait
+        .args(["-n", &node, "wait", "--timeout", "120"])
+        .arg(dir.join("pid"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "broker did not start: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(dir.join("server.out")).unwrap_or_default()
+    );
+    Broker {
+        amqp_url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+    }
+}
+
+// -- relays and clients ------------------------------------------------------------------------
+
+fn token(id: Uuid) -> String {
+    format!("token-for-{id}")
+}
+
+/// A clustered relay's config: `ns` names this test's exchanges, `relay_id` the relay.
+fn config_text(ns: &str, relay_id: &str, url: &str, drones: &[Uuid], lockers: &[Uuid]) -> String {
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout_s = 1.0\n[backend]\ntoken = \"{BACKEND_TOKEN}\"\n\
+         [cluster]\nurl = \"{url}\"\nrelay_id = \"{relay_id}\"\nagents_exchange = \"{ns}.agents\"\n\
+         to_agents_exchange = \"{ns}.to-agents\"\nheartbeat_interval_s = 0.2\nlease_s = 1.0\n\
+         reconnect_initial_s = 0.05\nreconnect_max_s = 0.5\n"
+    );
+    for id in drones {
+        text += &format!("[[drones]]\nid = \"{id}\"\ntoken = \"{}\"\n", token(*id));
+    }
+    for id in lockers {
+        text += &format!("[[lockers]]\nid = \"{id}\"\ntoken = \"{}\"\n", token(*id));
+    }
+    text
+}
+
+fn config(ns: &str, relay_id: &str, drones: &[Uuid], lockers: &[Uuid]) -> Config {
+    let text = config_text(ns, relay_id, &broker().amqp_url, drones, lockers);
+    daemon::config::parse(&text, std::path::Path::new("cluster.toml")).unwrap()
+}
+
+/// Waits until the relay's broker connection is up (a condition polled on the relay's own
+/// state, each look bounded, the whole wait bounded).
+async fn until_up(relay: &Relay) {
+    let c = relay.hub().cluster().unwrap().clone();
+    tokio::time::timeout(WAIT, async {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while !c.is_up() {
+            tick.tick().await;
+        }
+    })
+    .await
+    .expect("relay connected to the broker");
+}
+
+async fn dial(addr: &str, path: &str, auth: &str, id: Option<Uuid>) -> Ws {
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {auth}")).unwrap(),
+    );
+    if let Some(id) = id {
+        req.headers_mut().insert(
+            "x-skypost-agent-id",
+            HeaderValue::from_str(&id.to_string()).unwrap(),
+        );
+    }
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+async fn next(ws: &mut Ws) -> Envelope {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("timed out waiting for a frame")
+            .expect("connection ended")
+            .expect("socket error");
+        if let WsMessage::Text(t) = msg {
+            return Envelope::from_json(&t).unwrap();
+        }
+    }
+}
+
+/// The next frame that is not presence about someone else... or the next matching `pred`.
+async fn next_where(ws: &mut Ws, mut pred: impl FnMut(&Envelope) -> bool) -> Envelope {
+    loop {
+        let env = next(ws).await;
+        if pred(&env) {
+            return env;
+        }
+    }
+}
+
+fn is_presence(env: &Envelope, id: Uuid, status: PresenceStatus) -> bool {
+    matches!(&env.message, Message::Presence(p) if p.peer.id == id.to_string() && p.status == status)
+}
+
+fn telemetry(battery: f64) -> String {
+    format!(
+        r#"{{"type":"telemetry","payload":{{"battery_level":{battery},"position":{{"lat":55.75,"lon":37.61,"alt":40.0}},"status":"flying"}}}}"#
+    )
+}
+
+fn command_to(id: Uuid, cmd_id: Uuid) -> String {
+    format!(
+        r#"{{"type":"command","target":{{"kind":"drone","id":"{id}"}},"payload":{{"cmd_id":"{cmd_id}","command":"return_to_home"}}}}"#
+    )
+}
+
+// -- tests ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_on_one_relay_sees_and_reaches_a_drone_on_the_other() {
+    let drone = Uuid::new_v4();
+    let ns = format!("t-{}", Uuid::new_v4().simple());
+    let a = Relay::start(&config(&ns, "a1", &[drone], &[]))
+        .await
+        .unwrap();
+    let b = Relay::start(&config(&ns, "b1", &[drone], &[]))
+        .await
+        .unwrap();
+    until_up(&a).await;
+    until_up(&b).await;
+    let a_addr = a.local_addr().to_string();
+    let b_addr = b.local_addr().to_string();
+
+    let mut be = dial(&a_addr, "/ws/backend", BACKEND_TOKEN, None).await;
+    let mut d = dial(&b_addr, "/ws/drone", &token(drone), Some(drone)).await;
+    // presence crosses the broker
+    next_where(&mut be, |e| {
+        is_presence(e, drone, PresenceStatus::Connected)
+    })
+    .await;
+    // telemetry crosses it, stamped with the drone as its source
+    d.send(WsMessage::text(telemetry(77.0))).await.unwrap();
+    let t = next_where(&mut be, |e| matches!(e.message, Message::Telemetry(_))).await;
+    assert_eq!(t.source.unwrap().id, drone.to_string());
+    // and a command from the backend on A reaches the drone on B
+    let cmd_id = Uuid::new_v4();
+    be.send(WsMessage::text(command_to(drone, cmd_id)))
+        .await
+        .unwrap();
+    let got = next_where(&mut d, |e| matches!(e.message, Message::Command(_))).await;
+    match got.message {
+        Message::Command(c) => assert_eq!(c.cmd_id, Some(cmd_id)),
+        _ => unreachable!(),
+    }
+    // a late backend on A gets the drone on B in its snapshot
+    let mut late = dial(&a_addr, "/ws/backend", BACKEND_TOKEN, None).await;
+    next_where(&mut late, |e| {
+        is_presence(e, drone, PresenceStatus::Connected)
+    })
+    .await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drone_that_connects_to_a_second_relay_is_closed_on_the_first() {
+    let drone = Uuid::new_v4();
+    let ns = format!("t-{}", Uuid::new_v4().simple());
+    let a = Relay::start(&config(&ns, "a2", &[drone], &[]))
+        .await
+        .unwrap();
+    let b = Relay::start(&config(&ns, "b2", &[drone], &[]))
+        .await
+        .unwrap();
+    until_up(&a).await;
+    until_up(&b).await;
+    let mut be = dial(
+        &a.local_addr().to_string(),
+        "/ws/backend",
+        BACKEND_TOKEN,
+        None,
+    )
+    .await;
+    let mut old = dial(
+        &a.local_addr().to_string(),
+        "/ws/drone",
+        &token(drone),
+        Some(drone),
+    )
+    .await;
+    next_where(&mut be, |e| {
+        is_presence(e, drone, PresenceStatus::Connected)
+    })
+    .await;
+    let mut new = dial(
+        &b.local_addr().to_string(),
+        "/ws/drone",
+        &token(drone),
+        Some(drone),
+    )
+    .await;
+    // the older connection is closed with a reason, and no `disconnected` is reported for it
+    let reason = tokio::time::timeout(WAIT, async {
+        loop {
+            match old.next().await {
+                Some(Ok(WsMessage::Close(Some(f)))) => return f.reason.to_string(),
+                Some(Ok(_)) => {}
+                other => panic!("closed without a reason: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(reason.contains("another relay"), "{reason}");
+    // commands from the backend on A now reach the drone once, on B
+    let cmd_id = Uuid::new_v4();
+    be.send(WsMessage::text(command_to(drone, cmd_id)))
+        .await
+        .unwrap();
+    next_where(&mut new, |e| matches!(e.message, Message::Command(_))).await;
+    new.send(WsMessage::text(telemetry(50.0))).await.unwrap();
+    // the backend sees the drone's telemetry from B with no `disconnected` before it
+    let e = next_where(&mut be, |e| {
+        matches!(e.message, Message::Telemetry(_))
+            || is_presence(e, drone, PresenceStatus::Disconnected)
+    })
+    .await;
+    assert!(matches!(e.message, Message::Telemetry(_)), "{e:?}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_relays_drones_go_disconnected_within_the_lease_and_reconnect_elsewhere() {
+    let drone = Uuid::new_v4();
+    let ns = format!("t-{}", Uuid::new_v4().simple());
+    let a = Relay::start(&config(&ns, "a3", &[drone], &[]))
+        .await
+        .unwrap();
+    until_up(&a).await;
+    // relay B is a process of its own, to be killed with SIGKILL
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.toml");
+    std::fs::write(
+        &path,
+        config_text(&ns, "b3", &broker().amqp_url, &[drone], &[]),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("SKYPOST_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let b_addr = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["fields"]["message"] == "relay listening" {
+                return v["fields"]["addr"].as_str().unwrap().to_owned();
+            }
+        }
+        panic!("relay B exited before listening");
+    })
+    .await
+    .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let mut be = dial(
+        &a.local_addr().to_string(),
+        "/ws/backend",
+        BACKEND_TOKEN,
+        None,
+    )
+    .await;
+    let mut d = dial(&b_addr, "/ws/drone", &token(drone), Some(drone)).await;
+    next_where(&mut be, |e| {
+        is_presence(e, drone, PresenceStatus::Connected)
+    })
+    .await;
+
+    child.start_kill().unwrap(); // SIGKILL
+    child.wait().await.unwrap();
+    let seen = tokio::time::Instant::now();
+    next_where(&mut be, |e| {
+        is_presence(e, drone, PresenceStatus::Disconnected)
+    })
+    .await;
+    // the bound: lease (1 s) + one heartbeat interval (0.2 s), with slack for a loaded machine
+    assert!(
+        seen.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        seen.elapsed()
+    );
+    // the drone's socket died with B; it dials A and is seen connected again
+    let _ = d.close(None).await;
+    let _d2 = dial(
+        &a.local_addr().to_string(),
+        "/ws/drone",
+        &token(drone),
+        Some(drone),
+    )
+    .await;
+    next_where(&mut be, |e| {
+        is_presence(e, drone, PresenceStatus::Connected)
+    })
+    .await;
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_on_amqp_sees_telemetry_and_reaches_the_drone() {
+    use lapin::options::{
+        BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
+    };
+    use lapin::types::FieldTable;
+    let drone = Uuid::new_v4();
+    let ns = format!("t-{}", Uuid::new_v4().simple());
+    let a = Relay::start(&config(&ns, "a4", &[drone], &[]))
+        .await
+        .unwrap();
+    until_up(&a).await;
+    let conn = lapin::Connection::connect(&broker().amqp_url, Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // all telemetry of all drones
+    ch.queue_bind(
+        q.name().clone(),
+        format!("{ns}.agents").as_str().into(),
+        "drone.*.telemetry".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            q.name().clone(),
+            "test".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut d = dial(
+        &a.local_addr().to_string(),
+        "/ws/drone",
+        &token(drone),
+        Some(drone),
+    )
+    .await;
+    d.send(WsMessage::text(telemetry(66.0))).await.unwrap();
+    let delivery = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        delivery.routing_key.as_str(),
+        format!("drone.{drone}.telemetry")
+    );
+    let env = Envelope::from_json(std::str::from_utf8(&delivery.data).unwrap()).unwrap();
+    assert_eq!(env.source.unwrap().id, drone.to_string());
+    // a command published to the to-agents exchange reaches the drone
+    let cmd_id = Uuid::new_v4();
+    let body = format!(
+        r#"{{"type":"command","payload":{{"cmd_id":"{cmd_id}","command":"return_to_home"}}}}"#
+    );
+    ch.basic_publish(
+        format!("{ns}.to-agents").as_str().into(),
+        format!("drone.{drone}").as_str().into(),
+        BasicPublishOptions::default(),
+        body.as_bytes(),
+        Default::default(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let got = next_where(&mut d, |e| matches!(e.message, Message::Command(_))).await;
+    match got.message {
+        Message::Command(c) => assert_eq!(c.cmd_id, Some(cmd_id)),
+        _ => unreachable!(),
+    }
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_its_broker_a_relay_serves_its_own_agents_and_says_degraded() {
+    let drone = Uuid::new_v4();
+    // nobody listens on this port
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
+    let text = config_text("t-down", "down1", &url, &[drone], &[]);
+    let c: Config = daemon::config::parse(&text, std::path::Path::new("c.toml")).unwrap();
+    let a = Relay::start(&c).await.unwrap();
+    let addr = a.local_addr().to_string();
+    let mut be = dial(&addr, "/ws/backend", BACKEND_TOKEN, None).await;
+    let mut d = dial(&addr, "/ws/drone", &token(drone), Some(drone)).await;
+    next_where(&mut be, |e| {
+        is_presence(e, drone, PresenceStatus::Connected)
+    })
+    .await;
+    d.send(WsMessage::text(telemetry(40.0))).await.unwrap();
+    next_where(&mut be, |e| matches!(e.message, Message::Telemetry(_))).await;
+    // /health says so
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    let body: serde_json::Value =
+        serde_json::from_str(resp.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["cluster"]["broker"], "down", "{body}");
+    let m = a.hub().metrics.render();
+    assert!(
+        m.contains("relay_dropped_frames_total{reason=\"cluster_down\"} 1"),
+        "{m}"
+    );
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_bridge_on_one_relay_reaches_a_locker_on_the_other() {
+    use protocol::locker_api::CellsOpenResponse;
+    use protocol::ws::{LockerOutcome, LockerResponse};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let locker = Uuid::new_v4();
+    let ns = format!("t-{}", Uuid::new_v4().simple());
+    let a = Relay::start(&config(&ns, "a5", &[], &[locker]))
+        .await
+        .unwrap();
+    let b = Relay::start(&config(&ns, "b5", &[], &[locker]))
+        .await
+        .unwrap();
+    until_up(&a).await;
+    until_up(&b).await;
+    let a_addr = a.local_addr().to_string();
+    // a backend on A learns the locker on B is connected: A knows where it is
+    let mut be = dial(&a_addr, "/ws/backend", BACKEND_TOKEN, None).await;
+    let mut l = dial(
+        &b.local_addr().to_string(),
+        "/ws/locker",
+        &token(locker),
+        Some(locker),
+    )
+    .await;
+    next_where(&mut be, |e| {
+        is_presence(e, locker, PresenceStatus::Connected)
+    })
+    .await;
+
+    let body = format!(r#"{{"cell_uuid":"{}"}}"#, Uuid::new_v4());
+    let call = tokio::spawn({
+        let a_addr = a_addr.clone();
+        async move {
+            let mut s = TcpStream::connect(&a_addr).await.unwrap();
+            let req = format!(
+                "POST /api/lockers/{locker}/cells/open HTTP/1.1\r\nHost: r\r\nAuthorization: Bearer {BACKEND_TOKEN}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut resp = String::new();
+            tokio::time::timeout(WAIT, s.read_to_string(&mut resp))
+                .await
+                .unwrap()
+                .unwrap();
+            resp
+        }
+    });
+    let req = next_where(&mut l, |e| matches!(e.message, Message::LockerRequest(_))).await;
+    let Message::LockerRequest(req) = req.message else {
+        unreachable!()
+    };
+    let answer = Envelope::new(LockerResponse {
+        request_id: req.request_id,
+        status: 200,
+        outcome: LockerOutcome::CellOpened(CellsOpenResponse {
+            success: true,
+            cell_id: 2,
+            opened_at: chrono::Utc::now(),
+        }),
+    });
+    l.send(WsMessage::text(answer.to_json())).await.unwrap();
+    let resp = call.await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let v: serde_json::Value =
+        serde_json::from_str(resp.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(v["cell_id"], 2);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
