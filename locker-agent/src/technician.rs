@@ -280,6 +280,7 @@ async fn test_camera<B: LockBoard>(locker: &Locker<B>) -> Result<CameraTest, Str
                 hal::qr::Stage::Rqrr => "rqrr",
                 hal::qr::Stage::RqrrPreprocessed => "rqrr_preprocessed",
                 hal::qr::Stage::WeChat => "wechat",
+                hal::qr::Stage::MultiFrame => "multi_frame",
             }
             .to_owned()
         }),

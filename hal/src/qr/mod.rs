@@ -1,24 +1,42 @@
-//! QR decoding for the locker camera: `rqrr` first, pre-processing when it struggles, and OpenCV's
-//! WeChat decoder as a second opinion (feature `opencv`).
+//! QR decoding for the locker camera: a cheap gate, `rqrr` on the code's crop, OpenCV's WeChat
+//! decoder as a second opinion (feature `opencv`), and reading across frames.
 //!
-//! Costs drive the order. A locker camera mostly sees no code, so the idle path must be cheap: one
-//! `rqrr` pass plus a finder-pattern scan ([`finder_hint`]) over every fourth row. Only when there
-//! is a sign of a code (rqrr found a grid it could not read, or the scan saw finder patterns) do
-//! the expensive steps run: `rqrr` again on a contrast-stretched, a smoothed and an enlarged copy,
-//! then WeChat, which reads more degraded codes than anything else but takes ~100 ms on a frame
-//! with no code in it (and ~3 ms on one with a code).
+//! Costs drive the order. A locker camera spends its life looking at no code, so a frame with no
+//! code must cost about a millisecond:
+//! 1. *unchanged*: the frame's 8×8-block means against those of the last frame judged idle; if
+//!    no block moved (beyond sensor noise and a global change of light), the verdict stands and
+//!    nothing else runs;
+//! 2. *the finder gate* ([`finder`]): finder patterns confirmed along a row, a column and a
+//!    diagonal, and three of them with one module size at a right angle. No such triple: idle.
+//!
+//! Only with a triple do the decoders run, on the crop around the code (a fraction of the frame):
+//! `rqrr`; WeChat; `rqrr` on cleaned-up crops (contrast stretched, smoothed, enlarged). A code
+//! seen but not read goes on the multi-frame [`stack`], which tries the sharpest recent frame
+//! enlarged, then all recent frames registered and averaged on a finer grid, within the
+//! per-frame budget. Every result is Reed-Solomon checked by the decoder that read it and must
+//! look like a payload ([`plausible_payload`]).
 
+pub mod finder;
+pub mod stack;
+
+use finder::{FinderScanner, Sighting};
 use image::{GrayImage, Luma};
+use stack::Stack;
+use std::time::{Duration, Instant};
 
 /// What one frame gave.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decoded {
     /// Every code read, de-duplicated, in the order found.
     pub codes: Vec<String>,
-    /// Whether there was a sign of a code (grid or finder patterns).
+    /// Whether the gate saw a code (three finder patterns in a QR layout).
     pub hint: bool,
     /// Which stage read the code(s), when any did.
     pub stage: Option<Stage>,
+    /// The frame matched the last idle frame and was not looked at further.
+    pub unchanged: bool,
+    /// Finder pattern candidates the gate confirmed (diagnostics).
+    pub finders: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +44,8 @@ pub enum Stage {
     Rqrr,
     RqrrPreprocessed,
     WeChat,
+    /// Several frames registered and averaged (or the sharpest recent one, enlarged).
+    MultiFrame,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,33 +54,58 @@ pub enum QrError {
     OpenCv(String),
 }
 
-/// The decoder, with its (optional) second opinion loaded once.
+/// How long one frame may take by default: the heavy passes stop once it is spent (at 10 fps a
+/// frame lasts 100 ms; this leaves most of it to the rest of the agent).
+pub const DEFAULT_BUDGET: Duration = Duration::from_millis(40);
+
+/// A block of the thumbnail that moved more than this (grey levels, after removing the frame's
+/// overall change of light) makes the frame "changed". Sensor noise moves an 8×8 mean by well
+/// under one level; a code coming into view moves its blocks by tens.
+const CHANGE_LEVELS: f32 = 6.0;
+
+/// The decoder: its second opinion (loaded once), the last idle frame's thumbnail and the
+/// multi-frame stack. One per camera.
 pub struct QrDecoder {
     #[cfg(feature = "opencv")]
     wechat: Option<cv::WeChat>,
+    gate: FinderScanner,
+    idle: Option<Vec<f32>>,
+    stack: Stack,
+    budget: Duration,
 }
 
 impl QrDecoder {
     /// `second_opinion` asks for WeChat; it is used only in a build with the `opencv` feature.
     pub fn new(second_opinion: bool) -> Result<Self, QrError> {
         #[cfg(feature = "opencv")]
-        {
-            let wechat = if second_opinion {
-                Some(cv::WeChat::new()?)
-            } else {
-                None
-            };
-            Ok(Self { wechat })
-        }
+        let wechat = if second_opinion {
+            Some(cv::WeChat::new()?)
+        } else {
+            None
+        };
         #[cfg(not(feature = "opencv"))]
-        {
-            let _ = second_opinion;
-            Ok(Self {})
-        }
+        let _ = second_opinion;
+        Ok(Self {
+            #[cfg(feature = "opencv")]
+            wechat,
+            gate: FinderScanner::default(),
+            idle: None,
+            stack: Stack::default(),
+            budget: DEFAULT_BUDGET,
+        })
+    }
+
+    /// Sets the time one frame may take before the heavy passes stop.
+    pub fn with_budget(mut self, budget: Duration) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Forgets what earlier frames showed (the next frame is judged on its own).
-    pub fn forget(&mut self) {}
+    pub fn forget(&mut self) {
+        self.idle = None;
+        self.stack.clear();
+    }
 
     /// Whether the second opinion is loaded.
     pub fn has_second_opinion(&self) -> bool {
@@ -74,110 +119,129 @@ impl QrDecoder {
         }
     }
 
+    /// What the gate sees in `frame` (for benchmarks and tests: no decoding).
+    pub fn gate(&mut self, frame: &GrayImage) -> finder::GateView {
+        self.gate.scan(frame)
+    }
+
     pub fn decode(&mut self, frame: &GrayImage) -> Decoded {
+        let deadline = Instant::now() + self.budget;
+        self.gate.look(frame);
+        if let Some(idle) = &self.idle {
+            if unchanged(idle, self.gate.thumbnail().0) {
+                self.stack.no_sighting();
+                return Decoded {
+                    unchanged: true,
+                    ..Decoded::default()
+                };
+            }
+        }
+        let view = self.gate.scan(frame);
+        let finders = view.finders.len();
+        let Some(s) = view.sighting else {
+            self.idle = Some(self.gate.thumbnail().0.to_vec());
+            self.stack.no_sighting();
+            return Decoded {
+                finders,
+                ..Decoded::default()
+            };
+        };
+        self.idle = None;
         let found = |codes, stage| Decoded {
             codes,
             hint: true,
             stage: Some(stage),
+            unchanged: false,
+            finders,
         };
-        // With WeChat loaded, the finder-pattern hint (well under a millisecond) goes first: a
-        // frame with a code goes straight to WeChat, which reads it in about a millisecond.
-        #[cfg(feature = "opencv")]
-        let mut wechat_tried = false;
-        #[cfg(feature = "opencv")]
-        let mut finders = None;
-        #[cfg(feature = "opencv")]
-        if self.wechat.is_some() {
-            let h = finder_hint(frame);
-            finders = Some(h);
-            if h {
-                wechat_tried = true;
-                if let Some(codes) = self.wechat(frame) {
-                    return found(codes, Stage::WeChat);
-                }
-            }
-        }
-        #[cfg(not(feature = "opencv"))]
-        let finders: Option<bool> = None;
-
-        // A pass on a half-size copy costs a quarter of a full one and reads any code that is
-        // large in the frame (a phone held close). Small codes are caught by the hint.
-        let small =
-            (frame.width() >= 2 * MIN_SIDE && frame.height() >= 2 * MIN_SIDE).then(|| half(frame));
-        let mut grids = 0;
-        if let Some(small) = &small {
-            let (codes, g) = rqrr_pass(small);
-            if !codes.is_empty() {
-                return found(codes, Stage::Rqrr);
-            }
-            grids = g;
-        }
-        let hint = grids > 0 || hinted(finders, frame);
-        if !hint {
-            return Decoded::default();
-        }
-        #[cfg(feature = "opencv")]
-        if !wechat_tried {
-            if let Some(codes) = self.wechat(frame) {
-                return found(codes, Stage::WeChat);
-            }
-        }
-        let (codes, _) = if small.is_some() {
-            rqrr_pass(frame)
-        } else {
-            (Vec::new(), 0)
-        };
+        let (codes, stage) = self.single(frame, &s, deadline);
         if !codes.is_empty() {
-            return found(codes, Stage::Rqrr);
+            self.stack.clear();
+            return found(codes, stage);
         }
-        // rqrr again on cleaned-up copies, cheapest first: contrast stretched (dim or washed-out
-        // print), smoothed (sensor noise breaks its thresholding), enlarged (modules of 2-3 px).
-        let stretched = stretch_contrast(frame);
-        let (w, h) = frame.dimensions();
-        let variants: [&dyn Fn() -> GrayImage; 3] = [
-            &|| stretched.clone(),
-            &|| image::imageops::blur(&stretched, 1.2),
-            &|| {
-                if w <= 1280 {
-                    image::imageops::resize(
-                        &stretched,
-                        w * 2,
-                        h * 2,
-                        image::imageops::FilterType::Triangle,
-                    )
-                } else {
-                    image::imageops::resize(
-                        &stretched,
-                        w / 2,
-                        h / 2,
-                        image::imageops::FilterType::Triangle,
-                    )
+        self.stack.push(frame, &s);
+        if Instant::now() < deadline {
+            let stack = &mut self.stack;
+            #[cfg(feature = "opencv")]
+            let wechat = &mut self.wechat;
+            let codes = stack.attempt(deadline, &mut |img| {
+                let codes = checked(rqrr_pass(img).0);
+                #[cfg(feature = "opencv")]
+                if codes.is_empty() {
+                    if let Some(w) = wechat.as_mut() {
+                        return checked(w.decode(img).unwrap_or_default());
+                    }
                 }
-            },
-        ];
-        for v in variants {
-            let (codes, _) = rqrr_pass(&v());
+                codes
+            });
             if !codes.is_empty() {
-                return Decoded {
-                    codes,
-                    hint,
-                    stage: Some(Stage::RqrrPreprocessed),
-                };
+                self.stack.clear();
+                return found(codes, Stage::MultiFrame);
             }
         }
         Decoded {
             codes: Vec::new(),
-            hint,
+            hint: true,
             stage: None,
+            unchanged: false,
+            finders,
         }
+    }
+
+    /// One frame's crop around the sighting: rqrr, WeChat, then rqrr on cleaned-up copies.
+    fn single(
+        &mut self,
+        frame: &GrayImage,
+        s: &Sighting,
+        deadline: Instant,
+    ) -> (Vec<String>, Stage) {
+        let [x0, y0, x1, y1] = s.bbox;
+        let crop = image::imageops::crop_imm(frame, x0, y0, x1 - x0, y1 - y0).to_image();
+        let codes = checked(rqrr_pass(&crop).0);
+        if !codes.is_empty() {
+            return (codes, Stage::Rqrr);
+        }
+        #[cfg(feature = "opencv")]
+        if let Some(codes) = self.wechat(&crop) {
+            return (codes, Stage::WeChat);
+        }
+        // rqrr again on cleaned-up copies, cheapest first: contrast stretched (dim or washed-out
+        // print), smoothed (sensor noise breaks its thresholding), sharpened (defocus), enlarged
+        // (modules of 2-3 px).
+        let stretched = stretch_contrast(&crop);
+        let (w, h) = crop.dimensions();
+        let variants: [&dyn Fn() -> GrayImage; 4] = [
+            &|| stretched.clone(),
+            &|| image::imageops::blur(&stretched, 1.2),
+            // out of focus: edges steepened back by about a module
+            &|| stack::unsharp(&stretched, s.module.max(1.0), 1.5),
+            &|| {
+                let f = if s.module < 2.5 { 3 } else { 2 };
+                image::imageops::resize(
+                    &stretched,
+                    w * f,
+                    h * f,
+                    image::imageops::FilterType::Triangle,
+                )
+            },
+        ];
+        for v in variants {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let codes = checked(rqrr_pass(&v()).0);
+            if !codes.is_empty() {
+                return (codes, Stage::RqrrPreprocessed);
+            }
+        }
+        (Vec::new(), Stage::Rqrr)
     }
 
     #[cfg(feature = "opencv")]
     fn wechat(&mut self, frame: &GrayImage) -> Option<Vec<String>> {
         let w = self.wechat.as_mut()?;
         match w.decode(frame) {
-            Ok(codes) if !codes.is_empty() => Some(codes),
-            Ok(_) => None,
+            Ok(codes) => Some(checked(codes)).filter(|c| !c.is_empty()),
             Err(e) => {
                 tracing::warn!(error = %e, "WeChat decoder failed");
                 None
@@ -195,13 +259,40 @@ impl QrDecoder {
     }
 }
 
-/// The finder-pattern hint, unless it was already computed.
-fn hinted(known: Option<bool>, frame: &GrayImage) -> bool {
-    known.unwrap_or_else(|| finder_hint(frame))
+/// Whether two thumbnails show the same scene: no block moved by more than [`CHANGE_LEVELS`]
+/// once the overall change of light is taken out.
+fn unchanged(a: &[f32], b: &[f32]) -> bool {
+    if a.len() != b.len() || a.is_empty() {
+        return false;
+    }
+    let shift = a.iter().zip(b).map(|(x, y)| y - x).sum::<f32>() / a.len() as f32;
+    a.iter()
+        .zip(b)
+        .all(|(x, y)| (y - x - shift).abs() <= CHANGE_LEVELS)
 }
 
-/// Frames smaller than twice this are not halved for the idle pass.
-const MIN_SIDE: u32 = 160;
+/// What a pickup code can be: 1 to 2048 characters once trimmed, none of them a control
+/// character (the locker's own limit on `qr_data`; a garbled read is refused here, before
+/// anyone is asked to validate it).
+pub fn plausible_payload(s: &str) -> bool {
+    let t = s.trim();
+    !t.is_empty() && t.len() <= 2048 && !t.chars().any(char::is_control)
+}
+
+fn checked(codes: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in codes {
+        if plausible_payload(&c) && !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether the gate sees a code in `frame` (three finder patterns in a QR layout).
+pub fn finder_hint(frame: &GrayImage) -> bool {
+    FinderScanner::default().scan(frame).sighting.is_some()
+}
 
 /// A half-size copy, each pixel the mean of a 2×2 block (cheaper than a filtered resize, and a
 /// box filter is all a QR binariser needs).
@@ -291,67 +382,6 @@ fn percentiles(frame: &GrayImage) -> (u8, u8) {
         }
     }
     (lo, hi)
-}
-
-/// A cheap sign that a QR code is in the frame: rows crossing a finder pattern show runs of
-/// dark:light:dark:light:dark in the ratio 1:1:3:1:1. Scans every fourth row against a local
-/// mean threshold; true when several rows agree.
-pub fn finder_hint(frame: &GrayImage) -> bool {
-    let (w, h) = frame.dimensions();
-    let (w, h) = (w as usize, h as usize);
-    if w < 21 || h < 21 {
-        return false;
-    }
-    let raw = frame.as_raw();
-    let mut hits = 0;
-    let mut runs: Vec<(bool, usize)> = Vec::with_capacity(64);
-    let win = (w / 16).clamp(8, 64);
-    // How much darker than its surroundings a pixel must be to count as dark: a fraction of the
-    // frame's own contrast, so a washed-out print (grey on grey) still shows its finders.
-    let (lo, hi) = percentiles(frame);
-    let margin = (u32::from(hi.saturating_sub(lo)) / 16).clamp(2, 8);
-    for y in (0..h).step_by(4) {
-        let row = &raw[y * w..(y + 1) * w];
-        // local mean by a running sum over `win` pixels either side
-        let mut prefix = Vec::with_capacity(w + 1);
-        prefix.push(0u32);
-        for &v in row {
-            let last = prefix.last().copied().unwrap_or(0);
-            prefix.push(last + u32::from(v));
-        }
-        runs.clear();
-        for (x, &v) in row.iter().enumerate() {
-            let a = x.saturating_sub(win);
-            let b = (x + win + 1).min(w);
-            let mean = (prefix[b] - prefix[a]) / (b - a) as u32;
-            let dark = u32::from(v) + margin < mean || (u32::from(v) < mean && mean < 40);
-            match runs.last_mut() {
-                Some((d, n)) if *d == dark => *n += 1,
-                _ => runs.push((dark, 1)),
-            }
-        }
-        for win5 in runs.windows(5) {
-            if !win5[0].0 {
-                continue;
-            }
-            let total: usize = win5.iter().map(|r| r.1).sum();
-            if total < 7 {
-                continue;
-            }
-            let unit = total as f32 / 7.0;
-            let ok =
-                |n: usize, want: f32| (n as f32 - want * unit).abs() <= unit * want.max(1.0) * 0.6;
-            if ok(win5[0].1, 1.0)
-                && ok(win5[1].1, 1.0)
-                && ok(win5[2].1, 3.0)
-                && ok(win5[3].1, 1.0)
-                && ok(win5[4].1, 1.0)
-            {
-                hits += 1;
-            }
-        }
-    }
-    hits >= 3
 }
 
 #[cfg(feature = "opencv")]

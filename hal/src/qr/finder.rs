@@ -1,0 +1,570 @@
+//! The cheap gate in front of the decoders: finder patterns, and three of them laid out as a QR
+//! code lays them out.
+//!
+//! A finder pattern is three concentric squares (dark 7×7, light 5×5, dark 3×3 modules), so every
+//! line through its centre crosses dark:light:dark:light:dark in the ratio 1:1:3:1:1. Text, door
+//! gaps, vents and barcodes produce that ratio along a row all the time, so a row hit alone means
+//! little. Here a row hit must also hold down the column and along a diagonal through its centre
+//! (a square ring, not a letter or a bar), hits on neighbouring rows merge into one candidate with
+//! a module size, and a frame counts as "a code is here" only when three candidates of consistent
+//! module size stand at a right angle with equal legs (the top-left, top-right and bottom-left
+//! finders) at a distance a QR version allows (14 to 170 modules).
+//!
+//! Thresholds are local: the frame's 8×8-pixel block means, averaged over 5×5 blocks and
+//! interpolated, minus a margin from the local contrast (flat areas have no dark pixels). Large
+//! modules are found on the half- and quarter-size copies, where the same window is wider.
+
+use image::GrayImage;
+
+/// Side of the blocks the local statistics are taken over, pixels.
+const B: usize = 8;
+/// Blocks either side in the threshold window (5×5 blocks = 40 px).
+const WIN: usize = 2;
+/// Local contrast (grey levels) below which nothing counts as dark: a flat area with noise.
+const MIN_CONTRAST: f32 = 14.0;
+/// The threshold of a flat block: nothing is darker (finite, so it interpolates).
+const FLAT: f32 = -1000.0;
+
+/// One finder pattern candidate, in full-frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Finder {
+    pub x: f32,
+    pub y: f32,
+    /// Estimated module size, pixels.
+    pub module: f32,
+    /// Rows whose hit confirmed it.
+    pub hits: u32,
+}
+
+/// Three finders in a QR code's layout.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sighting {
+    /// The finder at the right angle (the code's top-left), and the other two.
+    pub corner: Finder,
+    pub a: Finder,
+    pub b: Finder,
+    pub module: f32,
+    /// The code with its quiet zone and a margin, clipped to the frame: `[x0, y0, x1, y1)`.
+    pub bbox: [u32; 4],
+}
+
+impl Sighting {
+    /// Modules between the corner's and the other finders' centres (14 for version 1, +4 per
+    /// version).
+    pub fn span_modules(&self) -> f32 {
+        let d = |f: &Finder| (f.x - self.corner.x).hypot(f.y - self.corner.y);
+        (d(&self.a) + d(&self.b)) / 2.0 / self.module
+    }
+}
+
+/// What the gate saw in one frame.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GateView {
+    /// Confirmed finder candidates (row, column and diagonal), all scales.
+    pub finders: Vec<Finder>,
+    /// The best three-finder layout, if any.
+    pub sighting: Option<Sighting>,
+}
+
+/// Block statistics and scan buffers, kept between frames (no allocation per frame).
+#[derive(Debug, Default)]
+pub struct FinderScanner {
+    bw: usize,
+    bh: usize,
+    /// Block means of the image being scanned.
+    means: Vec<f32>,
+    /// The full-size frame's block means (what callers compare frames by).
+    thumb: Vec<f32>,
+    thumb_size: (usize, usize),
+    /// `look` ran on the frame about to be scanned: its full-size statistics are ready.
+    looked: bool,
+    lo: Vec<u8>,
+    hi: Vec<u8>,
+    /// Per block: the grey level under which a pixel is dark ([`FLAT`] where flat).
+    dark_below: Vec<f32>,
+    tmp: Vec<f32>,
+    row_thr: Vec<f32>,
+    half: Option<GrayImage>,
+    quarter: Option<GrayImage>,
+}
+
+impl FinderScanner {
+    /// Scans `frame` at full, half and quarter size (stopping at the first scale that shows a
+    /// code), and returns the candidates and the best layout.
+    pub fn scan(&mut self, frame: &GrayImage) -> GateView {
+        let mut finders = Vec::new();
+        if !std::mem::take(&mut self.looked) {
+            self.look(frame);
+        }
+        self.scan_one(frame, 1.0, &mut finders);
+        let mut sighting = layout(&finders, frame.dimensions());
+        if sighting.is_none() && self.noisy() {
+            // sensor noise breaks the runs: the same scan on a 3×3 box-smoothed copy
+            let smooth = box3(frame);
+            self.stats(&smooth);
+            self.scan_one(&smooth, 1.0, &mut finders);
+            sighting = layout(&finders, frame.dimensions());
+        }
+        if sighting.is_none() && frame.width() >= 64 && frame.height() >= 64 {
+            let h = super::half(frame);
+            self.scan_one(&h, 2.0, &mut finders);
+            sighting = layout(&finders, frame.dimensions());
+            if sighting.is_none() && h.width() >= 64 && h.height() >= 64 {
+                let q = super::half(&h);
+                self.scan_one(&q, 4.0, &mut finders);
+                sighting = layout(&finders, frame.dimensions());
+                self.quarter = Some(q);
+            }
+            self.half = Some(h);
+        }
+        GateView { finders, sighting }
+    }
+
+    /// Takes `frame`'s 8×8-block means (its thumbnail, [`Self::thumbnail`]); a [`Self::scan`]
+    /// of the same frame next reuses them.
+    pub fn look(&mut self, frame: &GrayImage) {
+        self.stats(frame);
+        self.thumb.clear();
+        self.thumb.extend_from_slice(&self.means);
+        self.thumb_size = (self.bw, self.bh);
+        self.looked = true;
+    }
+
+    /// Block means of the last frame looked at, at full size (`bw` × `bh`): its thumbnail.
+    pub fn thumbnail(&self) -> (&[f32], usize, usize) {
+        (&self.thumb, self.thumb_size.0, self.thumb_size.1)
+    }
+
+    /// Whether the frame is noisy: even its flattest blocks (the 10th percentile of max − min
+    /// over 8×8) span more than a clean sensor's noise.
+    fn noisy(&self) -> bool {
+        if self.lo.is_empty() {
+            return false;
+        }
+        let mut spans: Vec<u8> = self
+            .lo
+            .iter()
+            .zip(&self.hi)
+            .map(|(l, h)| h.saturating_sub(*l))
+            .collect();
+        let k = spans.len() / 10;
+        let (_, p10, _) = spans.select_nth_unstable(k);
+        *p10 > 48
+    }
+
+    fn stats(&mut self, img: &GrayImage) {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let (bw, bh) = (w / B, h / B);
+        self.bw = bw;
+        self.bh = bh;
+        let n = bw * bh;
+        self.means.clear();
+        self.means.resize(n, 0.0);
+        self.lo.clear();
+        self.lo.resize(n, 255);
+        self.hi.clear();
+        self.hi.resize(n, 0);
+        let raw = img.as_raw();
+        let mut sum = vec![0u32; bw];
+        for by in 0..bh {
+            sum.iter_mut().for_each(|s| *s = 0);
+            let (lo, hi) = (
+                &mut self.lo[by * bw..(by + 1) * bw],
+                &mut self.hi[by * bw..(by + 1) * bw],
+            );
+            for y in by * B..(by + 1) * B {
+                let row = &raw[y * w..y * w + bw * B];
+                for (bx, chunk) in row.chunks_exact(B).enumerate() {
+                    let mut s = 0u32;
+                    let (mut l, mut u) = (lo[bx], hi[bx]);
+                    for &v in chunk {
+                        s += u32::from(v);
+                        l = l.min(v);
+                        u = u.max(v);
+                    }
+                    sum[bx] += s;
+                    lo[bx] = l;
+                    hi[bx] = u;
+                }
+            }
+            for bx in 0..bw {
+                self.means[by * bw + bx] = sum[bx] as f32 / (B * B) as f32;
+            }
+        }
+    }
+
+    /// The dark threshold per block: local mean over 5×5 blocks less a margin from the local
+    /// contrast (max − min over the same window).
+    fn thresholds(&mut self) {
+        let (bw, bh) = (self.bw, self.bh);
+        let n = bw * bh;
+        self.tmp.clear();
+        self.tmp.resize(n, 0.0);
+        self.dark_below.clear();
+        self.dark_below.resize(n, 0.0);
+        // box mean, separable
+        for by in 0..bh {
+            for bx in 0..bw {
+                let (a, b) = (bx.saturating_sub(WIN), (bx + WIN + 1).min(bw));
+                let s: f32 = self.means[by * bw + a..by * bw + b].iter().sum();
+                self.tmp[by * bw + bx] = s / (b - a) as f32;
+            }
+        }
+        for by in 0..bh {
+            let (a, b) = (by.saturating_sub(WIN), (by + WIN + 1).min(bh));
+            for bx in 0..bw {
+                let mut s = 0.0;
+                let (mut l, mut u) = (255u8, 0u8);
+                for yy in a..b {
+                    s += self.tmp[yy * bw + bx];
+                    for xx in bx.saturating_sub(WIN)..(bx + WIN + 1).min(bw) {
+                        l = l.min(self.lo[yy * bw + xx]);
+                        u = u.max(self.hi[yy * bw + xx]);
+                    }
+                }
+                let mean = s / (b - a) as f32;
+                let contrast = f32::from(u) - f32::from(l);
+                self.dark_below[by * bw + bx] = if contrast < MIN_CONTRAST {
+                    FLAT
+                } else {
+                    mean - (contrast / 12.0).clamp(1.5, 10.0)
+                };
+            }
+        }
+    }
+
+    /// The dark threshold at a pixel (bilinear between block centres).
+    fn thr_at(&self, x: f32, y: f32) -> f32 {
+        let fx = ((x + 0.5) / B as f32 - 0.5).clamp(0.0, (self.bw - 1) as f32);
+        let fy = ((y + 0.5) / B as f32 - 0.5).clamp(0.0, (self.bh - 1) as f32);
+        let (x0, y0) = (fx as usize, fy as usize);
+        let (x1, y1) = ((x0 + 1).min(self.bw - 1), (y0 + 1).min(self.bh - 1));
+        let (tx, ty) = (fx - x0 as f32, fy - y0 as f32);
+        let t = |xx: usize, yy: usize| self.dark_below[yy * self.bw + xx];
+        let a = t(x0, y0) * (1.0 - tx) + t(x1, y0) * tx;
+        let b = t(x0, y1) * (1.0 - tx) + t(x1, y1) * tx;
+        a * (1.0 - ty) + b * ty
+    }
+
+    fn scan_one(&mut self, img: &GrayImage, scale: f32, out: &mut Vec<Finder>) {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        if w < 3 * B || h < 3 * B {
+            return;
+        }
+        if scale != 1.0 {
+            self.stats(img);
+        }
+        self.thresholds();
+        let raw = img.as_raw();
+        let bw = self.bw;
+        let mut row_thr = std::mem::take(&mut self.row_thr);
+        row_thr.resize(bw, 0.0);
+        let mut found: Vec<Finder> = Vec::new();
+        // every other row: a finder's centre stripe is three modules high, so even 1.7 px
+        // modules give two rows to confirm it
+        for y in (0..h).step_by(2) {
+            // this row's thresholds, one per block column, between two block rows
+            let fy = ((y as f32 + 0.5) / B as f32 - 0.5).clamp(0.0, (self.bh - 1) as f32);
+            let y0 = fy as usize;
+            let y1 = (y0 + 1).min(self.bh - 1);
+            let ty = fy - y0 as f32;
+            let d = &self.dark_below;
+            let mut flat = true;
+            for (bx, v) in row_thr.iter_mut().enumerate() {
+                *v = d[y0 * bw + bx] * (1.0 - ty) + d[y1 * bw + bx] * ty;
+                flat &= *v < 0.0;
+            }
+            if flat {
+                continue;
+            }
+            let row = &raw[y * w..(y + 1) * w];
+            // the last five completed runs (alternating colours), newest last
+            let mut runs = [0u32; 5];
+            let mut completed = 0usize;
+            let mut cur_dark = f32::from(row[0]) < row_thr[0];
+            let mut cur = 0u32;
+            for x in 0..=w {
+                let d = x < w && f32::from(row[x]) < row_thr[(x / B).min(bw - 1)];
+                if x < w && d == cur_dark {
+                    cur += 1;
+                    continue;
+                }
+                runs.rotate_left(1);
+                runs[4] = cur;
+                completed += 1;
+                if cur_dark && completed >= 5 && ratio(&runs).is_some() {
+                    let end = x as f32;
+                    let cx = end - runs[4] as f32 - runs[3] as f32 - runs[2] as f32 / 2.0;
+                    let total: u32 = runs.iter().sum();
+                    if let Some(f) = self.confirm(img, cx, y as f32 + 0.5, total) {
+                        merge(&mut found, f);
+                    }
+                }
+                cur_dark = d;
+                cur = 1;
+            }
+        }
+        self.row_thr = row_thr;
+        out.extend(found.into_iter().filter(|f| f.hits >= 2).map(|f| Finder {
+            x: f.x * scale,
+            y: f.y * scale,
+            module: f.module * scale,
+            hits: f.hits,
+        }));
+    }
+
+    fn dark(&self, img: &GrayImage, x: i64, y: i64) -> Option<bool> {
+        if x < 0 || y < 0 || x >= i64::from(img.width()) || y >= i64::from(img.height()) {
+            return None;
+        }
+        let v = img.as_raw()[y as usize * img.width() as usize + x as usize];
+        Some(f32::from(v) < self.thr_at(x as f32, y as f32))
+    }
+
+    /// Runs along direction (`dx`, `dy`) through (`x`, `y`): `[outer, light, centre, light,
+    /// outer]` and the centre's offset from (`x`, `y`) in steps, if the line crosses a whole ring.
+    fn cross(
+        &self,
+        img: &GrayImage,
+        x: i64,
+        y: i64,
+        dx: i64,
+        dy: i64,
+        limit: u32,
+    ) -> Option<([u32; 5], f32)> {
+        if self.dark(img, x, y) != Some(true) {
+            return None;
+        }
+        let walk = |sign: i64| -> Option<[u32; 3]> {
+            let mut n = [0u32; 3];
+            let mut state = 0;
+            let mut k = 1;
+            loop {
+                let d = self.dark(img, x + sign * k * dx, y + sign * k * dy);
+                match (state, d) {
+                    (_, None) => return (state == 2).then_some(n),
+                    (0, Some(true)) => n[0] += 1,
+                    (0, Some(false)) => {
+                        state = 1;
+                        n[1] = 1;
+                    }
+                    (1, Some(false)) => n[1] += 1,
+                    (1, Some(true)) => {
+                        state = 2;
+                        n[2] = 1;
+                    }
+                    (_, Some(true)) => n[2] += 1,
+                    (_, Some(false)) => return Some(n),
+                }
+                if n[0] + n[1] + n[2] > limit {
+                    return None;
+                }
+                k += 1;
+            }
+        };
+        let back = walk(-1)?;
+        let fwd = walk(1)?;
+        let runs = [back[2], back[1], back[0] + 1 + fwd[0], fwd[1], fwd[2]];
+        ratio(&runs)?;
+        Some((runs, (fwd[0] as f32 - back[0] as f32) / 2.0))
+    }
+
+    /// Checks a row hit down the column, along the row again and along a diagonal.
+    fn confirm(&self, img: &GrayImage, cx: f32, cy: f32, total: u32) -> Option<Finder> {
+        let limit = total * 2;
+        let (x, y) = (cx as i64, cy as i64);
+        let (vr, dy) = self.cross(img, x, y, 0, 1, limit)?;
+        let vt: u32 = vr.iter().sum();
+        let y = (y as f32 + dy).round() as i64;
+        let (hr, dx) = self.cross(img, x, y, 1, 0, limit)?;
+        let ht: u32 = hr.iter().sum();
+        let x = (x as f32 + dx).round() as i64;
+        let (dr, _) = self.cross(img, x, y, 1, 1, limit)?;
+        let dt: u32 = dr.iter().sum();
+        let (ht, vt, dt) = (ht as f32, vt as f32, dt as f32);
+        // a square ring: row and column agree; the diagonal (steps of √2 px) is between
+        // 7/√2·m (a ring rotated 45°) and 7·m (square on)
+        if vt < ht * 0.6 || vt > ht * 1.6 {
+            return None;
+        }
+        let m = (ht + vt) / 14.0;
+        if dt < 7.0 * m * 0.5 || dt > 7.0 * m * 1.3 {
+            return None;
+        }
+        Some(Finder {
+            x: x as f32 + 0.5,
+            y: y as f32 + 0.5,
+            module: m,
+            hits: 1,
+        })
+    }
+}
+
+/// A 3×3 box-smoothed copy (edges kept as they are).
+fn box3(img: &GrayImage) -> GrayImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let src = img.as_raw();
+    let mut tmp = src.clone();
+    for y in 0..h {
+        let r = &src[y * w..(y + 1) * w];
+        for x in 1..w.saturating_sub(1) {
+            tmp[y * w + x] =
+                ((u16::from(r[x - 1]) + u16::from(r[x]) + u16::from(r[x + 1])) / 3) as u8;
+        }
+    }
+    let mut out = tmp.clone();
+    for y in 1..h.saturating_sub(1) {
+        for x in 0..w {
+            let s = u16::from(tmp[(y - 1) * w + x])
+                + u16::from(tmp[y * w + x])
+                + u16::from(tmp[(y + 1) * w + x]);
+            out[y * w + x] = (s / 3) as u8;
+        }
+    }
+    GrayImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| img.clone())
+}
+
+/// The unit (module) when `runs` is dark:light:dark:light:dark in 1:1:3:1:1, loosely (blurred
+/// small modules), but with the centre clearly wider than every other run (a row of evenly
+/// spaced dots or bars is not a finder).
+fn ratio(runs: &[u32; 5]) -> Option<f32> {
+    let total: u32 = runs.iter().sum();
+    if total < 7 {
+        return None;
+    }
+    let u = total as f32 / 7.0;
+    let single = |n: u32| (n as f32 - u).abs() <= u * 0.6 + 0.5;
+    let c = runs[2] as f32;
+    let widest_other = runs[0].max(runs[1]).max(runs[3]).max(runs[4]) as f32;
+    (single(runs[0])
+        && single(runs[1])
+        && single(runs[3])
+        && single(runs[4])
+        && (c - 3.0 * u).abs() <= u * 1.5 + 0.5
+        && c >= 1.6 * widest_other)
+        .then_some(u)
+}
+
+/// Adds `f` to the candidate it repeats (the same ring seen from the next row), or as new.
+fn merge(found: &mut Vec<Finder>, f: Finder) {
+    for g in found.iter_mut() {
+        let near = (g.x - f.x).hypot(g.y - f.y) <= g.module.max(f.module) * 1.5;
+        let like = g.module.max(f.module) <= g.module.min(f.module) * 1.6;
+        if near && like {
+            let n = g.hits as f32;
+            g.x = (g.x * n + f.x) / (n + 1.0);
+            g.y = (g.y * n + f.y) / (n + 1.0);
+            g.module = (g.module * n + f.module) / (n + 1.0);
+            g.hits += 1;
+            return;
+        }
+    }
+    found.push(f);
+}
+
+/// The best right-angled, equal-legged triple of consistent module size.
+pub fn layout(finders: &[Finder], (w, h): (u32, u32)) -> Option<Sighting> {
+    let mut best: Option<(f32, Sighting)> = None;
+    let mut cands: Vec<&Finder> = finders.iter().collect();
+    cands.sort_by(|a, b| b.hits.cmp(&a.hits));
+    cands.truncate(24);
+    let n = cands.len();
+    for i in 0..n {
+        for j in i + 1..n {
+            for k in j + 1..n {
+                let t = [cands[i], cands[j], cands[k]];
+                let ms = t.map(|f| f.module);
+                let (lo, hi) = (
+                    ms.iter().copied().fold(f32::MAX, f32::min),
+                    ms.iter().copied().fold(0.0, f32::max),
+                );
+                if hi > lo * 1.5 {
+                    continue;
+                }
+                let m = (ms[0] + ms[1] + ms[2]) / 3.0;
+                for c in 0..3 {
+                    let (b, a, cc) = (t[c], t[(c + 1) % 3], t[(c + 2) % 3]);
+                    let (ax, ay) = (a.x - b.x, a.y - b.y);
+                    let (cx, cy) = (cc.x - b.x, cc.y - b.y);
+                    let (la, lc) = (ax.hypot(ay), cx.hypot(cy));
+                    if la.max(lc) > la.min(lc) * 1.35 {
+                        continue;
+                    }
+                    let cos = (ax * cx + ay * cy) / (la * lc);
+                    if cos.abs() > 0.3 {
+                        continue;
+                    }
+                    let span = (la + lc) / 2.0 / m;
+                    // version 1 has 14 modules between centres; a code turned 45° reads as
+                    // 14/√2 with row-and-column module estimates
+                    if !(9.0..=180.0).contains(&span) {
+                        continue;
+                    }
+                    let score = cos.abs() + (la / lc - 1.0).abs() + (hi / lo - 1.0);
+                    if best.as_ref().is_some_and(|(s, _)| *s <= score) {
+                        continue;
+                    }
+                    // the fourth corner, and the box around all four with quiet zone and slack
+                    let (dx4, dy4) = (a.x + cc.x - b.x, a.y + cc.y - b.y);
+                    let xs = [b.x, a.x, cc.x, dx4];
+                    let ys = [b.y, a.y, cc.y, dy4];
+                    let pad = 10.0 * m;
+                    let x0 = xs.iter().copied().fold(f32::MAX, f32::min) - pad;
+                    let x1 = xs.iter().copied().fold(f32::MIN, f32::max) + pad;
+                    let y0 = ys.iter().copied().fold(f32::MAX, f32::min) - pad;
+                    let y1 = ys.iter().copied().fold(f32::MIN, f32::max) + pad;
+                    let clip = |v: f32, max: u32| v.clamp(0.0, max as f32) as u32;
+                    best = Some((
+                        score,
+                        Sighting {
+                            corner: *b,
+                            a: *a,
+                            b: *cc,
+                            module: m,
+                            bbox: [clip(x0, w), clip(y0, h), clip(x1, w), clip(y1, h)],
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    best.map(|(_, s)| s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_accepts_finders_and_refuses_even_dots() {
+        assert!(ratio(&[4, 4, 12, 4, 4]).is_some());
+        assert!(ratio(&[2, 2, 5, 2, 2]).is_some());
+        assert!(ratio(&[1, 2, 5, 2, 2]).is_some());
+        assert!(ratio(&[2, 2, 2, 2, 2]).is_none());
+        assert!(ratio(&[4, 4, 4, 4, 4]).is_none());
+        assert!(ratio(&[4, 12, 4, 4, 4]).is_none());
+    }
+
+    #[test]
+    fn three_finders_at_a_right_angle_are_a_code_two_are_not() {
+        let f = |x, y| Finder {
+            x,
+            y,
+            module: 4.0,
+            hits: 3,
+        };
+        let two = [f(100.0, 100.0), f(200.0, 100.0)];
+        assert!(layout(&two, (640, 480)).is_none());
+        let three = [f(100.0, 100.0), f(200.0, 100.0), f(100.0, 200.0)];
+        let s = layout(&three, (640, 480)).unwrap();
+        assert_eq!((s.corner.x, s.corner.y), (100.0, 100.0));
+        assert!((s.span_modules() - 25.0).abs() < 0.1);
+        // in a line: no
+        let line = [f(100.0, 100.0), f(200.0, 100.0), f(300.0, 100.0)];
+        assert!(layout(&line, (640, 480)).is_none());
+        // one finder of another size: no
+        let mut odd = three;
+        odd[2].module = 9.0;
+        assert!(layout(&odd, (640, 480)).is_none());
+    }
+}
