@@ -9,7 +9,13 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct CloudConfig {
     /// `ws://host:port/ws/drone` or `wss://…` (TLS through rustls with the webpki roots).
-    pub url: String,
+    /// One relay; give `urls` instead for several.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Several relays (a cluster): the agent dials the first, and on a failed dial or a lost
+    /// connection the next one (round the list), with the same backoff as for one relay.
+    #[serde(default)]
+    pub urls: Vec<String>,
     /// The device token the relay knows this agent by (sent as `Authorization: Bearer …`).
     pub token: String,
     /// First reconnect delay, seconds; doubles per failed attempt up to `backoff_max_s`.
@@ -65,7 +71,8 @@ impl CloudConfig {
     /// A config with every default, for tests and tools.
     pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            url: Some(url.into()),
+            urls: Vec::new(),
             token: token.into(),
             backoff_initial_s: defaults::backoff_initial_s(),
             backoff_max_s: defaults::backoff_max_s(),
@@ -77,6 +84,15 @@ impl CloudConfig {
         }
     }
 
+    /// The relays to dial, in order: `urls`, or the one `url`.
+    pub fn relays(&self) -> Vec<&str> {
+        if self.urls.is_empty() {
+            self.url.as_deref().into_iter().collect()
+        } else {
+            self.urls.iter().map(String::as_str).collect()
+        }
+    }
+
     pub(crate) fn secs(v: f64) -> Duration {
         Duration::from_secs_f64(v.max(0.0))
     }
@@ -84,11 +100,25 @@ impl CloudConfig {
     /// Validates this section under the dotted prefix `at` (e.g. `"cloud"`).
     pub fn validate_at(&self, at: &str, v: &mut Validator) {
         let f = |name: &str| format!("{at}.{name}");
-        v.check(
-            self.url.starts_with("ws://") || self.url.starts_with("wss://"),
-            &f("url"),
-            format_args!("{:?} must start with ws:// or wss://", self.url),
-        );
+        let ws_url = |u: &str| u.starts_with("ws://") || u.starts_with("wss://");
+        match (&self.url, self.urls.is_empty()) {
+            (Some(_), false) => v.fail(&f("urls"), "give `url` or `urls`, not both"),
+            (None, true) => v.fail(&f("url"), "needs `url` (one relay) or `urls` (several)"),
+            (Some(u), true) => v.check(
+                ws_url(u),
+                &f("url"),
+                format_args!("{u:?} must start with ws:// or wss://"),
+            ),
+            (None, false) => {
+                for (i, u) in self.urls.iter().enumerate() {
+                    v.check(
+                        ws_url(u),
+                        &f(&format!("urls[{i}]")),
+                        format_args!("{u:?} must start with ws:// or wss://"),
+                    );
+                }
+            }
+        }
         v.check(
             !self.token.trim().is_empty(),
             &f("token"),

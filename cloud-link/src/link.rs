@@ -95,26 +95,16 @@ impl CloudLink {
     ) -> Result<(Self, mpsc::Receiver<Envelope>), LinkError> {
         // rustls needs a process-wide crypto provider; a second install is a harmless error.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut request =
-            cfg.url
-                .as_str()
-                .into_client_request()
-                .map_err(|e| LinkError::BadUrl {
-                    url: cfg.url.clone(),
-                    reason: e.to_string(),
-                })?;
-        let bearer = HeaderValue::from_str(&format!("Bearer {}", cfg.token)).map_err(|e| {
-            LinkError::BadUrl {
-                url: cfg.url.clone(),
-                reason: format!("token: {e}"),
-            }
-        })?;
-        let id = HeaderValue::from_str(&agent_id).map_err(|e| LinkError::BadUrl {
-            url: cfg.url.clone(),
-            reason: format!("agent id: {e}"),
-        })?;
-        request.headers_mut().insert("Authorization", bearer);
-        request.headers_mut().insert(AGENT_ID_HEADER, id);
+        let mut requests = Vec::new();
+        for url in cfg.relays() {
+            requests.push(request_for(url, &cfg.token, &agent_id)?);
+        }
+        if requests.is_empty() {
+            return Err(LinkError::BadUrl {
+                url: String::new(),
+                reason: "no relay URL configured".into(),
+            });
+        }
 
         let (outbox, problems) = Outbox::open(outbox_dir, cfg.outbox_capacity)?;
         for p in problems {
@@ -139,11 +129,12 @@ impl CloudLink {
         let (hello_tx, hello_rx) = watch::channel(hello);
         let (status_tx, status_rx) = watch::channel(LinkStatus::Connecting { attempt: 0 });
         let (stop_tx, stop_rx) = watch::channel(false);
-        let span = info_span!("cloud_link", agent_id = %agent_id, kind = ?kind, url = %cfg.url);
+        let relays = cfg.relays().join(" ");
+        let span = info_span!("cloud_link", agent_id = %agent_id, kind = ?kind, relays = %relays);
         let task = tokio::spawn(
             Dialler {
                 cfg,
-                request,
+                requests,
                 shared: shared.clone(),
                 outgoing: out_rx,
                 video: video_rx,
@@ -264,9 +255,29 @@ impl Drop for CloudLink {
     }
 }
 
+/// The upgrade request for one relay: its URL, the bearer token and the agent id.
+fn request_for(
+    url: &str,
+    token: &str,
+    agent_id: &str,
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, LinkError> {
+    let bad = |reason: String| LinkError::BadUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let mut request = url.into_client_request().map_err(|e| bad(e.to_string()))?;
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|e| bad(format!("token: {e}")))?;
+    let id = HeaderValue::from_str(agent_id).map_err(|e| bad(format!("agent id: {e}")))?;
+    request.headers_mut().insert("Authorization", bearer);
+    request.headers_mut().insert(AGENT_ID_HEADER, id);
+    Ok(request)
+}
+
 struct Dialler {
     cfg: CloudConfig,
-    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    /// One per relay, in the configured order; a lost connection moves on to the next.
+    requests: Vec<tokio_tungstenite::tungstenite::handshake::client::Request>,
     shared: Arc<Shared>,
     outgoing: mpsc::Receiver<Envelope>,
     video: mpsc::Receiver<Envelope>,
@@ -281,6 +292,7 @@ impl Dialler {
     async fn run(mut self) {
         let mut attempt: u32 = 0;
         let mut down_since = SystemTime::now();
+        let mut relay = 0usize;
         loop {
             if *self.stop.borrow() {
                 return;
@@ -294,15 +306,13 @@ impl Dialler {
                 .write_buffer_size(16 * 1024)
                 .max_message_size(Some(protocol::MAX_MESSAGE_BYTES))
                 .max_frame_size(Some(protocol::MAX_MESSAGE_BYTES));
-            let dial = tokio_tungstenite::connect_async_with_config(
-                self.request.clone(),
-                Some(ws_config),
-                true,
-            );
+            let request = self.requests[relay % self.requests.len()].clone();
+            let url = request.uri().to_string();
+            let dial = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
             let reason = match tokio::time::timeout(timeout, dial).await {
                 Ok(Ok((ws, _response))) => {
                     attempt = 0;
-                    info!("connected");
+                    info!(%url, "connected");
                     self.status.send_replace(LinkStatus::Connected {
                         since: SystemTime::now(),
                     });
@@ -321,7 +331,10 @@ impl Dialler {
                 return;
             }
             let delay = self.backoff(attempt);
-            warn!(%reason, attempt, retry_in_ms = delay.as_millis() as u64, "cloud link down");
+            // a dead relay or a lost link: the next relay in the list (a cluster shares the
+            // fleet, so any of them will do); with one relay this is the same one again
+            relay = (relay + 1) % self.requests.len();
+            warn!(%url, %reason, attempt, retry_in_ms = delay.as_millis() as u64, "cloud link down");
             self.status.send_replace(LinkStatus::Disconnected {
                 since: down_since,
                 reason,

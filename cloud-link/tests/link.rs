@@ -361,3 +361,53 @@ async fn video_on_a_slow_link_is_dropped_counted_and_never_ahead_of_events() {
     );
     link.close().await;
 }
+
+#[tokio::test]
+async fn a_lost_connection_moves_on_to_the_next_relay_and_events_follow() {
+    let (url_a, mut conns_a) = fake_relay().await;
+    let (url_b, mut conns_b) = fake_relay().await;
+    let mut cfg = fast_config(&url_a);
+    cfg.url = None;
+    cfg.urls = vec![url_a, url_b];
+    let dir = tempfile::tempdir().unwrap();
+    let (link, _incoming) =
+        CloudLink::spawn(cfg, PeerKind::Drone, "drone-7".into(), dir.path(), hello()).unwrap();
+    let mut a = next_conn(&mut conns_a).await;
+    a.next().await; // hello
+    let ev = link
+        .publish_event(Event::new(EventType::Arrived))
+        .await
+        .unwrap();
+    assert_eq!(a.next_event().await.event_id, ev.event_id);
+    // relay A goes away without a word: the next dial is to relay B, where the unacknowledged
+    // event is sent again after the hello
+    a.cut();
+    let mut b = next_conn(&mut conns_b).await;
+    assert_eq!(b.agent_id, "drone-7");
+    assert!(
+        matches!(b.next().await.message, Message::EventAck(_)),
+        "hello first"
+    );
+    assert_eq!(b.next_event().await.event_id, ev.event_id);
+    // and B lost: back to A, round the list
+    b.cut();
+    let mut a2 = next_conn(&mut conns_a).await;
+    a2.next().await;
+    assert_eq!(a2.next_event().await.event_id, ev.event_id);
+}
+
+#[test]
+fn url_and_urls_are_one_or_the_other() {
+    let parse =
+        |t: &str| daemon::config::parse::<CloudConfig>(t, std::path::Path::new("cloud.toml"));
+    let ok = parse("urls = [\"ws://a/ws/drone\", \"wss://b/ws/drone\"]\ntoken = \"t\"\n").unwrap();
+    assert_eq!(ok.relays(), ["ws://a/ws/drone", "wss://b/ws/drone"]);
+    let ok = parse("url = \"ws://a/ws/drone\"\ntoken = \"t\"\n").unwrap();
+    assert_eq!(ok.relays(), ["ws://a/ws/drone"]);
+    let e = parse("url = \"ws://a/x\"\nurls = [\"ws://b/x\"]\ntoken = \"t\"\n").unwrap_err();
+    assert_eq!(e.fields(), ["cloud.urls"]);
+    let e = parse("urls = [\"ws://a/x\", \"http://b/x\"]\ntoken = \"t\"\n").unwrap_err();
+    assert_eq!(e.fields(), ["cloud.urls[1]"]);
+    let e = parse("token = \"t\"\n").unwrap_err();
+    assert_eq!(e.fields(), ["cloud.url"]);
+}

@@ -8,7 +8,9 @@
 //! - **One command on the wire at a time.** The Arduino reads one line, moves a bolt for up to
 //!   ~11 s, then answers; a second line sent meanwhile would sit in its 64-byte buffer and its
 //!   answer could be mistaken for the first one's. Callers queue on a channel; one task owns the
-//!   port and sends the next command only after the reply to the last (or its timeout).
+//!   port and sends the next command only after the reply to the last (or its timeout). Our own
+//!   firmware (`locker-agent/firmware/`) answers while bolts move, but a host that runs ahead of
+//!   the replies still overflows its 64-byte receive buffer, so the rule stays.
 //! - **Every command waits for its own acknowledgement**, paired by the echo in `OK <cmd>` /
 //!   `ERR <cmd> ...`, with a timeout that covers the bolt's travel (config). A late `OK` for an
 //!   earlier command is never taken for the current one.
@@ -22,7 +24,7 @@
 
 use protocol::lockboard::{
     BoardCommand, BoardErrorCode, BoardReply, CellNumber, CellStatus, DoorState, LineError,
-    MAX_LINE,
+    ResetReason, MAX_LINE,
 };
 use std::future::Future;
 use std::path::PathBuf;
@@ -100,9 +102,11 @@ pub enum BoardEvent {
     },
     /// A full `STATUS` reply arrived (from any caller's `status()`).
     Status(Vec<CellStatus>),
-    /// `READY <firmware>`: the board (re)started; bolts are in their power-on state.
+    /// `READY <firmware> [reset=<reason>]`: the board (re)started; whatever it was doing is lost
+    /// and every cell should be read again. `reason` is `None` when the board does not say.
     Ready {
         firmware: String,
+        reason: Option<ResetReason>,
     },
     Connected,
     Disconnected {
@@ -124,6 +128,8 @@ pub struct BoardHealth {
     pub garbage_lines: u64,
     pub reopens: u64,
     pub firmware: Option<String>,
+    /// Why the board last (re)started, when it said (`READY ... reset=<reason>`).
+    pub last_reset: Option<ResetReason>,
 }
 
 impl BoardHealth {
@@ -526,10 +532,10 @@ impl Driver {
                     other => (Ok(other), None),
                 };
             }
-            if let BoardReply::Ready { firmware } = &reply {
+            if let BoardReply::Ready { firmware, reason } = &reply {
                 // The board rebooted: whatever it was doing for us is lost, and its bolts are in
                 // their power-on state. Say so rather than keep waiting.
-                self.ready(firmware);
+                self.ready(firmware, *reason);
                 return (
                     Err(BoardError::Reset {
                         command,
@@ -567,12 +573,25 @@ impl Driver {
         });
     }
 
-    fn ready(&mut self, firmware: &str) {
-        info!(firmware, "lock board (re)started");
-        self.health
-            .send_modify(|h| h.firmware = Some(firmware.to_owned()));
+    fn ready(&mut self, firmware: &str, reason: Option<ResetReason>) {
+        let why = reason.map(ResetReason::as_str).unwrap_or("not given");
+        if reason == Some(ResetReason::Watchdog) {
+            // The firmware hung and its watchdog restarted it: a bug on the board to look into.
+            warn!(
+                firmware,
+                reason = why,
+                "lock board restarted by its watchdog"
+            );
+        } else {
+            info!(firmware, reason = why, "lock board (re)started");
+        }
+        self.health.send_modify(|h| {
+            h.firmware = Some(firmware.to_owned());
+            h.last_reset = reason;
+        });
         let _ = self.events.send(BoardEvent::Ready {
             firmware: firmware.to_owned(),
+            reason,
         });
     }
 
@@ -583,7 +602,7 @@ impl Driver {
                 debug!(%cell, ?door, "door sensor changed");
                 let _ = self.events.send(BoardEvent::Door { cell, door });
             }
-            Ok(BoardReply::Ready { firmware }) => self.ready(&firmware),
+            Ok(BoardReply::Ready { firmware, reason }) => self.ready(&firmware, reason),
             Ok(other) => {
                 // A reply to a command that already timed out. It is never paired with a later
                 // command (pairing is by echo); the caller's next STATUS shows its effect.

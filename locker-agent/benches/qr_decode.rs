@@ -1,36 +1,241 @@
-//! QR decoding: detection rate per condition, and time per 640×480 frame.
+//! QR decoding: time per 640×480 frame on realistic idle scenes and on frames with a code,
+//! detection rate per condition, and multi-frame presentations.
 //!
 //! ```text
 //! cargo bench -p locker-agent --bench qr_decode                     # rqrr alone
 //! cargo bench -p locker-agent --bench qr_decode --features opencv   # + WeChat second opinion
+//! QR_BENCH_IDLE=1000 QR_BENCH_PRESENTATIONS=40 cargo bench -p locker-agent --bench qr_decode
 //! ```
 //!
-//! Detection: codes of three module sizes (3, 4, 6 px per module) under each condition in
-//! `tests/qrgen`, `N` codes each. Columns: `rqrr` (one plain rqrr pass), `pipeline` (our decoder
-//! without WeChat: rqrr, then pre-processed passes when there is a sign of a code), and with the
-//! feature `+wechat` (the pipeline with the gated second opinion) and `wechat` (WeChat alone, on
-//! every frame, for scale).
+//! Idle frames: `sim::camera::locker::IdleScene` (door panels with gaps and numbers, signage, a
+//! keypad, shading, a phone or a paper slip with no code), one fresh scene per seed
+//! (`QR_BENCH_IDLE`, default 300), each decoded by a fresh decoder so no frame is skipped as
+//! "unchanged"; then static scenes (30 frames each, sensor noise only), the locker's usual
+//! case, through one decoder. Median, p90 and max per frame; any code read is a false positive.
 //!
-//! Timing: median and 90th percentile over `ITER` frames of the same 640×480 scene with a code
-//! (4 px modules) and without.
+//! Frames with a code: `presentation(Easy)` frames (a code on a phone, 4 px modules, shaken)
+//! and the old centred test frame.
+//!
+//! Detection: codes of three module sizes (3, 4, 6 px per module) under each condition in
+//! `tests/qrgen`, `N` codes each (single frames, as before).
+//!
+//! Presentations: `QR_BENCH_PRESENTATIONS` (default 20) per kind of hardness, 20 frames each
+//! (2 s at 10 fps), fed in order to one decoder: how many are read by the last frame, after how
+//! many frames, and how many single frames are read by a fresh decoder.
 
 #[path = "../tests/qrgen/mod.rs"]
 mod qrgen;
 
 use hal::qr::{finder_hint, half, rqrr_pass, QrDecoder};
 use qrgen::{degrade, frame_with_code, Condition};
+use sim::camera::locker::{presentation, Hardness, IdleScene};
 use std::time::{Duration, Instant};
 
 const N: u64 = 10;
 const ITER: usize = 200;
+const PRESENTATION_FRAMES: usize = 20;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn second_opinion() -> bool {
+    cfg!(feature = "opencv")
+}
 
 fn main() {
-    // `cargo bench` passes `--bench`; ignore arguments.
+    if let Ok(dir) = std::env::var("QR_BENCH_DUMP") {
+        dump(std::path::Path::new(&dir));
+        return;
+    }
+    let idle_n = env("QR_BENCH_IDLE", 300);
+    let pres_n = env("QR_BENCH_PRESENTATIONS", 20);
+    idle(idle_n);
+    with_code();
+    presentations(pres_n);
+    detection();
+    timings();
+}
+
+/// Writes a few idle frames and the first and last frame of each kind of presentation as PNG
+/// (`QR_BENCH_DUMP=DIR`): to look at what the numbers are about.
+fn dump(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).expect("dump dir");
+    for s in 0..6 {
+        IdleScene::new(s)
+            .frame(0)
+            .save(dir.join(format!("idle-{s}.png")))
+            .expect("png");
+    }
+    for &h in Hardness::ALL {
+        let p = presentation(h, 1, PRESENTATION_FRAMES);
+        for i in [0, PRESENTATION_FRAMES - 1] {
+            p.frames[i]
+                .save(dir.join(format!("{h:?}-{i}.png")))
+                .expect("png");
+        }
+    }
+}
+
+fn stats(label: &str, times: &mut [Duration], extra: &str) {
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let n = times.len().max(1);
+    println!(
+        "| {label} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {extra} |",
+        times.len(),
+        ms(times.get(n / 2).copied().unwrap_or_default()),
+        ms(times.get(n * 9 / 10).copied().unwrap_or_default()),
+        ms(times.last().copied().unwrap_or_default()),
+    );
+}
+
+fn idle(n: usize) {
+    println!("# idle frames (640x480, sim::camera::locker::IdleScene)");
+    println!("| frames | n | median | p90 | max | codes read (false positives) / hinted |\n|---|---|---|---|---|---|");
+    let scenes: Vec<_> = (0..n as u64).map(|s| IdleScene::new(s).frame(0)).collect();
+    let mut times = Vec::with_capacity(n);
+    let (mut false_pos, mut hinted) = (0, 0);
+    for f in &scenes {
+        let mut d = QrDecoder::new(second_opinion()).expect("decoder");
+        let t = Instant::now();
+        let out = d.decode(f);
+        times.push(t.elapsed());
+        false_pos += out.codes.len();
+        hinted += usize::from(out.hint);
+    }
+    stats(
+        "fresh scenes",
+        &mut times,
+        &format!("{false_pos} / {hinted}"),
+    );
+    let mut times = Vec::new();
+    let (mut false_pos, mut hinted) = (0, 0);
+    let mut d = QrDecoder::new(second_opinion()).expect("decoder");
+    for s in 0..(n as u64 / 30).max(3) {
+        let scene = IdleScene::new(10_000 + s);
+        for i in 0..30 {
+            let f = scene.frame(i);
+            let t = Instant::now();
+            let out = d.decode(&f);
+            times.push(t.elapsed());
+            false_pos += out.codes.len();
+            hinted += usize::from(out.hint);
+        }
+    }
+    stats(
+        "static scenes, 30 frames each",
+        &mut times,
+        &format!("{false_pos} / {hinted}"),
+    );
+}
+
+fn with_code() {
+    println!("\n# frames with a code (640x480)");
+    println!("| frames | n | median | p90 | max | read |\n|---|---|---|---|---|---|");
+    let mut times = Vec::new();
+    let mut read = 0;
+    let mut total = 0;
+    for s in 0..10 {
+        let p = presentation(Hardness::Easy, s, 10);
+        let mut d = QrDecoder::new(second_opinion()).expect("decoder");
+        for f in &p.frames {
+            let t = Instant::now();
+            let out = d.decode(f);
+            times.push(t.elapsed());
+            total += 1;
+            read += usize::from(out.codes == vec![p.text.clone()]);
+        }
+    }
+    stats(
+        "code on a phone, 4 px modules, shaken",
+        &mut times,
+        &format!("{read}/{total}"),
+    );
+    let f = frame_with_code("SKYPOST-ORDER-0001-7f3a9c", 4);
+    let mut d = QrDecoder::new(second_opinion()).expect("decoder");
+    let mut times = Vec::new();
+    let mut read = 0;
+    for _ in 0..ITER {
+        let t = Instant::now();
+        let out = d.decode(&f);
+        times.push(t.elapsed());
+        read += usize::from(!out.codes.is_empty());
+    }
+    stats(
+        "centred test code (tests/qrgen), same frame",
+        &mut times,
+        &format!("{read}/{ITER}"),
+    );
+}
+
+fn presentations(n: usize) {
+    println!("\n# presentations: {n} per kind, {PRESENTATION_FRAMES} frames each (2 s at 10 fps)");
+    println!("| kind | read by frame 20 | median frames to read | single frames read | wrong codes | time per frame median / p90 / max |\n|---|---|---|---|---|---|");
+    let mut all_read = 0;
+    let mut all = 0;
+    for &h in Hardness::ALL {
+        let mut read = 0;
+        let mut to_read = Vec::new();
+        let mut single = 0;
+        let mut frames = 0;
+        let mut wrong = 0;
+        let mut times = Vec::new();
+        for s in 0..n as u64 {
+            let p = presentation(h, s, PRESENTATION_FRAMES);
+            let mut d = QrDecoder::new(second_opinion()).expect("decoder");
+            let mut got = None;
+            for (i, f) in p.frames.iter().enumerate() {
+                let t = Instant::now();
+                let out = d.decode(f);
+                times.push(t.elapsed());
+                wrong += out.codes.iter().filter(|c| **c != p.text).count();
+                if got.is_none() && out.codes.contains(&p.text) {
+                    got = Some(i + 1);
+                }
+            }
+            if let Some(k) = got {
+                read += 1;
+                to_read.push(k);
+            }
+            for f in &p.frames {
+                let mut fresh = QrDecoder::new(second_opinion()).expect("decoder");
+                frames += 1;
+                single += usize::from(fresh.decode(f).codes.contains(&p.text));
+            }
+        }
+        to_read.sort();
+        all_read += read;
+        all += n;
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let k = times.len().max(1);
+        println!(
+            "| {} | {read}/{n} | {} | {single}/{frames} | {wrong} | {:.1} / {:.1} / {:.1} ms |",
+            h.name(),
+            to_read
+                .get(to_read.len() / 2)
+                .map_or("-".to_owned(), |v| v.to_string()),
+            ms(times.get(k / 2).copied().unwrap_or_default()),
+            ms(times.get(k * 9 / 10).copied().unwrap_or_default()),
+            ms(times.last().copied().unwrap_or_default()),
+        );
+    }
+    println!(
+        "| all | {all_read}/{all} ({:.0} %) | | | | |",
+        100.0 * all_read as f64 / all.max(1) as f64
+    );
+}
+
+fn detection() {
     let mut pipeline = QrDecoder::new(false).expect("decoder");
     #[cfg(feature = "opencv")]
     let mut second = QrDecoder::new(true).expect("WeChat decoder");
 
-    println!("# QR detection rate ({N} codes per cell; module sizes 3/4/6 px)");
+    println!("\n# QR detection rate, single frames ({N} codes per cell; module sizes 3/4/6 px)");
     #[cfg(feature = "opencv")]
     println!("| condition | rqrr | pipeline | +wechat | wechat alone |\n|---|---|---|---|---|");
     #[cfg(not(feature = "opencv"))]
@@ -48,11 +253,13 @@ fn main() {
                 if rqrr_pass(&f).0 == want {
                     plain[k] += 1;
                 }
+                pipeline.forget();
                 if pipeline.decode(&f).codes == want {
                     piped[k] += 1;
                 }
                 #[cfg(feature = "opencv")]
                 {
+                    second.forget();
                     if second.decode(&f).codes == want {
                         with_wc[k] += 1;
                     }
@@ -75,53 +282,37 @@ fn main() {
         #[cfg(not(feature = "opencv"))]
         println!("| {} | {} | {} |", c.name(), cell(plain), cell(piped));
     }
+}
 
-    println!("\n# decode time per 640x480 frame ({ITER} frames)");
-    println!("| decoder | frame | median | p90 |\n|---|---|---|---|");
-    let with_code = frame_with_code("SKYPOST-ORDER-0001-7f3a9c", 4);
-    let empty = qrgen::background();
-    let blurred = degrade(&with_code, Condition::Blur(2.0), 1);
-    report("one rqrr pass, full size", "empty", &mut || {
+fn timings() {
+    println!("\n# building blocks, per 640x480 frame ({ITER} frames)");
+    println!("| step | frame | median | p90 |\n|---|---|---|---|");
+    let empty = IdleScene::new(1).frame(0);
+    report("one rqrr pass, full size", "idle", &mut || {
         rqrr_pass(&empty).1
     });
-    report("one rqrr pass, half size", "empty", &mut || {
+    report("one rqrr pass, half size", "idle", &mut || {
         rqrr_pass(&half(&empty)).1
     });
-    report("finder-pattern hint", "empty", &mut || {
+    report("finder-pattern hint", "idle", &mut || {
         usize::from(finder_hint(&empty))
-    });
-    report("pipeline (rqrr)", "code", &mut || {
-        pipeline.decode(&with_code).codes.len()
-    });
-    report("pipeline (rqrr)", "empty", &mut || {
-        pipeline.decode(&empty).codes.len()
-    });
-    report("pipeline (rqrr)", "blurred code (blur 2)", &mut || {
-        pipeline.decode(&blurred).codes.len()
     });
     #[cfg(feature = "opencv")]
     {
-        report("pipeline + wechat", "code", &mut || {
-            second.decode(&with_code).codes.len()
-        });
-        report("pipeline + wechat", "empty", &mut || {
-            second.decode(&empty).codes.len()
-        });
-        report("pipeline + wechat", "blurred code (blur 2)", &mut || {
-            second.decode(&blurred).codes.len()
-        });
+        let mut second = QrDecoder::new(true).expect("WeChat decoder");
+        let with_code = frame_with_code("SKYPOST-ORDER-0001-7f3a9c", 4);
         report("wechat alone", "code", &mut || {
             second.wechat_only(&with_code).map(|v| v.len()).unwrap_or(0)
         });
-        report("wechat alone", "empty", &mut || {
+        report("wechat alone", "idle", &mut || {
             second.wechat_only(&empty).map(|v| v.len()).unwrap_or(0)
         });
     }
 }
 
-fn report(decoder: &str, frame: &str, f: &mut dyn FnMut() -> usize) {
+fn report(step: &str, frame: &str, f: &mut dyn FnMut() -> usize) {
     let mut times: Vec<Duration> = Vec::with_capacity(ITER);
-    let iters = if decoder.starts_with("wechat") && frame == "empty" {
+    let iters = if step.starts_with("wechat") && frame == "idle" {
         ITER / 4
     } else {
         ITER
@@ -137,7 +328,7 @@ fn report(decoder: &str, frame: &str, f: &mut dyn FnMut() -> usize) {
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "| {decoder} | {frame} | {:.2} ms | {:.2} ms |",
+        "| {step} | {frame} | {:.2} ms | {:.2} ms |",
         ms(times[times.len() / 2]),
         ms(times[times.len() * 9 / 10])
     );

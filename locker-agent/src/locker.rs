@@ -211,6 +211,10 @@ pub struct Locker<B> {
     in_flight: Mutex<std::collections::HashMap<u16, u32>>,
     /// Cells whose door we already reported open without a session (report once).
     stray_open: Mutex<HashSet<u16>>,
+    /// Cells whose door is open as far as we reported: `door_closed` goes out once per closing,
+    /// from whichever sees it first (the board's `DOOR` line or a `STATUS`), and always before
+    /// what the closing leads to (`parcel_loaded`, `picked_up`).
+    doors_open: Mutex<HashSet<u16>>,
     /// The camera loop, once it runs (for `/health` and the technician).
     camera: Mutex<Option<CameraProbe>>,
     /// The latest events sent, newest last (`locker-agent events`).
@@ -246,6 +250,7 @@ impl<B: LockBoard> Locker<B> {
             display,
             in_flight: Mutex::new(std::collections::HashMap::new()),
             stray_open: Mutex::new(HashSet::new()),
+            doors_open: Mutex::new(HashSet::new()),
             camera: Mutex::new(None),
             recent: Mutex::new(VecDeque::new()),
             epoch: std::sync::atomic::AtomicU64::new(0),
@@ -750,10 +755,13 @@ impl<B: LockBoard> Locker<B> {
         let board_h = ComponentHealth {
             ok: board.ok(),
             detail: board.last_error.clone().or_else(|| {
-                board
-                    .firmware
-                    .as_ref()
-                    .map(|f| format!("firmware {f}, reopened {} times", board.reopens))
+                board.firmware.as_ref().map(|f| {
+                    let reset = board
+                        .last_reset
+                        .map(|r| format!(", last reset: {r}"))
+                        .unwrap_or_default();
+                    format!("firmware {f}{reset}, reopened {} times", board.reopens)
+                })
             }),
         };
         // Same shape as the board's entry: ok, and one line a technician can read. A locker
@@ -835,9 +843,10 @@ impl<B: LockBoard> Locker<B> {
             tokio::select! {
                 ev = events.recv() => match ev {
                     Ok(BoardEvent::Door { cell, door }) => self.door_event(cell, door).await,
-                    Ok(BoardEvent::Ready { firmware }) => {
+                    Ok(BoardEvent::Ready { firmware, reason }) => {
                         let mut e = Event::new(EventType::BoardRecovered);
-                        e.reason = Some(format!("board (re)started, firmware {firmware}"));
+                        let why = reason.map(|r| format!(" ({r} reset)")).unwrap_or_default();
+                        e.reason = Some(format!("board (re)started{why}, firmware {firmware}"));
                         self.emit(e).await;
                         self.poll().await;
                     }
@@ -868,15 +877,30 @@ impl<B: LockBoard> Locker<B> {
                 self.saw_open(number, uuid).await;
             }
             DoorState::Closed => {
-                self.emit(Self::event(EventType::DoorClosed, number, uuid))
-                    .await;
+                self.saw_closed(number, uuid).await;
                 // The board's STATUS decides what happens next.
                 self.poll().await;
             }
         }
     }
 
+    async fn saw_closed(&self, number: u16, uuid: Option<Uuid>) {
+        let was_open = self
+            .doors_open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&number);
+        if was_open {
+            self.emit(Self::event(EventType::DoorClosed, number, uuid))
+                .await;
+        }
+    }
+
     async fn saw_open(&self, number: u16, uuid: Option<Uuid>) {
+        self.doors_open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(number);
         let has_session = self
             .store()
             .by_number(number)
@@ -942,6 +966,10 @@ impl<B: LockBoard> Locker<B> {
                     .remove(&number);
             }
             let uuid = cell.as_ref().map(|c| c.cell_uuid);
+            if cs.door == DoorState::Closed {
+                // before closed_door below: its parcel_loaded / picked_up follow the closing
+                self.saw_closed(number, uuid).await;
+            }
             let session = cell.and_then(|c| c.session);
             match (session, cs.door, cs.bolt) {
                 (None, DoorState::Closed, BoltState::Unlocked) => {

@@ -17,7 +17,7 @@
 //!
 //! | line | meaning |
 //! |---|---|
-//! | `READY <firmware>` | the board has (re)started; any command in flight was lost |
+//! | `READY <firmware> [reset=<reason>]` | the board has (re)started; any command in flight was lost. `reason` (optional, [`ResetReason`]): `power-on`, `external`, `watchdog`, `brown-out` or `unknown`; a board that gives none is read as not saying |
 //! | `OK OPEN_<n>` / `OK CLOSE_<n>` | the bolt finished moving. Sent after the travel, which takes up to ~11 s on the seed's hardware, so the host waits for it with a timeout that covers that |
 //! | `ERR <command> <CODE> [text]` | the command failed; `<command>` echoes it, or is `-` when the board could not parse what it got |
 //! | `STATUS <n>:<bolt><door>,…` | every cell: bolt `L` locked / `U` unlocked, door `C` closed / `O` open; e.g. `STATUS 1:LC,2:UO,3:LC` |
@@ -28,7 +28,10 @@
 //!
 //! One command is on the wire at a time: the host sends the next only after the reply to the last
 //! (or its timeout), and pairs a reply with its command by the echo. An `OK` never arrives unless
-//! the bolt moved, so a cell is reported open only on the board's word.
+//! the bolt moved, so a cell is reported open only on the board's word. (Our own firmware,
+//! `locker-agent/firmware/`, answers commands while bolts travel and moves several at once; the
+//! host still sends one at a time, because the seed's board blocks and its 64-byte receive
+//! buffer overflows if the host runs ahead.)
 
 use std::fmt;
 
@@ -161,11 +164,52 @@ impl fmt::Display for BoardErrorCode {
     }
 }
 
+/// Why the board (re)started, as its `READY` line says (`reset=<reason>`), from the MCU's reset
+/// flags. `Watchdog` means the firmware hung and the hardware watchdog restarted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResetReason {
+    PowerOn,
+    External,
+    Watchdog,
+    BrownOut,
+    Unknown,
+}
+
+impl ResetReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetReason::PowerOn => "power-on",
+            ResetReason::External => "external",
+            ResetReason::Watchdog => "watchdog",
+            ResetReason::BrownOut => "brown-out",
+            ResetReason::Unknown => "unknown",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "power-on" => ResetReason::PowerOn,
+            "external" => ResetReason::External,
+            "watchdog" => ResetReason::Watchdog,
+            "brown-out" => ResetReason::BrownOut,
+            _ => ResetReason::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for ResetReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the board sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BoardReply {
     Ready {
         firmware: String,
+        /// `None` when the board does not say (the seed's sketch, `sim lockboard` before v2).
+        reason: Option<ResetReason>,
     },
     Ok(BoardCommand),
     Err {
@@ -204,9 +248,18 @@ impl BoardReply {
         let line = checked_line(line)?;
         let (head, rest) = line.split_once(' ').unwrap_or((line, ""));
         match head {
-            "READY" => Ok(BoardReply::Ready {
-                firmware: rest.to_owned(),
-            }),
+            "READY" => {
+                // `reset=` is the last word when present; older boards send the firmware only.
+                let (firmware, reason) = match rest.rsplit_once(' ') {
+                    Some((fw, r)) if r.starts_with("reset=") => (fw, Some(r)),
+                    _ if rest.starts_with("reset=") => ("", Some(rest)),
+                    _ => (rest, None),
+                };
+                Ok(BoardReply::Ready {
+                    firmware: firmware.to_owned(),
+                    reason: reason.map(|r| ResetReason::parse(&r["reset=".len()..])),
+                })
+            }
             "OK" => BoardCommand::parse(rest)
                 .map(BoardReply::Ok)
                 .map_err(|e| LineError::new(e.kind, line)),
@@ -284,8 +337,16 @@ fn parse_status(rest: &str) -> Result<BoardReply, LineErrorKind> {
 impl fmt::Display for BoardReply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BoardReply::Ready { firmware } if firmware.is_empty() => f.write_str("READY"),
-            BoardReply::Ready { firmware } => write!(f, "READY {firmware}"),
+            BoardReply::Ready { firmware, reason } => {
+                f.write_str("READY")?;
+                if !firmware.is_empty() {
+                    write!(f, " {firmware}")?;
+                }
+                if let Some(r) = reason {
+                    write!(f, " reset={r}")?;
+                }
+                Ok(())
+            }
             BoardReply::Ok(cmd) => write!(f, "OK {cmd}"),
             BoardReply::Err {
                 command,
@@ -458,6 +519,42 @@ mod tests {
                 door: DoorState::Open
             }
         );
+    }
+
+    #[test]
+    fn ready_says_why_when_the_board_does() {
+        assert_eq!(
+            BoardReply::parse("READY skypost-lockboard/1.0.0 reset=watchdog\r\n").unwrap(),
+            BoardReply::Ready {
+                firmware: "skypost-lockboard/1.0.0".into(),
+                reason: Some(ResetReason::Watchdog)
+            }
+        );
+        // the seed's and older boards: no reason, the whole rest is the firmware
+        assert_eq!(
+            BoardReply::parse("READY v1 build 7").unwrap(),
+            BoardReply::Ready {
+                firmware: "v1 build 7".into(),
+                reason: None
+            }
+        );
+        assert_eq!(
+            BoardReply::parse("READY reset=power-on").unwrap(),
+            BoardReply::Ready {
+                firmware: String::new(),
+                reason: Some(ResetReason::PowerOn)
+            }
+        );
+        // a reason from a newer firmware is still a restart, of unknown cause
+        let r = BoardReply::parse("READY fw reset=cosmic-ray").unwrap();
+        assert_eq!(
+            r,
+            BoardReply::Ready {
+                firmware: "fw".into(),
+                reason: Some(ResetReason::Unknown)
+            }
+        );
+        assert_eq!(r.to_string(), "READY fw reset=unknown");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use protocol::broker::{BrokerDestination, DeliveryTask};
 use protocol::lockboard::{
     BoardCommand, BoardErrorCode, BoardReply, BoltState, CellNumber, CellStatus, DoorState,
+    ResetReason,
 };
 use protocol::locker_api::*;
 use protocol::units::*;
@@ -345,9 +346,20 @@ fn board_reply() -> impl Strategy<Value = BoardReply> {
     ]);
     let door = prop::sample::select(vec![DoorState::Open, DoorState::Closed]);
     prop_oneof![
-        "[ -~]{0,20}".prop_map(|f| BoardReply::Ready {
-            firmware: f.trim().to_owned()
-        }),
+        (
+            "[ -~]{0,20}",
+            proptest::option::of(prop::sample::select(vec![
+                ResetReason::PowerOn,
+                ResetReason::External,
+                ResetReason::Watchdog,
+                ResetReason::BrownOut,
+                ResetReason::Unknown,
+            ]))
+        )
+            .prop_map(|(f, reason)| BoardReply::Ready {
+                firmware: f.trim().to_owned(),
+                reason
+            }),
         board_command().prop_map(BoardReply::Ok),
         (proptest::option::of(board_command()), code, "[ -~]{0,30}").prop_map(
             |(command, code, m)| BoardReply::Err {

@@ -5,10 +5,12 @@
 //! dump of the relay gives a token away.
 
 use crate::config::{Config, Credential};
+use crate::fleet::{revoked, Fleet, Revocation};
 use axum::http::HeaderMap;
 use protocol::ws::PeerKind;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use uuid::Uuid;
 
 /// The header an agent names itself with.
@@ -72,33 +74,68 @@ impl Refusal {
     }
 }
 
-/// The credentials from the config, ready to check.
+type AgentMap = HashMap<(AgentKind, Uuid), Digest>;
+
+/// The credentials from the config (and the fleet file), ready to check.
 #[derive(Debug)]
 pub struct Authenticator {
     backend: Digest,
-    agents: HashMap<(AgentKind, Uuid), Digest>,
+    /// Swapped whole on a fleet reload; readers clone the `Arc` and never wait on a reload.
+    agents: RwLock<Arc<AgentMap>>,
 }
 
 impl Authenticator {
-    pub fn new(config: &Config) -> Self {
-        let mut agents = HashMap::new();
-        for (kind, list) in [
-            (AgentKind::Drone, &config.drones),
-            (AgentKind::Locker, &config.lockers),
-        ] {
-            for entry in list {
-                agents.insert((kind, entry.id), digest_of(&entry.credential()));
+    /// The agents are the fleet file's when there is one, else the config's inline lists.
+    pub fn new(config: &Config, fleet: Option<&Fleet>) -> Self {
+        let agents = match fleet {
+            Some(f) => f.enabled(),
+            None => {
+                let mut agents = HashMap::new();
+                for (kind, list) in [
+                    (AgentKind::Drone, &config.drones),
+                    (AgentKind::Locker, &config.lockers),
+                ] {
+                    for entry in list {
+                        agents.insert((kind, entry.id), digest_of(&entry.credential()));
+                    }
+                }
+                agents
             }
-        }
+        };
         Self {
             backend: digest_of(&config.backend),
-            agents,
+            agents: RwLock::new(Arc::new(agents)),
         }
     }
 
-    /// Is this agent in the config at all (whatever its token)?
+    fn agents(&self) -> Arc<AgentMap> {
+        self.agents
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts a new fleet in force; returns the agents that were allowed and are not any more.
+    pub fn replace_fleet(&self, fleet: &Fleet) -> Vec<((AgentKind, Uuid), Revocation)> {
+        let mut agents = self.agents.write().unwrap_or_else(PoisonError::into_inner);
+        let gone = revoked(&agents, fleet);
+        *agents = Arc::new(fleet.enabled());
+        gone
+    }
+
+    /// How many agents may connect (drones, lockers).
+    pub fn counts(&self) -> (usize, usize) {
+        let agents = self.agents();
+        let drones = agents
+            .keys()
+            .filter(|(k, _)| *k == AgentKind::Drone)
+            .count();
+        (drones, agents.len() - drones)
+    }
+
+    /// Is this agent allowed at all (whatever its token)?
     pub fn knows(&self, kind: AgentKind, id: Uuid) -> bool {
-        self.agents.contains_key(&(kind, id))
+        self.agents().contains_key(&(kind, id))
     }
 
     /// Checks an agent's upgrade request: the id header names a configured agent of this kind
@@ -110,7 +147,8 @@ impl Authenticator {
             .and_then(|v| v.to_str().ok())
             .ok_or(Refusal::MissingCredentials)?;
         let id = Uuid::parse_str(id.trim()).map_err(|_| Refusal::UnknownAgent)?;
-        let expected = self.agents.get(&(kind, id)).ok_or(Refusal::UnknownAgent)?;
+        let agents = self.agents();
+        let expected = agents.get(&(kind, id)).ok_or(Refusal::UnknownAgent)?;
         if ct_eq(&sha256(token.as_bytes()), expected) {
             Ok(id)
         } else {
@@ -146,15 +184,8 @@ fn sha256(bytes: &[u8]) -> Digest {
 
 fn digest_of(c: &Credential) -> Digest {
     if let Some(hex) = &c.token_sha256 {
-        let mut out = [0u8; 32];
         // validated as 64 hex digits; a config that bypassed validation matches nothing
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = hex
-                .get(2 * i..2 * i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .unwrap_or(0);
-        }
-        out
+        crate::fleet::parse_digest(hex).unwrap_or([0; 32])
     } else {
         sha256(c.token.as_deref().unwrap_or_default().as_bytes())
     }
@@ -201,7 +232,7 @@ token_sha256 = "{hashed}"
 "#
         );
         let c: Config = daemon::config::parse(&text, std::path::Path::new("t.toml")).unwrap();
-        Authenticator::new(&c)
+        Authenticator::new(&c, None)
     }
 
     const DRONE: &str = "00000000-0000-4000-8000-000000000001";

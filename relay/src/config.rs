@@ -28,6 +28,10 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// The backend's credential (every `/ws/backend` connection and every HTTP bridge call).
     pub backend: Credential,
+    /// The agents in a file of their own, reloaded while the relay runs (instead of the inline
+    /// `[[drones]]` / `[[lockers]]` lists, which stay for small set-ups and are not reloadable).
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
     #[serde(default)]
     pub drones: Vec<AgentEntry>,
     #[serde(default)]
@@ -48,6 +52,17 @@ pub struct ServerConfig {
     /// How long a TLS handshake may take before the socket is dropped.
     #[serde(default = "default_handshake_timeout_s")]
     pub handshake_timeout_s: f64,
+    /// A connection that has not shown a valid credential this long after its accept is closed
+    /// (slow or unfinished request headers, a TLS handshake that never ends, anonymous
+    /// keep-alive).
+    #[serde(default = "default_header_timeout_s")]
+    pub header_timeout_s: f64,
+    /// Most connections open at once that have not authenticated yet; more are closed at once.
+    #[serde(default = "default_max_unauthenticated")]
+    pub max_unauthenticated: usize,
+    /// The same, from one source address.
+    #[serde(default = "default_max_unauthenticated_per_source")]
+    pub max_unauthenticated_per_source: usize,
     /// On SIGTERM, how long to wait for connections to close before exiting anyway.
     #[serde(default = "default_drain_timeout_s")]
     pub drain_timeout_s: f64,
@@ -171,6 +186,35 @@ impl Default for WebSocketConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The fleet file (see `relay/fleet.example.toml`); a relative path is taken from the
+    /// config file's directory.
+    pub file: PathBuf,
+    /// Also reload when the file's size or modification time changes, checked this often;
+    /// 0 reloads on SIGHUP only.
+    #[serde(default = "default_watch_interval_s")]
+    pub watch_interval_s: f64,
+}
+
+fn default_watch_interval_s() -> f64 {
+    2.0
+}
+
+impl Config {
+    /// Makes a relative fleet file path relative to the directory of the config file at `path`.
+    pub fn resolve_paths(&mut self, path: &std::path::Path) {
+        if let Some(f) = &mut self.fleet {
+            if f.file.is_relative() {
+                if let Some(dir) = path.parent() {
+                    f.file = dir.join(&f.file);
+                }
+            }
+        }
+    }
+}
+
 /// A secret, given either in plaintext or as the lowercase hex SHA-256 of the plaintext (so the
 /// config file need not hold the device's token itself).
 #[derive(Debug, Clone, Deserialize)]
@@ -206,6 +250,15 @@ impl AgentEntry {
 
 fn default_handshake_timeout_s() -> f64 {
     10.0
+}
+fn default_header_timeout_s() -> f64 {
+    5.0
+}
+fn default_max_unauthenticated() -> usize {
+    4096
+}
+fn default_max_unauthenticated_per_source() -> usize {
+    128
 }
 fn default_drain_timeout_s() -> f64 {
     5.0
@@ -285,6 +338,19 @@ impl Validate for Config {
             300.0,
         );
         v.range("server.drain_timeout_s", s.drain_timeout_s, 0.0, 300.0);
+        v.range("server.header_timeout_s", s.header_timeout_s, 0.05, 300.0);
+        v.range(
+            "server.max_unauthenticated",
+            s.max_unauthenticated,
+            1,
+            1_000_000,
+        );
+        v.range(
+            "server.max_unauthenticated_per_source",
+            s.max_unauthenticated_per_source,
+            1,
+            s.max_unauthenticated.max(1),
+        );
 
         let p = &self.presence;
         v.range("presence.ping_interval_s", p.ping_interval_s, 0.01, 3600.0);
@@ -352,6 +418,14 @@ impl Validate for Config {
         );
 
         self.backend.validate("backend", v);
+        if let Some(f) = &self.fleet {
+            v.range("fleet.watch_interval_s", f.watch_interval_s, 0.0, 3600.0);
+            v.check(
+                self.drones.is_empty() && self.lockers.is_empty(),
+                "fleet.file",
+                "the agents are either in the fleet file or inline ([[drones]], [[lockers]]), not both",
+            );
+        }
         for (list, entries) in [("drones", &self.drones), ("lockers", &self.lockers)] {
             let mut seen = HashSet::new();
             for (i, a) in entries.iter().enumerate() {
@@ -399,6 +473,13 @@ token = "drone-secret-0123456789"
     fn the_example_file_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("relay.example.toml");
         daemon::config::load::<Config>(&path).unwrap();
+    }
+
+    #[test]
+    fn the_example_fleet_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fleet.example.toml");
+        let f = crate::fleet::Fleet::load(&path).unwrap();
+        assert_eq!(f.enabled().len(), 2);
     }
 
     #[test]

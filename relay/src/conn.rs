@@ -21,6 +21,10 @@ use tokio::time::{interval_at, timeout, MissedTickBehavior};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+/// Close code for an agent whose credentials a fleet reload took away (4000-4999 are the
+/// application's; 4401 reads as "401, after the fact").
+pub const REVOKED: u16 = 4401;
+
 /// At most this many queued frames go into one flush.
 const MAX_BATCH: usize = 512;
 
@@ -31,6 +35,8 @@ pub struct ConnSettings {
     pub silent_after: u32,
     pub close_after: u32,
     pub write_timeout: Duration,
+    /// Largest frame the relay sends (as it goes out, after stamping `source`).
+    pub max_message: usize,
 }
 
 impl ConnSettings {
@@ -40,6 +46,7 @@ impl ConnSettings {
             silent_after: c.presence.silent_after_missed_pongs,
             close_after: c.presence.close_after_missed_pongs,
             write_timeout: secs(c.queues.write_timeout_s),
+            max_message: c.websocket.max_message_bytes,
         }
     }
 }
@@ -166,10 +173,41 @@ async fn close(ws: &mut WebSocket, end: End) {
     }
 }
 
+/// How a failed read ends the connection: a frame over the size limit or a text frame that is
+/// not UTF-8 gets the close code RFC 6455 gives it (1009 / 1007) and a reason, rather than a
+/// connection that just vanishes; a socket error has nobody left to tell.
+fn read_failed(e: axum::Error, peer: &'static str) -> End {
+    use tungstenite::error::{CapacityError, Error as WsError};
+    let inner = e.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
+            warn!(peer, size, max_size, "frame over the size limit: closing");
+            End::Close(close_code::SIZE, "message too big")
+        }
+        Some(WsError::Capacity(c)) => {
+            warn!(peer, error = %c, "frame over a limit: closing");
+            End::Close(close_code::SIZE, "message too big")
+        }
+        Some(WsError::Utf8(why)) => {
+            warn!(peer, error = %why, "text frame is not UTF-8: closing");
+            End::Close(close_code::INVALID, "text frame is not valid UTF-8")
+        }
+        Some(WsError::Protocol(p)) => {
+            debug!(peer, error = %p, "WebSocket protocol error: closing");
+            End::Close(close_code::PROTOCOL, "WebSocket protocol error")
+        }
+        _ => {
+            debug!(peer, error = %inner, "socket error");
+            End::Gone
+        }
+    }
+}
+
 fn kick_end(reason: KickReason) -> End {
     match reason {
         KickReason::Replaced => End::Close(close_code::POLICY, "replaced by a newer connection"),
         KickReason::SlowConsumer => End::Close(close_code::AGAIN, "too slow: outbound queue full"),
+        KickReason::Revoked(why) => End::Close(REVOKED, why.reason()),
     }
 }
 
@@ -211,10 +249,7 @@ pub async fn run_agent(
             incoming = ws.recv() => {
                 let msg = match incoming {
                     Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        debug!(error = %e, "agent socket error");
-                        break End::Gone;
-                    }
+                    Some(Err(e)) => break read_failed(e, "agent"),
                     None => break End::Gone,
                 };
                 live.heard = true;
@@ -224,8 +259,8 @@ pub async fn run_agent(
                     info!("agent answering again");
                 }
                 let reply = match msg {
-                    WsMessage::Text(t) => agent_frame(&hub, key, &peer, t.as_bytes()),
-                    WsMessage::Binary(b) => agent_frame(&hub, key, &peer, &b),
+                    WsMessage::Text(t) => agent_frame(&hub, key, &peer, t.as_bytes(), settings.max_message),
+                    WsMessage::Binary(b) => agent_frame(&hub, key, &peer, &b, settings.max_message),
                     WsMessage::Close(_) => break End::Gone,
                     WsMessage::Ping(_) | WsMessage::Pong(_) => None,
                 };
@@ -269,7 +304,13 @@ pub async fn run_agent(
 }
 
 /// Handles one frame from an agent; returns the `error` to answer it with, if any.
-fn agent_frame(hub: &Hub, key: (AgentKind, Uuid), peer: &Peer, bytes: &[u8]) -> Option<Envelope> {
+fn agent_frame(
+    hub: &Hub,
+    key: (AgentKind, Uuid),
+    peer: &Peer,
+    bytes: &[u8],
+    max_message: usize,
+) -> Option<Envelope> {
     let read_at = Instant::now();
     let side = agent_side(key.0);
     let mut env = match Envelope::from_slice(bytes) {
@@ -312,7 +353,26 @@ fn agent_frame(hub: &Hub, key: (AgentKind, Uuid), peer: &Peer, bytes: &[u8]) -> 
         env.timestamp = Some(chrono::Utc::now());
     }
     let lossy = is_lossy(&env.message);
-    hub.from_agent(env.to_json().into(), kind, lossy, read_at);
+    let frame = env.to_json();
+    // The limit applies to what is sent: a frame just under it on the way in can be over it
+    // once `source` is stamped, and the backend would refuse it.
+    if frame.len() > max_message {
+        hub.metrics.dropped(DropReason::Refused);
+        warn!(
+            size = frame.len(),
+            max_message, "agent frame over the size limit once stamped: refused"
+        );
+        return Some(hub.error_frame(
+            codes::MESSAGE_TOO_LARGE,
+            format!(
+                "`{}` frame is {} bytes with its `source`, over the {max_message}-byte limit",
+                env.kind(),
+                frame.len()
+            ),
+            message_id(&env.message),
+        ));
+    }
+    hub.from_agent(frame.into(), kind, lossy, read_at);
     None
 }
 
@@ -376,10 +436,7 @@ pub async fn run_backend(
                 incoming = ws.recv() => {
                     let msg = match incoming {
                         Some(Ok(m)) => m,
-                        Some(Err(e)) => {
-                            debug!(error = %e, "backend socket error");
-                            break End::Gone;
-                        }
+                        Some(Err(e)) => break read_failed(e, "backend"),
                         None => break End::Gone,
                     };
                     live.heard = true;

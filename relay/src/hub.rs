@@ -23,6 +23,7 @@
 
 use crate::auth::{AgentKind, Authenticator};
 use crate::config::Config;
+use crate::fleet::{Fleet, Revocation};
 use crate::metrics::{kind_index, DropReason, Metrics, Side};
 use axum::extract::ws::Utf8Bytes;
 use protocol::ws::{
@@ -31,7 +32,7 @@ use protocol::ws::{
 use protocol::{Envelope, Message};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
@@ -57,6 +58,8 @@ pub enum KickReason {
     Replaced,
     /// Its queue was full for a frame that must not be lost.
     SlowConsumer,
+    /// A fleet reload took its credentials away.
+    Revoked(Revocation),
 }
 
 /// One connection's bounded outbound queue, and the hub's way to ask that connection to close.
@@ -128,6 +131,9 @@ impl Queue {
         let code = match reason {
             KickReason::Replaced => 1,
             KickReason::SlowConsumer => 2,
+            KickReason::Revoked(Revocation::Removed) => 3,
+            KickReason::Revoked(Revocation::Disabled) => 4,
+            KickReason::Revoked(Revocation::TokenChanged) => 5,
         };
         self.kick_reason.store(code, Ordering::Relaxed);
         // notify_one stores a permit, so a task not waiting right now still sees it
@@ -137,10 +143,12 @@ impl Queue {
     /// Resolves when the hub wants this connection closed.
     pub async fn kicked(&self) -> KickReason {
         self.kick.notified().await;
-        if self.kick_reason.load(Ordering::Relaxed) == 1 {
-            KickReason::Replaced
-        } else {
-            KickReason::SlowConsumer
+        match self.kick_reason.load(Ordering::Relaxed) {
+            1 => KickReason::Replaced,
+            3 => KickReason::Revoked(Revocation::Removed),
+            4 => KickReason::Revoked(Revocation::Disabled),
+            5 => KickReason::Revoked(Revocation::TokenChanged),
+            _ => KickReason::SlowConsumer,
         }
     }
 
@@ -214,7 +222,7 @@ struct Limits {
 
 pub struct Hub {
     pub auth: Authenticator,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     limits: Limits,
     agents: Mutex<HashMap<AgentKey, Slot>>,
     backends: RwLock<Vec<Slot>>,
@@ -258,11 +266,11 @@ pub fn message_id(message: &Message) -> Option<String> {
 }
 
 impl Hub {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, fleet: Option<&Fleet>) -> Self {
         let q = &config.queues;
         Self {
-            auth: Authenticator::new(config),
-            metrics: Metrics::default(),
+            auth: Authenticator::new(config, fleet),
+            metrics: Arc::new(Metrics::default()),
             limits: Limits {
                 backend_frames: q.backend_frames,
                 agent_frames: q.agent_frames,
@@ -278,6 +286,43 @@ impl Hub {
                 id: "relay".to_owned(),
             },
         }
+    }
+
+    /// Takes each of the hub's locks once and lets go; false if one stays taken through a
+    /// hundred tries (each hub critical section is a map insert or a queue offer: microseconds).
+    /// It never blocks the thread: a wedged hub makes this say so rather than wedge the caller
+    /// (blocking a runtime worker can stall the runtime's timers and sockets with it).
+    pub async fn probe(&self) -> bool {
+        for _ in 0..100 {
+            let free = matches!(
+                self.agents.try_lock(),
+                Ok(_) | Err(TryLockError::Poisoned(_))
+            ) && matches!(
+                self.backends.try_read(),
+                Ok(_) | Err(TryLockError::Poisoned(_))
+            ) && matches!(
+                self.pending.try_lock(),
+                Ok(_) | Err(TryLockError::Poisoned(_))
+            );
+            if free {
+                return true;
+            }
+            tokio::task::yield_now().await;
+        }
+        false
+    }
+
+    /// Holds the agent map locked (says so on `locked`) until `release` says so or is dropped:
+    /// a wedged hub, for the watchdog's test.
+    #[doc(hidden)]
+    pub fn hold_locked_until_signalled(
+        &self,
+        release: std::sync::mpsc::Receiver<()>,
+        locked: oneshot::Sender<()>,
+    ) {
+        let _held = lock(&self.agents);
+        let _ = locked.send(());
+        let _ = release.recv();
     }
 
     /// An `error` frame from the relay itself (its `source` says so).
@@ -327,6 +372,10 @@ impl Hub {
             silent: false,
         };
         let mut agents = lock(&self.agents);
+        // a fleet reload that revoked this agent after it authenticated, before it got here
+        if !self.auth.knows(key.0, key.1) {
+            queue.kick(KickReason::Revoked(Revocation::Removed));
+        }
         let replaced = agents.insert(key, slot);
         if let Some(old) = &replaced {
             old.queue.kick(KickReason::Replaced);
@@ -339,6 +388,19 @@ impl Hub {
             self.fail_locker_calls(key.1);
         }
         Registration { conn, queue }
+    }
+
+    /// Puts a reloaded fleet in force: agents no longer allowed are closed (4401, with the
+    /// reason), every other connection is left alone. Returns what was revoked.
+    pub fn replace_fleet(&self, fleet: &Fleet) -> Vec<(AgentKey, Revocation)> {
+        let gone = self.auth.replace_fleet(fleet);
+        let agents = lock(&self.agents);
+        for (key, why) in &gone {
+            if let Some(slot) = agents.get(key) {
+                slot.queue.kick(KickReason::Revoked(*why));
+            }
+        }
+        gone
     }
 
     /// Removes an agent connection when its task ends; tells the backends and fails any

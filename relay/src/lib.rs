@@ -5,9 +5,12 @@
 //! Module map:
 //! - [`config`]: the TOML config (`relay/relay.example.toml`), validated.
 //! - [`auth`]: device tokens and the backend credential, checked at the HTTP upgrade.
+//! - [`fleet`]: the fleet file (agents' ids, kinds, token digests), reloaded while running.
 //! - [`hub`]: the live connections and the routing between them; bounded queues and what
 //!   happens when one fills; presence; pending HTTP bridge calls.
 //! - [`conn`]: one task per WebSocket: read, hand to the hub, drain its queue, ping.
+//! - [`gate`]: connections that have not authenticated yet: caps per source and in total, and
+//!   the header timeout.
 //! - [`server`]: routes, the HTTP bridge, `/health`, `/metrics`, and [`Relay`] (start, shutdown).
 //! - [`tls`]: rustls (ring) and a listener that handshakes off the accept path.
 //! - [`metrics`]: counters and the Prometheus text exposition.
@@ -21,6 +24,8 @@
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod fleet;
+pub mod gate;
 pub mod hub;
 pub mod limits;
 pub mod metrics;

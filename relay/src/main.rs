@@ -65,14 +65,30 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<String> {
-    let config: Config = daemon::config::load(path)?;
+    let mut config: Config = daemon::config::load(path)?;
+    config.resolve_paths(path);
+    let fleet = match &config.fleet {
+        Some(f) => Some(relay::fleet::Fleet::load(&f.file)?),
+        None => None,
+    };
     if let Some(tls) = &config.server.tls {
         relay::tls::acceptor(tls)?;
     }
+    let (drones, lockers) = match &fleet {
+        Some(f) => {
+            let enabled = f.enabled();
+            let drones = enabled
+                .keys()
+                .filter(|(k, _)| *k == relay::auth::AgentKind::Drone)
+                .count();
+            (drones, enabled.len() - drones)
+        }
+        None => (config.drones.len(), config.lockers.len()),
+    };
     Ok(format!(
         "{} drone(s), {} locker(s), listen {}{}",
-        config.drones.len(),
-        config.lockers.len(),
+        drones,
+        lockers,
         config.server.listen,
         if config.server.tls.is_some() {
             ", TLS"
@@ -83,7 +99,8 @@ fn check(path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let config: Config = daemon::config::load(path)?;
+    let mut config: Config = daemon::config::load(path)?;
+    config.resolve_paths(path);
     daemon::logging::init("relay");
     match relay::limits::raise_nofile_limit() {
         Ok(n) => tracing::info!(open_files = n, "open-file limit"),
@@ -111,28 +128,28 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
             tracing::info!(signal = ?s, "stopped before starting");
             return Ok(());
         }
+        let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot install the SIGHUP handler: the fleet reloads only on file changes");
+                None
+            }
+        };
         let relay = Relay::start(&config).await?;
-        // Under systemd (Type=notify): ready once listening, and keep its watchdog fed while the
-        // runtime is alive. Outside systemd these do nothing.
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-        let mut watchdog_usec = 0;
-        if sd_notify::watchdog_enabled(false, &mut watchdog_usec) {
-            let every = std::time::Duration::from_micros(watchdog_usec / 2);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tick.tick().await;
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-                }
-            });
-        }
         // The config (thousands of agents) was parsed into temporary trees; nothing needs it
         // now that the hub holds the digests. Give that memory back to the OS.
         drop(config);
         relay::limits::release_freed_memory();
-        let signal = signal.await.context("installing signal handlers")?;
+        // Under systemd (Type=notify): ready once listening; the watchdog is fed from the
+        // relay's own loop while it is healthy. Outside systemd these do nothing.
+        let mut systemd = daemon::systemd::Service::from_env();
+        let signal = relay
+            .supervise(&mut systemd, hangup, signal)
+            .await
+            .context("installing signal handlers")?;
         tracing::info!(?signal, "shutting down");
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        systemd.stopping();
         relay.shutdown().await?;
         tracing::info!("stopped");
         Ok(())

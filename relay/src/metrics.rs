@@ -102,6 +102,33 @@ impl BridgeOutcome {
     }
 }
 
+/// What the gate did with a connection that had not authenticated: the label `reason` on
+/// `relay_unauthenticated_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateOutcome {
+    /// Accepted while its source address already had `max_unauthenticated_per_source` open.
+    OverSourceCap,
+    /// Accepted while `max_unauthenticated` were open in all.
+    OverTotalCap,
+    /// No credential within `header_timeout_s` of the accept.
+    HeaderTimeout,
+}
+
+impl GateOutcome {
+    const ALL: [GateOutcome; 3] = [
+        GateOutcome::OverSourceCap,
+        GateOutcome::OverTotalCap,
+        GateOutcome::HeaderTimeout,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateOutcome::OverSourceCap => "over_source_cap",
+            GateOutcome::OverTotalCap => "over_total_cap",
+            GateOutcome::HeaderTimeout => "header_timeout",
+        }
+    }
+}
+
 /// Index of a wire type in [`Message::KINDS`]; the extra last slot counts frames that did not
 /// parse (`type="invalid"`).
 pub fn kind_index(kind: &str) -> usize {
@@ -153,6 +180,10 @@ pub struct Metrics {
     replaced: AtomicU64,
     bridge: [AtomicU64; 6],
     forward_latency: Histogram,
+    gate: [AtomicU64; 3],
+    unauthenticated: AtomicI64,
+    fleet_reloads: [AtomicU64; 2],
+    revoked: AtomicU64,
 }
 
 impl Metrics {
@@ -190,6 +221,20 @@ impl Metrics {
     }
     pub fn bridge(&self, outcome: BridgeOutcome) {
         self.bridge[outcome as usize].fetch_add(1, Relaxed);
+    }
+    /// A fleet reload, put in force (`true`) or refused.
+    pub fn fleet_reload(&self, ok: bool) {
+        self.fleet_reloads[usize::from(!ok)].fetch_add(1, Relaxed);
+    }
+    pub fn revoked(&self, n: usize) {
+        self.revoked.fetch_add(n as u64, Relaxed);
+    }
+    pub fn gate(&self, outcome: GateOutcome) {
+        self.gate[outcome as usize].fetch_add(1, Relaxed);
+    }
+    /// One more (`+1`) or one fewer (`-1`) connection waiting to authenticate.
+    pub fn unauthenticated(&self, delta: i64) {
+        self.unauthenticated.fetch_add(delta, Relaxed);
     }
     /// Time from an agent frame being read to it being written to a backend's socket.
     pub fn forward_latency(&self, d: Duration) {
@@ -238,6 +283,52 @@ impl Metrics {
                 );
             }
         }
+        header(
+            o,
+            "relay_unauthenticated_connections",
+            "gauge",
+            "Open connections that have not shown a credential yet.",
+        );
+        let _ = writeln!(
+            o,
+            "relay_unauthenticated_connections {}",
+            self.unauthenticated.load(Relaxed)
+        );
+        header(
+            o,
+            "relay_unauthenticated_closed_total",
+            "counter",
+            "Connections closed before authenticating: over a cap at accept, or past the header timeout.",
+        );
+        for g in GateOutcome::ALL {
+            let v = self.gate[g as usize].load(Relaxed);
+            let _ = writeln!(
+                o,
+                "relay_unauthenticated_closed_total{{reason=\"{}\"}} {v}",
+                g.as_str()
+            );
+        }
+        header(
+            o,
+            "relay_fleet_reloads_total",
+            "counter",
+            "Fleet file reloads, put in force or refused (the old list kept).",
+        );
+        for (i, outcome) in ["applied", "refused"].iter().enumerate() {
+            let v = self.fleet_reloads[i].load(Relaxed);
+            let _ = writeln!(o, "relay_fleet_reloads_total{{outcome=\"{outcome}\"}} {v}");
+        }
+        header(
+            o,
+            "relay_agents_revoked_total",
+            "counter",
+            "Agent connections closed (4401) because a fleet reload took their credentials away.",
+        );
+        let _ = writeln!(
+            o,
+            "relay_agents_revoked_total {}",
+            self.revoked.load(Relaxed)
+        );
         for (name, help, table) in [
             (
                 "relay_frames_in_total",

@@ -12,17 +12,19 @@
 use crate::auth::AgentKind;
 use crate::config::{secs, Config};
 use crate::conn::{run_agent, run_backend, ConnSettings};
-use crate::hub::{BridgeFailure, Hub};
+use crate::fleet::{Fleet, FleetError, Revocation};
+use crate::gate::{Admission, Gate, GateLimits, GatedListener, Remote};
+use crate::hub::{AgentKey, BridgeFailure, Hub};
 use crate::metrics::{BridgeOutcome, Side};
 use crate::tls::{self, TlsError, TlsListener};
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ConnectInfo;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt as _;
 use axum::Router;
 use protocol::error::codes;
 use protocol::locker_api::ApiErrorResponse;
@@ -49,6 +51,19 @@ pub enum RelayError {
     Tls(#[from] TlsError),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    #[error("no fleet file is configured: the agents are inline in the relay's config")]
+    NoFleetFile,
+}
+
+/// What a fleet reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetReload {
+    pub drones: usize,
+    pub lockers: usize,
+    /// Agents closed with 4401 (removed, disabled, token changed) and why.
+    pub revoked: Vec<(AgentKey, Revocation)>,
 }
 
 /// Buffer sizes and limits handed to each WebSocket upgrade.
@@ -106,18 +121,20 @@ fn unauthorized() -> Response {
 
 async fn ws_drone(
     State(s): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    agent_upgrade(s, AgentKind::Drone, &headers, ws)
+    agent_upgrade(s, AgentKind::Drone, &remote.admission, &headers, ws)
 }
 
 async fn ws_locker(
     State(s): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    agent_upgrade(s, AgentKind::Locker, &headers, ws)
+    agent_upgrade(s, AgentKind::Locker, &remote.admission, &headers, ws)
 }
 
 /// Credentials are checked before the upgrade is even looked at: a wrong token gets 401 and
@@ -125,12 +142,16 @@ async fn ws_locker(
 fn agent_upgrade(
     s: AppState,
     kind: AgentKind,
+    admission: &Admission,
     headers: &HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let side = crate::hub::agent_side(kind);
     let id = match s.hub.auth.agent(kind, headers) {
-        Ok(id) => id,
+        Ok(id) => {
+            admission.authenticated();
+            id
+        }
         Err(why) => {
             s.hub.metrics.refused(side, why);
             warn!(
@@ -163,6 +184,7 @@ fn agent_upgrade(
 
 async fn ws_backend(
     State(s): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -171,6 +193,7 @@ async fn ws_backend(
         warn!(reason = why.as_str(), "backend refused at upgrade");
         return unauthorized();
     }
+    remote.admission.authenticated();
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
@@ -193,26 +216,55 @@ async fn ws_backend(
 
 // -- HTTP bridge -----------------------------------------------------------------------------
 
-async fn cells_open(s: State<AppState>, p: Path<String>, h: HeaderMap, b: Bytes) -> Response {
-    bridge(s, p, h, b, "cells/open", LockerOp::CellsOpen).await
+// The body is taken as a stream (`Body`), not `Bytes`: axum would read up to 2 MiB of it before
+// the handler could look at the token.
+async fn cells_open(
+    s: State<AppState>,
+    a: Admitted,
+    p: Path<String>,
+    h: HeaderMap,
+    b: Body,
+) -> Response {
+    bridge(s, a, p, h, b, "cells/open", LockerOp::CellsOpen).await
 }
-async fn cells_close(s: State<AppState>, p: Path<String>, h: HeaderMap, b: Bytes) -> Response {
-    bridge(s, p, h, b, "cells/close", LockerOp::CellsClose).await
+async fn cells_close(
+    s: State<AppState>,
+    a: Admitted,
+    p: Path<String>,
+    h: HeaderMap,
+    b: Body,
+) -> Response {
+    bridge(s, a, p, h, b, "cells/close", LockerOp::CellsClose).await
 }
-async fn cells_sync(s: State<AppState>, p: Path<String>, h: HeaderMap, b: Bytes) -> Response {
-    bridge(s, p, h, b, "cells/sync", LockerOp::CellsSync).await
+async fn cells_sync(
+    s: State<AppState>,
+    a: Admitted,
+    p: Path<String>,
+    h: HeaderMap,
+    b: Body,
+) -> Response {
+    bridge(s, a, p, h, b, "cells/sync", LockerOp::CellsSync).await
 }
-async fn qr_scan(s: State<AppState>, p: Path<String>, h: HeaderMap, b: Bytes) -> Response {
-    bridge(s, p, h, b, "qr/scan", LockerOp::QrScan).await
+async fn qr_scan(
+    s: State<AppState>,
+    a: Admitted,
+    p: Path<String>,
+    h: HeaderMap,
+    b: Body,
+) -> Response {
+    bridge(s, a, p, h, b, "qr/scan", LockerOp::QrScan).await
 }
+
+type Admitted = ConnectInfo<Remote>;
 
 /// One locker API call carried over the relay: authenticate, parse the seed's body, send it to
 /// the locker as `locker_request`, and answer with the locker's status and body.
 async fn bridge<T: DeserializeOwned>(
     State(s): State<AppState>,
+    ConnectInfo(remote): Admitted,
     Path(locker): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
     route: &'static str,
     op: fn(T) -> LockerOp,
 ) -> Response {
@@ -222,6 +274,7 @@ async fn bridge<T: DeserializeOwned>(
         m.bridge(BridgeOutcome::Unauthorized);
         return unauthorized();
     }
+    remote.admission.authenticated();
     let Ok(locker_id) = Uuid::parse_str(&locker) else {
         m.bridge(BridgeOutcome::UnknownLocker);
         return api_error(
@@ -230,14 +283,34 @@ async fn bridge<T: DeserializeOwned>(
             format!("no locker `{locker}`: locker ids are UUIDs"),
         );
     };
-    if body.len() > s.bridge_body_limit {
+    let too_large = || {
         m.bridge(BridgeOutcome::BadRequest);
-        return api_error(
+        api_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             codes::MESSAGE_TOO_LARGE,
             format!("body is over {} bytes", s.bridge_body_limit),
-        );
+        )
+    };
+    // a declared length over the limit is refused before a byte of the body is read
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > s.bridge_body_limit as u64) {
+        return too_large();
     }
+    let body = match axum::body::to_bytes(body, s.bridge_body_limit).await {
+        Ok(b) => b,
+        Err(e) if is_length_limit(&e) => return too_large(),
+        Err(e) => {
+            m.bridge(BridgeOutcome::BadRequest);
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_PAYLOAD,
+                format!("body could not be read: {e}"),
+            );
+        }
+    };
     let request: T = match serde_path_to_json(&body) {
         Ok(r) => r,
         Err(reason) => {
@@ -284,6 +357,18 @@ async fn bridge<T: DeserializeOwned>(
             )
         }
     }
+}
+
+/// Did reading the body stop at the size limit (rather than fail on the socket)?
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Parses a JSON body, naming the field that was wrong.
@@ -348,8 +433,34 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 // -- the server ------------------------------------------------------------------------------
 
+/// The fleet file and what was last seen of it.
+struct FleetFile {
+    path: std::path::PathBuf,
+    watch: Option<Duration>,
+    seen: std::sync::Mutex<Option<FileStamp>>,
+}
+
+/// Inode, size and change times: what the watch compares. The inode catches a file replaced by
+/// rename (how editors and config tools write) even within the file system's timestamp
+/// granularity (a few ms), where the times and the size can all be the same.
+type FileStamp = (u64, u64, i64, i64, i64, i64);
+
+fn file_stamp(path: &std::path::Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.ino(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    ))
+}
+
 /// A running relay.
 pub struct Relay {
+    fleet_file: Option<FleetFile>,
     addr: SocketAddr,
     hub: Arc<Hub>,
     shutdown: watch::Sender<bool>,
@@ -373,7 +484,24 @@ impl Relay {
             addr: listen,
             source,
         })?;
-        let hub = Arc::new(Hub::new(config));
+        let fleet = match &config.fleet {
+            Some(f) => Some(Fleet::load(&f.file)?),
+            None => None,
+        };
+        let fleet_file = config.fleet.as_ref().map(|f| FleetFile {
+            path: f.file.clone(),
+            watch: (f.watch_interval_s > 0.0).then(|| secs(f.watch_interval_s)),
+            seen: std::sync::Mutex::new(file_stamp(&f.file)),
+        });
+        let hub = Arc::new(Hub::new(config, fleet.as_ref()));
+        let gate = Gate::new(
+            GateLimits {
+                header_timeout: secs(config.server.header_timeout_s),
+                max_total: config.server.max_unauthenticated,
+                max_per_source: config.server.max_unauthenticated_per_source,
+            },
+            hub.metrics.clone(),
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (drain, drained) = mpsc::channel(1);
         let state = AppState {
@@ -390,29 +518,28 @@ impl Relay {
             shutdown: shutdown_rx.clone(),
             drain,
         };
-        let app = router(state);
+        let app = router(state).into_make_service_with_connect_info::<Remote>();
         let mut stop = shutdown_rx;
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
         let server = match tls {
             None => {
-                let listener = tcp.tap_io(|s| {
-                    // a relay's whole job is latency: never wait to coalesce small frames
-                    let _ = s.set_nodelay(true);
-                });
+                let listener = GatedListener::new(tcp, gate);
                 let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
                 tokio::spawn(async move { serve.into_future().await.map_err(RelayError::Serve) })
             }
             Some(acceptor) => {
                 let listener =
-                    TlsListener::new(tcp, acceptor, secs(config.server.handshake_timeout_s));
+                    TlsListener::new(tcp, gate, acceptor, secs(config.server.handshake_timeout_s));
                 let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
                 tokio::spawn(async move { serve.into_future().await.map_err(RelayError::Serve) })
             }
         };
-        info!(%addr, tls = config.server.tls.is_some(), drones = config.drones.len(), lockers = config.lockers.len(), "relay listening");
+        let (drones, lockers) = hub.auth.counts();
+        info!(%addr, tls = config.server.tls.is_some(), drones, lockers, fleet_file = ?fleet_file.as_ref().map(|f| &f.path), "relay listening");
         Ok(Self {
+            fleet_file,
             addr,
             hub,
             shutdown,
@@ -429,6 +556,118 @@ impl Relay {
     /// The hub, for in-process inspection (tests read its metrics).
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// Reads the fleet file again and puts it in force: new agents may connect at once, removed
+    /// or disabled ones (or whose token changed) are closed with 4401 and the reason, every other
+    /// connection is untouched. A file that does not parse or validate is refused (the error
+    /// names its line) and the list in force stays.
+    pub fn reload_fleet(&self) -> Result<FleetReload, RelayError> {
+        let file = self.fleet_file.as_ref().ok_or(RelayError::NoFleetFile)?;
+        let stamp = file_stamp(&file.path);
+        *file
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = stamp;
+        let m = &self.hub.metrics;
+        let fleet = match Fleet::load(&file.path) {
+            Ok(f) => f,
+            Err(e) => {
+                m.fleet_reload(false);
+                warn!(error = %e, "fleet file refused: the list in force is kept");
+                return Err(e.into());
+            }
+        };
+        let revoked = self.hub.replace_fleet(&fleet);
+        m.fleet_reload(true);
+        m.revoked(revoked.len());
+        for (key, why) in &revoked {
+            info!(kind = key.0.as_str(), agent_id = %key.1, reason = why.reason(), "agent revoked: closing");
+        }
+        let (drones, lockers) = self.hub.auth.counts();
+        info!(drones, lockers, revoked = revoked.len(), "fleet reloaded");
+        Ok(FleetReload {
+            drones,
+            lockers,
+            revoked,
+        })
+    }
+
+    /// Has the fleet file changed (size or modification time) since it was last read?
+    fn fleet_file_changed(&self) -> bool {
+        let Some(file) = &self.fleet_file else {
+            return false;
+        };
+        let now = file_stamp(&file.path);
+        let seen = file
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        now != *seen
+    }
+
+    /// Is the relay doing its job? The HTTP server is still running and the hub answers (each
+    /// of its locks can be taken; see [`Hub::probe`]).
+    pub async fn healthy(&self) -> bool {
+        !self.server.is_finished() && self.hub.probe().await
+    }
+
+    /// The relay's own loop, until `stop` resolves: tells systemd it is ready, then feeds the
+    /// watchdog from here, and only while [`Relay::healthy`] says so. A free-running timer task
+    /// would keep feeding a relay whose hub is deadlocked; this loop stops turning with it, and
+    /// systemd restarts the unit (`WatchdogSec=`, `Restart=on-failure`).
+    ///
+    /// It also reloads the fleet file on SIGHUP (`systemctl reload`) and, with
+    /// `fleet.watch_interval_s`, when the file changes.
+    /// `hangup` is SIGHUP's stream, installed by the caller before the relay listens (a SIGHUP
+    /// before its handler exists would end the process).
+    pub async fn supervise<F: std::future::Future>(
+        &self,
+        systemd: &mut daemon::systemd::Service,
+        mut hangup: Option<tokio::signal::unix::Signal>,
+        stop: F,
+    ) -> F::Output {
+        systemd.ready(&format!("listening on {}", self.addr));
+        let mut stop = std::pin::pin!(stop);
+        let mut watch = self.fleet_file.as_ref().and_then(|f| f.watch).map(|every| {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        loop {
+            tokio::select! {
+                out = &mut stop => return out,
+                Some(()) = async {
+                    match &mut hangup {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    info!("SIGHUP: reloading the fleet file");
+                    if let Err(RelayError::NoFleetFile) = self.reload_fleet() {
+                        info!("no fleet file configured: nothing to reload");
+                    }
+                }
+                _ = async {
+                    match &mut watch {
+                        Some(w) => { w.tick().await; }
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if self.fleet_file_changed() {
+                        info!("fleet file changed: reloading");
+                        let _ = self.reload_fleet();
+                    }
+                }
+                _ = systemd.watchdog_due() => {
+                    if self.healthy().await {
+                        systemd.alive();
+                    } else {
+                        warn!("the relay is wedged (HTTP server stopped or hub locked): not feeding the watchdog");
+                    }
+                }
+            }
+        }
     }
 
     /// Stops accepting, closes every WebSocket with 1001 "going away", and waits (up to

@@ -5,6 +5,7 @@
 //! nothing (or a slow 4G handshake) never holds up the next connection.
 
 use crate::config::TlsConfig;
+use crate::gate::{accept_admitted, Gate, Gated, Remote};
 use axum::serve::Listener;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -17,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, warn};
+use tracing::debug;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -56,37 +57,35 @@ pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
-/// Accepts TCP, hands back TLS streams whose handshake has completed.
+/// Accepts TCP through the gate, hands back TLS streams whose handshake has completed.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(TlsStream<Gated<TcpStream>>, Remote)>,
     local: SocketAddr,
     accept_task: JoinHandle<()>,
 }
 
 impl TlsListener {
-    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor, handshake_timeout: Duration) -> Self {
+    pub fn new(
+        tcp: TcpListener,
+        gate: Arc<Gate>,
+        acceptor: TlsAcceptor,
+        handshake_timeout: Duration,
+    ) -> Self {
         let local = tcp
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, ready) = mpsc::channel(256);
         let accept_task = tokio::spawn(async move {
             loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off briefly rather than spin
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+                // the gate's header deadline covers the handshake too
+                let (stream, ticket, peer) = accept_admitted(&tcp, &gate).await;
+                let (stream, remote) = Gated::new(stream, ticket, peer);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
+                            let _ = tx.send((tls, remote)).await;
                         }
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
@@ -109,8 +108,8 @@ impl Drop for TlsListener {
 }
 
 impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
+    type Io = TlsStream<Gated<TcpStream>>;
+    type Addr = Remote;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.ready.recv().await {
@@ -121,6 +120,17 @@ impl Listener for TlsListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+        Err(std::io::Error::other(format!(
+            "a gated listener reports its address through Relay::local_addr ({})",
+            self.local
+        )))
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for Remote
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
     }
 }

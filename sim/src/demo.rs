@@ -44,6 +44,16 @@ pub struct DemoArgs {
     /// Also write the report as JSON here (for the whole-system tests).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Which lock board the locker talks to: `sim` (`sim lockboard`, Rust) or `firmware` (the
+    /// board's own firmware on an emulated AVR: `locker-agent/firmware/`, built with make).
+    #[arg(long, value_enum, default_value = "sim")]
+    pub board: BoardKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BoardKind {
+    Sim,
+    Firmware,
 }
 
 const HOME: (f64, f64, f64) = (47.397742, 8.545594, 488.0);
@@ -269,8 +279,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
 
     let link = work.join("lockboard");
     let ctl = work.join("lockboard.ctl");
-    let mut board = Command::new(&me)
-        .args(["lockboard", "--cells", "4", "--travel-ms", "300", "--link"])
+    let mut board = match args.board {
+        BoardKind::Sim => {
+            let mut c = Command::new(&me);
+            c.args(["lockboard", "--cells", "4", "--travel-ms", "300"]);
+            c
+        }
+        BoardKind::Firmware => {
+            let (elf, harness) = crate::firmware_board::ensure_built()?;
+            let mut c = Command::new(harness);
+            c.arg("--elf").arg(elf).args(["--travel-ms", "300"]);
+            c
+        }
+    };
+    let mut board = board
+        .arg("--link")
         .arg(&link)
         .arg("--control")
         .arg(&ctl)
@@ -281,7 +304,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         .spawn()
         .context("cannot start the sim lock board")?;
     line_from(&mut board, "LOCKBOARD_PATH=").await?;
-    say!("sim   : lock board on {}", link.display());
+    say!(
+        "sim   : lock board ({:?}) on {}",
+        args.board,
+        link.display()
+    );
     procs.others.push(board);
 
     let drone_cfg = work.join("drone-agent.toml");

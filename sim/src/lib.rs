@@ -4,6 +4,7 @@
 //! - [`vehicle`]: a MAVLink quadcopter that behaves like PX4 and ArduPilot SITL (`sim vehicle`).
 //! - [`camera`]: what a downward camera on the vehicle sees (the locker's ArUco marker), as PNG frames.
 //! - [`lockboard`]: the Arduino lock board on a pty (`sim lockboard`).
+//! - [`firmware_board`]: the lock board's own firmware on an emulated AVR (simavr harness).
 //! - [`backend`]: the scripted backend playing the seed's orchestrator and drone service.
 //! - [`demo`]: the whole delivery with every part a real process (`sim demo`, the main job).
 //!
@@ -12,5 +13,6 @@
 pub mod backend;
 pub mod camera;
 pub mod demo;
+pub mod firmware_board;
 pub mod lockboard;
 pub mod vehicle;

@@ -25,6 +25,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 use protocol::lockboard::{
     BoardCommand, BoardErrorCode, BoardReply, BoltState, CellNumber, CellStatus, DoorState,
+    ResetReason,
 };
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
@@ -149,6 +150,7 @@ impl SimBoard {
             &mut Some(&pty),
             &BoardReply::Ready {
                 firmware: FIRMWARE.into(),
+                reason: Some(ResetReason::PowerOn),
             },
         );
         tokio::spawn(board.run(Some(pty), ctl_rx));
@@ -621,8 +623,10 @@ impl Board {
                         *pty = Some(p);
                         self.write(
                             &mut pty.as_ref(),
+                            // opening the port pulses DTR, which resets an Uno
                             &BoardReply::Ready {
                                 firmware: FIRMWARE.into(),
+                                reason: Some(ResetReason::External),
                             },
                         );
                     })
@@ -639,6 +643,7 @@ impl Board {
                     &mut pty.as_ref(),
                     &BoardReply::Ready {
                         firmware: FIRMWARE.into(),
+                        reason: Some(ResetReason::External),
                     },
                 );
             }

@@ -214,3 +214,27 @@ fn qr_code_used_twice_opens_once() {
         "drop and one pickup only: {locker:?}"
     );
 }
+
+/// The lock board's own firmware (`locker-agent/firmware/`) on an emulated AVR in place of the
+/// Rust sim: the locker agent opens and locks real AVR machine code's bolts. Without the AVR
+/// toolchain or simavr this says so and passes locally; in CI (`CI=true`) it fails.
+#[test]
+fn with_the_lock_board_firmware() {
+    let firmware =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../locker-agent/firmware");
+    let built = Command::new("make").arg("-C").arg(&firmware).output();
+    let ok = matches!(&built, Ok(o) if o.status.success());
+    if !ok {
+        let why = match &built {
+            Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "cannot build the lock board firmware and harness:\n{why}"
+        );
+        eprintln!("SKIPPED (fails in CI): cannot build the lock board firmware: {why}");
+        return;
+    }
+    assert_delivered(&["--board", "firmware"]);
+}

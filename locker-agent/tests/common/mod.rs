@@ -125,6 +125,23 @@ impl Backend {
         self.wait_events(kind, cell, 1).await
     }
 
+    /// Waits until an event of this type (for any cell, or none) that `f` accepts has been
+    /// sent; returns it.
+    pub async fn wait_event_where(&self, kind: EventType, f: impl Fn(&Event) -> bool) -> Event {
+        let matches = |e: &Event| e.event_type == kind && f(e);
+        let mut rx = self.events.subscribe();
+        let found = tokio::time::timeout(WAIT, rx.wait_for(|v| v.iter().any(matches)))
+            .await
+            .is_ok();
+        let ev = self.events.borrow().iter().find(|e| matches(e)).cloned();
+        assert!(
+            found,
+            "no such {kind:?} event; sent: {:?}",
+            self.events.borrow()
+        );
+        ev.unwrap()
+    }
+
     /// Waits until `n` events of this type for this cell have been sent; returns the latest.
     pub async fn wait_events(&self, kind: EventType, cell: u16, n: usize) -> Event {
         let matches = |e: &Event| e.event_type == kind && e.cell_id == Some(cell);
@@ -162,9 +179,45 @@ impl Backend {
     }
 }
 
-pub struct Harness {
+/// A board on a pty that the agent can be pointed at: `sim lockboard` or the firmware's harness.
+pub trait TestBoard: Send + Sync + 'static {
+    fn path(&self) -> &Path;
+    /// The driver's settings for this board.
+    fn serial_config(&self) -> SerialLockBoardConfig {
+        board_cfg(self.path())
+    }
+}
+
+impl TestBoard for SimBoard {
+    fn path(&self) -> &Path {
+        SimBoard::path(self)
+    }
+}
+
+impl TestBoard for sim::firmware_board::FirmwareBoard {
+    fn path(&self) -> &Path {
+        sim::firmware_board::FirmwareBoard::path(self)
+    }
+
+    fn serial_config(&self) -> SerialLockBoardConfig {
+        firmware_board_cfg(self.path())
+    }
+}
+
+/// For the firmware on an emulated AVR: its bolts are timed in emulated milliseconds (the
+/// emulation runs 3-6x faster than real time on an idle machine, slower on a loaded one), so
+/// the timeouts leave room for a busy CI machine.
+pub fn firmware_board_cfg(link: &Path) -> SerialLockBoardConfig {
+    let mut c = SerialLockBoardConfig::new(link);
+    c.travel_timeout = Duration::from_secs(5);
+    c.status_timeout = Duration::from_secs(2);
+    c.reopen_interval = Duration::from_millis(50);
+    c
+}
+
+pub struct Harness<B = SimBoard> {
     pub dir: tempfile::TempDir,
-    pub board: SimBoard,
+    pub board: B,
     pub locker: Arc<Locker<SerialLockBoard>>,
     pub backend: Arc<Backend>,
     pub addr: SocketAddr,
@@ -249,6 +302,37 @@ impl Harness {
         settings: Settings,
         qr: Option<Arc<dyn QrValidator>>,
     ) -> Harness {
+        Harness::start_any(dir, board, settings, qr).await
+    }
+
+    pub async fn wait_board(&self, what: &str, f: impl Fn(&BoardSnapshot) -> bool) {
+        let mut rx = self.board.watch();
+        tokio::time::timeout(WAIT, rx.wait_for(|s| f(s)))
+            .await
+            .unwrap_or_else(|_| panic!("board never reached: {what}; {:?}", self.board.snapshot()))
+            .unwrap();
+    }
+
+    /// A drone drop in cell `n`, all the way to "parcel recorded".
+    pub async fn drop_parcel(&self, cell: Uuid, n: u8) {
+        let (status, v) = self.open(cell, Some(Uuid::new_v4())).await;
+        assert_eq!(status, 200, "{v}");
+        self.board.open_door(n).await.unwrap();
+        self.board.close_door(n).await.unwrap();
+        self.backend
+            .wait_event(EventType::ParcelLoaded, u16::from(n))
+            .await;
+    }
+}
+
+impl<B: TestBoard> Harness<B> {
+    /// A locker agent on `board`, whichever kind it is.
+    pub async fn start_any(
+        dir: tempfile::TempDir,
+        board: B,
+        settings: Settings,
+        qr: Option<Arc<dyn QrValidator>>,
+    ) -> Harness<B> {
         // RUST_LOG=debug shows the agent's and the board's logs for a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -272,7 +356,7 @@ impl Harness {
             Duration::from_secs(2),
         ));
         let store = CellStore::open(&dir.path().join("cells.json"), 4, 100, true).unwrap();
-        let serial = SerialLockBoard::spawn(board_cfg(board.path()));
+        let serial = SerialLockBoard::spawn(board.serial_config());
         let display =
             Arc::new(TerminalDisplay::open(&dir.path().join("screen.txt"), false).unwrap());
         let locker = Arc::new(Locker::new(
@@ -316,7 +400,7 @@ impl Harness {
     }
 
     /// Stops the agent (its tasks and board connection) and hands back the state dir and board.
-    pub async fn stop(self) -> (tempfile::TempDir, SimBoard) {
+    pub async fn stop(self) -> (tempfile::TempDir, B) {
         for t in &self.tasks {
             t.abort();
         }
@@ -392,25 +476,6 @@ impl Harness {
             body["delivery_id"] = serde_json::json!(d);
         }
         self.post("/api/cells/open", &body.to_string()).await
-    }
-
-    pub async fn wait_board(&self, what: &str, f: impl Fn(&BoardSnapshot) -> bool) {
-        let mut rx = self.board.watch();
-        tokio::time::timeout(WAIT, rx.wait_for(|s| f(s)))
-            .await
-            .unwrap_or_else(|_| panic!("board never reached: {what}; {:?}", self.board.snapshot()))
-            .unwrap();
-    }
-
-    /// A drone drop in cell `n`, all the way to "parcel recorded".
-    pub async fn drop_parcel(&self, cell: Uuid, n: u8) {
-        let (status, v) = self.open(cell, Some(Uuid::new_v4())).await;
-        assert_eq!(status, 200, "{v}");
-        self.board.open_door(n).await.unwrap();
-        self.board.close_door(n).await.unwrap();
-        self.backend
-            .wait_event(EventType::ParcelLoaded, u16::from(n))
-            .await;
     }
 }
 

@@ -156,7 +156,8 @@ fn relay_config(args: &Args, port: u16) -> String {
     let mut c = String::new();
     let _ = writeln!(
         c,
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nworker_threads = {}\n",
+        // every simulated agent dials from 127.0.0.1: lift the per-source cap on dials in flight
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nworker_threads = {}\nmax_unauthenticated_per_source = 20000\nmax_unauthenticated = 20000\n",
         args.relay_threads
     );
     if args.tls {

@@ -13,6 +13,7 @@
 //! `aruco_4x4_50.rs`, generated from OpenCV by `hal/examples/aruco-table.rs`.
 
 mod aruco_4x4_50;
+pub mod locker;
 
 use crate::vehicle::model::View;
 use image::GrayImage;

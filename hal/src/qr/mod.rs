@@ -59,6 +59,9 @@ impl QrDecoder {
         }
     }
 
+    /// Forgets what earlier frames showed (the next frame is judged on its own).
+    pub fn forget(&mut self) {}
+
     /// Whether the second opinion is loaded.
     pub fn has_second_opinion(&self) -> bool {
         #[cfg(feature = "opencv")]
