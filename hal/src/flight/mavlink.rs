@@ -178,6 +178,45 @@ struct LinkMemory {
     px4_event_seq: Option<u16>,
 }
 
+/// The receive path without a connection, for the fuzz crate: every message goes through the
+/// same [`Shared::handle`] (HEARTBEAT target selection, telemetry folding, replies to waiters)
+/// the receive loop uses.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use super::*;
+
+    /// Folds `messages` in order into a fresh link's snapshot and returns it.
+    pub fn fold(messages: impl IntoIterator<Item = (MavHeader, MavMessage)>) -> FcSnapshot {
+        let (snapshot, _) = watch::channel(FcSnapshot::initial());
+        let (link_up, _) = watch::channel(false);
+        let (replies, _rx) = broadcast::channel(4);
+        let shared = Shared {
+            cfg: FcLinkConfig::new(
+                "udpin:127.0.0.1:14540"
+                    .parse()
+                    .unwrap_or_else(|e| panic!("fixed connection string: {e}")),
+            ),
+            snapshot,
+            conn: Mutex::new(None),
+            link_up,
+            replies,
+            command_locks: Mutex::new(HashMap::new()),
+            mission_lock: tokio::sync::Mutex::new(()),
+            state: Mutex::new(LinkMemory::default()),
+            received: AtomicU64::new(0),
+            sequence: std::sync::atomic::AtomicU8::new(0),
+            target_ids: std::sync::atomic::AtomicU32::new(0),
+            dirty: std::sync::atomic::AtomicBool::new(false),
+        };
+        for (header, msg) in messages {
+            shared.handle(header, msg);
+            shared.notify();
+        }
+        let snap = shared.snapshot.borrow().clone();
+        snap
+    }
+}
+
 impl MavlinkFc {
     /// Starts the link supervisor (must be called inside a tokio runtime). Returns at once; watch
     /// [`FlightController::snapshot`] for the link to come up.
