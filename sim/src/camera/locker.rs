@@ -940,13 +940,12 @@ pub fn presentation(hardness: Hardness, seed: u64, frames: usize) -> Presentatio
             Hardness::LowRes => {
                 let mut low = c.half();
                 low.noise(noise, r);
-                let up = image::imageops::resize(
+                image::imageops::resize(
                     &low.to_gray(),
                     W as u32,
                     H as u32,
                     image::imageops::FilterType::Triangle,
-                );
-                up
+                )
             }
             Hardness::Jpeg => {
                 c.noise(noise, r);
