@@ -2006,6 +2006,17 @@ impl FlightController for MavlinkFc {
     }
 
     async fn preflight_check(&self, min_battery_percent: f64) -> Result<PreflightReport, FcError> {
+        // PX4 sends HOME_POSITION only when asked, and the attach-time requests back off: a task
+        // that comes soon after the first fix asks once more and waits for the answer
+        let (no_home, fix) = {
+            let s = self.shared.snapshot.borrow();
+            (s.home.is_none(), s.gps_fix.is_3d())
+        };
+        if no_home && fix {
+            if let Err(error) = self.shared.home_msl("pre-flight").await {
+                debug!(%error, "no home position for the pre-flight check");
+            }
+        }
         let s = self.shared.snapshot.borrow().clone();
         let prearm = lock(&self.shared.state).prearm_ok;
         let mut checks = Vec::new();
