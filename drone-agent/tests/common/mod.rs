@@ -343,6 +343,8 @@ connection = "{connection}"
 heartbeat_timeout_ms = 1500
 command_timeout_ms = 300
 reopen_interval_ms = 200
+# the sim runs faster than real time: no real-time settle after the gripper's report
+gripper_settle_ms = 0
 
 [flight]
 cruise_alt_m = 20.0
