@@ -187,8 +187,8 @@ impl FinderScanner {
                     hi[bx] = u;
                 }
             }
-            for (m, s) in self.means[by * bw..(by + 1) * bw].iter_mut().zip(&sum) {
-                *m = *s as f32 / (B * B) as f32;
+            for bx in 0..bw {
+                self.means[by * bw + bx] = sum[bx] as f32 / (B * B) as f32;
             }
         }
     }
@@ -466,7 +466,7 @@ fn merge(found: &mut Vec<Finder>, f: Finder) {
 pub fn layout(finders: &[Finder], (w, h): (u32, u32)) -> Option<Sighting> {
     let mut best: Option<(f32, Sighting)> = None;
     let mut cands: Vec<&Finder> = finders.iter().collect();
-    cands.sort_by_key(|f| std::cmp::Reverse(f.hits));
+    cands.sort_by(|a, b| b.hits.cmp(&a.hits));
     cands.truncate(24);
     let n = cands.len();
     for i in 0..n {
