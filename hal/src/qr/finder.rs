@@ -152,6 +152,7 @@ impl FinderScanner {
         *p10 > 48
     }
 
+    #[allow(clippy::needless_range_loop)] // bx indexes three parallel rows
     fn stats(&mut self, img: &GrayImage) {
         let (w, h) = (img.width() as usize, img.height() as usize);
         let (bw, bh) = (w / B, h / B);
@@ -466,7 +467,7 @@ fn merge(found: &mut Vec<Finder>, f: Finder) {
 pub fn layout(finders: &[Finder], (w, h): (u32, u32)) -> Option<Sighting> {
     let mut best: Option<(f32, Sighting)> = None;
     let mut cands: Vec<&Finder> = finders.iter().collect();
-    cands.sort_by(|a, b| b.hits.cmp(&a.hits));
+    cands.sort_by_key(|c| std::cmp::Reverse(c.hits));
     cands.truncate(24);
     let n = cands.len();
     for i in 0..n {
