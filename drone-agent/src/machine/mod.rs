@@ -63,7 +63,7 @@ fn fallback(drone: &Drone, event: &Event, state: DroneState) -> Option<String> {
             state_name(state)
         )),
         Event::TestRelease => Some(format!(
-            "test release refused: the drone is {}",
+            "test release refused: only when idle, and the drone is {}",
             state_name(state)
         )),
         _ => None,

@@ -180,7 +180,9 @@ impl Drone {
                 Handled
             }
             Event::TestRelease => {
-                ctx.reject("test release refused: a delivery is starting".into());
+                ctx.reject(
+                    "test release refused: only when idle, and a delivery is starting".into(),
+                );
                 Handled
             }
             _ => Super,
@@ -704,7 +706,9 @@ impl Drone {
                 Handled
             }
             Event::TestRelease => {
-                ctx.reject("test release refused: the drone is on a flight".into());
+                ctx.reject(
+                    "test release refused: only when idle, and the drone is on a flight".into(),
+                );
                 Handled
             }
             _ => Super,
