@@ -188,14 +188,23 @@ async fn gps_loss_and_battery_sag_show_in_the_snapshot_and_preflight() {
     assert!(report.failures().any(|c| c.name == "gps"), "{report:#?}");
     r.wait("fix back", |s| s.gps_fix.is_3d()).await;
 
-    let before = r.fc.snapshot().borrow().battery_percent.unwrap();
+    let (before, before_v) = {
+        let s = r.fc.snapshot().borrow().clone();
+        (s.battery_percent.unwrap(), s.battery_voltage.unwrap())
+    };
     r.vehicle.inject(Fault::BatterySag(60.0));
     let s = r
         .wait("battery sag", |s| {
             s.battery_percent.is_some_and(|p| p <= before - 59.0)
         })
         .await;
-    assert!(s.battery_voltage.unwrap() < 14.5, "{:?}", s.battery_voltage);
+    // 60 % of a 4-cell pack is ~1.7 V for good; the transient dip on top has decayed by the time a
+    // loaded machine delivers the snapshot, so only the lasting part is asserted
+    assert!(
+        s.battery_voltage.unwrap() < before_v - 1.2,
+        "{before_v} V before, {:?} after",
+        s.battery_voltage
+    );
     let report = r.fc.preflight_check(50.0).await.unwrap();
     let battery = report.checks.iter().find(|c| c.name == "battery").unwrap();
     assert!(!battery.passed, "{battery:?}");
