@@ -139,6 +139,20 @@ impl QrDecoder {
         let view = self.gate.scan(frame);
         let finders = view.finders.len();
         let Some(s) = view.sighting else {
+            // Two or more rings but no triple: a finder may have been missed (blur, glare).
+            // One plain rqrr pass over the frame decides; rare on idle scenes.
+            if finders >= 2 {
+                let codes = checked(rqrr_pass(frame).0);
+                if !codes.is_empty() {
+                    return Decoded {
+                        codes,
+                        hint: true,
+                        stage: Some(Stage::Rqrr),
+                        unchanged: false,
+                        finders,
+                    };
+                }
+            }
             self.idle = Some(self.gate.thumbnail().0.to_vec());
             self.stack.no_sighting();
             return Decoded {
@@ -154,7 +168,12 @@ impl QrDecoder {
             unchanged: false,
             finders,
         };
-        let (codes, stage) = self.single(frame, &s, deadline);
+        let (mut codes, mut stage) = self.single(frame, &s, deadline);
+        if codes.is_empty() && Instant::now() < deadline {
+            // the crop may have cut the code (a finder misplaced): the whole frame once
+            codes = checked(rqrr_pass(frame).0);
+            stage = Stage::Rqrr;
+        }
         if !codes.is_empty() {
             self.stack.clear();
             return found(codes, stage);
