@@ -40,7 +40,12 @@ impl Script {
     fn step(&mut self, b: &Backend, faults: u32) {
         for env in &b.others {
             if let Message::Ack(a) = &env.message {
-                assert_eq!(a.status, AckStatus::Executed, "{a:?}");
+                assert_eq!(
+                    a.status,
+                    AckStatus::Executed,
+                    "{a:?}; events {:#?}",
+                    b.event_story()
+                );
                 self.acked.insert(a.cmd_id);
             }
         }
@@ -126,8 +131,8 @@ async fn cloud_link_cut_twenty_times_loses_nothing() {
     while !Script::done(&w.backend) {
         assert!(
             Instant::now() < deadline,
-            "delivery did not complete; events: {:?}",
-            w.backend.event_types()
+            "delivery did not complete; events: {:#?}",
+            w.backend.event_story()
         );
         tokio::select! {
             _ = tokio::time::sleep_until(next_cut), if cuts < 20 => {
@@ -197,8 +202,8 @@ async fn sigkill_twenty_times_resumes_and_completes() {
         let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
         assert!(
             Instant::now() < deadline,
-            "not completed after {kills} kills; events {:?}\n{}",
-            backend.event_types(),
+            "not completed after {kills} kills; events {:#?}\n{}",
+            backend.event_story(),
             log()
         );
         tokio::select! {

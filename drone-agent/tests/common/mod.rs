@@ -235,6 +235,19 @@ impl Backend {
     }
 
     /// Event types in order, duplicates (same event_id) removed.
+    /// Every event once, with its reason: what a failing test prints.
+    pub fn event_story(&self) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.events
+            .iter()
+            .filter(|e| seen.insert(e.event_id))
+            .map(|e| match &e.reason {
+                Some(r) => format!("{:?}: {r}", e.event_type),
+                None => format!("{:?}", e.event_type),
+            })
+            .collect()
+    }
+
     pub fn event_types(&self) -> Vec<EventType> {
         let mut seen = std::collections::HashSet::new();
         self.events

@@ -2006,6 +2006,23 @@ impl FlightController for MavlinkFc {
     }
 
     async fn preflight_check(&self, min_battery_percent: f64) -> Result<PreflightReport, FcError> {
+        // A task can come while the link is still opening (the agent just started or restarted):
+        // wait, bounded, for the autopilot's first reports instead of judging an empty snapshot.
+        // A link that stays down or an autopilot that never reports still fails below, by name.
+        let reported = |s: &FcSnapshot| {
+            s.link.is_connected()
+                && s.battery_percent.is_some()
+                && (s.position_estimate.is_some() || s.autopilot == Autopilot::Px4)
+        };
+        if !reported(&self.shared.snapshot.borrow()) {
+            let settle = self.shared.cfg.heartbeat_timeout() * 2;
+            if self.shared.wait_for(settle, reported).await.is_none() {
+                debug!(
+                    ?settle,
+                    "pre-flight: the autopilot's reports are still incomplete"
+                );
+            }
+        }
         // PX4 sends HOME_POSITION only when asked, and the attach-time requests back off: a task
         // that comes soon after the first fix asks once more and waits for the answer
         let (no_home, fix) = {
