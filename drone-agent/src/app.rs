@@ -144,23 +144,43 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("drone.state_dir {}: cannot create", state_dir.display()))?;
     let state_file = StateFile::new(&state_dir);
-    let (machine, commands, restored) = match state_file.load() {
+    // With no flight on record the agent starts IDLE, and says why to the machine: if the
+    // autopilot turns out to be flying, `[restart] unknown_airborne` makes it safe.
+    let (mut machine, commands, restored, lost) = match state_file.load() {
         Ok(Some(saved)) => match Machine::from_json(saved.machine, cfg.limits()) {
             Ok(m) => {
                 info!(state = ?m.state(), delivery = ?m.delivery().map(|d| d.delivery_id), "state restored");
-                (m, saved.commands, true)
+                (m, saved.commands, true, None)
             }
             Err(e) => {
                 error!(error = %e, "saved machine state unreadable; starting IDLE");
-                (Machine::new(cfg.limits()), saved.commands, false)
+                let why = format!("saved machine state unreadable: {e}");
+                (Machine::new(cfg.limits()), saved.commands, false, Some(why))
             }
         },
-        Ok(None) => (Machine::new(cfg.limits()), Default::default(), false),
+        Ok(None) => {
+            let why = format!("no state file at {}", state_file.path().display());
+            (
+                Machine::new(cfg.limits()),
+                Default::default(),
+                false,
+                Some(why),
+            )
+        }
         Err(e) => {
             error!(error = %e, "state file unreadable (moved aside); starting IDLE");
-            (Machine::new(cfg.limits()), Default::default(), false)
+            let why = format!("state file unreadable, moved aside: {e}");
+            (
+                Machine::new(cfg.limits()),
+                Default::default(),
+                false,
+                Some(why),
+            )
         }
     };
+    if let Some(why) = lost {
+        machine.set_lost_record(why);
+    }
 
     let fc = MavlinkFc::start(cfg.flight_controller.clone());
     let payload = Arc::new(payload(&cfg.payload, fc.clone())?);

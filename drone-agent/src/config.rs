@@ -316,6 +316,11 @@ pub struct RestartConfig {
     /// What to do when the agent restarts while the drone is flying a delivery.
     #[serde(default)]
     pub in_air: InAirRestart,
+    /// What to do when the agent starts with no flight on record (state file lost, empty,
+    /// unreadable, or IDLE) and the autopilot reports the vehicle armed and in the air.
+    /// `return_home` (default), `land` or `hold`; anything else is refused at start-up.
+    #[serde(default)]
+    pub unknown_airborne: crate::machine::UnknownAirborne,
 }
 
 fn secs(v: f64) -> Duration {
@@ -336,6 +341,7 @@ impl DroneConfig {
             gps_loss_land: secs(self.timeouts.gps_loss_land_s),
             cloud_loss_return: secs(self.timeouts.cloud_loss_return_s),
             continue_after_restart: self.restart.in_air == InAirRestart::Continue,
+            unknown_airborne: self.restart.unknown_airborne,
             flight_op_retries: self.retry.flight_op_retries,
             flight_op_backoff: secs(self.retry.first_backoff_s),
             flight_op_backoff_max: secs(self.retry.max_backoff_s),

@@ -46,7 +46,11 @@ fn gps(fix: GpsFixType) -> GpsFix {
 /// Telemetry in the seed's shape with real units: percent (not volts), WGS-84 (not local x/y).
 /// `None` until the autopilot has reported a position and a battery level: better no frame than
 /// a made-up one.
-pub fn telemetry(snap: &FcSnapshot, machine: &Machine) -> Option<Telemetry> {
+pub fn telemetry(
+    snap: &FcSnapshot,
+    machine: &Machine,
+    storage: protocol::ws::StorageHealth,
+) -> Option<Telemetry> {
     let speed = snap
         .velocity_ned_mps
         .map(|[n, e, _]| MetresPerSecond::saturating((n * n + e * e).sqrt()));
@@ -66,6 +70,7 @@ pub fn telemetry(snap: &FcSnapshot, machine: &Machine) -> Option<Telemetry> {
         flight_mode: Some(snap.mode.raw.clone()),
         state: Some(machine.state()),
         delivery_id: machine.delivery().map(|d| d.delivery_id),
+        storage: Some(storage),
     })
 }
 

@@ -355,6 +355,19 @@ pub struct Telemetry {
     pub state: Option<DroneState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_id: Option<Uuid>,
+    /// Whether the agent can write its state and events (`failed`: it keeps them in memory and
+    /// flies on). Absent from older agents and the seed: read as unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageHealth>,
+}
+
+/// The agent's own storage (state file, event outbox), as telemetry reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageHealth {
+    Ok,
+    /// A write failed (full or failing disk); retried, backing off, until it works again.
+    Failed,
 }
 
 /// The seed's coarse `status` in telemetry.
@@ -501,6 +514,9 @@ pub enum EventType {
     // drone: the downward camera (precision approach, video)
     CameraFault,
     CameraRestored,
+    // drone: its own storage (a full or failing disk; the flight goes on)
+    StorageFailed,
+    StorageRestored,
     // locker
     CellOpened,
     CellClosed,

@@ -96,6 +96,8 @@ fn event_type() -> impl Strategy<Value = EventType> {
         FlightOpRefused,
         CameraFault,
         CameraRestored,
+        StorageFailed,
+        StorageRestored,
         CellOpened,
         CellClosed,
         DoorOpened,
@@ -131,9 +133,10 @@ prop_compose! {
                    heading in proptest::option::of(degrees()), ground_speed in proptest::option::of(speed()),
                    gps in proptest::option::of((prop::sample::select(vec![GpsFix::NoFix, GpsFix::Fix2d, GpsFix::Fix3d, GpsFix::Dgps, GpsFix::RtkFloat, GpsFix::RtkFixed]), any::<u8>())),
                    armed in proptest::option::of(any::<bool>()), flight_mode in proptest::option::of(text()),
-                   state in proptest::option::of(drone_state()), delivery_id in proptest::option::of(uuid())) -> Telemetry {
+                   state in proptest::option::of(drone_state()), delivery_id in proptest::option::of(uuid()),
+                   storage in proptest::option::of(prop::sample::select(vec![StorageHealth::Ok, StorageHealth::Failed]))) -> Telemetry {
         Telemetry { battery_level, position, status, battery_voltage, alt_msl, heading, ground_speed,
-                    gps: gps.map(|(fix, satellites)| GpsStatus { fix, satellites }), armed, flight_mode, state, delivery_id }
+                    gps: gps.map(|(fix, satellites)| GpsStatus { fix, satellites }), armed, flight_mode, state, delivery_id, storage }
     }
 }
 

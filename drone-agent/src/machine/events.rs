@@ -174,6 +174,10 @@ pub enum Event {
     TestRelease,
     /// The test release finished (either way).
     TestReleaseDone,
+    /// A write of the state file or the event outbox failed (full or failing disk): why.
+    StorageFailed(String),
+    /// Everything held in memory is on disk again: what was stored (and dropped, if any).
+    StorageRestored(String),
 }
 
 impl Event {
@@ -231,6 +235,8 @@ impl Event {
             Event::TechnicianReady { .. } => "technician_ready",
             Event::TestRelease => "test_release",
             Event::TestReleaseDone => "test_release_done",
+            Event::StorageFailed(_) => "storage_failed",
+            Event::StorageRestored(_) => "storage_restored",
         }
     }
 }
@@ -293,6 +299,32 @@ impl Outcome {
     }
 }
 
+/// What an agent that starts with no flight on record (state file lost, empty, unreadable, or
+/// IDLE) does when the autopilot reports the vehicle armed and in the air: `[restart]
+/// unknown_airborne`. Never nothing: a drone nobody commands is not left hovering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownAirborne {
+    /// Return to launch (RETURNING).
+    #[default]
+    ReturnHome,
+    /// Land where it is (EMERGENCY_LANDING).
+    Land,
+    /// Hold position (PAUSED) until the backend says `resume` (home), `return_to_home` or `abort`.
+    Hold,
+}
+
+impl UnknownAirborne {
+    /// The config's spelling.
+    pub fn name(&self) -> &'static str {
+        match self {
+            UnknownAirborne::ReturnHome => "return_home",
+            UnknownAirborne::Land => "land",
+            UnknownAirborne::Hold => "hold",
+        }
+    }
+}
+
 /// Numbers the machine decides with. Not persisted: they come from the config at every start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
@@ -308,6 +340,8 @@ pub struct Limits {
     pub cloud_loss_return: Duration,
     /// After an agent restart in the air: carry on (`true`) or fly home with what is on board.
     pub continue_after_restart: bool,
+    /// Started with no flight on record, and the vehicle is flying: what to do.
+    pub unknown_airborne: UnknownAirborne,
     /// A refused flight operation is asked again at most this many times (backing off) before
     /// the machine gives it up.
     pub flight_op_retries: u32,
@@ -330,6 +364,7 @@ impl Default for Limits {
             gps_loss_land: Duration::from_secs(20),
             cloud_loss_return: Duration::from_secs(60),
             continue_after_restart: true,
+            unknown_airborne: UnknownAirborne::ReturnHome,
             flight_op_retries: 3,
             flight_op_backoff: Duration::from_millis(500),
             flight_op_backoff_max: Duration::from_secs(8),

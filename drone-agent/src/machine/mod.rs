@@ -21,7 +21,8 @@ mod states;
 mod table;
 
 pub use events::{
-    landed, Delivery, Effect, Event, FlightOp, Fly, Limits, Outcome, PayloadReading, Timer, Vehicle,
+    landed, Delivery, Effect, Event, FlightOp, Fly, Limits, Outcome, PayloadReading, Timer,
+    UnknownAirborne, Vehicle,
 };
 pub use states::{is_airborne, Drone, FlightCmd, NavPhase, Resume, State};
 pub use table::{mermaid, Transition, TRANSITIONS};
@@ -85,6 +86,17 @@ impl Machine {
                 ..Ctx::default()
             },
         }
+    }
+
+    /// Why this process has no flight on record (no state file, an unreadable one): said in
+    /// the report if the vehicle turns out to be flying. Not persisted.
+    pub fn set_lost_record(&mut self, why: String) {
+        self.ctx.lost_record = Some(why);
+    }
+
+    /// A write failed and has not worked since (see [`Event::StorageFailed`]).
+    pub fn storage_failed(&self) -> Option<&str> {
+        self.sm.inner().storage_failed.as_deref()
     }
 
     /// Feeds one event; returns what to do.

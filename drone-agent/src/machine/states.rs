@@ -4,7 +4,8 @@
 //! one place that decides between "home with the parcel" (ABORTING) and "home empty" (RETURNING).
 
 use super::events::{
-    command_name, Delivery, Effect, Event, FlightOp, Fly, Limits, PayloadReading, Timer, Vehicle,
+    command_name, Delivery, Effect, Event, FlightOp, Fly, Limits, PayloadReading, Timer,
+    UnknownAirborne, Vehicle,
 };
 use protocol::ws::{CommandKind, DroneState, EventType};
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,10 @@ pub struct Drone {
     /// A technician's test release is running (a restart ends it).
     #[serde(default)]
     pub testing: bool,
+    /// Why the last write of the state file or the outbox failed, while it still fails. Never
+    /// persisted: a new process finds out for itself.
+    #[serde(skip)]
+    pub storage_failed: Option<String>,
 }
 
 /// What one event produced, collected while the machine handles it (statig's context). Holds the
@@ -76,6 +81,8 @@ pub struct Ctx {
     /// Taken without anything to do (a `return_to_base` while already returning).
     pub(super) accepted: bool,
     pub(super) transition: Option<(DroneState, DroneState)>,
+    /// Why this process started with no flight on record (see `Machine::set_lost_record`).
+    pub(super) lost_record: Option<String>,
 }
 
 impl Ctx {
@@ -120,6 +127,15 @@ impl Drone {
                 ));
                 Handled
             }
+            // Fail closed: a flight that cannot be recorded does not start.
+            Event::Task(d) if self.storage_failed.is_some() => {
+                ctx.reject(format!(
+                    "task {} refused: the drone cannot save its state or events ({}); it will not take off until it can",
+                    d.delivery_id,
+                    self.storage_failed.as_deref().unwrap_or_default()
+                ));
+                Handled
+            }
             Event::Task(d) => {
                 self.finish_delivery();
                 self.delivery = Some(d.clone());
@@ -147,6 +163,23 @@ impl Drone {
             }
             Event::PreflightFailed(why) => {
                 ctx.report(EventType::PreflightFailed, Some(why.clone()));
+                self.finish_delivery();
+                Transition(State::idle())
+            }
+            // The task could not be recorded (its state or its `task_assigned`): still on the
+            // ground, so it is refused rather than flown unrecorded.
+            Event::StorageFailed(why) => {
+                self.storage_failed = Some(why.clone());
+                let id = self
+                    .delivery
+                    .as_ref()
+                    .map(|d| d.delivery_id.to_string())
+                    .unwrap_or_default();
+                let refusal = format!(
+                    "task {id} refused: the drone cannot save its state or events ({why}); it will not take off until it can"
+                );
+                ctx.report(EventType::PreflightFailed, Some(refusal.clone()));
+                ctx.reject(refusal);
                 self.finish_delivery();
                 Transition(State::idle())
             }
@@ -225,11 +258,9 @@ impl Drone {
     #[superstate(superstate = "any")]
     fn grounded(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
         match event {
-            Event::Restarted(Vehicle::Airborne) => {
-                // On the ground in our books but flying by the autopilot's word: a human flies it.
-                ctx.report(EventType::AgentRestarted, Some("autopilot reports airborne while the agent was on the ground; not taking control".into()));
-                Handled
-            }
+            // No flight on record (lost, empty or unreadable state, or IDLE/COMPLETED/landed
+            // away) but the autopilot says armed and in the air: never sit under it doing nothing.
+            Event::Restarted(Vehicle::Airborne) => self.make_safe(ctx),
             Event::Restarted(_) => {
                 self.testing = false;
                 ctx.report(EventType::AgentRestarted, None);
@@ -733,6 +764,23 @@ impl Drone {
                 self.testing = false;
                 Handled
             }
+            // In the air (and idle): reported, and the flight goes on; the runtime keeps the
+            // events in memory and retries the writes.
+            Event::StorageFailed(why) if self.storage_failed.is_none() => {
+                self.storage_failed = Some(why.clone());
+                ctx.report(
+                    EventType::StorageFailed,
+                    Some(format!(
+                        "cannot save the state or events: {why}; a flight goes on, no new task is taken; events kept in memory until the disk takes them"
+                    )),
+                );
+                Handled
+            }
+            Event::StorageRestored(what) if self.storage_failed.is_some() => {
+                self.storage_failed = None;
+                ctx.report(EventType::StorageRestored, Some(what.clone()));
+                Handled
+            }
             _ => Handled,
         }
     }
@@ -937,6 +985,38 @@ impl Drone {
                 Some("agent restarted in flight: returning home by config".into()),
             )
         }
+    }
+
+    /// Flying with no flight on record: `[restart] unknown_airborne` says how to make it safe,
+    /// and the report says why. Nothing is known of a parcel: it counts as not on board.
+    fn make_safe(&mut self, ctx: &mut Ctx) -> Response {
+        self.finish_delivery();
+        self.testing = false;
+        self.left_ground = true;
+        ctx.cancel(&[Timer::CloudLoss]);
+        let record = ctx
+            .lost_record
+            .clone()
+            .unwrap_or_else(|| "the saved state says the drone is on the ground".into());
+        let policy = ctx.limits.unknown_airborne;
+        let (action, fly, next) = match policy {
+            UnknownAirborne::ReturnHome => ("returning home", Fly::ReturnHome, State::returning()),
+            UnknownAirborne::Land => ("landing here", Fly::LandNow, State::emergency_landing()),
+            UnknownAirborne::Hold => (
+                "holding position until resume (home), return_to_home or abort",
+                Fly::Hold,
+                State::paused(Resume::Returning),
+            ),
+        };
+        self.fly(ctx, fly);
+        ctx.report(
+            EventType::AgentRestarted,
+            Some(format!(
+                "no flight on record ({record}) but the autopilot reports the vehicle armed and in the air: {action} ([restart] unknown_airborne = \"{}\")",
+                policy.name()
+            )),
+        );
+        Transition(next)
     }
 
     fn home_again_after_gps(&mut self, ctx: &mut Ctx) -> Response {

@@ -6,7 +6,8 @@
 //! home or away, or the autopilot unreachable; they include every variant a state file can hold
 //! (a take-off that had not left the ground goes back to PREFLIGHT). `flight_op_refused` is the
 //! autopilot's final word on the current flight operation after the bounded retries
-//! (`flight_op_refused_for_now`: it said "temporarily rejected" every time).
+//! (`flight_op_refused_for_now`: it said "temporarily rejected" every time). `storage_failed`
+//! in PREFLIGHT: the task could not be recorded, so it is refused before the take-off.
 
 use protocol::ws::DroneState::{self, *};
 
@@ -24,13 +25,18 @@ const fn t(from: DroneState, on: &'static str, to: DroneState) -> Transition {
 
 /// Every transition, self-transitions included (a retry re-enters NAVIGATING).
 pub const TRANSITIONS: &[Transition] = &[
-    // Idle: on the ground
+    // Idle: on the ground. `restarted_airborne` here (and in COMPLETED, LANDED_ELSEWHERE): no
+    // flight on record but the vehicle flies: `[restart] unknown_airborne` = return_home / land / hold
     t(Idle, "task", Preflight),
+    t(Idle, "restarted_airborne", Returning),
+    t(Idle, "restarted_airborne", EmergencyLanding),
+    t(Idle, "restarted_airborne", Paused),
     // Preflight: checks, then the take-off order (no report: `took_off` waits for the vehicle to leave the ground)
     t(Preflight, "abort", Idle),
     t(Preflight, "preflight_failed", Idle),
     t(Preflight, "preflight_passed", Navigating),
     t(Preflight, "restarted_airborne", Navigating),
+    t(Preflight, "storage_failed", Idle),
     // Navigating: take-off, cruise, approach
     t(Navigating, "abort", Returning),
     t(Navigating, "abort", Aborting),
@@ -153,6 +159,9 @@ pub const TRANSITIONS: &[Transition] = &[
     t(Returning, "restarted_fc_unreachable", Failsafe),
     // Completed
     t(Completed, "ready", Idle),
+    t(Completed, "restarted_airborne", Returning),
+    t(Completed, "restarted_airborne", EmergencyLanding),
+    t(Completed, "restarted_airborne", Paused),
     // Paused: holding; `resume` goes back where it came from
     t(Paused, "abort", Returning),
     t(Paused, "abort", Aborting),
@@ -227,6 +236,9 @@ pub const TRANSITIONS: &[Transition] = &[
     t(Failsafe, "restarted_away", LandedElsewhere),
     // LandedElsewhere: the one human step: a technician's `ready`
     t(LandedElsewhere, "technician_ready", Idle),
+    t(LandedElsewhere, "restarted_airborne", Returning),
+    t(LandedElsewhere, "restarted_airborne", EmergencyLanding),
+    t(LandedElsewhere, "restarted_airborne", Paused),
     // AutopilotControl: the autopilot changed mode by itself: followed until `resume` (or `[autopilot] take_back_after_s`)
     t(AutopilotControl, "abort", Returning),
     t(AutopilotControl, "abort", Aborting),

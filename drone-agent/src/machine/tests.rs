@@ -631,3 +631,102 @@ fn docs_diagram_is_current() {
         "drone-agent/docs/state-machine.md is stale: regenerate with `cargo run -p drone-agent -- diagram`"
     );
 }
+
+/// Issue 18: a task whose state or `task_assigned` cannot be written is refused on the ground
+/// with the reason (fail closed), and tasks are refused until the disk takes writes again.
+#[test]
+fn a_task_that_cannot_be_recorded_is_refused_on_the_ground() {
+    let mut m = Machine::new(Limits::default());
+    m.handle(&Event::Task(delivery()));
+    let out = m.handle(&Event::StorageFailed("No space left on device".into()));
+    assert_eq!(m.state(), Idle);
+    let why = out.rejected.clone().expect("refused");
+    assert!(
+        why.contains("No space left on device")
+            && why.contains(&delivery().delivery_id.to_string()),
+        "{why}"
+    );
+    assert_eq!(reports(&out), [EventType::PreflightFailed]);
+    assert_eq!(out.flights().count(), 0);
+    assert!(m.delivery().is_none());
+    let why = m
+        .handle(&Event::Task(delivery()))
+        .rejected
+        .expect("still refused");
+    assert!(why.contains("cannot save"), "{why}");
+    assert_eq!(m.state(), Idle);
+    let out = m.handle(&Event::StorageRestored("3 events stored".into()));
+    assert_eq!(reports(&out), [EventType::StorageRestored]);
+    assert!(m.handle(&Event::Task(delivery())).rejected.is_none());
+    assert_eq!(m.state(), Preflight);
+}
+
+/// In the air a failed write is reported once and the flight goes on untouched.
+#[test]
+fn storage_failure_in_the_air_changes_nothing_but_a_report() {
+    let mut m = Machine::new(Limits::default());
+    run(&mut m, &to_cruise());
+    let before = m.raw_state().clone();
+    let out = m.handle(&Event::StorageFailed("No space left on device".into()));
+    assert_eq!(reports(&out), [EventType::StorageFailed]);
+    assert_eq!(out.effects.len(), 1, "nothing but the report: {out:?}");
+    assert!(out.transition.is_none() && out.rejected.is_none());
+    assert_eq!(m.raw_state(), &before);
+    assert!(
+        m.handle(&Event::StorageFailed("again".into()))
+            .effects
+            .is_empty(),
+        "reported once"
+    );
+    // the delivery carries on
+    m.handle(&Event::OverDestination);
+    m.handle(&Event::AtDropHeight);
+    assert_eq!(m.state(), WaitingDrop);
+    let out = m.handle(&Event::StorageRestored("2 events stored".into()));
+    assert_eq!(reports(&out), [EventType::StorageRestored]);
+    assert_eq!(m.storage_failed(), None);
+}
+
+/// Issue 18: no flight on record (lost, empty, unreadable state, or IDLE) and the vehicle
+/// flying: made safe by `[restart] unknown_airborne`, with the reason; never IDLE under it.
+#[test]
+fn flying_with_no_flight_on_record_is_made_safe_by_config() {
+    for (policy, want, fly) in [
+        (UnknownAirborne::ReturnHome, Returning, Fly::ReturnHome),
+        (UnknownAirborne::Land, EmergencyLanding, Fly::LandNow),
+        (UnknownAirborne::Hold, Paused, Fly::Hold),
+    ] {
+        let mut m = Machine::new(Limits {
+            unknown_airborne: policy,
+            ..Limits::default()
+        });
+        m.set_lost_record("state file unreadable, moved aside: EOF".into());
+        let out = m.handle(&Event::Restarted(Vehicle::Airborne));
+        assert_eq!(m.state(), want, "{policy:?}");
+        assert_eq!(out.flights().collect::<Vec<_>>(), [fly]);
+        let why = reason(&out, EventType::AgentRestarted);
+        assert!(
+            why.contains("unreadable") && why.contains(policy.name()),
+            "{why}"
+        );
+        assert!(m.left_ground(), "a landing is a landing");
+    }
+    // `hold` waits for the backend: resume flies home
+    let mut m = Machine::new(Limits {
+        unknown_airborne: UnknownAirborne::Hold,
+        ..Limits::default()
+    });
+    m.handle(&Event::Restarted(Vehicle::Airborne));
+    let out = m.handle(&cmd(CommandKind::Resume));
+    assert_eq!(m.state(), Returning);
+    assert_eq!(out.flights().collect::<Vec<_>>(), [Fly::ReturnHome]);
+    // and a restored COMPLETED (or landed away) under a flying drone too
+    let mut m = Machine::new(Limits::default());
+    run(&mut m, &[to_cruise(), vec![Event::LandedAway]].concat());
+    let mut m = Machine::from_json(m.to_json(), Limits::default()).unwrap();
+    m.handle(&Event::Restarted(Vehicle::Airborne));
+    assert_eq!(m.state(), Returning);
+    // then home as any flight ends
+    m.handle(&Event::LandedAtHome);
+    assert_eq!(m.state(), Completed);
+}

@@ -17,7 +17,7 @@ use hal::marker::MarkerConfig;
 use hal::payload::PayloadRelease;
 use protocol::ws::{DroneState, EventType};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 /// The runtime's side of the camera worker.
 pub struct CameraHandle {
@@ -212,19 +212,13 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
     }
 
     /// An event outside any transition (camera faults): reported like the machine's.
-    async fn publish(&self, event: EventType, reason: Option<String>) {
+    async fn publish(&mut self, event: EventType, reason: Option<String>) {
         let facts = report::EventFacts {
             event,
             reason,
             delivery_id: self.machine.delivery().map(|d| d.delivery_id),
             transition: None,
         };
-        if let Err(e) = self
-            .link
-            .publish_event(report::event(facts, &self.snap))
-            .await
-        {
-            error!(error = %e, ?event, "could not store the event in the outbox");
-        }
+        self.store_event(report::event(facts, &self.snap)).await;
     }
 }

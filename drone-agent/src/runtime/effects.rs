@@ -9,7 +9,7 @@ use hal::payload::{PayloadRelease, PayloadState};
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 /// How long `test release` holds the release open before closing it again.
 pub const RELEASE_HOLD: Duration = Duration::from_secs(2);
@@ -34,9 +34,7 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
                     transition: outcome.transition,
                 };
                 let ev = report::event(facts, &self.snap);
-                if let Err(e) = self.link.publish_event(ev).await {
-                    error!(error = %e, ?event, "could not store the event in the outbox");
-                }
+                self.store_event(ev).await;
             }
             Effect::RunPreflight => {
                 let fc = self.fc.clone();

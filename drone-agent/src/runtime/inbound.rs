@@ -31,6 +31,13 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
                     self.link.send(Envelope::new(ack));
                     return;
                 }
+                if self.storage.failed() {
+                    // a freed disk takes the task at once; a full one refuses it (the machine)
+                    self.retry_storage().await;
+                    if let Some(news) = self.storage.take_news() {
+                        self.feed(news).await;
+                    }
+                }
                 let span = info_span!("task", delivery_id = %task.delivery_id);
                 let delivery = Delivery {
                     delivery_id: task.delivery_id,

@@ -11,6 +11,8 @@
 //!   requests.
 //! - [`restart`]: after a restart mid-delivery, wait for the autopilot (home first), then tell
 //!   the machine what the vehicle is doing.
+//! - [`storage`]: a disk that refuses writes: events sent live and held in memory, the state
+//!   file re-saved, retried backing off; the machine is told.
 //! - [`approach`]: the precision approach executor (camera sightings → `LANDING_TARGET` and
 //!   steering; the approach's verdict goes to the machine as an event).
 //! - `fake` (tests): an in-memory [`FlightController`] that can refuse, delay and fail on request,
@@ -20,6 +22,7 @@ mod approach;
 mod effects;
 mod inbound;
 mod restart;
+mod storage;
 
 #[cfg(test)]
 mod fake;
@@ -46,7 +49,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 pub use approach::CameraHandle;
 
@@ -142,6 +145,11 @@ pub struct Agent<F: FlightController, P: PayloadRelease, C: Cloud = CloudLink> {
     pending_test: Option<oneshot::Sender<Result<ChecksReply, String>>>,
     /// Turns of the main loop (a closed channel must not make it spin).
     turns: Arc<AtomicU64>,
+    /// Writes that failed and what waits for the disk.
+    storage: storage::Storage,
+    /// Started with no flight on record: look once at what the vehicle is doing (a flying one
+    /// is made safe by the machine).
+    check_vehicle: bool,
 }
 
 impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
@@ -198,6 +206,8 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
             epoch: Instant::now(),
             pending_test: None,
             turns: Arc::default(),
+            storage: storage::Storage::default(),
+            check_vehicle: !restored,
         };
         (agent, internal_rx)
     }
@@ -292,6 +302,7 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
                     }
                     self.snap = snaps.borrow_and_update().clone();
                     self.ready_if_fc_reached(&mut systemd);
+                    self.check_vehicle_once().await;
                     let at = self.monitor_position();
                     for event in self.monitor.observe(&self.snap, at) {
                         self.feed(event).await;
@@ -307,6 +318,12 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
                 Some(report) = recv_some(&mut camera_reports) => self.on_camera(report).await,
                 _ = approach_tick.tick(), if self.approach.is_some() => self.tick_approach().await,
                 _ = telemetry.tick() => self.push_telemetry(),
+                _ = sleep_until(self.storage.retry_at()), if self.storage.retry_at().is_some() => {
+                    self.retry_storage().await;
+                    if let Some(news) = self.storage.take_news() {
+                        self.feed(news).await;
+                    }
+                }
                 // Reaching this branch means the loop turns and the FC snapshot stream is alive
                 // (its end breaks the loop): healthy. A lost FC link is not a reason to be
                 // restarted — the machine's FAILSAFE handles it — so it does not starve the watchdog.
@@ -374,8 +391,37 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
         }
     }
 
-    /// Feeds one event through the machine and runs what it asks for.
+    /// Feeds one event through the machine and runs what it asks for. A write that failed
+    /// while doing so (or worked again) is told to the machine at once, before anything else
+    /// happens; a refusal that follows from it (a task that cannot be recorded) is this
+    /// event's refusal.
     pub async fn feed(&mut self, event: Event) -> Outcome {
+        let mut outcome = self.feed_one(event).await;
+        while let Some(news) = self.storage.take_news() {
+            let follow = self.feed_one(news).await;
+            if outcome.rejected.is_none() {
+                outcome.rejected = follow.rejected;
+            }
+        }
+        outcome
+    }
+
+    /// Started with no flight on record: once the autopilot's link and position are known, a
+    /// flying vehicle is told to the machine as a restart in the air (it decides what is safe).
+    async fn check_vehicle_once(&mut self) {
+        if !self.check_vehicle || !self.snap.link.is_connected() || self.snap.position.is_none() {
+            return;
+        }
+        self.check_vehicle = false;
+        let vehicle = self.monitor.vehicle(&self.snap);
+        if vehicle == crate::machine::Vehicle::Airborne && !self.machine.airborne() {
+            warn!(state = ?self.machine.state(), armed = self.snap.armed, landed = ?self.snap.landed,
+                "started with no flight on record, and the autopilot reports the vehicle flying");
+            self.feed(Event::Restarted(vehicle)).await;
+        }
+    }
+
+    async fn feed_one(&mut self, event: Event) -> Outcome {
         let delivery_before = self.machine.delivery().map(|d| d.delivery_id);
         let where_before = (self.machine.state(), self.machine.nav_phase());
         let outcome = self.machine.handle(&event);
@@ -436,14 +482,13 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
         });
     }
 
-    fn save(&self) {
-        if let Err(e) = self.state_file.save(self.machine.to_json(), &self.commands) {
-            error!(error = %e, "could not save the state file; a restart now would forget this step");
-        }
-    }
-
     fn push_telemetry(&self) {
-        if let Some(t) = crate::report::telemetry(&self.snap, &self.machine) {
+        let storage = if self.storage.failed() {
+            protocol::ws::StorageHealth::Failed
+        } else {
+            protocol::ws::StorageHealth::Ok
+        };
+        if let Some(t) = crate::report::telemetry(&self.snap, &self.machine, storage) {
             self.link.set_telemetry(Envelope::new(t));
         }
         let hello = crate::report::register(

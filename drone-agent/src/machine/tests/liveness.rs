@@ -79,6 +79,13 @@ fn world_events(n: &Node) -> Vec<Event> {
         Event::TestRelease,
         Event::TestReleaseDone,
     ];
+    // A failed write changes nothing but a flag and a report in the air (see
+    // `storage_failure_in_the_air_changes_nothing_but_a_report`); on the ground it refuses
+    // tasks. Sent on the ground only: in the air it would double the states explored for nothing.
+    if !n.m.airborne() {
+        v.push(Event::StorageFailed("No space left on device".into()));
+        v.push(Event::StorageRestored("all stored".into()));
+    }
     for c in [DropCargo, ReturnToBase, Pause, Resume, Abort, ReturnToHome] {
         v.push(Event::Command(c));
     }
@@ -229,8 +236,36 @@ fn explore(limits: &Limits) -> Explored {
                 push(v, &mut nodes, &mut queue);
             }
         }
-        for e in world_events(&n) {
-            let (next, out) = step(&n, &e);
+        // `[restart] unknown_airborne`: every policy's edge from a ground state, not only this
+        // run's (the states they lead to are explored under this run's limits).
+        let mut events: Vec<(Event, Option<UnknownAirborne>)> =
+            world_events(&n).into_iter().map(|e| (e, None)).collect();
+        if !n.m.airborne() {
+            for p in [
+                UnknownAirborne::ReturnHome,
+                UnknownAirborne::Land,
+                UnknownAirborne::Hold,
+            ] {
+                if p != limits.unknown_airborne {
+                    events.push((Event::Restarted(Vehicle::Airborne), Some(p)));
+                }
+            }
+        }
+        for (e, policy) in events {
+            let (next, out) = match policy {
+                None => step(&n, &e),
+                Some(unknown_airborne) => {
+                    let with = Limits {
+                        unknown_airborne,
+                        ..limits.clone()
+                    };
+                    let mut other = n.clone();
+                    other.m = Machine::from_json(n.m.to_json(), with).expect("reloads");
+                    let (mut next, out) = step(&other, &e);
+                    next.m = Machine::from_json(next.m.to_json(), limits.clone()).expect("reloads");
+                    (next, out)
+                }
+            };
             if let Some((from, to)) = out.transition {
                 transitions.insert((from as u8, e.name(), to as u8));
                 assert!(
@@ -356,22 +391,24 @@ fn check(limits: Limits, label: &str) -> BTreeSet<(u8, &'static str, u8)> {
 
 #[test]
 fn every_reachable_state_can_reach_idle_and_no_refusal_storms() {
-    // both restart policies and both take-back settings, one thread each
+    // both restart policies and both take-back settings, one thread each (each run also takes
+    // every `unknown_airborne` policy's edges, see `explore`)
     let seen: BTreeSet<_> = std::thread::scope(|scope| {
         let runs: Vec<_> = [
-            (true, None),
-            (false, Some(std::time::Duration::from_secs(60))),
+            (true, None, UnknownAirborne::ReturnHome),
+            (false, Some(std::time::Duration::from_secs(60)), UnknownAirborne::Hold),
         ]
         .into_iter()
-        .map(|(continue_after_restart, take_back)| {
+        .map(|(continue_after_restart, take_back, unknown_airborne)| {
             scope.spawn(move || {
                 let limits = Limits {
                     continue_after_restart,
                     take_back_after: take_back,
+                    unknown_airborne,
                     ..Limits::default()
                 };
                 let label = format!(
-                    "continue_after_restart={continue_after_restart}, take_back={take_back:?}"
+                    "continue_after_restart={continue_after_restart}, take_back={take_back:?}, unknown_airborne={unknown_airborne:?}"
                 );
                 check(limits, &label)
             })
