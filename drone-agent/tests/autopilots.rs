@@ -37,7 +37,7 @@ async fn a_task_during_ardupilots_ekf_start_up_is_refused_once_and_the_drone_sta
     let mut w = World::start_with(
         Flavour::ArduPilot,
         // a wide window between the fix (home, origin) and "EKF3 IMU0 is using GPS"
-        |v| v.params.arm_ready_after_fix_s = 30.0,
+        |v| v.params.arm_ready_after_fix_s = 60.0,
         |c| c,
     )
     .await;

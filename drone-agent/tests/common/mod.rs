@@ -344,9 +344,13 @@ pub async fn vehicle_with(
 pub async fn arm_ready(v: &VehicleHandle, flavour: Flavour) {
     let p = sim::vehicle::model::Params::for_flavour(flavour);
     let t = p.gps_fix_after_s + p.arm_ready_after_fix_s + 1.0;
-    v.wait_for(WAIT, |view| view.gps_fix && view.t_s >= t)
-        .await
-        .expect("vehicle ready to arm");
+    // and the agent is on the link (its HEARTBEATs arrive): a loaded machine can start the
+    // agent's process later than the sim's clock runs
+    v.wait_for(WAIT, |view| {
+        view.gps_fix && view.t_s >= t && view.heartbeats_received > 0
+    })
+    .await
+    .expect("vehicle ready to arm");
 }
 
 /// A destination `north_m` metres north of the vehicle's home.
