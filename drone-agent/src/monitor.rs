@@ -8,6 +8,10 @@ use crate::machine::{self, Event, NavPhase, Vehicle};
 use hal::flight::{FcSnapshot, FlightModeKind, LandedState, LinkState};
 use protocol::ws::DroneState;
 
+/// How long the autopilot's battery announcement waits for the autopilot's own action (a mode
+/// change in its next HEARTBEAT, 1 Hz on both autopilots) before the agent acts itself.
+pub const AUTOPILOT_ACTION_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// Thresholds, from the config.
 #[derive(Debug, Clone)]
 pub struct Thresholds {
@@ -45,6 +49,10 @@ pub struct Monitor {
     battery_critical: bool,
     /// The last autopilot-initiated mode change seen (`AutopilotModeChange::seq`).
     last_change: Option<u32>,
+    /// When the autopilot said its battery is low (its failsafe announcement, or charge state
+    /// LOW): its own action, if it is set to take one, shows in its next HEARTBEAT's mode. Only if
+    /// none shows within [`AUTOPILOT_ACTION_GRACE`] does the agent act itself.
+    autopilot_low_since: Option<std::time::SystemTime>,
     last: Option<(Position, &'static str)>,
 }
 
@@ -57,6 +65,7 @@ impl Monitor {
             battery_low: false,
             battery_critical: false,
             last_change: None,
+            autopilot_low_since: None,
             last: None,
         }
     }
@@ -110,11 +119,17 @@ impl Monitor {
             self.gps_lost = false;
             self.battery_low = false;
             self.battery_critical = false;
+            self.autopilot_low_since = None;
             self.last = None;
             return out;
         }
         // the agent's own states allow some of the autopilot's own steps (RTL ending in LAND)
         if let Some(c) = change.filter(|c| !expected_mode(at.state, c.to.kind)) {
+            if self.autopilot_low_since.take().is_some() {
+                // its battery failsafe's action: the take-over carries its words, and the agent
+                // must follow it, not fly home over it (or land, on BATT_FS_LOW_ACT = land)
+                self.battery_low = true;
+            }
             out.push(Event::AutopilotTookOver {
                 mode: c.to.raw.clone(),
                 reason: c
@@ -176,7 +191,7 @@ impl Monitor {
                 .filter(|c| *c < crit)
                 .map(|c| format!("battery {c:.2} V per cell under {crit:.2} V"))
         });
-        let low = pct
+        let own_low = pct
             .filter(|p| *p < th.battery_return_percent)
             .map(|p| format!("battery {p:.0} % under {:.0} %", th.battery_return_percent))
             .or_else(|| {
@@ -184,12 +199,29 @@ impl Monitor {
                 per_cell
                     .filter(|c| *c < ret)
                     .map(|c| format!("battery {c:.2} V per cell under {ret:.2} V"))
-            })
-            .or_else(|| snap.battery_failsafe.clone())
-            .or_else(|| {
-                matches!(said, Some(Charge::Low))
-                    .then(|| "the autopilot reports the battery low".to_owned())
             });
+        let autopilot_low = snap.battery_failsafe.clone().or_else(|| {
+            matches!(said, Some(Charge::Low))
+                .then(|| "the autopilot reports the battery low".to_owned())
+        });
+        let low = match (own_low, autopilot_low) {
+            (Some(why), _) => Some(why),
+            (None, Some(why)) if !self.battery_low => match self.autopilot_low_since {
+                None => {
+                    self.autopilot_low_since = Some(snap.at);
+                    None
+                }
+                // a HEARTBEAT's time since, and no mode change of the autopilot's: it only warned
+                Some(since)
+                    if snap.at.duration_since(since).unwrap_or_default()
+                        >= AUTOPILOT_ACTION_GRACE =>
+                {
+                    Some(why)
+                }
+                Some(_) => None,
+            },
+            (None, _) => None,
+        };
         if let Some(why) = critical {
             if !self.battery_critical {
                 self.battery_critical = true;
@@ -583,5 +615,60 @@ mod tests {
             m.observe(&s, at),
             [Event::FcLinkRestored(Vehicle::Airborne)]
         );
+    }
+
+    /// The autopilot's own battery failsafe: if its next HEARTBEAT shows a mode change of its
+    /// own, that is the event (the agent follows); if not, the agent flies home itself.
+    #[test]
+    fn the_autopilots_battery_failsafe_waits_one_heartbeat_for_its_action() {
+        use std::time::Duration;
+        let at = nav(NavPhase::Cruising);
+        let start = snap(55.0, 37.0, 30.0, true, LandedState::InAir);
+        let mut failsafe = start.clone();
+        failsafe.battery_failsafe = Some("Battery Failsafe".into());
+        let mut soon = failsafe.clone();
+        soon.at = failsafe.at + Duration::from_millis(500);
+        let mut next_beat = failsafe.clone();
+        next_beat.at = failsafe.at + AUTOPILOT_ACTION_GRACE;
+
+        // warn only: no mode change by the next HEARTBEAT, the agent acts
+        let mut m = Monitor::new(th());
+        m.observe(&start, at);
+        assert!(m.observe(&failsafe, at).is_empty());
+        assert!(m.observe(&failsafe, at).is_empty());
+        assert!(
+            matches!(&m.observe(&next_beat, at)[..], [Event::BatteryLow(w)] if w == "Battery Failsafe")
+        );
+        assert!(m.observe(&next_beat, at).is_empty());
+
+        // its RTL: the take-over, and no battery event of the agent's own
+        let mut m = Monitor::new(th());
+        m.observe(&start, at);
+        assert!(m.observe(&failsafe, at).is_empty());
+        let mut rtl = soon.clone();
+        rtl.autopilot_mode_change = Some(hal::flight::AutopilotModeChange {
+            seq: 1,
+            from: hal::flight::FlightMode::unknown(),
+            to: hal::flight::FlightMode {
+                kind: FlightModeKind::ReturnToLaunch,
+                raw: "RTL".into(),
+            },
+            reason: Some("Battery Failsafe".into()),
+            at: rtl.at,
+        });
+        assert!(matches!(
+            &m.observe(&rtl, at)[..],
+            [Event::AutopilotTookOver { .. }]
+        ));
+        let mut later = rtl.clone();
+        later.at += Duration::from_secs(1);
+        assert!(m.observe(&later, at).is_empty());
+
+        // our own threshold does not wait
+        let mut m = Monitor::new(th());
+        m.observe(&start, at);
+        let mut own = start.clone();
+        own.battery_percent = Some(24.0);
+        assert!(matches!(&m.observe(&own, at)[..], [Event::BatteryLow(_)]));
     }
 }

@@ -6,7 +6,7 @@
 pub mod precision;
 
 use futures_util::{SinkExt, StreamExt};
-use protocol::ws::{Command, CommandKind, Event, EventAck, EventType, Message, Task};
+use protocol::ws::{Command, CommandKind, DroneState, Event, EventAck, EventType, Message, Task};
 use protocol::Envelope;
 use sim::vehicle::{self, Flavour, Transport, VehicleConfig, VehicleHandle};
 use std::net::SocketAddr;
@@ -234,6 +234,31 @@ impl Backend {
         self.frame(|e| e.kind() == "register").await;
     }
 
+    /// Waits for a telemetry frame whose agent state satisfies `pred` (frames already received
+    /// are not looked at: telemetry is a stream, only a fresh one says what is now).
+    pub async fn telemetry_state(
+        &mut self,
+        mut pred: impl FnMut(DroneState) -> bool,
+    ) -> DroneState {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let env = tokio::time::timeout(left, self.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no matching telemetry within {WAIT:?}; events so far: {:?}",
+                        self.event_types()
+                    )
+                });
+            if let Message::Telemetry(t) = env.message {
+                if let Some(s) = t.state.filter(|s| pred(*s)) {
+                    return s;
+                }
+            }
+        }
+    }
+
     /// Event types in order, duplicates (same event_id) removed.
     /// Every event once, with its reason: what a failing test prints.
     pub fn event_story(&self) -> Vec<String> {
@@ -289,8 +314,17 @@ pub async fn px4_vehicle_to(peer_port: u16, speedup: f64) -> VehicleHandle {
 
 /// A vehicle of `flavour` on ephemeral loopback ports, and the connection string for the agent.
 pub async fn vehicle(flavour: Flavour) -> (VehicleHandle, String) {
+    vehicle_with(flavour, |_| {}).await
+}
+
+/// [`vehicle`] with its config (autopilot parameters, timings) edited first.
+pub async fn vehicle_with(
+    flavour: Flavour,
+    edit: impl FnOnce(&mut VehicleConfig),
+) -> (VehicleHandle, String) {
     let mut cfg = VehicleConfig::standard(flavour);
     cfg.speedup = SPEEDUP;
+    edit(&mut cfg);
     let (transport, connection) = match flavour {
         Flavour::Px4 => {
             let agent_port = free_udp_port();
@@ -323,9 +357,13 @@ pub async fn vehicle(flavour: Flavour) -> (VehicleHandle, String) {
 pub async fn arm_ready(v: &VehicleHandle, flavour: Flavour) {
     let p = sim::vehicle::model::Params::for_flavour(flavour);
     let t = p.gps_fix_after_s + p.arm_ready_after_fix_s + 1.0;
-    v.wait_for(WAIT, |view| view.gps_fix && view.t_s >= t)
-        .await
-        .expect("vehicle ready to arm");
+    // and the agent is on the link (its HEARTBEATs arrive): a loaded machine can start the
+    // agent's process later than the sim's clock runs
+    v.wait_for(WAIT, |view| {
+        view.gps_fix && view.t_s >= t && view.heartbeats_received > 0
+    })
+    .await
+    .expect("vehicle ready to arm");
 }
 
 /// A destination `north_m` metres north of the vehicle's home.
@@ -426,7 +464,19 @@ pub struct World {
 
 impl World {
     pub async fn start(flavour: Flavour, edit: impl FnOnce(String) -> String) -> Self {
-        let (vehicle, connection) = vehicle(flavour).await;
+        let w = Self::start_with(flavour, |_| {}, edit).await;
+        arm_ready(&w.vehicle, flavour).await;
+        w
+    }
+
+    /// A world whose vehicle config is edited first; returns once the agent has registered,
+    /// without waiting for the vehicle to be ready to arm.
+    pub async fn start_with(
+        flavour: Flavour,
+        vehicle_edit: impl FnOnce(&mut VehicleConfig),
+        edit: impl FnOnce(String) -> String,
+    ) -> Self {
+        let (vehicle, connection) = vehicle_with(flavour, vehicle_edit).await;
         let backend = Backend::start().await;
         let dir = tempfile::tempdir().unwrap();
         let config = edit(config_toml(&backend.url, &connection, dir.path()));
@@ -440,7 +490,6 @@ impl World {
             config,
         };
         w.backend.registered().await;
-        arm_ready(&w.vehicle, flavour).await;
         w
     }
 

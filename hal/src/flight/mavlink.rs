@@ -484,15 +484,34 @@ async fn request_telemetry(shared: Arc<Shared>) {
         }
     }
     // PX4 sends HOME_POSITION only when asked (or when home changes): before its first fix there
-    // is none to send, so keep asking, backing off, until home is known or the link drops
-    let mut wait = Duration::from_millis(500);
-    for _ in 0..HOME_REQUESTS {
+    // is none to send, so keep asking, backing off, until home is known or the link drops. The
+    // autopilot sets home at its first fix: then ask at once and start the backoff over, so that a
+    // task soon after the fix finds home known without asking again itself.
+    let mut had_fix = shared.snapshot.borrow().gps_fix.is_3d();
+    let mut wait = HOME_FIRST_WAIT;
+    let mut attempts = 0;
+    while attempts < HOME_REQUESTS {
         if shared.snapshot.borrow().home.is_some() {
             return;
         }
         let mut link = shared.link_up.subscribe();
+        let mut snap = shared.snapshot.subscribe();
+        let first_fix = async {
+            if had_fix {
+                std::future::pending::<()>().await;
+            }
+            let _ = snap.wait_for(|s| s.gps_fix.is_3d()).await;
+        };
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(wait) => {
+                wait = (wait * 2).min(HOME_MAX_WAIT);
+                attempts += 1;
+            }
+            _ = first_fix => {
+                had_fix = true;
+                wait = HOME_FIRST_WAIT;
+                attempts = 0;
+            }
             _ = link.wait_for(|up| !up) => return,
         }
         if shared.snapshot.borrow().home.is_none() {
@@ -500,7 +519,6 @@ async fn request_telemetry(shared: Arc<Shared>) {
                 debug!(%error, "HOME_POSITION request not acknowledged");
             }
         }
-        wait = (wait * 2).min(Duration::from_secs(5));
     }
     if shared.snapshot.borrow().home.is_none() {
         warn!(
@@ -510,7 +528,12 @@ async fn request_telemetry(shared: Arc<Shared>) {
     }
 }
 
-/// How many times a connection asks for HOME_POSITION before only the pre-flight check says so.
+/// The home-request backoff: first wait, doubled up to the last.
+const HOME_FIRST_WAIT: Duration = Duration::from_millis(500);
+const HOME_MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// How many times a connection asks for HOME_POSITION (counted again from its first GPS fix)
+/// before only the pre-flight check says so.
 const HOME_REQUESTS: u32 = 40;
 
 /// Message ids as u32 (the generated `ID` constants).
@@ -2021,17 +2044,6 @@ impl FlightController for MavlinkFc {
                     ?settle,
                     "pre-flight: the autopilot's reports are still incomplete"
                 );
-            }
-        }
-        // PX4 sends HOME_POSITION only when asked, and the attach-time requests back off: a task
-        // that comes soon after the first fix asks once more and waits for the answer
-        let (no_home, fix) = {
-            let s = self.shared.snapshot.borrow();
-            (s.home.is_none(), s.gps_fix.is_3d())
-        };
-        if no_home && fix {
-            if let Err(error) = self.shared.home_msl("pre-flight").await {
-                debug!(%error, "no home position for the pre-flight check");
             }
         }
         let s = self.shared.snapshot.borrow().clone();
