@@ -23,9 +23,12 @@ for u in "${units[@]}"; do
     name="$(basename "$u")"
     names+=("/etc/systemd/system/$name")
     cp "$u" "$root/etc/systemd/system/$name"
-    exe="$(sed -n 's/^ExecStart=\([^ ]*\).*/\1/p' "$u")"
-    printf '#!/bin/sh\nexit 0\n' > "$root$exe"
-    chmod 755 "$root$exe"
+    # every Exec*= program (ExecStart's binary, ExecReload's /bin/kill, ...) as a stub in the root
+    while read -r exe; do
+        mkdir -p "$root$(dirname "$exe")"
+        printf '#!/bin/sh\nexit 0\n' > "$root$exe"
+        chmod 755 "$root$exe"
+    done < <(sed -n 's/^Exec[A-Za-z]*=[-@:+!]*\([^ ]*\).*/\1/p' "$u")
 
     for want in '^Type=notify$' '^NotifyAccess=main$' '^WatchdogSec=[1-9]' '^Restart=on-failure$' \
         '^StartLimitIntervalSec=[1-9]' '^StartLimitBurst=[1-9]' '^User=skypost-' '^ProtectSystem=strict$' \
