@@ -3,9 +3,17 @@
 //! and memory can be read from /proc without the generator's in them).
 //!
 //! ```text
-//! cargo build --release -p relay
-//! cargo run --release -p relay --bin relay-load -- --agents 10000 --seconds 30
+//! cargo build --profile loadtest -p relay --bins
+//! target/loadtest/relay-load --agents 19900 --seconds 30
+//! # two relays through RabbitMQ (a broker of its own is started, on free loopback ports):
+//! target/loadtest/relay-load --agents 10000 --relays 2 --seconds 30
 //! ```
+//!
+//! With `--relays N` the agents are dealt round the N relays (agent i on relay i mod N), every
+//! relay is in one cluster on the broker (`--amqp-url`, or a `rabbitmq-server` started here and
+//! stopped at the end), and the one backend is on relay 0: the frames of the agents on the
+//! other relays reach it through the broker. The report gives each relay's and the broker's
+//! CPU and RSS.
 //!
 //! It stops by itself and prints messages per second, loss, agent-to-backend latency (p50, p99,
 //! max; from the envelope's send timestamp to the backend's receipt, same host clock), and the
@@ -65,6 +73,16 @@ struct Args {
     /// client: shows what TLS in the relay process costs.
     #[arg(long)]
     tls: bool,
+    /// Relays in one cluster through RabbitMQ (1: a relay alone, no broker).
+    #[arg(long, default_value_t = 1)]
+    relays: usize,
+    /// The broker of the cluster (`amqp://...`); without it, with `--relays` over 1, a
+    /// `rabbitmq-server` is started for the run.
+    #[arg(long)]
+    amqp_url: Option<String>,
+    /// The broker's start script (Debian's rabbitmq-server package).
+    #[arg(long, default_value = "/usr/lib/rabbitmq/bin/rabbitmq-server")]
+    rabbitmq_server: PathBuf,
 }
 
 const TEST_CERT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/localhost.crt");
@@ -111,8 +129,11 @@ fn agent_token(i: usize) -> String {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.agents == 0 || args.seconds == 0 || args.rate_hz <= 0.0 {
-        bail!("--agents, --seconds and --rate-hz must be positive");
+    if args.agents == 0 || args.seconds == 0 || args.rate_hz <= 0.0 || args.relays == 0 {
+        bail!("--agents, --seconds, --rate-hz and --relays must be positive");
+    }
+    if args.tls && args.relays > 1 {
+        bail!("--tls is for one relay (the cluster's health is read over plain HTTP)");
     }
     let nofile = relay::limits::raise_nofile_limit().context("raising the open-file limit")?;
     if nofile < args.agents as u64 + 64 {
@@ -124,10 +145,26 @@ fn main() -> anyhow::Result<()> {
 
     let dir = std::env::temp_dir().join(format!("relay-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let port = free_port()?;
-    let config_path = dir.join("relay.toml");
-    std::fs::write(&config_path, relay_config(&args, port))?;
+    let result = with_processes(&args, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = result?;
+    print!("{report}");
+    Ok(())
+}
 
+/// Starts the broker (if one is needed) and the relays, runs the load, stops them all.
+fn with_processes(args: &Args, dir: &std::path::Path) -> anyhow::Result<String> {
+    let mut broker = None;
+    let amqp_url = match (&args.amqp_url, args.relays) {
+        (Some(url), _) => Some(url.clone()),
+        (None, 1) => None,
+        (None, _) => {
+            let b = Broker::start(&args.rabbitmq_server, &dir.join("rabbitmq"))?;
+            let url = b.url.clone();
+            broker = Some(b);
+            Some(url)
+        }
+    };
     let relay_bin = match &args.relay_bin {
         Some(p) => p.clone(),
         None => std::env::current_exe()?
@@ -135,24 +172,36 @@ fn main() -> anyhow::Result<()> {
             .context("no parent directory of this binary")?
             .join("relay"),
     };
-    // the relay inherits this process's scheduling (e.g. `chrt -f 10 relay-load ...`)
-    let child = Command::new(&relay_bin)
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", relay_bin.display()))?;
-    let mut relay = RelayProcess { child };
-    let result = run(&args, port, relay.pid());
-    relay.stop();
-    let _ = std::fs::remove_dir_all(&dir);
-    let report = result?;
-    print!("{report}");
-    Ok(())
+    // exchanges of this run only: a shared broker may carry a real fleet's
+    let ns = format!("relay-load-{}", std::process::id());
+    let mut relays = Vec::new();
+    for r in 0..args.relays {
+        let port = free_port()?;
+        let config_path = dir.join(format!("relay-{r}.toml"));
+        let cluster = amqp_url.as_deref().map(|url| (url, ns.as_str(), r));
+        std::fs::write(&config_path, relay_config(args, port, cluster))?;
+        // the relay inherits this process's scheduling (e.g. `chrt -f 10 relay-load ...`)
+        let child = Command::new(&relay_bin)
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", relay_bin.display()))?;
+        relays.push((RelayProcess { child }, port));
+    }
+    let targets: Vec<(u32, u16)> = relays.iter().map(|(p, port)| (p.pid(), *port)).collect();
+    let result = run(args, &targets, broker.as_ref().map(Broker::pid));
+    for (mut relay, _) in relays {
+        relay.stop();
+    }
+    if let Some(mut b) = broker {
+        b.stop();
+    }
+    result
 }
 
-fn relay_config(args: &Args, port: u16) -> String {
+fn relay_config(args: &Args, port: u16, cluster: Option<(&str, &str, usize)>) -> String {
     let mut c = String::new();
     let _ = writeln!(
         c,
@@ -164,6 +213,12 @@ fn relay_config(args: &Args, port: u16) -> String {
         let _ = writeln!(
             c,
             "[server.tls]\ncert = \"{TEST_CERT}\"\nkey = \"{TEST_KEY}\"\n"
+        );
+    }
+    if let Some((url, ns, r)) = cluster {
+        let _ = writeln!(
+            c,
+            "[cluster]\nurl = \"{url}\"\nrelay_id = \"load-{r}\"\nagents_exchange = \"{ns}.agents\"\nto_agents_exchange = \"{ns}.to-agents\"\n"
         );
     }
     let _ = writeln!(c, "[backend]\ntoken = \"{BACKEND_TOKEN}\"\n");
@@ -213,6 +268,104 @@ impl Drop for RelayProcess {
     }
 }
 
+/// A RabbitMQ node of the run's own: a private directory, free loopback ports, its own Erlang
+/// cookie; stopped (SIGTERM, then SIGKILL) at the end, and killed with this process if it dies
+/// first (PR_SET_PDEATHSIG: it is spawned from the main thread, which lives as long as we do).
+struct Broker {
+    child: Child,
+    url: String,
+}
+
+impl Broker {
+    fn start(script: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        use std::os::unix::process::CommandExt as _;
+        let home = dir.join("home");
+        std::fs::create_dir_all(&home)?;
+        let cookie = home.join(".erlang.cookie");
+        std::fs::write(&cookie, format!("relayload{}", Uuid::new_v4().simple()))?;
+        std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o400))?;
+        std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
+        let node = format!("relay-load-{}@localhost", std::process::id());
+        let (port, dist) = (free_port()?, free_port()?);
+        let env = |c: &mut Command| {
+            c.env("HOME", &home)
+                .env("RABBITMQ_NODENAME", &node)
+                .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+                .env("RABBITMQ_LOG_BASE", dir.join("log"))
+                .env("RABBITMQ_PID_FILE", dir.join("pid"))
+                .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+                .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq"))
+                .env("RABBITMQ_ADVANCED_CONFIG_FILE", dir.join("advanced.config"));
+        };
+        let mut c = Command::new(script);
+        env(&mut c);
+        c.env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            // only the server gets the distribution port: rabbitmqctl would take it first
+            .env("RABBITMQ_DIST_PORT", dist.to_string())
+            // the start script then execs the Erlang VM: our child is the broker itself
+            .env("RUNNING_UNDER_SYSTEMD", "1")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("server.out"))?)
+            .stderr(Stdio::null());
+        // SAFETY: prctl in the child between fork and exec, async-signal-safe.
+        unsafe {
+            c.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = c.spawn().with_context(|| {
+            format!(
+                "starting {} (apt install rabbitmq-server)",
+                script.display()
+            )
+        })?;
+        let mut broker = Broker {
+            child,
+            url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+        };
+        let ctl = script.with_file_name("rabbitmqctl");
+        let mut wait = Command::new(&ctl);
+        env(&mut wait);
+        let out = wait
+            .args(["-n", &node, "wait", "--timeout", "120"])
+            .arg(dir.join("pid"))
+            .output()
+            .with_context(|| format!("running {}", ctl.display()))?;
+        if !out.status.success() {
+            broker.stop();
+            bail!(
+                "the broker did not start: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                std::fs::read_to_string(dir.join("server.out")).unwrap_or_default()
+            );
+        }
+        Ok(broker)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        // a broker that takes long to stop is killed: its data is this run's only
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 // -- /proc ------------------------------------------------------------------------------------
 
 /// CPU time (user + system) of a process, seconds.
@@ -246,11 +399,7 @@ fn memory_kib(pid: &str) -> anyhow::Result<(u64, u64)> {
 /// The relay's own forward-latency histogram (cumulative bucket counts by upper bound,
 /// seconds), read from its `/metrics` over plain HTTP on loopback.
 fn relay_histogram(addr: &str) -> anyhow::Result<Vec<(f64, u64)>> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
+    let text = metrics_text(addr)?;
     let mut buckets = Vec::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("relay_forward_latency_seconds_bucket{le=\"") else {
@@ -267,6 +416,16 @@ fn relay_histogram(addr: &str) -> anyhow::Result<Vec<(f64, u64)>> {
         buckets.push((le, count.trim().parse()?));
     }
     Ok(buckets)
+}
+
+/// A relay's `/metrics`, over plain HTTP on loopback.
+fn metrics_text(addr: &str) -> anyhow::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// The smallest bucket bound holding fraction `p` of the frames counted between two readings.
@@ -318,30 +477,51 @@ struct Frame<'a> {
     timestamp: Option<&'a str>,
 }
 
-fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
-    let pid = pid.to_string();
-    let addr = format!("127.0.0.1:{port}");
-    wait_for_listener(&addr)?;
+/// `relays`: (pid, port) of each relay; the backend is on the first. `broker`: its pid.
+fn run(args: &Args, relays: &[(u32, u16)], broker: Option<u32>) -> anyhow::Result<String> {
+    let pids: Vec<String> = relays.iter().map(|(pid, _)| pid.to_string()).collect();
+    let addrs: Vec<String> = relays
+        .iter()
+        .map(|(_, port)| format!("127.0.0.1:{port}"))
+        .collect();
+    let port = relays.first().context("no relay")?.1;
+    let addr = addrs[0].clone();
+    for a in &addrs {
+        wait_for_listener(a)?;
+    }
+    if broker.is_some() || args.amqp_url.is_some() {
+        for a in &addrs {
+            wait_for_broker(a)?;
+        }
+    }
     // the relay trims its heap just after binding: read its idle size after that
     std::thread::sleep(Duration::from_millis(500));
-    let (idle_rss, _) = memory_kib(&pid)?;
+    let mut idle_rss = Vec::new();
+    for pid in &pids {
+        idle_rss.push(memory_kib(pid)?.0);
+    }
 
     // The window is defined on send timestamps; latencies are recorded for frames sent in it.
     let window: Arc<std::sync::OnceLock<(DateTime<Utc>, DateTime<Utc>)>> = Default::default();
     let view = Arc::new(BackendView::default());
     let done = Arc::new(AtomicBool::new(false));
-    let (base, connector) = if args.tls {
+    let (bases, connector) = if args.tls {
         // the test certificate is for `localhost`
-        (format!("wss://localhost:{port}"), Some(tls_connector()?))
+        let bases = relays
+            .iter()
+            .map(|(_, port)| format!("wss://localhost:{port}"))
+            .collect::<Vec<_>>();
+        (bases, Some(tls_connector()?))
     } else {
-        (format!("ws://{addr}"), None)
+        (addrs.iter().map(|a| format!("ws://{a}")).collect(), None)
     };
+    let _ = port;
 
     // The backend on its own thread and runtime, so its receive times are not delayed by the
     // agents' sending work.
     let backend = {
         let (url, view, window, done, connector) = (
-            format!("{base}/ws/backend"),
+            format!("{}/ws/backend", bases[0]),
             view.clone(),
             window.clone(),
             done.clone(),
@@ -375,7 +555,7 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
             // spread the agents evenly over one period, as real drones are
             let phase = period.mul_f64(i as f64 / args.agents as f64);
             tasks.push(tokio::spawn(agent(
-                format!("{base}/ws/drone"),
+                format!("{}/ws/drone", bases[i % bases.len()]),
                 connector.clone(),
                 i,
                 origin + phase,
@@ -410,18 +590,44 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
         } else {
             relay_histogram(&addr)?
         };
-        let cpu0 = cpu_seconds(&pid)?;
+        // every relay, then the broker
+        let mut watched: Vec<(String, String, u64)> = pids
+            .iter()
+            .zip(&idle_rss)
+            .enumerate()
+            .map(|(r, (pid, idle))| (format!("relay {r}"), pid.clone(), *idle))
+            .collect();
+        if let Some(b) = broker {
+            watched.push(("broker".to_owned(), b.to_string(), 0));
+        }
+        let mut cpu0 = Vec::new();
+        for (_, pid, _) in &watched {
+            cpu0.push(cpu_seconds(pid)?);
+        }
         let own0 = cpu_seconds("self")?;
         let t0 = Instant::now();
-        let mut peak_rss = 0;
+        let mut peak_rss = vec![0; watched.len()];
         while t0.elapsed() < Duration::from_secs(args.seconds) {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            peak_rss = peak_rss.max(memory_kib(&pid)?.0);
+            for ((_, pid, _), peak) in watched.iter().zip(&mut peak_rss) {
+                *peak = (*peak).max(memory_kib(pid)?.0);
+            }
         }
         let elapsed = t0.elapsed().as_secs_f64();
-        let cpu = (cpu_seconds(&pid)? - cpu0) / elapsed;
+        let mut procs = Vec::new();
+        for (((name, pid, idle), c0), peak) in watched.into_iter().zip(cpu0).zip(peak_rss) {
+            let cpu = (cpu_seconds(&pid)? - c0) / elapsed;
+            let (rss, hwm) = memory_kib(&pid)?;
+            procs.push(ProcStats {
+                name,
+                cpu,
+                rss,
+                hwm,
+                peak_rss: peak.max(rss),
+                idle_rss: idle,
+            });
+        }
         let own = (cpu_seconds("self")? - own0) / elapsed;
-        let (rss, hwm) = memory_kib(&pid)?;
         let hist1 = if args.tls {
             Vec::new()
         } else {
@@ -430,6 +636,21 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
         let load = load_average();
         // frames sent just before the end are still in flight: give them time to land
         tokio::time::sleep(Duration::from_secs(2)).await;
+        // what each relay counted: drops, and its broker traffic (where a cluster falls behind)
+        let mut counters = Vec::new();
+        if !args.tls {
+            for (r, a) in addrs.iter().enumerate() {
+                for line in metrics_text(a)?.lines() {
+                    let counted = line.starts_with("relay_dropped_frames_total")
+                        || line.starts_with("relay_queue_full_total")
+                        || (line.starts_with("relay_cluster_")
+                            && !line.starts_with("relay_cluster_broker_up"));
+                    if counted && !line.ends_with(" 0") {
+                        counters.push(format!("relay {r}: {line}"));
+                    }
+                }
+            }
+        }
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = t.await;
@@ -437,14 +658,12 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
         anyhow::Ok(Measured {
             ramp_s,
             elapsed,
-            cpu,
+            procs,
             own,
-            rss,
-            hwm,
-            peak_rss: peak_rss.max(rss),
             relay_p50: histogram_quantile(&hist0, &hist1, 0.50),
             relay_p99: histogram_quantile(&hist0, &hist1, 0.99),
             load,
+            counters,
         })
     });
     done.store(true, Relaxed);
@@ -490,19 +709,32 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
         pct(0.999),
         max
     );
-    let _ = writeln!(
-        r,
-        "  relay: CPU {:.1} % of one core, RSS {:.1} MiB (peak {:.1} MiB, high-water {:.1} MiB, idle before agents {:.1} MiB)",
-        100.0 * m.cpu,
-        m.rss as f64 / 1024.0,
-        m.peak_rss as f64 / 1024.0,
-        m.hwm as f64 / 1024.0,
-        idle_rss as f64 / 1024.0
-    );
+    let per_relay = args.agents as f64 / args.relays as f64;
+    for p in &m.procs {
+        let _ = write!(
+            r,
+            "  {}: CPU {:.1} % of one core, RSS {:.1} MiB (peak {:.1} MiB, high-water {:.1} MiB",
+            p.name,
+            100.0 * p.cpu,
+            p.rss as f64 / 1024.0,
+            p.peak_rss as f64 / 1024.0,
+            p.hwm as f64 / 1024.0,
+        );
+        if p.name.starts_with("relay") {
+            // what the connections cost: RSS over the relay's idle size, per agent it holds
+            let _ = write!(
+                r,
+                ", idle before agents {:.1} MiB, {:.2} KiB per agent connection",
+                p.idle_rss as f64 / 1024.0,
+                p.rss.saturating_sub(p.idle_rss) as f64 / per_relay
+            );
+        }
+        let _ = writeln!(r, ")");
+    }
     let bound = |b: Option<f64>| b.map_or("?".to_owned(), |s| format!("<= {:.3} ms", s * 1e3));
     let _ = writeln!(
         r,
-        "  inside the relay (read -> written to the backend socket, its /metrics histogram): p50 {}, p99 {}",
+        "  inside relay 0 (read -> written to the backend socket, its /metrics histogram): p50 {}, p99 {}",
         bound(m.relay_p50),
         bound(m.relay_p99)
     );
@@ -513,34 +745,77 @@ fn run(args: &Args, port: u16, pid: u32) -> anyhow::Result<String> {
         view.errors.load(Relaxed),
         m.load
     );
+    for c in &m.counters {
+        let _ = writeln!(r, "  {c}");
+    }
+    let procs_json: Vec<String> = m
+        .procs
+        .iter()
+        .map(|p| {
+            format!(
+                "{{\"name\":\"{}\",\"cpu_pct\":{:.1},\"rss_mib\":{:.1},\"peak_rss_mib\":{:.1}}}",
+                p.name,
+                100.0 * p.cpu,
+                p.rss as f64 / 1024.0,
+                p.peak_rss as f64 / 1024.0
+            )
+        })
+        .collect();
     let _ = writeln!(
         r,
-        "  json: {{\"agents\":{},\"msgs_per_s\":{:.1},\"sent\":{sent},\"received\":{received},\"lost\":{loss},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"relay_cpu_pct\":{:.1},\"relay_rss_mib\":{:.1},\"relay_peak_rss_mib\":{:.1}}}",
+        "  json: {{\"agents\":{},\"relays\":{},\"msgs_per_s\":{:.1},\"sent\":{sent},\"received\":{received},\"lost\":{loss},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"processes\":[{}]}}",
         args.agents,
+        args.relays,
         received as f64 / m.elapsed,
         pct(0.5),
         pct(0.99),
         max,
-        100.0 * m.cpu,
-        m.rss as f64 / 1024.0,
-        m.peak_rss as f64 / 1024.0
+        procs_json.join(",")
     );
     Ok(r)
+}
+
+/// CPU (share of one core) and memory (KiB) of one process over the window.
+struct ProcStats {
+    name: String,
+    cpu: f64,
+    rss: u64,
+    hwm: u64,
+    peak_rss: u64,
+    idle_rss: u64,
 }
 
 struct Measured {
     ramp_s: f64,
     elapsed: f64,
-    cpu: f64,
+    procs: Vec<ProcStats>,
     own: f64,
-    rss: u64,
-    hwm: u64,
-    peak_rss: u64,
     /// Bucket bounds (seconds) from the relay's own histogram: its share of the latency.
     relay_p50: Option<f64>,
     relay_p99: Option<f64>,
     /// The machine's 1-minute load average at the end of the window (other work skews latency).
     load: String,
+    /// Non-zero drop and broker counters of every relay, read after the window.
+    counters: Vec<String>,
+}
+
+/// Waits until the relay at `addr` says, in `/health`, that its broker connection is up.
+fn wait_for_broker(addr: &str) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        if text.contains("\"broker\":\"up\"") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the relay on {addr} did not reach the broker in 30 s: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn wait_for_listener(addr: &str) -> anyhow::Result<()> {
