@@ -66,6 +66,8 @@ fn kind(e: &Event) -> String {
 
 /// Waits for an event by its wire name (events this test adds have no older spelling).
 async fn event_named(b: &mut Backend, name: &str, mut pred: impl FnMut(&Event) -> bool) -> Event {
+    // one deadline for the whole wait: telemetry keeps arriving
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Some(e) = b
             .events
@@ -75,7 +77,13 @@ async fn event_named(b: &mut Backend, name: &str, mut pred: impl FnMut(&Event) -
         {
             return e;
         }
-        b.next().await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(left, b.next()).await.is_err() {
+            panic!(
+                "no {name} event within {WAIT:?}; events so far: {:?}",
+                b.event_types()
+            );
+        }
     }
 }
 

@@ -587,6 +587,8 @@ impl Drone {
             Event::Restarted(Vehicle::OnGround { .. }) => Super,
             Event::LandedAtHome | Event::LandedAway => Super,
             Event::Task(_) | Event::TechnicianReady { .. } | Event::TestRelease => Super,
+            // a disk that refuses writes is reported here too
+            Event::StorageFailed(_) | Event::StorageRestored(_) => Super,
             // Nothing else can be acted on without the autopilot.
             _ => Handled,
         }

@@ -685,6 +685,11 @@ fn storage_failure_in_the_air_changes_nothing_but_a_report() {
     let out = m.handle(&Event::StorageRestored("2 events stored".into()));
     assert_eq!(reports(&out), [EventType::StorageRestored]);
     assert_eq!(m.storage_failed(), None);
+    // without the autopilot's link too (FAILSAFE acts on little else)
+    m.handle(&Event::FcLinkLost);
+    assert_eq!(m.state(), Failsafe);
+    let out = m.handle(&Event::StorageFailed("No space left on device".into()));
+    assert_eq!(reports(&out), [EventType::StorageFailed]);
 }
 
 /// Issue 18: no flight on record (lost, empty, unreadable state, or IDLE) and the vehicle
