@@ -187,27 +187,11 @@ pub mod fuzzing {
 
     /// Folds `messages` in order into a fresh link's snapshot and returns it.
     pub fn fold(messages: impl IntoIterator<Item = (MavHeader, MavMessage)>) -> FcSnapshot {
-        let (snapshot, _) = watch::channel(FcSnapshot::initial());
-        let (link_up, _) = watch::channel(false);
-        let (replies, _rx) = broadcast::channel(4);
-        let shared = Shared {
-            cfg: FcLinkConfig::new(
-                "udpin:127.0.0.1:14540"
-                    .parse()
-                    .unwrap_or_else(|e| panic!("fixed connection string: {e}")),
-            ),
-            snapshot,
-            conn: Mutex::new(None),
-            link_up,
-            replies,
-            command_locks: Mutex::new(HashMap::new()),
-            mission_lock: tokio::sync::Mutex::new(()),
-            state: Mutex::new(LinkMemory::default()),
-            received: AtomicU64::new(0),
-            sequence: std::sync::atomic::AtomicU8::new(0),
-            target_ids: std::sync::atomic::AtomicU32::new(0),
-            dirty: std::sync::atomic::AtomicBool::new(false),
-        };
+        let shared = Shared::new(FcLinkConfig::new(
+            "udpin:127.0.0.1:14540"
+                .parse()
+                .unwrap_or_else(|e| panic!("fixed connection string: {e}")),
+        ));
         for (header, msg) in messages {
             shared.handle(header, msg);
             shared.notify();
@@ -221,26 +205,7 @@ impl MavlinkFc {
     /// Starts the link supervisor (must be called inside a tokio runtime). Returns at once; watch
     /// [`FlightController::snapshot`] for the link to come up.
     pub fn start(cfg: FcLinkConfig) -> Arc<Self> {
-        let (snapshot, _) = watch::channel(FcSnapshot::initial());
-        let (link_up, _) = watch::channel(false);
-        let (replies, _) = broadcast::channel(256);
-        let shared = Arc::new(Shared {
-            cfg,
-            snapshot,
-            conn: Mutex::new(None),
-            link_up,
-            replies,
-            command_locks: Mutex::new(HashMap::new()),
-            mission_lock: tokio::sync::Mutex::new(()),
-            state: Mutex::new(LinkMemory::default()),
-            received: AtomicU64::new(0),
-            sequence: std::sync::atomic::AtomicU8::new(0),
-            target_ids: std::sync::atomic::AtomicU32::new(0),
-            dirty: std::sync::atomic::AtomicBool::new(false),
-            messages: broadcast::channel(64).0,
-            motion_generation: AtomicU64::new(0),
-            outbox: Mutex::new(Vec::new()),
-        });
+        let shared = Arc::new(Shared::new(cfg));
         let span = tracing::info_span!("fc_link", connection = %shared.cfg.connection);
         let supervisor = tokio::spawn(supervise(shared.clone()).instrument(span));
         Arc::new(Self { shared, supervisor })
@@ -542,6 +507,30 @@ trait IdU32 {
 }
 impl<T: mavlink::MessageData> IdU32 for T {
     const ID_U32: u32 = T::ID;
+}
+
+impl Shared {
+    /// A link's state before its first connection; the one constructor (the receive loop and the
+    /// fuzz crate's `fuzzing::fold` must not drift apart).
+    fn new(cfg: FcLinkConfig) -> Self {
+        Self {
+            cfg,
+            snapshot: watch::channel(FcSnapshot::initial()).0,
+            conn: Mutex::new(None),
+            link_up: watch::channel(false).0,
+            replies: broadcast::channel(256).0,
+            command_locks: Mutex::new(HashMap::new()),
+            mission_lock: tokio::sync::Mutex::new(()),
+            state: Mutex::new(LinkMemory::default()),
+            received: AtomicU64::new(0),
+            sequence: std::sync::atomic::AtomicU8::new(0),
+            target_ids: std::sync::atomic::AtomicU32::new(0),
+            dirty: std::sync::atomic::AtomicBool::new(false),
+            messages: broadcast::channel(64).0,
+            motion_generation: AtomicU64::new(0),
+            outbox: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl Shared {
