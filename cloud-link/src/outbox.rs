@@ -110,6 +110,9 @@ impl Outbox {
                     });
                     match parsed {
                         Ok(event) => {
+                            // a file whose event claims another seq than its name (edited or
+                            // damaged): never hand out either number again
+                            spent = spent.max(event.seq.unwrap_or(seq));
                             pending.insert(seq, event);
                         }
                         Err(reason) => {
@@ -328,6 +331,21 @@ mod tests {
         let (mut ob, _) = Outbox::open(dir.path(), 10).unwrap();
         assert_eq!(ob.pending().last().unwrap().event_id, second.event_id);
         assert_eq!(ob.push(Event::new(EventType::Ready)).unwrap().seq, Some(3));
+    }
+
+    #[test]
+    fn an_event_file_claiming_a_later_seq_than_its_name_never_has_it_reused() {
+        // found by the outbox_load fuzzer: file 7 holding an event that says seq 8, no counter;
+        // the next event took 8 again
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("00000000000000000007.json"),
+            r#"{"event_type": "door_opened", "event_id": "7d2c7e4e-2a8c-4b53-9d7e-1f9b2c3d4e5f", "seq": 8, "cell_id": 4, "timestamp": "2026-12-02T01:00:00Z"}"#,
+        )
+        .unwrap();
+        let (mut ob, _) = Outbox::open(dir.path(), 16).unwrap();
+        let next = ob.push(Event::new(EventType::Ready)).unwrap();
+        assert_eq!(next.seq, Some(9));
     }
 
     #[test]
