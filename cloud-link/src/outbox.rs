@@ -34,6 +34,9 @@ pub enum OutboxError {
     },
     #[error("outbox file {path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    /// Only a damaged counter or file name gets here (2^64 events is not a lifetime's worth).
+    #[error("outbox {path}: the sequence numbers are used up (the seq counter or an event file's name says {last})")]
+    SeqExhausted { path: PathBuf, last: u64 },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
@@ -176,7 +179,13 @@ impl Outbox {
 
     /// Stores an event durably and returns it as it will be sent (id and seq filled in).
     pub fn push(&mut self, mut event: Event) -> Result<Event, OutboxError> {
-        let seq = self.last_seq + 1;
+        let seq = self
+            .last_seq
+            .checked_add(1)
+            .ok_or_else(|| OutboxError::SeqExhausted {
+                path: self.dir.clone(),
+                last: self.last_seq,
+            })?;
         event.seq = Some(seq);
         if event.event_id.is_none() {
             event.event_id = Some(Uuid::new_v4());
@@ -346,6 +355,16 @@ mod tests {
         let (mut ob, _) = Outbox::open(dir.path(), 16).unwrap();
         let next = ob.push(Event::new(EventType::Ready)).unwrap();
         assert_eq!(next.seq, Some(9));
+    }
+
+    #[test]
+    fn a_counter_at_the_last_seq_refuses_with_an_error_not_a_panic() {
+        // found by the outbox_load fuzzer: a counter file saying u64::MAX overflowed in push
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("seq"), u64::MAX.to_string()).unwrap();
+        let (mut ob, _) = Outbox::open(dir.path(), 16).unwrap();
+        let err = ob.push(Event::new(EventType::Ready)).unwrap_err();
+        assert!(err.to_string().contains("used up"), "{err}");
     }
 
     #[test]
