@@ -3,7 +3,7 @@
 //! configured.
 //!
 //! The seed names the call (`OrchestratorAPIClient.ValidateQR()`) but not its route or body, so
-//! this is our choice, written down in `locker-agent.example.toml` and ARCHITECTURE.md:
+//! this is our choice, written down in `locker-agent.example.toml` and docs/locker.md:
 //!
 //! ```text
 //! POST <orchestrator.url>            (default route /api/v1/qr/validate)

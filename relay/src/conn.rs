@@ -254,7 +254,7 @@ pub fn run_agent(
 
         // Ten thousand of these futures are alive at once: every await that is rare (replies,
         // pings, writes to the agent, the close) is boxed, so the future itself only holds the
-        // select's small branch states (2.4 KiB before, see ARCHITECTURE.md "relay").
+        // select's small branch states (2.4 KiB before, see docs/relay.md).
         let end = loop {
             tokio::select! {
                 reason = reg.queue.kicked() => break kick_end(reason),
