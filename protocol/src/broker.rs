@@ -36,6 +36,7 @@ impl DeliveryTask {
                 aruco_id: self.destination.aruco_id,
             },
             priority: self.priority,
+            volume: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`broker`]: the broker's delivery-task body.
 //! - [`orchestrator`]: the locker's QR validation call to the orchestrator over HTTP.
 //! - [`units`]: percent, metres, degrees, WGS-84 positions, checked on the way in.
+//! - [`volume`]: the operational volume a task may carry (the fence the autopilot enforces).
 //!
 //! This crate knows nothing about sockets, tokio or files: it is types and parsing only. It is the
 //! contract with the backend: change a shape and you bump [`ws::PROTOCOL_VERSION`].
@@ -18,6 +19,7 @@ pub mod lockboard;
 pub mod locker_api;
 pub mod orchestrator;
 pub mod units;
+pub mod volume;
 pub mod ws;
 
 pub use error::ProtocolError;

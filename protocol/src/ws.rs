@@ -545,6 +545,10 @@ pub struct Task {
     pub delivery_id: Uuid,
     pub destination: Destination,
     pub priority: Priority,
+    /// The airspace the delivery may use (ours, optional: the seed's tasks have none, and the
+    /// agent then uses its `[geofence]` config). See [`crate::volume`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<crate::volume::OperationalVolume>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -154,7 +154,7 @@ prop_compose! {
 prop_compose! {
     fn task()(delivery_id in uuid(), lat in latitude(), lon in longitude(), aruco_id in any::<u32>(),
               priority in prop::sample::select(vec![Priority::Normal, Priority::Priority])) -> Task {
-        Task { delivery_id, destination: Destination { lat, lon, aruco_id }, priority }
+        Task { delivery_id, destination: Destination { lat, lon, aruco_id }, priority, volume: None }
     }
 }
 

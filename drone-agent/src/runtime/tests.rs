@@ -98,6 +98,7 @@ fn task(id: u128) -> Envelope {
             aruco_id: 7,
         },
         priority: Priority::Normal,
+        volume: None,
     }))
 }
 
