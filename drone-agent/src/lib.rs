@@ -10,6 +10,7 @@
 //!   `LANDING_TARGET`; the runtime holds one while approaching).
 //! - [`camera`]: the downward camera's worker thread (marker sightings, video frames).
 //! - [`persist`]: the state file, written atomically on every transition.
+//! - [`energy`]: the energy to get home, learned in flight (pure; not yet wired: issue 12).
 //! - [`config`]: the TOML config; [`app`]: wiring from config to a running agent.
 //! - [`technician`]: the Unix socket a technician's `drone-agent status` / `events` read.
 
@@ -17,6 +18,7 @@ pub mod app;
 pub mod camera;
 pub mod commands;
 pub mod config;
+pub mod energy;
 pub mod machine;
 pub mod monitor;
 pub mod persist;
