@@ -51,6 +51,7 @@ pub mod config;
 pub mod connection;
 pub mod mavlink;
 pub mod modes;
+pub mod router;
 pub mod tlog;
 
 use std::future::Future;
