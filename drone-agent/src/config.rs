@@ -347,6 +347,8 @@ impl DroneConfig {
             flight_op_backoff_max: secs(self.retry.max_backoff_s),
             take_back_after: (self.autopilot.take_back_after_s > 0.0)
                 .then(|| secs(self.autopilot.take_back_after_s)),
+            // the marker needs a camera to be seen
+            precision: self.camera.as_ref().and(self.precision.clone()),
         }
     }
 

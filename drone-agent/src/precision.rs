@@ -15,8 +15,9 @@
 //! within `centre_tolerance_m` and `alt_tolerance_m` of the drop height for `settle_frames`
 //! frames in a row.
 //!
-//! The runtime (`runtime.rs`) holds one [`Approach`] while the machine is in NAVIGATING's
-//! approach phase and a `[precision]` section is configured; frames come from `camera.rs`.
+//! The machine holds one [`Approach`] while it is in NAVIGATING's approach phase and a
+//! `[precision]` section and a camera are configured (`machine::ApproachRun`); the runtime turns
+//! the camera worker's frames (`camera.rs`) and a clock tick into machine events.
 
 use hal::flight::{GeoPoint, LandingTarget};
 use hal::marker::{Dictionary, Intrinsics, MarkerConfig, MarkerDetection};
@@ -178,8 +179,9 @@ pub enum Decision {
     Failed(ApproachFailure),
 }
 
-/// One precision approach, from the start of the descent over the destination.
-#[derive(Debug)]
+/// One precision approach, from the start of the descent over the destination. The machine
+/// holds it (`machine::ApproachRun`): its counts and timeouts are machine data.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Approach {
     cfg: PrecisionConfig,
     want: u32,

@@ -111,6 +111,16 @@ pub enum PayloadReading {
     Unknown,
 }
 
+/// One camera frame's markers, for the precision approach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    /// Seconds on the runtime's clock when the frame was captured.
+    pub now_s: f64,
+    pub markers: Vec<hal::marker::MarkerDetection>,
+    /// Where the drone was at capture, as the autopilot said.
+    pub pose: crate::precision::Pose,
+}
+
 /// What happened, as the machine needs to know it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -126,8 +136,16 @@ pub enum Event {
     OverDestination,
     /// Hovering at drop height, centred over the locker (`arrived`).
     AtDropHeight,
-    /// The approach did not succeed (marker not seen, wrong marker, timeout): `retry_navigation`.
-    ApproachFailed(String),
+    /// One camera frame during the precision approach: the markers seen and where the drone
+    /// was (the machine's approach decides: steer, centred, or failed).
+    CameraFrame(Frame),
+    /// The approach's clock, also when no frame arrives (a dead camera must still end it).
+    ApproachTick {
+        now_s: f64,
+    },
+    /// The camera worker says the camera has failed (why), or works again.
+    CameraFault(String),
+    CameraRestored,
     /// A command from the cloud.
     Command(CommandKind),
     ReleaseDone,
@@ -191,7 +209,10 @@ impl Event {
             Event::ClimbComplete => "climb_complete",
             Event::OverDestination => "over_destination",
             Event::AtDropHeight => "at_drop_height",
-            Event::ApproachFailed(_) => "approach_failed",
+            Event::CameraFrame(_) => "camera_frame",
+            Event::ApproachTick { .. } => "approach_tick",
+            Event::CameraFault(_) => "camera_fault",
+            Event::CameraRestored => "camera_restored",
             Event::Command(c) => command_name(*c),
             Event::ReleaseDone => "release_done",
             Event::ReleaseFailed(_) => "release_failed",
@@ -350,6 +371,9 @@ pub struct Limits {
     pub flight_op_backoff_max: Duration,
     /// AUTOPILOT_CONTROL: take control back (fly home) after this long; `None`: only on `resume`.
     pub take_back_after: Option<Duration>,
+    /// The precision approach onto the marker (`[precision]`, only with a camera); `None`: the
+    /// approach is by GPS alone.
+    pub precision: Option<crate::precision::PrecisionConfig>,
 }
 
 impl Default for Limits {
@@ -369,6 +393,7 @@ impl Default for Limits {
             flight_op_backoff: Duration::from_millis(500),
             flight_op_backoff_max: Duration::from_secs(8),
             take_back_after: None,
+            precision: None,
         }
     }
 }
