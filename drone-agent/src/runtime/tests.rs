@@ -548,3 +548,38 @@ async fn restart_in_flight_waits_for_home_before_commanding() {
     let _ = Vehicle::Airborne;
     w.stop().await;
 }
+
+/// Issue 11 item 6: the autopilot's battery fault bits are judged with percent and voltage. A
+/// fault that may end the pack within minutes lands here; one that makes its capacity doubtful
+/// flies home. The percentage stays healthy throughout.
+#[tokio::test(start_paused = true)]
+async fn battery_fault_bits_land_now_or_fly_home() {
+    for (fault, event, order, other) in [
+        (
+            "over_temperature",
+            EventType::BatteryCritical,
+            "land",
+            "rtl",
+        ),
+        ("under_temperature", EventType::BatteryLow, "rtl", "land"),
+    ] {
+        let mut w = start(FakeFc::new());
+        w.frames.send(task(1)).await.expect("send");
+        w.until(DroneState::WaitingDrop).await;
+        w.fc.update(|s| s.battery_faults = vec![fault]);
+        w.until_event(event).await;
+        let reason = w
+            .cloud
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|e| e.event_type == event)
+            .and_then(|e| e.reason.clone())
+            .unwrap_or_default();
+        assert!(reason.contains(fault), "{fault}: {reason}");
+        assert_eq!(w.fc.count(order), 1, "{fault}: {:?}", w.fc.calls());
+        assert_eq!(w.fc.count(other), 0, "{fault}: {:?}", w.fc.calls());
+        w.stop().await;
+    }
+}

@@ -909,11 +909,7 @@ impl Shared {
                     C::MAV_BATTERY_CHARGE_STATE_CHARGING => BatteryChargeState::Charging,
                     _ => BatteryChargeState::Undefined,
                 });
-                s.battery_faults = BATTERY_FAULTS
-                    .iter()
-                    .filter(|(bit, _)| b.fault_bitmask.contains(*bit))
-                    .map(|(_, name)| *name)
-                    .collect();
+                s.battery_faults = battery_faults(b.fault_bitmask);
             }),
             MavMessage::EXTENDED_SYS_STATE(e) => {
                 use apm::MavLandedState as L;
@@ -1642,6 +1638,15 @@ const BATTERY_FAULTS: [(apm::MavBatteryFault, &str); 9] = [
     ),
 ];
 
+/// The names of the fault bits set in `BATTERY_STATUS.fault_bitmask`.
+fn battery_faults(bits: apm::MavBatteryFault) -> Vec<&'static str> {
+    BATTERY_FAULTS
+        .iter()
+        .filter(|(bit, _)| bits.contains(*bit))
+        .map(|(_, name)| *name)
+        .collect()
+}
+
 /// `EKF_STATUS_FLAGS` / `ESTIMATOR_STATUS_FLAGS` (same bits): an absolute horizontal position the
 /// vehicle can navigate by. ArduPilot's "Need Position Estimate" and "requires position" refusals
 /// last exactly while this is false (constant-position mode is the EKF's stand-in before GPS).
@@ -2084,6 +2089,7 @@ impl FlightController for MavlinkFc {
         check("position", passed, detail);
         let battery_ok = s.battery_percent.is_some_and(|p| p >= min_battery_percent)
             && s.battery_failsafe.is_none()
+            && s.battery_faults.is_empty()
             && s.battery_charge_state.is_none_or(|c| !c.is_low_or_worse());
         check(
             "battery",
@@ -2094,6 +2100,12 @@ impl FlightController for MavlinkFc {
                 s.battery_charge_state,
             ) {
                 (_, Some(text), _) => format!("autopilot battery failsafe: {text}"),
+                _ if !s.battery_faults.is_empty() => {
+                    format!(
+                        "autopilot reports battery faults: {}",
+                        s.battery_faults.join(", ")
+                    )
+                }
                 (_, None, Some(c)) if c.is_low_or_worse() => {
                     format!("autopilot reports the battery {c:?}")
                 }
@@ -2474,5 +2486,53 @@ impl MavlinkFc {
                 reason: Some("accepted, but the autopilot is not in mission mode".into()),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flight::BatteryFaultAction;
+
+    #[test]
+    fn battery_fault_bits_are_named_and_judged() {
+        use apm::MavBatteryFault as B;
+        let bits = B::MAV_BATTERY_FAULT_OVER_TEMPERATURE | B::MAV_BATTERY_FAULT_SPIKES;
+        let snap = FcSnapshot {
+            battery_faults: battery_faults(bits),
+            ..FcSnapshot::initial()
+        };
+        assert_eq!(snap.battery_faults, ["spikes", "over_temperature"]);
+        assert_eq!(
+            snap.battery_fault_action(),
+            Some((BatteryFaultAction::LandNow, vec!["over_temperature"]))
+        );
+        let snap = FcSnapshot {
+            battery_faults: battery_faults(B::MAV_BATTERY_FAULT_UNDER_TEMPERATURE),
+            ..FcSnapshot::initial()
+        };
+        assert_eq!(
+            snap.battery_fault_action(),
+            Some((BatteryFaultAction::ReturnHome, vec!["under_temperature"]))
+        );
+        assert!(battery_faults(B::empty()).is_empty());
+        assert_eq!(FcSnapshot::initial().battery_fault_action(), None);
+        // every bit the hal knows has a name, and each name a judgement
+        let all = battery_faults(B::all());
+        assert_eq!(all.len(), BATTERY_FAULTS.len());
+        let land: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|f| BatteryFaultAction::of(f) == BatteryFaultAction::LandNow)
+            .collect();
+        assert_eq!(
+            land,
+            [
+                "deep_discharge",
+                "cell_fail",
+                "over_current",
+                "over_temperature"
+            ]
+        );
     }
 }

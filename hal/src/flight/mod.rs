@@ -282,6 +282,22 @@ pub struct FcSnapshot {
 }
 
 impl FcSnapshot {
+    /// The most urgent action the reported battery faults ask for, with the faults that ask it.
+    pub fn battery_fault_action(&self) -> Option<(BatteryFaultAction, Vec<&'static str>)> {
+        let action = self
+            .battery_faults
+            .iter()
+            .map(|f| BatteryFaultAction::of(f))
+            .max()?;
+        let faults = self
+            .battery_faults
+            .iter()
+            .copied()
+            .filter(|f| BatteryFaultAction::of(f) == action)
+            .collect();
+        Some((action, faults))
+    }
+
     /// The snapshot before anything is heard from the autopilot.
     pub fn initial() -> Self {
         Self {
@@ -387,6 +403,31 @@ pub struct AutopilotMessage {
     pub text: String,
     /// The PX4 event id, for events.
     pub px4_event: Option<u32>,
+}
+
+/// What a battery fault the autopilot reports (`BATTERY_STATUS.fault_bitmask`) asks of a
+/// flying drone. The choice:
+/// - land now: `deep_discharge`, `cell_fail`, `over_current`, `over_temperature` — the pack may
+///   quit or catch fire within minutes; the shortest time in the air wins over reaching home;
+/// - return home: `spikes`, `under_temperature`, `incompatible_voltage`, `incompatible_firmware`,
+///   `incompatible_cells` and any fault this hal does not know — the pack still delivers power,
+///   but its remaining capacity is no longer to be trusted for a delivery.
+///
+/// Any fault fails the pre-flight battery check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BatteryFaultAction {
+    ReturnHome,
+    LandNow,
+}
+
+impl BatteryFaultAction {
+    /// The action one fault (by its `FcSnapshot::battery_faults` name) asks for.
+    pub fn of(fault: &str) -> Self {
+        match fault {
+            "deep_discharge" | "cell_fail" | "over_current" | "over_temperature" => Self::LandNow,
+            _ => Self::ReturnHome,
+        }
+    }
 }
 
 /// `MAV_BATTERY_CHARGE_STATE`.
