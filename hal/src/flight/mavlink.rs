@@ -554,13 +554,14 @@ impl Shared {
     fn mark_lost(&self, reason: &str) {
         let now = SystemTime::now();
         let mut was_connected = false;
+        // when the last HEARTBEAT really arrived (not "a timeout ago": a test of the timeout
+        // must be able to see a loss declared early)
+        let last = lock(&self.state).last_heartbeat.unwrap_or(now);
         self.snapshot.send_modify(|s| {
             s.at = now;
             match s.link {
                 LinkState::Connected { .. } => {
                     was_connected = true;
-                    // the last HEARTBEAT was at most heartbeat_timeout ago
-                    let last = now.checked_sub(self.cfg.heartbeat_timeout()).unwrap_or(now);
                     s.link = LinkState::Lost {
                         since: now,
                         last_heartbeat: last,

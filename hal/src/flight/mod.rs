@@ -114,7 +114,9 @@ pub enum LinkState {
     Connected { since: SystemTime },
     /// No HEARTBEAT for longer than the configured timeout; the link is being reopened.
     Lost {
+        /// When the loss was declared.
         since: SystemTime,
+        /// When the last HEARTBEAT arrived (`since` itself if none ever did on this link).
         last_heartbeat: SystemTime,
     },
 }
