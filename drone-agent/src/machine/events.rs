@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use uuid::Uuid;
 
+/// A config type the machine decides with (`[restart] unknown_airborne`).
+pub use crate::config::UnknownAirborne;
+
 /// The delivery being flown (from the cloud's `task`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
@@ -320,28 +323,30 @@ impl Outcome {
     }
 }
 
-/// What an agent that starts with no flight on record (state file lost, empty, unreadable, or
-/// IDLE) does when the autopilot reports the vehicle armed and in the air: `[restart]
-/// unknown_airborne`. Never nothing: a drone nobody commands is not left hovering.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UnknownAirborne {
-    /// Return to launch (RETURNING).
-    #[default]
-    ReturnHome,
-    /// Land where it is (EMERGENCY_LANDING).
-    Land,
-    /// Hold position (PAUSED) until the backend says `resume` (home), `return_to_home` or `abort`.
-    Hold,
-}
-
-impl UnknownAirborne {
-    /// The config's spelling.
-    pub fn name(&self) -> &'static str {
-        match self {
-            UnknownAirborne::ReturnHome => "return_home",
-            UnknownAirborne::Land => "land",
-            UnknownAirborne::Hold => "hold",
+/// The config's numbers for the machine (here, so the config module knows nothing of the
+/// machine: config is a leaf of the crate's module tree).
+impl crate::config::DroneConfig {
+    /// The numbers the state machine decides with.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            cruise_alt_m: self.flight.cruise_alt_m,
+            drop_alt_m: self.flight.drop_alt_m,
+            max_nav_attempts: self.flight.max_nav_attempts,
+            drop_wait: crate::config::secs(self.timeouts.drop_wait_s),
+            auto_return: (self.timeouts.auto_return_after_drop_s > 0.0)
+                .then(|| crate::config::secs(self.timeouts.auto_return_after_drop_s)),
+            approach_timeout: crate::config::secs(self.timeouts.approach_s),
+            gps_loss_land: crate::config::secs(self.timeouts.gps_loss_land_s),
+            cloud_loss_return: crate::config::secs(self.timeouts.cloud_loss_return_s),
+            continue_after_restart: self.restart.in_air == crate::config::InAirRestart::Continue,
+            unknown_airborne: self.restart.unknown_airborne,
+            flight_op_retries: self.retry.flight_op_retries,
+            flight_op_backoff: crate::config::secs(self.retry.first_backoff_s),
+            flight_op_backoff_max: crate::config::secs(self.retry.max_backoff_s),
+            take_back_after: (self.autopilot.take_back_after_s > 0.0)
+                .then(|| crate::config::secs(self.autopilot.take_back_after_s)),
+            // the marker needs a camera to be seen
+            precision: self.camera.as_ref().and(self.precision.clone()),
         }
     }
 }
@@ -373,7 +378,7 @@ pub struct Limits {
     pub take_back_after: Option<Duration>,
     /// The precision approach onto the marker (`[precision]`, only with a camera); `None`: the
     /// approach is by GPS alone.
-    pub precision: Option<crate::precision::PrecisionConfig>,
+    pub precision: Option<crate::config::PrecisionConfig>,
 }
 
 impl Default for Limits {

@@ -36,6 +36,7 @@ use crate::machine::{Event, FlightOp, Machine, Outcome, Timer};
 use crate::monitor::{self, Monitor, Thresholds};
 use crate::persist::StateFile;
 use crate::technician::ChecksReply;
+pub use crate::technician::TechRequest;
 use cloud_link::{CloudLink, LinkStatus};
 use hal::flight::{FcError, FcSnapshot, FlightController};
 use hal::marker::MarkerConfig;
@@ -106,15 +107,6 @@ pub enum Internal {
     },
     /// The technician's test release finished.
     TestDone(ChecksReply),
-}
-
-/// A technician's request that acts (through the machine).
-#[derive(Debug)]
-pub enum TechRequest {
-    /// `drone-agent ready`: the reply is the new state, or why not.
-    Ready(oneshot::Sender<Result<String, String>>),
-    /// `drone-agent test release`.
-    TestRelease(oneshot::Sender<Result<ChecksReply, String>>),
 }
 
 /// The running agent: the machine and the handles it drives.
