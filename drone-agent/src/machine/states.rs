@@ -448,75 +448,13 @@ impl Drone {
 
     #[state(superstate = "airborne")]
     fn returning(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
-        match event {
-            Event::LandedAtHome => {
-                ctx.report(EventType::ArrivedBase, None);
-                Transition(State::completed())
-            }
-            Event::Command(CommandKind::Pause) => self.pause(ctx, Resume::Returning),
-            Event::AutopilotTookOver { mode, reason } => {
-                self.follow(ctx, Resume::Returning, mode, reason)
-            }
-            Event::Restarted(Vehicle::Airborne) => {
-                self.fly(ctx, Fly::ReturnHome);
-                ctx.report(
-                    EventType::AgentRestarted,
-                    Some("resuming the flight home".into()),
-                );
-                Handled
-            }
-            // Already on the way home: these change nothing but are answered as done.
-            Event::Command(
-                CommandKind::ReturnToBase | CommandKind::ReturnToHome | CommandKind::Abort,
-            ) => {
-                ctx.accepted = true;
-                Handled
-            }
-            Event::GpsRestored => self.home_again_after_gps(ctx),
-            Event::BatteryLow(why) => {
-                ctx.report(
-                    EventType::BatteryLow,
-                    Some(format!("{why}; already returning")),
-                );
-                Handled
-            }
-            _ => Super,
-        }
+        self.flying_home(ctx, event, Resume::Returning)
     }
 
     /// Flying home with the parcel still on board.
     #[state(superstate = "airborne")]
     fn aborting(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
-        match event {
-            Event::LandedAtHome => {
-                ctx.report(
-                    EventType::ArrivedBase,
-                    Some("returned with the parcel".into()),
-                );
-                Transition(State::completed())
-            }
-            Event::Command(CommandKind::Pause) => self.pause(ctx, Resume::Aborting),
-            Event::AutopilotTookOver { mode, reason } => {
-                self.follow(ctx, Resume::Aborting, mode, reason)
-            }
-            Event::Restarted(Vehicle::Airborne) => {
-                self.fly(ctx, Fly::ReturnHome);
-                ctx.report(
-                    EventType::AgentRestarted,
-                    Some("resuming the flight home with the parcel".into()),
-                );
-                Handled
-            }
-            Event::Command(
-                CommandKind::Abort | CommandKind::ReturnToHome | CommandKind::ReturnToBase,
-            ) => {
-                ctx.accepted = true;
-                Handled
-            }
-            Event::BatteryLow(_) => Handled,
-            Event::GpsRestored => self.home_again_after_gps(ctx),
-            _ => Super,
-        }
+        self.flying_home(ctx, event, Resume::Aborting)
     }
 
     #[state(superstate = "airborne")]
@@ -1035,6 +973,51 @@ impl Drone {
             Transition(State::aborting())
         } else {
             Transition(State::returning())
+        }
+    }
+
+    /// RETURNING (`Resume::Returning`) and ABORTING (`Resume::Aborting`, the parcel on board):
+    /// the flight home, one handler for both.
+    fn flying_home(&mut self, ctx: &mut Ctx, event: &Event, resume: Resume) -> Response {
+        let parcel = resume == Resume::Aborting;
+        match event {
+            Event::LandedAtHome => {
+                ctx.report(
+                    EventType::ArrivedBase,
+                    parcel.then(|| "returned with the parcel".into()),
+                );
+                Transition(State::completed())
+            }
+            Event::Command(CommandKind::Pause) => self.pause(ctx, resume),
+            Event::AutopilotTookOver { mode, reason } => self.follow(ctx, resume, mode, reason),
+            Event::Restarted(Vehicle::Airborne) => {
+                self.fly(ctx, Fly::ReturnHome);
+                let why = if parcel {
+                    "resuming the flight home with the parcel"
+                } else {
+                    "resuming the flight home"
+                };
+                ctx.report(EventType::AgentRestarted, Some(why.into()));
+                Handled
+            }
+            // Already on the way home: these change nothing but are answered as done.
+            Event::Command(
+                CommandKind::ReturnToBase | CommandKind::ReturnToHome | CommandKind::Abort,
+            ) => {
+                ctx.accepted = true;
+                Handled
+            }
+            Event::GpsRestored => self.home_again_after_gps(ctx),
+            // with the parcel on board the abort has said enough
+            Event::BatteryLow(_) if parcel => Handled,
+            Event::BatteryLow(why) => {
+                ctx.report(
+                    EventType::BatteryLow,
+                    Some(format!("{why}; already returning")),
+                );
+                Handled
+            }
+            _ => Super,
         }
     }
 
