@@ -3,7 +3,7 @@
 mod common;
 
 use common::{rig, rig_with, WAIT};
-use hal::flight::{FcError, FlightController, GpsFixType, LinkState};
+use hal::flight::{FcError, FlightController, GpsFixType, LinkState, MissionControl};
 use mavlink::dialects::ardupilotmega::MavResult;
 use sim::vehicle::{Fault, Flavour};
 use std::time::Duration;

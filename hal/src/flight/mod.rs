@@ -637,9 +637,6 @@ pub trait FlightController: Send + Sync + 'static {
     /// Stop and hold position (pause).
     fn hold(&self) -> impl Future<Output = Result<(), FcError>> + Send;
 
-    /// Continue what `hold` paused: the mission if one was running, else the last `goto`.
-    fn resume(&self) -> impl Future<Output = Result<(), FcError>> + Send;
-
     /// Return to launch; the autopilot lands and disarms there by itself.
     fn return_to_launch(&self) -> impl Future<Output = Result<(), FcError>> + Send;
 
@@ -667,6 +664,20 @@ pub trait FlightController: Send + Sync + 'static {
         target: LandingTarget,
     ) -> impl Future<Output = Result<(), FcError>> + Send;
 
+    /// Everything the autopilot says from now on (STATUSTEXT, PX4 events), in order. A receiver
+    /// that falls more than 64 messages behind loses the oldest (`RecvError::Lagged`). The default
+    /// is a closed channel, for controllers that have no such messages.
+    fn autopilot_messages(&self) -> tokio::sync::broadcast::Receiver<AutopilotMessage> {
+        tokio::sync::broadcast::channel(1).1
+    }
+}
+
+/// What the MAVLink flight controller can do beyond what the agents ask of a
+/// [`FlightController`]: continue a paused mission or leg, and the mission protocol. No agent
+/// calls these (the agents fly guided legs); the hal's own tests and the sim's do.
+pub trait MissionControl: FlightController {
+    /// Continue what `hold` paused: the mission if one was running, else the last `goto`.
+    fn resume(&self) -> impl Future<Output = Result<(), FcError>> + Send;
     /// Replace the autopilot's mission with `items` (mission protocol with per-step retries).
     fn upload_mission(
         &self,
@@ -678,11 +689,4 @@ pub trait FlightController: Send + Sync + 'static {
 
     /// Start the uploaded mission from its first item (arms nothing: arm first).
     fn start_mission(&self) -> impl Future<Output = Result<(), FcError>> + Send;
-
-    /// Everything the autopilot says from now on (STATUSTEXT, PX4 events), in order. A receiver
-    /// that falls more than 64 messages behind loses the oldest (`RecvError::Lagged`). The default
-    /// is a closed channel, for controllers that have no such messages.
-    fn autopilot_messages(&self) -> tokio::sync::broadcast::Receiver<AutopilotMessage> {
-        tokio::sync::broadcast::channel(1).1
-    }
 }
