@@ -147,12 +147,7 @@ impl Shared {
         let target = self.target().ok_or(FcError::LinkLost {
             command: "MISSION_COUNT",
         })?;
-        let autopilot = self.autopilot("MISSION_COUNT")?;
-        let offset: u16 = if autopilot == Autopilot::ArduPilot {
-            1
-        } else {
-            0
-        };
+        let offset = Ways::of(self.autopilot("MISSION_COUNT")?).mission_offset();
         let mut wire: Vec<MavMessage> = Vec::with_capacity(items.len() + 1);
         if offset == 1 {
             wire.push(self.home_item(target));

@@ -33,8 +33,10 @@
 //! Files, one concern each: `transport` (the connection, the supervisor, our HEARTBEAT, the
 //! telemetry requests), `receive` (the receive path folding messages into the snapshot),
 //! `command` (the MAVLink command protocol and mode changes), `mission` (the mission protocol
-//! and [`MissionControl`]), `ops` (the [`FlightController`] operations).
+//! and [`MissionControl`]), `ops` (the [`FlightController`] operations), `autopilot` (what differs between PX4
+//! and ArduPilot: `autopilot::Ways`).
 
+mod autopilot;
 mod command;
 mod mission;
 mod ops;
@@ -52,6 +54,7 @@ use super::{
     GripperAction, LandedState, LandingTarget, LinkState, MissionControl, MissionItem,
     MissionProgress, PreflightCheck, PreflightReport, Severity,
 };
+use autopilot::{HoldBy, Ways};
 use command::{check_point, deg_e7};
 use mavlink::dialects::ardupilotmega as apm;
 use mavlink::dialects::ardupilotmega::{MavCmd, MavMessage, MavResult};

@@ -22,8 +22,8 @@ impl Shared {
                     reason: Some("position not known yet".into()),
                 })
         };
-        match snap.autopilot {
-            Autopilot::ArduPilot => {
+        match Ways::of(snap.autopilot).hold_by() {
+            HoldBy::BrakeThenGuided => {
                 self.set_mode("set mode BRAKE", FlightModeKind::Hold)
                     .await?;
                 let timeout = Duration::from_millis(self.cfg.hold_brake_timeout_ms);
@@ -43,14 +43,14 @@ impl Shared {
                 let point = here(&self.snapshot.borrow())?;
                 self.goto(point).await?;
             }
-            Autopilot::Px4 => {
+            HoldBy::HoldThenHere => {
                 self.set_mode("set mode HOLD", FlightModeKind::Hold).await?;
                 if !in_mission && snap.position.is_some() {
                     // a guided leg is flown in Hold: switching changes nothing mid-leg
                     self.goto(here(&snap)?).await?;
                 }
             }
-            _ => self.set_mode("set mode HOLD", FlightModeKind::Hold).await?,
+            HoldBy::Hold => self.set_mode("set mode HOLD", FlightModeKind::Hold).await?,
         }
         let mut st = lock(&self.state);
         // `resume` continues the real target (or the mission), not the hold point
@@ -62,28 +62,25 @@ impl Shared {
     pub(super) async fn goto(&self, target: GeoPoint) -> Result<(), FcError> {
         const NAME: &str = "MAV_CMD_DO_REPOSITION";
         check_point(NAME, &target)?;
-        let autopilot = self.autopilot(NAME)?;
-        let (frame, z) = match autopilot {
-            // PX4 reads the altitude of DO_REPOSITION as AMSL
-            Autopilot::Px4 => (
+        let ways = Ways::of(self.autopilot(NAME)?);
+        let (frame, z) = if ways.amsl_altitudes() {
+            (
                 apm::MavFrame::MAV_FRAME_GLOBAL,
                 self.home_msl(NAME).await? + target.alt_rel_m,
-            ),
-            _ => {
-                // ArduCopter only accepts position targets in GUIDED
-                self.set_mode("set mode GUIDED", FlightModeKind::Guided)
-                    .await?;
-                (
-                    apm::MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT,
-                    target.alt_rel_m,
-                )
-            }
+            )
+        } else {
+            // ArduCopter only accepts position targets in GUIDED
+            self.set_mode("set mode GUIDED", FlightModeKind::Guided)
+                .await?;
+            (
+                apm::MavFrame::MAV_FRAME_GLOBAL_RELATIVE_ALT,
+                target.alt_rel_m,
+            )
         };
         let change_mode =
             apm::MavDoRepositionFlags::MAV_DO_REPOSITION_FLAGS_CHANGE_MODE.bits() as f32;
-        if autopilot == Autopilot::Px4 {
-            // PX4 switches to Hold to fly a reposition
-            self.expect_mode(FlightModeKind::Hold);
+        if let Some(mode) = ways.reposition_mode() {
+            self.expect_mode(mode);
         }
         self.command_int(
             NAME,
@@ -121,7 +118,8 @@ impl FlightController for MavlinkFc {
         let reported = |s: &FcSnapshot| {
             s.link.is_connected()
                 && s.battery_percent.is_some()
-                && (s.position_estimate.is_some() || s.autopilot == Autopilot::Px4)
+                && (s.position_estimate.is_some()
+                    || Ways::of(s.autopilot).arming_checks_judge_position())
         };
         if !reported(&self.shared.snapshot.borrow()) {
             let settle = self.shared.cfg.heartbeat_timeout() * 2;
@@ -165,14 +163,15 @@ impl FlightController for MavlinkFc {
             },
         );
         // a GPS fix and home come seconds before ArduPilot's EKF navigates by them
-        let (passed, detail) = match (s.position_estimate, s.autopilot) {
+        let by_arming_checks = Ways::of(s.autopilot).arming_checks_judge_position();
+        let (passed, detail) = match (s.position_estimate, by_arming_checks) {
             (Some(true), _) => (true, "position estimate usable".to_owned()),
             (Some(false), _) => (
                 false,
                 "the autopilot has no position estimate yet".to_owned(),
             ),
             // PX4 without ESTIMATOR_STATUS on this link: its arming checks decide
-            (None, Autopilot::Px4) => (
+            (None, true) => (
                 true,
                 "estimator not reported; the autopilot's arming checks decide".to_owned(),
             ),
@@ -241,7 +240,7 @@ impl FlightController for MavlinkFc {
 
     async fn arm(&self) -> Result<(), FcError> {
         const NAME: &str = "MAV_CMD_COMPONENT_ARM_DISARM(arm)";
-        if self.shared.autopilot(NAME)? == Autopilot::ArduPilot {
+        if Ways::of(self.shared.autopilot(NAME)?).mode_before_arming() {
             // the flight mode first: ArduCopter checks a mode's position needs only while armed,
             // so arming in STABILIZE before the EKF has a position succeeds and the GUIDED after
             // it fails ("requires position") with the motors running. In GUIDED the arm itself
@@ -298,11 +297,12 @@ impl FlightController for MavlinkFc {
                         reason: format!("take-off altitude {alt_rel_m} m must be above 0"),
                     });
                 }
-                let alt = match self.shared.autopilot(NAME)? {
+                let ways = Ways::of(self.shared.autopilot(NAME)?);
+                let alt = match ways.takeoff_mode() {
                     // PX4 takes the take-off altitude as AMSL, and switches to its Takeoff mode
-                    Autopilot::Px4 => {
+                    Some(mode) if ways.amsl_altitudes() => {
                         let alt = self.shared.home_msl(NAME).await? + alt_rel_m;
-                        self.shared.expect_mode(FlightModeKind::Takeoff);
+                        self.shared.expect_mode(mode);
                         alt
                     }
                     _ => {
@@ -382,7 +382,7 @@ impl FlightController for MavlinkFc {
                 [1.0, gripper_param(action), 0.0, 0.0, 0.0, 0.0, 0.0],
             )
             .await?;
-        if autopilot == Autopilot::Px4 {
+        if Ways::of(autopilot).gripper_confirmed_by_ack() {
             self.shared.update(|s| s.gripper = Some(action));
         } else {
             // ArduPilot ACKs at once ("Gripper load releasing") and reports the gripper done
@@ -420,8 +420,8 @@ impl FlightController for MavlinkFc {
                 reason: format!("channel {channel} must be 1..=16 and {pwm_us} µs 500..=2500"),
             });
         }
-        match self.shared.autopilot("MAV_CMD_DO_SET_SERVO")? {
-            Autopilot::Px4 => {
+        match Ways::of(self.shared.autopilot("MAV_CMD_DO_SET_SERVO")?).servo_by_actuator_set() {
+            true => {
                 // PX4 drives peripherals through actuator sets: an output configured as
                 // "Peripheral via Actuator Set N" on AUX N (output 8 + N)
                 const NAME: &str = "MAV_CMD_DO_SET_ACTUATOR";
@@ -441,7 +441,7 @@ impl FlightController for MavlinkFc {
                     .command(NAME, MavCmd::MAV_CMD_DO_SET_ACTUATOR, p)
                     .await
             }
-            _ => {
+            false => {
                 self.shared
                     .command(
                         "MAV_CMD_DO_SET_SERVO",

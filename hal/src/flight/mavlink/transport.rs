@@ -137,18 +137,8 @@ pub(super) async fn request_telemetry(shared: Arc<Shared>) {
     }
     let t = shared.cfg.telemetry;
     // each autopilot reports its position estimate in its own message
-    let estimator = match shared.snapshot.borrow().autopilot {
-        Autopilot::Px4 => (
-            apm::ESTIMATOR_STATUS_DATA::ID_U32,
-            t.status_hz,
-            "ESTIMATOR_STATUS",
-        ),
-        _ => (
-            apm::EKF_STATUS_REPORT_DATA::ID_U32,
-            t.status_hz,
-            "EKF_STATUS_REPORT",
-        ),
-    };
+    let (id, name) = Ways::of(shared.snapshot.borrow().autopilot).estimator_message();
+    let estimator = (id, t.status_hz, name);
     let wanted: [(u32, f64, &str); 9] = [
         (
             apm::GLOBAL_POSITION_INT_DATA::ID_U32,
