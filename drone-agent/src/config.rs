@@ -3,7 +3,8 @@
 use cloud_link::CloudConfig;
 use daemon::config::{Validate, Validator};
 use hal::flight::FcLinkConfig;
-use serde::Deserialize;
+use hal::marker::{Dictionary, MarkerConfig};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 use uuid::Uuid;
@@ -30,7 +31,7 @@ pub struct DroneConfig {
     pub camera: Option<CameraConfig>,
     /// The precision approach onto the locker's marker; absent: GPS only.
     #[serde(default)]
-    pub precision: Option<crate::precision::PrecisionConfig>,
+    pub precision: Option<PrecisionConfig>,
     #[serde(default)]
     pub video: VideoConfig,
     #[serde(default)]
@@ -320,36 +321,14 @@ pub struct RestartConfig {
     /// unreadable, or IDLE) and the autopilot reports the vehicle armed and in the air.
     /// `return_home` (default), `land` or `hold`; anything else is refused at start-up.
     #[serde(default)]
-    pub unknown_airborne: crate::machine::UnknownAirborne,
+    pub unknown_airborne: UnknownAirborne,
 }
 
-fn secs(v: f64) -> Duration {
+pub(crate) fn secs(v: f64) -> Duration {
     Duration::from_secs_f64(v.max(0.0))
 }
 
 impl DroneConfig {
-    /// The numbers the state machine decides with.
-    pub fn limits(&self) -> crate::machine::Limits {
-        crate::machine::Limits {
-            cruise_alt_m: self.flight.cruise_alt_m,
-            drop_alt_m: self.flight.drop_alt_m,
-            max_nav_attempts: self.flight.max_nav_attempts,
-            drop_wait: secs(self.timeouts.drop_wait_s),
-            auto_return: (self.timeouts.auto_return_after_drop_s > 0.0)
-                .then(|| secs(self.timeouts.auto_return_after_drop_s)),
-            approach_timeout: secs(self.timeouts.approach_s),
-            gps_loss_land: secs(self.timeouts.gps_loss_land_s),
-            cloud_loss_return: secs(self.timeouts.cloud_loss_return_s),
-            continue_after_restart: self.restart.in_air == InAirRestart::Continue,
-            unknown_airborne: self.restart.unknown_airborne,
-            flight_op_retries: self.retry.flight_op_retries,
-            flight_op_backoff: secs(self.retry.first_backoff_s),
-            flight_op_backoff_max: secs(self.retry.max_backoff_s),
-            take_back_after: (self.autopilot.take_back_after_s > 0.0)
-                .then(|| secs(self.autopilot.take_back_after_s)),
-        }
-    }
-
     pub fn telemetry_interval(&self) -> Duration {
         secs(self.telemetry.interval_s)
     }
@@ -529,6 +508,148 @@ impl Validate for DroneConfig {
                     "must be shorter than period_us",
                 );
             }
+        }
+    }
+}
+
+/// What an agent that starts with no flight on record (state file lost, empty, unreadable, or
+/// IDLE) does when the autopilot reports the vehicle armed and in the air: `[restart]
+/// unknown_airborne`. Never nothing: a drone nobody commands is not left hovering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownAirborne {
+    /// Return to launch (RETURNING).
+    #[default]
+    ReturnHome,
+    /// Land where it is (EMERGENCY_LANDING).
+    Land,
+    /// Hold position (PAUSED) until the backend says `resume` (home), `return_to_home` or `abort`.
+    Hold,
+}
+
+impl UnknownAirborne {
+    /// The config's spelling.
+    pub fn name(&self) -> &'static str {
+        match self {
+            UnknownAirborne::ReturnHome => "return_home",
+            UnknownAirborne::Land => "land",
+            UnknownAirborne::Hold => "hold",
+        }
+    }
+}
+
+/// `[precision]` in the agent's TOML: present means the approach uses the camera.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrecisionConfig {
+    /// The ArUco dictionary the lockers' markers come from.
+    #[serde(default = "default_dictionary")]
+    pub dictionary: Dictionary,
+    /// Side of the printed marker (outer edge of the black border), metres. No default: a wrong
+    /// size scales every correction.
+    pub marker_size_m: f64,
+    /// When the camera fails during an approach: `true` finishes it by GPS alone (metres off
+    /// the hatch), `false` (default) counts it as a failed approach (retry, then home).
+    #[serde(default)]
+    pub gps_fallback: bool,
+    /// Horizontal distance from the marker centre that counts as centred, metres.
+    #[serde(default = "default_centre_tolerance")]
+    pub centre_tolerance_m: f64,
+    /// Altitude error from the drop height that counts as there, metres.
+    #[serde(default = "default_alt_tolerance")]
+    pub alt_tolerance_m: f64,
+    /// The task's marker must be seen within this long after the approach starts, seconds.
+    #[serde(default = "default_acquire")]
+    pub acquire_timeout_s: f64,
+    /// Once seen, the marker may be out of sight this long before the approach fails, seconds.
+    #[serde(default = "default_lost")]
+    pub lost_timeout_s: f64,
+    /// Largest altitude step per correction, metres.
+    #[serde(default = "default_step")]
+    pub descent_step_m: f64,
+    /// Descend only while the offset is under this fraction of the height.
+    #[serde(default = "default_descend_within")]
+    pub descend_within: f64,
+    /// Consecutive centred frames before reporting centred.
+    #[serde(default = "default_settle")]
+    pub settle_frames: u32,
+    /// A frame counts as centred only while the drone moves slower than this (m/s): a picture
+    /// taken in motion is already out of date.
+    #[serde(default = "default_settled_speed")]
+    pub settled_speed_mps: f64,
+}
+
+fn default_dictionary() -> Dictionary {
+    Dictionary::Dict4x4_50
+}
+fn default_centre_tolerance() -> f64 {
+    0.3
+}
+fn default_alt_tolerance() -> f64 {
+    0.5
+}
+fn default_acquire() -> f64 {
+    15.0
+}
+fn default_lost() -> f64 {
+    3.0
+}
+fn default_step() -> f64 {
+    1.0
+}
+fn default_descend_within() -> f64 {
+    0.15
+}
+fn default_settle() -> u32 {
+    3
+}
+fn default_settled_speed() -> f64 {
+    0.25
+}
+
+impl Default for PrecisionConfig {
+    fn default() -> Self {
+        Self {
+            dictionary: default_dictionary(),
+            marker_size_m: 0.4,
+            gps_fallback: false,
+            centre_tolerance_m: default_centre_tolerance(),
+            alt_tolerance_m: default_alt_tolerance(),
+            acquire_timeout_s: default_acquire(),
+            lost_timeout_s: default_lost(),
+            descent_step_m: default_step(),
+            descend_within: default_descend_within(),
+            settle_frames: default_settle(),
+            settled_speed_mps: default_settled_speed(),
+        }
+    }
+}
+
+impl daemon::config::Validate for PrecisionConfig {
+    fn validate(&self, v: &mut daemon::config::Validator) {
+        v.range("marker_size_m", self.marker_size_m, 0.02, 10.0);
+        v.range("centre_tolerance_m", self.centre_tolerance_m, 0.02, 5.0);
+        v.range("alt_tolerance_m", self.alt_tolerance_m, 0.05, 5.0);
+        v.range("acquire_timeout_s", self.acquire_timeout_s, 1.0, 600.0);
+        v.range("lost_timeout_s", self.lost_timeout_s, 0.2, 60.0);
+        v.range("descent_step_m", self.descent_step_m, 0.1, 10.0);
+        v.range("descend_within", self.descend_within, 0.01, 1.0);
+        v.range("settle_frames", self.settle_frames, 1, 100);
+        v.range("settled_speed_mps", self.settled_speed_mps, 0.01, 5.0);
+    }
+}
+
+impl PrecisionConfig {
+    /// What the marker detector needs: the marker from here, the lens from `[camera]`.
+    pub fn marker_config(&self, lens: &Lens) -> MarkerConfig {
+        MarkerConfig {
+            dictionary: self.dictionary,
+            marker_size_m: self.marker_size_m,
+            hfov_deg: lens.hfov_deg,
+            fx: lens.fx,
+            fy: lens.fy,
+            cx: lens.cx,
+            cy: lens.cy,
         }
     }
 }

@@ -170,13 +170,28 @@ impl Monitor {
             (Some((cells, _, _)), Some(v)) if cells > 0 && v > 0.0 => Some(v / f64::from(cells)),
             _ => None,
         };
-        use hal::flight::BatteryChargeState as Charge;
+        use hal::flight::{BatteryChargeState as Charge, BatteryFaultAction};
         let said = snap.battery_charge_state;
+        // the autopilot's fault bits: which mean land now and which home is the hal's choice
+        let (fault_land, fault_home) = match snap.battery_fault_action() {
+            Some((action, faults)) => {
+                let why = format!(
+                    "the autopilot reports battery faults: {}",
+                    faults.join(", ")
+                );
+                match action {
+                    BatteryFaultAction::LandNow => (Some(why), None),
+                    BatteryFaultAction::ReturnHome => (None, Some(why)),
+                }
+            }
+            None => (None, None),
+        };
         let critical = matches!(
             said,
             Some(Charge::Critical | Charge::Emergency | Charge::Failed)
         )
         .then(|| format!("the autopilot reports the battery {said:?}"))
+        .or(fault_land)
         .or_else(|| {
             pct.filter(|p| *p < th.battery_critical_percent).map(|p| {
                 format!(
@@ -191,15 +206,16 @@ impl Monitor {
                 .filter(|c| *c < crit)
                 .map(|c| format!("battery {c:.2} V per cell under {crit:.2} V"))
         });
-        let own_low = pct
-            .filter(|p| *p < th.battery_return_percent)
-            .map(|p| format!("battery {p:.0} % under {:.0} %", th.battery_return_percent))
-            .or_else(|| {
-                let (_, ret, _) = th.battery_cells?;
-                per_cell
-                    .filter(|c| *c < ret)
-                    .map(|c| format!("battery {c:.2} V per cell under {ret:.2} V"))
-            });
+        let own_low = fault_home.or_else(|| {
+            pct.filter(|p| *p < th.battery_return_percent)
+                .map(|p| format!("battery {p:.0} % under {:.0} %", th.battery_return_percent))
+                .or_else(|| {
+                    let (_, ret, _) = th.battery_cells?;
+                    per_cell
+                        .filter(|c| *c < ret)
+                        .map(|c| format!("battery {c:.2} V per cell under {ret:.2} V"))
+                })
+        });
         let autopilot_low = snap.battery_failsafe.clone().or_else(|| {
             matches!(said, Some(Charge::Low))
                 .then(|| "the autopilot reports the battery low".to_owned())
@@ -619,6 +635,31 @@ mod tests {
 
     /// The autopilot's own battery failsafe: if its next HEARTBEAT shows a mode change of its
     /// own, that is the event (the agent follows); if not, the agent flies home itself.
+    /// The autopilot's fault bits: land now or home, by the hal's judgement, at once (they are
+    /// the autopilot's measurement, not an announcement of its own action).
+    #[test]
+    fn battery_fault_bits_are_judged_with_percent_and_voltage() {
+        let at = nav(NavPhase::Cruising);
+        let start = snap(55.0, 37.0, 30.0, true, LandedState::InAir);
+        let mut m = Monitor::new(th());
+        m.observe(&start, at);
+        let mut hot = start.clone();
+        hot.battery_faults = vec!["spikes", "over_temperature"];
+        assert!(matches!(
+            &m.observe(&hot, at)[..],
+            [Event::BatteryCritical(w)] if w.contains("over_temperature") && !w.contains("spikes")
+        ));
+        let mut m = Monitor::new(th());
+        m.observe(&start, at);
+        let mut cold = start.clone();
+        cold.battery_faults = vec!["under_temperature"];
+        assert!(matches!(
+            &m.observe(&cold, at)[..],
+            [Event::BatteryLow(w)] if w.contains("under_temperature")
+        ));
+        assert!(m.observe(&cold, at).is_empty(), "reported once");
+    }
+
     #[test]
     fn the_autopilots_battery_failsafe_waits_one_heartbeat_for_its_action() {
         use std::time::Duration;

@@ -15,131 +15,18 @@
 //! within `centre_tolerance_m` and `alt_tolerance_m` of the drop height for `settle_frames`
 //! frames in a row.
 //!
-//! The runtime (`runtime.rs`) holds one [`Approach`] while the machine is in NAVIGATING's
-//! approach phase and a `[precision]` section is configured; frames come from `camera.rs`.
+//! The machine holds one [`Approach`] while it is in NAVIGATING's approach phase and a
+//! `[precision]` section and a camera are configured (`machine::ApproachRun`); the runtime turns
+//! the camera worker's frames (`camera.rs`) and a clock tick into machine events.
 
 use hal::flight::{GeoPoint, LandingTarget};
-use hal::marker::{Dictionary, Intrinsics, MarkerConfig, MarkerDetection};
-use serde::Deserialize;
+use hal::marker::{Intrinsics, MarkerDetection};
 use std::time::SystemTime;
 
+/// The approach's settings live with the rest of the config.
+pub use crate::config::PrecisionConfig;
+
 const EARTH_R: f64 = 6_371_000.0;
-
-/// `[precision]` in the agent's TOML: present means the approach uses the camera.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrecisionConfig {
-    /// The ArUco dictionary the lockers' markers come from.
-    #[serde(default = "default_dictionary")]
-    pub dictionary: Dictionary,
-    /// Side of the printed marker (outer edge of the black border), metres. No default: a wrong
-    /// size scales every correction.
-    pub marker_size_m: f64,
-    /// When the camera fails during an approach: `true` finishes it by GPS alone (metres off
-    /// the hatch), `false` (default) counts it as a failed approach (retry, then home).
-    #[serde(default)]
-    pub gps_fallback: bool,
-    /// Horizontal distance from the marker centre that counts as centred, metres.
-    #[serde(default = "default_centre_tolerance")]
-    pub centre_tolerance_m: f64,
-    /// Altitude error from the drop height that counts as there, metres.
-    #[serde(default = "default_alt_tolerance")]
-    pub alt_tolerance_m: f64,
-    /// The task's marker must be seen within this long after the approach starts, seconds.
-    #[serde(default = "default_acquire")]
-    pub acquire_timeout_s: f64,
-    /// Once seen, the marker may be out of sight this long before the approach fails, seconds.
-    #[serde(default = "default_lost")]
-    pub lost_timeout_s: f64,
-    /// Largest altitude step per correction, metres.
-    #[serde(default = "default_step")]
-    pub descent_step_m: f64,
-    /// Descend only while the offset is under this fraction of the height.
-    #[serde(default = "default_descend_within")]
-    pub descend_within: f64,
-    /// Consecutive centred frames before reporting centred.
-    #[serde(default = "default_settle")]
-    pub settle_frames: u32,
-    /// A frame counts as centred only while the drone moves slower than this (m/s): a picture
-    /// taken in motion is already out of date.
-    #[serde(default = "default_settled_speed")]
-    pub settled_speed_mps: f64,
-}
-
-fn default_dictionary() -> Dictionary {
-    Dictionary::Dict4x4_50
-}
-fn default_centre_tolerance() -> f64 {
-    0.3
-}
-fn default_alt_tolerance() -> f64 {
-    0.5
-}
-fn default_acquire() -> f64 {
-    15.0
-}
-fn default_lost() -> f64 {
-    3.0
-}
-fn default_step() -> f64 {
-    1.0
-}
-fn default_descend_within() -> f64 {
-    0.15
-}
-fn default_settle() -> u32 {
-    3
-}
-fn default_settled_speed() -> f64 {
-    0.25
-}
-
-impl Default for PrecisionConfig {
-    fn default() -> Self {
-        Self {
-            dictionary: default_dictionary(),
-            marker_size_m: 0.4,
-            gps_fallback: false,
-            centre_tolerance_m: default_centre_tolerance(),
-            alt_tolerance_m: default_alt_tolerance(),
-            acquire_timeout_s: default_acquire(),
-            lost_timeout_s: default_lost(),
-            descent_step_m: default_step(),
-            descend_within: default_descend_within(),
-            settle_frames: default_settle(),
-            settled_speed_mps: default_settled_speed(),
-        }
-    }
-}
-
-impl daemon::config::Validate for PrecisionConfig {
-    fn validate(&self, v: &mut daemon::config::Validator) {
-        v.range("marker_size_m", self.marker_size_m, 0.02, 10.0);
-        v.range("centre_tolerance_m", self.centre_tolerance_m, 0.02, 5.0);
-        v.range("alt_tolerance_m", self.alt_tolerance_m, 0.05, 5.0);
-        v.range("acquire_timeout_s", self.acquire_timeout_s, 1.0, 600.0);
-        v.range("lost_timeout_s", self.lost_timeout_s, 0.2, 60.0);
-        v.range("descent_step_m", self.descent_step_m, 0.1, 10.0);
-        v.range("descend_within", self.descend_within, 0.01, 1.0);
-        v.range("settle_frames", self.settle_frames, 1, 100);
-        v.range("settled_speed_mps", self.settled_speed_mps, 0.01, 5.0);
-    }
-}
-
-impl PrecisionConfig {
-    /// What the marker detector needs: the marker from here, the lens from `[camera]`.
-    pub fn marker_config(&self, lens: &crate::config::Lens) -> MarkerConfig {
-        MarkerConfig {
-            dictionary: self.dictionary,
-            marker_size_m: self.marker_size_m,
-            hfov_deg: lens.hfov_deg,
-            fx: lens.fx,
-            fy: lens.fy,
-            cx: lens.cx,
-            cy: lens.cy,
-        }
-    }
-}
 
 /// Why a precision approach gave up (the reason in `ApproachFailed`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -178,8 +65,9 @@ pub enum Decision {
     Failed(ApproachFailure),
 }
 
-/// One precision approach, from the start of the descent over the destination.
-#[derive(Debug)]
+/// One precision approach, from the start of the descent over the destination. The machine
+/// holds it (`machine::ApproachRun`): its counts and timeouts are machine data.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Approach {
     cfg: PrecisionConfig,
     want: u32,
@@ -460,7 +348,7 @@ mod tests {
             daemon::config::parse("marker_size_m = 0.3\ncentre_tolerance_m = 0.2\n", origin)
                 .unwrap();
         assert_eq!(cfg.centre_tolerance_m, 0.2);
-        assert_eq!(cfg.dictionary, Dictionary::Dict4x4_50);
+        assert_eq!(cfg.dictionary, hal::marker::Dictionary::Dict4x4_50);
         assert!(!cfg.gps_fallback);
         assert!(
             daemon::config::parse::<PrecisionConfig>("centre_tolerance_m = 0.2\n", origin).is_err(),

@@ -19,7 +19,6 @@
 //! them when they do not fit, reports them, and a task arriving during a test release is
 //! refused, not flown with the release open.
 
-use crate::runtime::TechRequest;
 use cloud_link::LinkStatus;
 use hal::flight::FlightController;
 use hal::flight::{FcSnapshot, LinkState};
@@ -32,6 +31,15 @@ use std::time::{Duration, SystemTime};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
+
+/// A technician's request that acts (through the machine).
+#[derive(Debug)]
+pub enum TechRequest {
+    /// `drone-agent ready`: the reply is the new state, or why not.
+    Ready(tokio::sync::oneshot::Sender<Result<String, String>>),
+    /// `drone-agent test release`.
+    TestRelease(tokio::sync::oneshot::Sender<Result<ChecksReply, String>>),
+}
 
 /// Recent events kept for `drone-agent events`.
 pub const RECENT_EVENTS: usize = 50;

@@ -221,3 +221,30 @@ async fn a_superseded_goto_reports_cancelled_not_its_late_result() {
         })
     );
 }
+
+/// Issue 11 item 6: BATTERY_STATUS fault bits (the control socket's `battery_fault`) reach the
+/// hal by name, judged (land now / home) and failing its pre-flight, at a full percentage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn battery_fault_bits_reach_the_hal_by_name() {
+    let r = rig(Flavour::ArduPilot).await;
+    let fault = sim::vehicle::control::parse_fault("battery_fault spikes over_temperature")
+        .expect("control line");
+    r.vehicle.inject(fault);
+    let s = r
+        .wait("the fault bits", |s| !s.battery_faults.is_empty())
+        .await;
+    assert_eq!(s.battery_faults, ["spikes", "over_temperature"]);
+    assert_eq!(
+        s.battery_fault_action(),
+        Some((
+            hal::flight::BatteryFaultAction::LandNow,
+            vec!["over_temperature"]
+        ))
+    );
+    assert!(s.battery_percent.unwrap() > 90.0, "percent stays high");
+    let pre = r.fc.preflight_check(20.0).await.expect("preflight runs");
+    assert!(!pre.passed(), "a battery fault fails the pre-flight");
+    r.vehicle.inject(Fault::BatteryFaults(0));
+    r.wait("the faults cleared", |s| s.battery_faults.is_empty())
+        .await;
+}

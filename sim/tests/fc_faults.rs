@@ -3,7 +3,7 @@
 mod common;
 
 use common::{rig, rig_with, WAIT};
-use hal::flight::{FcError, FlightController, GpsFixType, LinkState};
+use hal::flight::{FcError, FlightController, GpsFixType, LinkState, MissionControl};
 use mavlink::dialects::ardupilotmega::MavResult;
 use sim::vehicle::{Fault, Flavour};
 use std::time::Duration;
@@ -15,6 +15,7 @@ async fn link_drop_is_reported_then_the_link_is_reopened() {
     for flavour in [Flavour::Px4, Flavour::ArduPilot] {
         let r = rig(flavour).await;
         r.wait("link", |s| s.link.is_connected()).await;
+        let dropped = std::time::SystemTime::now();
         r.vehicle
             .inject(Fault::LinkDrop(Duration::from_millis(2500)));
         let s = r
@@ -27,9 +28,17 @@ async fn link_drop_is_reported_then_the_link_is_reopened() {
         else {
             unreachable!()
         };
-        // the last HEARTBEAT really was a heartbeat timeout (1.2 s) before the loss was declared
+        // `last_heartbeat` is when the last HEARTBEAT really arrived (the hal measures it): the
+        // loss is declared no earlier than a heartbeat timeout (1.2 s) after it, and that
+        // HEARTBEAT came before the drop (the sim beats at 2 Hz real at least; 600 ms of slack
+        // for one in flight)
         let silent = since.duration_since(last_heartbeat).unwrap();
         assert!(silent >= Duration::from_millis(1100), "{silent:?}");
+        assert!(
+            last_heartbeat <= dropped + Duration::from_millis(600),
+            "a HEARTBEAT after the drop: {:?}",
+            last_heartbeat.duration_since(dropped)
+        );
         // while lost, commands fail at once with LinkLost rather than hanging
         assert_eq!(
             r.fc.arm().await,

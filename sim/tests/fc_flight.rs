@@ -6,7 +6,7 @@ mod common;
 use common::{offset, rig, Rig};
 use hal::flight::{
     Autopilot, FlightController, FlightModeKind, GeoPoint, GripperAction, LandedState, LinkState,
-    MissionItem,
+    MissionControl, MissionItem,
 };
 use hal::payload::{FcPayload, FcReleaseMethod, PayloadRelease};
 use sim::vehicle::model::{GRIPPER_CHANNEL, GRIPPER_RELEASE_US};

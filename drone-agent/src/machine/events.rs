@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use uuid::Uuid;
 
+/// A config type the machine decides with (`[restart] unknown_airborne`).
+pub use crate::config::UnknownAirborne;
+
 /// The delivery being flown (from the cloud's `task`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
@@ -111,6 +114,16 @@ pub enum PayloadReading {
     Unknown,
 }
 
+/// One camera frame's markers, for the precision approach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    /// Seconds on the runtime's clock when the frame was captured.
+    pub now_s: f64,
+    pub markers: Vec<hal::marker::MarkerDetection>,
+    /// Where the drone was at capture, as the autopilot said.
+    pub pose: crate::precision::Pose,
+}
+
 /// What happened, as the machine needs to know it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -126,8 +139,16 @@ pub enum Event {
     OverDestination,
     /// Hovering at drop height, centred over the locker (`arrived`).
     AtDropHeight,
-    /// The approach did not succeed (marker not seen, wrong marker, timeout): `retry_navigation`.
-    ApproachFailed(String),
+    /// One camera frame during the precision approach: the markers seen and where the drone
+    /// was (the machine's approach decides: steer, centred, or failed).
+    CameraFrame(Frame),
+    /// The approach's clock, also when no frame arrives (a dead camera must still end it).
+    ApproachTick {
+        now_s: f64,
+    },
+    /// The camera worker says the camera has failed (why), or works again.
+    CameraFault(String),
+    CameraRestored,
     /// A command from the cloud.
     Command(CommandKind),
     ReleaseDone,
@@ -191,7 +212,10 @@ impl Event {
             Event::ClimbComplete => "climb_complete",
             Event::OverDestination => "over_destination",
             Event::AtDropHeight => "at_drop_height",
-            Event::ApproachFailed(_) => "approach_failed",
+            Event::CameraFrame(_) => "camera_frame",
+            Event::ApproachTick { .. } => "approach_tick",
+            Event::CameraFault(_) => "camera_fault",
+            Event::CameraRestored => "camera_restored",
             Event::Command(c) => command_name(*c),
             Event::ReleaseDone => "release_done",
             Event::ReleaseFailed(_) => "release_failed",
@@ -299,28 +323,30 @@ impl Outcome {
     }
 }
 
-/// What an agent that starts with no flight on record (state file lost, empty, unreadable, or
-/// IDLE) does when the autopilot reports the vehicle armed and in the air: `[restart]
-/// unknown_airborne`. Never nothing: a drone nobody commands is not left hovering.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UnknownAirborne {
-    /// Return to launch (RETURNING).
-    #[default]
-    ReturnHome,
-    /// Land where it is (EMERGENCY_LANDING).
-    Land,
-    /// Hold position (PAUSED) until the backend says `resume` (home), `return_to_home` or `abort`.
-    Hold,
-}
-
-impl UnknownAirborne {
-    /// The config's spelling.
-    pub fn name(&self) -> &'static str {
-        match self {
-            UnknownAirborne::ReturnHome => "return_home",
-            UnknownAirborne::Land => "land",
-            UnknownAirborne::Hold => "hold",
+/// The config's numbers for the machine (here, so the config module knows nothing of the
+/// machine: config is a leaf of the crate's module tree).
+impl crate::config::DroneConfig {
+    /// The numbers the state machine decides with.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            cruise_alt_m: self.flight.cruise_alt_m,
+            drop_alt_m: self.flight.drop_alt_m,
+            max_nav_attempts: self.flight.max_nav_attempts,
+            drop_wait: crate::config::secs(self.timeouts.drop_wait_s),
+            auto_return: (self.timeouts.auto_return_after_drop_s > 0.0)
+                .then(|| crate::config::secs(self.timeouts.auto_return_after_drop_s)),
+            approach_timeout: crate::config::secs(self.timeouts.approach_s),
+            gps_loss_land: crate::config::secs(self.timeouts.gps_loss_land_s),
+            cloud_loss_return: crate::config::secs(self.timeouts.cloud_loss_return_s),
+            continue_after_restart: self.restart.in_air == crate::config::InAirRestart::Continue,
+            unknown_airborne: self.restart.unknown_airborne,
+            flight_op_retries: self.retry.flight_op_retries,
+            flight_op_backoff: crate::config::secs(self.retry.first_backoff_s),
+            flight_op_backoff_max: crate::config::secs(self.retry.max_backoff_s),
+            take_back_after: (self.autopilot.take_back_after_s > 0.0)
+                .then(|| crate::config::secs(self.autopilot.take_back_after_s)),
+            // the marker needs a camera to be seen
+            precision: self.camera.as_ref().and(self.precision.clone()),
         }
     }
 }
@@ -350,6 +376,9 @@ pub struct Limits {
     pub flight_op_backoff_max: Duration,
     /// AUTOPILOT_CONTROL: take control back (fly home) after this long; `None`: only on `resume`.
     pub take_back_after: Option<Duration>,
+    /// The precision approach onto the marker (`[precision]`, only with a camera); `None`: the
+    /// approach is by GPS alone.
+    pub precision: Option<crate::config::PrecisionConfig>,
 }
 
 impl Default for Limits {
@@ -369,6 +398,7 @@ impl Default for Limits {
             flight_op_backoff: Duration::from_millis(500),
             flight_op_backoff_max: Duration::from_secs(8),
             take_back_after: None,
+            precision: None,
         }
     }
 }

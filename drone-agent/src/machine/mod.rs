@@ -21,10 +21,10 @@ mod states;
 mod table;
 
 pub use events::{
-    landed, Delivery, Effect, Event, FlightOp, Fly, Limits, Outcome, PayloadReading, Timer,
+    landed, Delivery, Effect, Event, FlightOp, Fly, Frame, Limits, Outcome, PayloadReading, Timer,
     UnknownAirborne, Vehicle,
 };
-pub use states::{is_airborne, Drone, FlightCmd, NavPhase, Resume, State};
+pub use states::{is_airborne, ApproachRun, Drone, FlightCmd, NavPhase, Resume, State};
 pub use table::{mermaid, Transition, TRANSITIONS};
 
 use events::command_name;
@@ -109,6 +109,7 @@ impl Machine {
         };
         let accepted = std::mem::take(&mut self.ctx.accepted);
         let report = self.ctx.report.take();
+        let before = std::mem::take(&mut self.ctx.reports_before);
         if outcome.transition.is_none()
             && outcome.rejected.is_none()
             && report.is_none()
@@ -118,6 +119,9 @@ impl Machine {
             outcome.rejected = fallback(self.sm.inner(), event, self.state());
         }
         if let Some((event, reason)) = report {
+            outcome.effects.insert(0, Effect::Report { event, reason });
+        }
+        for (event, reason) in before.into_iter().rev() {
             outcome.effects.insert(0, Effect::Report { event, reason });
         }
         outcome
@@ -148,6 +152,16 @@ impl Machine {
     /// The vehicle has been in the air during this delivery.
     pub fn left_ground(&self) -> bool {
         self.sm.inner().left_ground
+    }
+
+    /// The precision approach in progress (NAVIGATING's approach phase with a camera).
+    pub fn approach(&self) -> Option<&ApproachRun> {
+        self.sm.inner().approach.as_ref()
+    }
+
+    /// The camera's failure, while it lasts (as the camera worker reported it).
+    pub fn camera_fault(&self) -> Option<&str> {
+        self.sm.inner().camera_fault.as_deref()
     }
 
     pub fn nav_phase(&self) -> Option<NavPhase> {

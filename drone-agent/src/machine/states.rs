@@ -4,9 +4,10 @@
 //! one place that decides between "home with the parcel" (ABORTING) and "home empty" (RETURNING).
 
 use super::events::{
-    command_name, Delivery, Effect, Event, FlightOp, Fly, Limits, PayloadReading, Timer,
+    command_name, Delivery, Effect, Event, FlightOp, Fly, Frame, Limits, PayloadReading, Timer,
     UnknownAirborne, Vehicle,
 };
+use crate::precision::{Approach, Decision};
 use protocol::ws::{CommandKind, DroneState, EventType};
 use serde::{Deserialize, Serialize};
 use statig::prelude::*;
@@ -40,6 +41,23 @@ pub struct FlightCmd {
     pub refusals: u32,
 }
 
+/// The precision approach in progress: machine data, so every decision on it (steer, centred,
+/// failed, finish by GPS when the camera fails) is the machine's. Exists only while the machine
+/// is in NAVIGATING's approach phase with `Limits::precision` set. Not persisted: its clock is
+/// the process's, and a restart in the approach starts the descent and the approach again (the
+/// attempt count, `Drone::nav_attempts`, is persisted).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ApproachRun {
+    /// The camera failed and config allows finishing by GPS: the monitor's "at drop height"
+    /// decides, as without a camera.
+    pub gps_only: bool,
+    /// The camera had already failed when the approach began and there is no GPS fallback: the
+    /// approach's first clock tick fails it.
+    blind: Option<String>,
+    /// The marker tracking; started at the first clock reading (frame or tick).
+    marker: Option<Approach>,
+}
+
 /// The shared storage of the statig machine: what every state can see. Persisted (with the
 /// current state) after every transition.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -68,6 +86,12 @@ pub struct Drone {
     /// persisted: a new process finds out for itself.
     #[serde(skip)]
     pub storage_failed: Option<String>,
+    /// The precision approach in progress (see [`ApproachRun`]).
+    #[serde(skip)]
+    pub approach: Option<ApproachRun>,
+    /// Why the camera is failed, while it is (a new process's camera worker reports it again).
+    #[serde(skip)]
+    pub camera_fault: Option<String>,
 }
 
 /// What one event produced, collected while the machine handles it (statig's context). Holds the
@@ -77,6 +101,8 @@ pub struct Ctx {
     pub(super) limits: Limits,
     pub(super) effects: Vec<Effect>,
     pub(super) report: Option<(EventType, Option<String>)>,
+    /// Reports that go out before `report` (a camera fault before the retry it causes).
+    pub(super) reports_before: Vec<(EventType, Option<String>)>,
     pub(super) rejected: Option<String>,
     /// Taken without anything to do (a `return_to_base` while already returning).
     pub(super) accepted: bool,
@@ -308,13 +334,14 @@ impl Drone {
                 self.descend_over_destination(ctx);
                 Handled
             }
-            (Event::AtDropHeight, NavPhase::Approaching) => {
-                ctx.cancel(&[Timer::Approach]);
-                ctx.report(EventType::Arrived, None);
-                self.wait_for_drop(ctx);
-                Transition(State::waiting_drop())
+            (Event::AtDropHeight, NavPhase::Approaching) => self.arrived(ctx),
+            (Event::CameraFrame(frame), NavPhase::Approaching) => self.on_camera_frame(ctx, frame),
+            (Event::ApproachTick { now_s }, NavPhase::Approaching) => {
+                self.on_approach_tick(ctx, *now_s)
             }
-            (Event::ApproachFailed(why), NavPhase::Approaching) => self.retry(ctx, why.clone()),
+            (Event::CameraFault(why), NavPhase::Approaching) => {
+                self.camera_failed_in_approach(ctx, why)
+            }
             (Event::TimerFired(Timer::Approach), NavPhase::Approaching) => self.retry(
                 ctx,
                 "drop height not reached over the marker in time".into(),
@@ -374,8 +401,6 @@ impl Drone {
                 EventType::CloudLinkLost,
                 Some("cloud link lost while waiting for the drop".into()),
             ),
-            // Already over the locker: another try means going around again.
-            Event::ApproachFailed(why) => self.retry(ctx, why.clone()),
             Event::Command(CommandKind::Pause) => self.pause(ctx, Resume::WaitingDrop),
             Event::AutopilotTookOver { mode, reason } => {
                 self.follow(ctx, Resume::Navigating(NavPhase::Cruising), mode, reason)
@@ -423,75 +448,13 @@ impl Drone {
 
     #[state(superstate = "airborne")]
     fn returning(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
-        match event {
-            Event::LandedAtHome => {
-                ctx.report(EventType::ArrivedBase, None);
-                Transition(State::completed())
-            }
-            Event::Command(CommandKind::Pause) => self.pause(ctx, Resume::Returning),
-            Event::AutopilotTookOver { mode, reason } => {
-                self.follow(ctx, Resume::Returning, mode, reason)
-            }
-            Event::Restarted(Vehicle::Airborne) => {
-                self.fly(ctx, Fly::ReturnHome);
-                ctx.report(
-                    EventType::AgentRestarted,
-                    Some("resuming the flight home".into()),
-                );
-                Handled
-            }
-            // Already on the way home: these change nothing but are answered as done.
-            Event::Command(
-                CommandKind::ReturnToBase | CommandKind::ReturnToHome | CommandKind::Abort,
-            ) => {
-                ctx.accepted = true;
-                Handled
-            }
-            Event::GpsRestored => self.home_again_after_gps(ctx),
-            Event::BatteryLow(why) => {
-                ctx.report(
-                    EventType::BatteryLow,
-                    Some(format!("{why}; already returning")),
-                );
-                Handled
-            }
-            _ => Super,
-        }
+        self.flying_home(ctx, event, Resume::Returning)
     }
 
     /// Flying home with the parcel still on board.
     #[state(superstate = "airborne")]
     fn aborting(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
-        match event {
-            Event::LandedAtHome => {
-                ctx.report(
-                    EventType::ArrivedBase,
-                    Some("returned with the parcel".into()),
-                );
-                Transition(State::completed())
-            }
-            Event::Command(CommandKind::Pause) => self.pause(ctx, Resume::Aborting),
-            Event::AutopilotTookOver { mode, reason } => {
-                self.follow(ctx, Resume::Aborting, mode, reason)
-            }
-            Event::Restarted(Vehicle::Airborne) => {
-                self.fly(ctx, Fly::ReturnHome);
-                ctx.report(
-                    EventType::AgentRestarted,
-                    Some("resuming the flight home with the parcel".into()),
-                );
-                Handled
-            }
-            Event::Command(
-                CommandKind::Abort | CommandKind::ReturnToHome | CommandKind::ReturnToBase,
-            ) => {
-                ctx.accepted = true;
-                Handled
-            }
-            Event::BatteryLow(_) => Handled,
-            Event::GpsRestored => self.home_again_after_gps(ctx),
-            _ => Super,
-        }
+        self.flying_home(ctx, event, Resume::Aborting)
     }
 
     #[state(superstate = "airborne")]
@@ -587,8 +550,9 @@ impl Drone {
             Event::Restarted(Vehicle::OnGround { .. }) => Super,
             Event::LandedAtHome | Event::LandedAway => Super,
             Event::Task(_) | Event::TechnicianReady { .. } | Event::TestRelease => Super,
-            // a disk that refuses writes is reported here too
+            // a disk that refuses writes is reported here too, and so is the camera
             Event::StorageFailed(_) | Event::StorageRestored(_) => Super,
+            Event::CameraFault(_) | Event::CameraRestored => Super,
             // Nothing else can be acted on without the autopilot.
             _ => Handled,
         }
@@ -766,6 +730,19 @@ impl Drone {
                 self.testing = false;
                 Handled
             }
+            Event::CameraFault(why) => {
+                self.camera_fault = Some(why.clone());
+                ctx.report(
+                    EventType::CameraFault,
+                    Some(format!("camera failed: {why}")),
+                );
+                Handled
+            }
+            Event::CameraRestored => {
+                self.camera_fault = None;
+                ctx.report(EventType::CameraRestored, None);
+                Handled
+            }
             // In the air (and idle): reported, and the flight goes on; the runtime keeps the
             // events in memory and retries the writes.
             Event::StorageFailed(why) if self.storage_failed.is_none() => {
@@ -825,6 +802,118 @@ impl Drone {
             self.fly(ctx, fly);
         }
         ctx.timer(Timer::Approach, ctx.limits.approach_timeout);
+        self.approach = ctx
+            .limits
+            .precision
+            .as_ref()
+            .map(|p| match &self.camera_fault {
+                None => ApproachRun::default(),
+                Some(_) if p.gps_fallback => ApproachRun {
+                    gps_only: true,
+                    ..ApproachRun::default()
+                },
+                Some(why) => ApproachRun {
+                    blind: Some(why.clone()),
+                    ..ApproachRun::default()
+                },
+            });
+    }
+
+    /// Centred over the marker (or at drop height by GPS): wait for `drop_cargo`.
+    fn arrived(&mut self, ctx: &mut Ctx) -> Response {
+        ctx.cancel(&[Timer::Approach]);
+        ctx.report(EventType::Arrived, None);
+        self.wait_for_drop(ctx);
+        Transition(State::waiting_drop())
+    }
+
+    /// The marker tracking, started at the approach's first clock reading.
+    fn marker_approach(&mut self, ctx: &Ctx, now_s: f64) -> Option<&mut Approach> {
+        let cfg = ctx.limits.precision.clone()?;
+        let want = self.delivery.as_ref()?.aruco_id;
+        let run = self.approach.as_mut()?;
+        if run.gps_only || run.blind.is_some() {
+            return None;
+        }
+        Some(
+            run.marker
+                .get_or_insert_with(|| Approach::new(cfg, want, ctx.limits.drop_alt_m, now_s)),
+        )
+    }
+
+    fn on_camera_frame(&mut self, ctx: &mut Ctx, frame: &Frame) -> Response {
+        let decision = match self.marker_approach(ctx, frame.now_s) {
+            Some(a) => a.frame(frame.now_s, &frame.markers, frame.pose),
+            None => Decision::Wait,
+        };
+        self.decided(ctx, decision)
+    }
+
+    fn on_approach_tick(&mut self, ctx: &mut Ctx, now_s: f64) -> Response {
+        if let Some(why) = self.approach.as_mut().and_then(|r| r.blind.take()) {
+            return self.retry(ctx, format!("camera failed: {why}"));
+        }
+        let decision = match self.marker_approach(ctx, now_s) {
+            Some(a) => a.tick(now_s),
+            None => Decision::Wait,
+        };
+        self.decided(ctx, decision)
+    }
+
+    fn decided(&mut self, ctx: &mut Ctx, decision: Decision) -> Response {
+        match decision {
+            Decision::Wait => Handled,
+            Decision::Steer(to) => {
+                self.fly(
+                    ctx,
+                    Fly::Goto {
+                        lat: to.lat_deg,
+                        lon: to.lon_deg,
+                        alt_m: to.alt_rel_m,
+                    },
+                );
+                Handled
+            }
+            Decision::Centred => self.arrived(ctx),
+            Decision::Failed(why) => self.retry(ctx, why.to_string()),
+        }
+    }
+
+    /// The camera failed during the approach: finish it by GPS if config allows (back over the
+    /// GPS point: the steering may have moved the drone off it), else the approach has failed.
+    fn camera_failed_in_approach(&mut self, ctx: &mut Ctx, why: &str) -> Response {
+        self.camera_fault = Some(why.to_owned());
+        let mut reason = format!("camera failed: {why}");
+        let fallback = ctx
+            .limits
+            .precision
+            .as_ref()
+            .is_some_and(|p| p.gps_fallback);
+        let Some(run) = self
+            .approach
+            .as_mut()
+            .filter(|r| !r.gps_only && r.blind.is_none())
+        else {
+            ctx.report(EventType::CameraFault, Some(reason));
+            return Handled;
+        };
+        if !fallback {
+            ctx.reports_before
+                .push((EventType::CameraFault, Some(reason.clone())));
+            return self.retry(ctx, reason);
+        }
+        run.gps_only = true;
+        reason.push_str("; finishing the approach by GPS");
+        ctx.report(EventType::CameraFault, Some(reason));
+        if let Some(d) = &self.delivery {
+            let fly = Fly::Goto {
+                lat: d.lat,
+                lon: d.lon,
+                alt_m: ctx.limits.drop_alt_m,
+            };
+            self.fly(ctx, fly);
+        }
+        Handled
     }
 
     fn wait_for_drop(&mut self, ctx: &mut Ctx) {
@@ -884,6 +973,51 @@ impl Drone {
             Transition(State::aborting())
         } else {
             Transition(State::returning())
+        }
+    }
+
+    /// RETURNING (`Resume::Returning`) and ABORTING (`Resume::Aborting`, the parcel on board):
+    /// the flight home, one handler for both.
+    fn flying_home(&mut self, ctx: &mut Ctx, event: &Event, resume: Resume) -> Response {
+        let parcel = resume == Resume::Aborting;
+        match event {
+            Event::LandedAtHome => {
+                ctx.report(
+                    EventType::ArrivedBase,
+                    parcel.then(|| "returned with the parcel".into()),
+                );
+                Transition(State::completed())
+            }
+            Event::Command(CommandKind::Pause) => self.pause(ctx, resume),
+            Event::AutopilotTookOver { mode, reason } => self.follow(ctx, resume, mode, reason),
+            Event::Restarted(Vehicle::Airborne) => {
+                self.fly(ctx, Fly::ReturnHome);
+                let why = if parcel {
+                    "resuming the flight home with the parcel"
+                } else {
+                    "resuming the flight home"
+                };
+                ctx.report(EventType::AgentRestarted, Some(why.into()));
+                Handled
+            }
+            // Already on the way home: these change nothing but are answered as done.
+            Event::Command(
+                CommandKind::ReturnToBase | CommandKind::ReturnToHome | CommandKind::Abort,
+            ) => {
+                ctx.accepted = true;
+                Handled
+            }
+            Event::GpsRestored => self.home_again_after_gps(ctx),
+            // with the parcel on board the abort has said enough
+            Event::BatteryLow(_) if parcel => Handled,
+            Event::BatteryLow(why) => {
+                ctx.report(
+                    EventType::BatteryLow,
+                    Some(format!("{why}; already returning")),
+                );
+                Handled
+            }
+            _ => Super,
         }
     }
 
@@ -1138,6 +1272,14 @@ impl Drone {
 
     fn after_transition(&mut self, source: &State, target: &State, ctx: &mut Ctx) {
         ctx.transition = Some((source.drone_state(), target.drone_state()));
+        if !matches!(
+            target,
+            State::Navigating {
+                phase: NavPhase::Approaching
+            }
+        ) {
+            self.approach = None;
+        }
         if target.is_grounded() {
             self.flight = None;
         }

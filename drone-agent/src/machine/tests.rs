@@ -152,27 +152,154 @@ fn task_while_busy_is_rejected_naming_both_deliveries() {
     );
 }
 
+/// Limits with a precision approach (a camera and `[precision]`).
+pub(super) fn with_precision(gps_fallback: bool) -> Limits {
+    Limits {
+        precision: Some(crate::precision::PrecisionConfig {
+            gps_fallback,
+            ..Default::default()
+        }),
+        ..Limits::default()
+    }
+}
+
+/// One frame seeing `id` `off_m` ahead of a still drone at `alt` (over the destination).
+pub(super) fn frame(now_s: f64, id: Option<u32>, off_m: f64, alt: f64) -> Event {
+    let d = delivery();
+    let markers = id
+        .map(|id| hal::marker::MarkerDetection {
+            id,
+            corners: [(0.0, 0.0); 4],
+            target: hal::marker::TargetGeometry {
+                angle_x: 0.0,
+                angle_y: (-off_m / alt).atan(),
+                distance_m: alt,
+                forward_m: off_m,
+                right_m: 0.0,
+                down_m: alt,
+                size_px: 40.0,
+            },
+        })
+        .into_iter()
+        .collect();
+    Event::CameraFrame(Frame {
+        now_s,
+        markers,
+        pose: crate::precision::Pose {
+            at: hal::flight::GeoPoint::new(d.lat, d.lon, alt),
+            heading_deg: 0.0,
+            speed_mps: 0.0,
+        },
+    })
+}
+
 #[test]
 fn approach_retries_are_bounded_then_home_with_parcel() {
     let mut m = Machine::new(Limits {
         max_nav_attempts: 2,
-        ..Limits::default()
+        ..with_precision(false)
     });
     run(
         &mut m,
         &[to_cruise(), vec![Event::OverDestination]].concat(),
     );
-    let out = m.handle(&Event::ApproachFailed("marker 7 seen, want 123".into()));
+    // the marker is never seen: the approach's clock fails it (the machine's decision)
+    m.handle(&Event::ApproachTick { now_s: 0.0 });
+    assert_eq!(m.approach().map(|a| a.gps_only), Some(false));
+    let out = m.handle(&Event::ApproachTick { now_s: 15.0 });
     assert_eq!(out.transition, Some((Navigating, Navigating)));
     assert_eq!(reports(&out), [EventType::RetryNavigation]);
+    assert!(reason(&out, EventType::RetryNavigation).contains("marker 123 not seen within 15.0 s"));
     assert!(out
         .flights()
         .any(|f| matches!(f, Fly::Goto { alt_m, .. } if alt_m == 30.0)));
+    assert!(m.approach().is_none(), "the approach ends with its phase");
     m.handle(&Event::OverDestination);
-    let out = m.handle(&Event::ApproachFailed("marker not seen".into()));
+    m.handle(&frame(20.0, Some(123), 1.0, 10.0));
+    let out = m.handle(&Event::ApproachTick { now_s: 23.0 });
+    assert!(reason(&out, EventType::Aborted).contains("marker 123 lost for 3.0 s"));
     assert_eq!(m.state(), Aborting);
     assert!(m.parcel_on_board());
     assert_eq!(out.flights().collect::<Vec<_>>(), [Fly::ReturnHome]);
+}
+
+#[test]
+fn the_machines_approach_steers_then_arrives_when_centred() {
+    let mut m = Machine::new(with_precision(false));
+    run(
+        &mut m,
+        &[to_cruise(), vec![Event::OverDestination]].concat(),
+    );
+    // 2 m ahead at 10 m: a steer north at the same height, no state-file-worthy transition
+    let out = m.handle(&frame(1.0, Some(123), 2.0, 10.0));
+    let d = delivery();
+    assert!(
+        matches!(out.flights().collect::<Vec<_>>()[..], [Fly::Goto { lat, alt_m, .. }] if lat > d.lat && alt_m == 10.0),
+        "{out:?}"
+    );
+    assert_eq!(out.transition, None);
+    // someone else's marker is not steered to
+    let out = m.handle(&frame(1.5, Some(9), 0.0, 4.0));
+    assert_eq!(out.flights().count(), 0);
+    for t in [2.0, 2.1] {
+        m.handle(&frame(t, Some(123), 0.0, 4.0));
+    }
+    let out = m.handle(&frame(2.2, Some(123), 0.0, 4.0));
+    assert_eq!(out.transition, Some((Navigating, WaitingDrop)));
+    assert_eq!(reports(&out), [EventType::Arrived]);
+    assert!(m.approach().is_none());
+}
+
+#[test]
+fn a_camera_fault_in_the_approach_is_the_machines_decision() {
+    // no fallback: reported, then the approach has failed (retry)
+    let mut m = Machine::new(with_precision(false));
+    run(
+        &mut m,
+        &[to_cruise(), vec![Event::OverDestination]].concat(),
+    );
+    let out = m.handle(&Event::CameraFault("no frame for 2 s".into()));
+    assert_eq!(
+        reports(&out),
+        [EventType::CameraFault, EventType::RetryNavigation]
+    );
+    assert!(reason(&out, EventType::RetryNavigation).contains("camera failed: no frame"));
+    // still failed at the next approach: its first tick fails it
+    let out = m.handle(&Event::OverDestination);
+    assert_eq!(out.transition, None);
+    let out = m.handle(&Event::ApproachTick { now_s: 9.0 });
+    assert_eq!(reports(&out), [EventType::RetryNavigation]);
+
+    // fallback: finished by GPS, back over the GPS point
+    let mut m = Machine::new(with_precision(true));
+    run(
+        &mut m,
+        &[to_cruise(), vec![Event::OverDestination]].concat(),
+    );
+    let out = m.handle(&Event::CameraFault("unplugged".into()));
+    assert!(reason(&out, EventType::CameraFault).contains("finishing the approach by GPS"));
+    let d = delivery();
+    assert_eq!(
+        out.flights().collect::<Vec<_>>(),
+        [Fly::Goto {
+            lat: d.lat,
+            lon: d.lon,
+            alt_m: 4.0
+        }]
+    );
+    assert_eq!(m.approach().map(|a| a.gps_only), Some(true));
+    assert_eq!(
+        m.handle(&Event::ApproachTick { now_s: 99.0 }).transition,
+        None
+    );
+    assert_eq!(
+        m.handle(&Event::AtDropHeight).transition,
+        Some((Navigating, WaitingDrop))
+    );
+    // outside the approach: only reported
+    let out = m.handle(&Event::CameraRestored);
+    assert_eq!(reports(&out), [EventType::CameraRestored]);
+    assert_eq!(m.camera_fault(), None);
 }
 
 /// The descent over the destination is a goto to the destination at drop height (the

@@ -1,23 +1,19 @@
-//! The precision approach executor. While the machine is in NAVIGATING's approach phase the
-//! runtime holds a [`precision::Approach`] (pure: the decisions are its), asks the camera worker
-//! for marker sightings, sends each sighting of the task's marker to the autopilot as
-//! `LANDING_TARGET`, steers with the approach's corrections, and hands its verdict to the
-//! machine as `at_drop_height` (centred) or `approach_failed` (the machine's
-//! `retry_navigation`). Invariant: an approach exists only while the machine is in that phase —
-//! [`Agent::feed`] ends it before running the effects of the event that left it, so a `pause`
-//! is never followed by a stale steering command.
+//! The precision approach executor: executes, never decides. The approach itself (marker
+//! tracking, timeouts, GPS fallback when the camera fails, retries) is machine data
+//! (`machine::ApproachRun`). While the machine has one, the runtime asks the camera worker for
+//! marker sightings, sends each sighting of the task's marker to the autopilot as
+//! `LANDING_TARGET`, and feeds every frame (`camera_frame`) and a clock tick (`approach_tick`)
+//! to the machine; the goto corrections come back as the machine's `Fly` effects.
 
-use super::{Agent, Cloud, Internal};
+use super::{Agent, Cloud};
 use crate::camera::{CameraReport, CameraWork, Sighting};
-use crate::machine::{Event, FlightOp, NavPhase};
-use crate::precision::{self, Approach, Decision};
-use crate::report;
+use crate::machine::{Event, Frame};
+use crate::precision;
 use hal::flight::{FlightController, GeoPoint};
 use hal::marker::MarkerConfig;
 use hal::payload::PayloadRelease;
-use protocol::ws::{DroneState, EventType};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 /// The runtime's side of the camera worker.
 pub struct CameraHandle {
@@ -25,62 +21,17 @@ pub struct CameraHandle {
     pub(super) reports: Option<mpsc::Receiver<CameraReport>>,
     /// The marker and lens (for `LANDING_TARGET`'s angular size).
     pub(super) marker: MarkerConfig,
-    /// Why the camera is failed, while it is.
-    pub(super) fault: Option<String>,
-}
-
-/// The precision approach in progress.
-pub(super) struct ApproachRun {
-    approach: Approach,
-    /// The camera failed and config allows finishing by GPS: the monitor decides again.
-    pub(super) gps_only: bool,
 }
 
 impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
-    /// Starts or ends the precision approach to match the machine (see the module docs).
+    /// The machine's approach is looking for the marker (not finishing by GPS).
+    pub(super) fn detecting(&self) -> bool {
+        self.machine.approach().is_some_and(|a| !a.gps_only)
+    }
+
+    /// Marker detection on while the machine's approach wants it.
     pub(super) fn sync_approach(&mut self) {
-        let approaching = self.machine.state() == DroneState::Navigating
-            && self.machine.nav_phase() == Some(NavPhase::Approaching);
-        let wanted = approaching && self.camera.is_some();
-        match (&self.cfg.precision, wanted, self.approach.is_some()) {
-            (Some(cfg), true, false) => {
-                let Some(d) = self.machine.delivery() else {
-                    return;
-                };
-                info!(
-                    aruco_id = d.aruco_id,
-                    "precision approach: looking for the marker"
-                );
-                let mut run = ApproachRun {
-                    approach: Approach::new(
-                        cfg.clone(),
-                        d.aruco_id,
-                        self.cfg.flight.drop_alt_m,
-                        self.epoch.elapsed().as_secs_f64(),
-                    ),
-                    gps_only: false,
-                };
-                if let Some(why) = self.camera.as_ref().and_then(|c| c.fault.clone()) {
-                    if cfg.gps_fallback {
-                        warn!(reason = %why, "camera failed: approaching by GPS only");
-                        run.gps_only = true;
-                    } else {
-                        let _ =
-                            self.internal
-                                .send(Internal::Event(Event::ApproachFailed(format!(
-                                    "camera failed: {why}"
-                                ))));
-                    }
-                }
-                self.approach = Some(run);
-            }
-            (_, false, true) => {
-                debug!("precision approach ended");
-                self.approach = None;
-            }
-            _ => {}
-        }
-        let detect = self.approach.as_ref().is_some_and(|a| !a.gps_only);
+        let detect = self.detecting();
         if let Some(c) = &self.camera {
             c.work
                 .send_if_modified(|w| std::mem::replace(&mut w.detect, detect) != detect);
@@ -91,55 +42,20 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
         match report {
             CameraReport::Sighting(s) => self.on_sighting(s).await,
             CameraReport::Fault(why) => {
-                if let Some(c) = self.camera.as_mut() {
-                    c.fault = Some(why.clone());
-                }
                 self.view
                     .send_modify(|v| v.camera_fault = Some(why.clone()));
-                let mut reason = format!("camera failed: {why}");
-                let fallback = self.cfg.precision.as_ref().is_some_and(|p| p.gps_fallback);
-                match self.approach.as_mut() {
-                    Some(run) if !run.gps_only && fallback => {
-                        run.gps_only = true;
-                        reason.push_str("; finishing the approach by GPS");
-                        warn!(reason = %why, "camera failed during the approach: GPS only");
-                    }
-                    Some(run) if !run.gps_only => {
-                        let _ = self
-                            .internal
-                            .send(Internal::Event(Event::ApproachFailed(reason.clone())));
-                    }
-                    _ => {}
-                }
-                self.publish(EventType::CameraFault, Some(reason)).await;
-                self.sync_approach();
-                // back by GPS: the steering may have left the drone off the GPS point
-                if self.approach.as_ref().is_some_and(|a| a.gps_only) {
-                    if let Some(d) = self.machine.delivery() {
-                        let (lat, lon, alt) = (d.lat, d.lon, self.cfg.flight.drop_alt_m);
-                        let fc = self.fc.clone();
-                        self.spawn_flight(FlightOp::Goto, async move {
-                            fc.goto(GeoPoint::new(lat, lon, alt)).await
-                        });
-                    }
-                }
+                self.feed(Event::CameraFault(why)).await;
             }
             CameraReport::Restored => {
-                if let Some(c) = self.camera.as_mut() {
-                    c.fault = None;
-                }
                 self.view.send_modify(|v| v.camera_fault = None);
-                self.publish(EventType::CameraRestored, None).await;
+                self.feed(Event::CameraRestored).await;
             }
         }
     }
 
-    /// One frame's markers: `LANDING_TARGET` for the task's, then the approach decides.
+    /// One frame's markers: `LANDING_TARGET` for the task's, then the frame to the machine.
     async fn on_sighting(&mut self, s: Sighting) {
-        let Some(run) = self.approach.as_mut() else {
-            return;
-        };
-        if run.gps_only {
+        if !self.detecting() {
             return;
         }
         let markers = match s.markers {
@@ -177,48 +93,16 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
             // unknown speed: never "still", so never centred on a guess
             speed_mps: s.speed_mps.unwrap_or(f64::INFINITY),
         };
-        let decision = run.approach.frame(now_s, &markers, pose);
-        self.act_on(decision).await;
+        self.feed(Event::CameraFrame(Frame {
+            now_s,
+            markers,
+            pose,
+        }))
+        .await;
     }
 
     pub(super) async fn tick_approach(&mut self) {
         let now_s = self.epoch.elapsed().as_secs_f64();
-        let Some(run) = self.approach.as_mut() else {
-            return;
-        };
-        if run.gps_only {
-            return;
-        }
-        let decision = run.approach.tick(now_s);
-        self.act_on(decision).await;
-    }
-
-    async fn act_on(&mut self, decision: Decision) {
-        match decision {
-            Decision::Wait => {}
-            Decision::Steer(to) => {
-                let fc = self.fc.clone();
-                self.spawn_flight(FlightOp::Goto, async move { fc.goto(to).await });
-            }
-            Decision::Centred => {
-                info!("precision approach: centred over the marker at drop height");
-                self.feed(Event::AtDropHeight).await;
-            }
-            Decision::Failed(why) => {
-                warn!(reason = %why, "precision approach failed");
-                self.feed(Event::ApproachFailed(why.to_string())).await;
-            }
-        }
-    }
-
-    /// An event outside any transition (camera faults): reported like the machine's.
-    async fn publish(&mut self, event: EventType, reason: Option<String>) {
-        let facts = report::EventFacts {
-            event,
-            reason,
-            delivery_id: self.machine.delivery().map(|d| d.delivery_id),
-            transition: None,
-        };
-        self.store_event(report::event(facts, &self.snap)).await;
+        self.feed(Event::ApproachTick { now_s }).await;
     }
 }

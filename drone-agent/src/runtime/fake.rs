@@ -6,8 +6,7 @@ use super::Cloud;
 use cloud_link::LinkStatus;
 use hal::flight::{
     Autopilot, FcError, FcSnapshot, FlightController, GeoPoint, GlobalPosition, GpsFixType,
-    GripperAction, LandedState, LandingTarget, LinkState, MissionItem, PreflightCheck,
-    PreflightReport,
+    GripperAction, LandedState, LandingTarget, LinkState, PreflightCheck, PreflightReport,
 };
 use hal::payload::{PayloadError, PayloadRelease, PayloadState};
 use protocol::Envelope;
@@ -202,10 +201,6 @@ impl FlightController for FakeFc {
         self.answer("hold", String::new()).await
     }
 
-    async fn resume(&self) -> Result<(), FcError> {
-        self.answer("resume", String::new()).await
-    }
-
     async fn return_to_launch(&self) -> Result<(), FcError> {
         self.answer("rtl", String::new()).await?;
         self.move_to(HOME.0, HOME.1, 0.0);
@@ -238,18 +233,6 @@ impl FlightController for FakeFc {
 
     async fn send_landing_target(&self, _t: LandingTarget) -> Result<(), FcError> {
         Ok(())
-    }
-
-    async fn upload_mission(&self, _items: &[MissionItem]) -> Result<(), FcError> {
-        self.answer("upload_mission", String::new()).await
-    }
-
-    async fn clear_mission(&self) -> Result<(), FcError> {
-        self.answer("clear_mission", String::new()).await
-    }
-
-    async fn start_mission(&self) -> Result<(), FcError> {
-        self.answer("start_mission", String::new()).await
     }
 }
 

@@ -36,6 +36,7 @@ use crate::machine::{Event, FlightOp, Machine, Outcome, Timer};
 use crate::monitor::{self, Monitor, Thresholds};
 use crate::persist::StateFile;
 use crate::technician::ChecksReply;
+pub use crate::technician::TechRequest;
 use cloud_link::{CloudLink, LinkStatus};
 use hal::flight::{FcError, FcSnapshot, FlightController};
 use hal::marker::MarkerConfig;
@@ -108,15 +109,6 @@ pub enum Internal {
     TestDone(ChecksReply),
 }
 
-/// A technician's request that acts (through the machine).
-#[derive(Debug)]
-pub enum TechRequest {
-    /// `drone-agent ready`: the reply is the new state, or why not.
-    Ready(oneshot::Sender<Result<String, String>>),
-    /// `drone-agent test release`.
-    TestRelease(oneshot::Sender<Result<ChecksReply, String>>),
-}
-
 /// The running agent: the machine and the handles it drives.
 pub struct Agent<F: FlightController, P: PayloadRelease, C: Cloud = CloudLink> {
     cfg: DroneConfig,
@@ -139,7 +131,6 @@ pub struct Agent<F: FlightController, P: PayloadRelease, C: Cloud = CloudLink> {
     /// What the technician socket shows; only this task writes it.
     view: watch::Sender<crate::technician::AgentView>,
     camera: Option<CameraHandle>,
-    approach: Option<approach::ApproachRun>,
     /// The approach's clock starts here.
     epoch: Instant,
     pending_test: Option<oneshot::Sender<Result<ChecksReply, String>>>,
@@ -202,7 +193,6 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
             restored,
             view,
             camera: None,
-            approach: None,
             epoch: Instant::now(),
             pending_test: None,
             turns: Arc::default(),
@@ -221,7 +211,6 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
             work: rig.work,
             reports: Some(rig.reports),
             marker,
-            fault: None,
         });
         self
     }
@@ -316,7 +305,7 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
                     }
                 }
                 Some(report) = recv_some(&mut camera_reports) => self.on_camera(report).await,
-                _ = approach_tick.tick(), if self.approach.is_some() => self.tick_approach().await,
+                _ = approach_tick.tick(), if self.machine.approach().is_some() => self.tick_approach().await,
                 _ = telemetry.tick() => self.push_telemetry(),
                 _ = sleep_until(self.storage.retry_at()), if self.storage.retry_at().is_some() => {
                     self.retry_storage().await;
@@ -358,7 +347,7 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
             state: self.machine.state(),
             phase: self.machine.nav_phase(),
             destination: self.machine.delivery().map(|d| (d.lat, d.lon)),
-            precision: self.approach.as_ref().is_some_and(|a| !a.gps_only),
+            precision: self.detecting(),
             left_ground: self.machine.left_ground(),
         }
     }
@@ -452,7 +441,11 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
         for effect in actions.into_iter().chain(reports) {
             self.run_effect(effect, &outcome, delivery_before).await;
         }
-        if outcome.transition.is_some() || !outcome.effects.is_empty() {
+        // A camera frame's steering changes nothing a restart needs (the approach starts again
+        // after one): no state-file write per frame.
+        let steering_only = matches!(event, Event::CameraFrame(_) | Event::ApproachTick { .. })
+            && outcome.transition.is_none();
+        if (outcome.transition.is_some() || !outcome.effects.is_empty()) && !steering_only {
             self.save();
         }
         if matches!(outcome.transition, Some((_, DroneState::Completed))) {

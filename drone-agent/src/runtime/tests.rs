@@ -85,6 +85,32 @@ fn start_with(fc: FakeFc, extra_config: &str, machine: Option<Machine>, telemetr
     }
 }
 
+/// A machine as a state file holds it: delivery 1 to `DEST`, then these events.
+fn machine_after(events: &[Event]) -> Machine {
+    let mut m = Machine::new(Limits::default());
+    m.handle(&Event::Task(Delivery {
+        delivery_id: Uuid::from_u128(1),
+        lat: DEST.0,
+        lon: DEST.1,
+        aruco_id: 7,
+        priority: Priority::Normal,
+    }));
+    for e in events {
+        m.handle(e);
+    }
+    m
+}
+
+/// An autopilot that reports the vehicle armed and in the air.
+fn flying_fc() -> FakeFc {
+    let fc = FakeFc::new();
+    fc.update(|s| {
+        s.armed = true;
+        s.landed = hal::flight::LandedState::InAir;
+    });
+    fc
+}
+
 fn start(fc: FakeFc) -> World {
     start_with(fc, "", None, true)
 }
@@ -418,22 +444,7 @@ async fn a_test_release_blocks_a_task_until_it_is_done() {
 /// Item 14: `drone-agent ready` brings LANDED_ELSEWHERE back to IDLE, not while armed.
 #[tokio::test(start_paused = true)]
 async fn technician_ready_after_landing_away() {
-    let limits = Limits::default();
-    let mut m = Machine::new(limits);
-    for e in [
-        Event::Task(Delivery {
-            delivery_id: Uuid::from_u128(1),
-            lat: DEST.0,
-            lon: DEST.1,
-            aruco_id: 7,
-            priority: Priority::Normal,
-        }),
-        Event::PreflightPassed,
-        Event::LeftGround,
-        Event::LandedAway,
-    ] {
-        m.handle(&e);
-    }
+    let m = machine_after(&[Event::PreflightPassed, Event::LeftGround, Event::LandedAway]);
     let fc = FakeFc::new();
     fc.update(|s| s.armed = true);
     let mut w = start_with(fc, "", Some(m), false);
@@ -462,28 +473,16 @@ async fn technician_ready_after_landing_away() {
 #[tokio::test(start_paused = true)]
 async fn restart_mid_release_reads_the_payload() {
     for (reported, want_releases) in [(Some(hal::payload::PayloadState::Released), 0), (None, 1)] {
-        let mut m = Machine::new(Limits::default());
-        for e in [
-            Event::Task(Delivery {
-                delivery_id: Uuid::from_u128(1),
-                lat: DEST.0,
-                lon: DEST.1,
-                aruco_id: 7,
-                priority: Priority::Normal,
-            }),
+        let m = machine_after(&[
             Event::PreflightPassed,
             Event::LeftGround,
             Event::ClimbComplete,
             Event::OverDestination,
             Event::AtDropHeight,
             Event::Command(protocol::ws::CommandKind::DropCargo),
-        ] {
-            m.handle(&e);
-        }
-        let fc = FakeFc::new();
+        ]);
+        let fc = flying_fc();
         fc.update(|s| {
-            s.armed = true;
-            s.landed = hal::flight::LandedState::InAir;
             if let Some(p) = s.position.as_mut() {
                 (p.lat_deg, p.lon_deg, p.alt_rel_m) = (DEST.0, DEST.1, 4.0);
             }
@@ -505,27 +504,13 @@ async fn restart_mid_release_reads_the_payload() {
 /// known.
 #[tokio::test(start_paused = true)]
 async fn restart_in_flight_waits_for_home_before_commanding() {
-    let mut m = Machine::new(Limits::default());
-    for e in [
-        Event::Task(Delivery {
-            delivery_id: Uuid::from_u128(1),
-            lat: DEST.0,
-            lon: DEST.1,
-            aruco_id: 7,
-            priority: Priority::Normal,
-        }),
+    let m = machine_after(&[
         Event::PreflightPassed,
         Event::LeftGround,
         Event::ClimbComplete,
-    ] {
-        m.handle(&e);
-    }
-    let fc = FakeFc::new();
-    fc.update(|s| {
-        s.home = None;
-        s.armed = true;
-        s.landed = hal::flight::LandedState::InAir;
-    });
+    ]);
+    let fc = flying_fc();
+    fc.update(|s| s.home = None);
     let w = start_with(fc, "", Some(m), false);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
@@ -548,4 +533,39 @@ async fn restart_in_flight_waits_for_home_before_commanding() {
     );
     let _ = Vehicle::Airborne;
     w.stop().await;
+}
+
+/// Issue 11 item 6: the autopilot's battery fault bits are judged with percent and voltage. A
+/// fault that may end the pack within minutes lands here; one that makes its capacity doubtful
+/// flies home. The percentage stays healthy throughout.
+#[tokio::test(start_paused = true)]
+async fn battery_fault_bits_land_now_or_fly_home() {
+    for (fault, event, order, other) in [
+        (
+            "over_temperature",
+            EventType::BatteryCritical,
+            "land",
+            "rtl",
+        ),
+        ("under_temperature", EventType::BatteryLow, "rtl", "land"),
+    ] {
+        let mut w = start(FakeFc::new());
+        w.frames.send(task(1)).await.expect("send");
+        w.until(DroneState::WaitingDrop).await;
+        w.fc.update(|s| s.battery_faults = vec![fault]);
+        w.until_event(event).await;
+        let reason = w
+            .cloud
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|e| e.event_type == event)
+            .and_then(|e| e.reason.clone())
+            .unwrap_or_default();
+        assert!(reason.contains(fault), "{fault}: {reason}");
+        assert_eq!(w.fc.count(order), 1, "{fault}: {:?}", w.fc.calls());
+        assert_eq!(w.fc.count(other), 0, "{fault}: {:?}", w.fc.calls());
+        w.stop().await;
+    }
 }

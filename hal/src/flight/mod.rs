@@ -116,7 +116,9 @@ pub enum LinkState {
     Connected { since: SystemTime },
     /// No HEARTBEAT for longer than the configured timeout; the link is being reopened.
     Lost {
+        /// When the loss was declared.
         since: SystemTime,
+        /// When the last HEARTBEAT arrived (`since` itself if none ever did on this link).
         last_heartbeat: SystemTime,
     },
 }
@@ -284,6 +286,22 @@ pub struct FcSnapshot {
 }
 
 impl FcSnapshot {
+    /// The most urgent action the reported battery faults ask for, with the faults that ask it.
+    pub fn battery_fault_action(&self) -> Option<(BatteryFaultAction, Vec<&'static str>)> {
+        let action = self
+            .battery_faults
+            .iter()
+            .map(|f| BatteryFaultAction::of(f))
+            .max()?;
+        let faults = self
+            .battery_faults
+            .iter()
+            .copied()
+            .filter(|f| BatteryFaultAction::of(f) == action)
+            .collect();
+        Some((action, faults))
+    }
+
     /// The snapshot before anything is heard from the autopilot.
     pub fn initial() -> Self {
         Self {
@@ -389,6 +407,31 @@ pub struct AutopilotMessage {
     pub text: String,
     /// The PX4 event id, for events.
     pub px4_event: Option<u32>,
+}
+
+/// What a battery fault the autopilot reports (`BATTERY_STATUS.fault_bitmask`) asks of a
+/// flying drone. The choice:
+/// - land now: `deep_discharge`, `cell_fail`, `over_current`, `over_temperature` — the pack may
+///   quit or catch fire within minutes; the shortest time in the air wins over reaching home;
+/// - return home: `spikes`, `under_temperature`, `incompatible_voltage`, `incompatible_firmware`,
+///   `incompatible_cells` and any fault this hal does not know — the pack still delivers power,
+///   but its remaining capacity is no longer to be trusted for a delivery.
+///
+/// Any fault fails the pre-flight battery check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BatteryFaultAction {
+    ReturnHome,
+    LandNow,
+}
+
+impl BatteryFaultAction {
+    /// The action one fault (by its `FcSnapshot::battery_faults` name) asks for.
+    pub fn of(fault: &str) -> Self {
+        match fault {
+            "deep_discharge" | "cell_fail" | "over_current" | "over_temperature" => Self::LandNow,
+            _ => Self::ReturnHome,
+        }
+    }
 }
 
 /// `MAV_BATTERY_CHARGE_STATE`.
@@ -596,9 +639,6 @@ pub trait FlightController: Send + Sync + 'static {
     /// Stop and hold position (pause).
     fn hold(&self) -> impl Future<Output = Result<(), FcError>> + Send;
 
-    /// Continue what `hold` paused: the mission if one was running, else the last `goto`.
-    fn resume(&self) -> impl Future<Output = Result<(), FcError>> + Send;
-
     /// Return to launch; the autopilot lands and disarms there by itself.
     fn return_to_launch(&self) -> impl Future<Output = Result<(), FcError>> + Send;
 
@@ -626,6 +666,20 @@ pub trait FlightController: Send + Sync + 'static {
         target: LandingTarget,
     ) -> impl Future<Output = Result<(), FcError>> + Send;
 
+    /// Everything the autopilot says from now on (STATUSTEXT, PX4 events), in order. A receiver
+    /// that falls more than 64 messages behind loses the oldest (`RecvError::Lagged`). The default
+    /// is a closed channel, for controllers that have no such messages.
+    fn autopilot_messages(&self) -> tokio::sync::broadcast::Receiver<AutopilotMessage> {
+        tokio::sync::broadcast::channel(1).1
+    }
+}
+
+/// What the MAVLink flight controller can do beyond what the agents ask of a
+/// [`FlightController`]: continue a paused mission or leg, and the mission protocol. No agent
+/// calls these (the agents fly guided legs); the hal's own tests and the sim's do.
+pub trait MissionControl: FlightController {
+    /// Continue what `hold` paused: the mission if one was running, else the last `goto`.
+    fn resume(&self) -> impl Future<Output = Result<(), FcError>> + Send;
     /// Replace the autopilot's mission with `items` (mission protocol with per-step retries).
     fn upload_mission(
         &self,
@@ -637,11 +691,4 @@ pub trait FlightController: Send + Sync + 'static {
 
     /// Start the uploaded mission from its first item (arms nothing: arm first).
     fn start_mission(&self) -> impl Future<Output = Result<(), FcError>> + Send;
-
-    /// Everything the autopilot says from now on (STATUSTEXT, PX4 events), in order. A receiver
-    /// that falls more than 64 messages behind loses the oldest (`RecvError::Lagged`). The default
-    /// is a closed channel, for controllers that have no such messages.
-    fn autopilot_messages(&self) -> tokio::sync::broadcast::Receiver<AutopilotMessage> {
-        tokio::sync::broadcast::channel(1).1
-    }
 }

@@ -12,6 +12,10 @@
 //! rc_throttle <us>                    ArduPilot's RC throttle input (default 1000: stick down,
 //!                                     no transmitter; 1500 = mid-stick: LOITER holds altitude)
 //! voltage_sag <volts>                 pack voltage this much lower from now on (percent unchanged)
+//! battery_fault <name>...            BATTERY_STATUS fault bits from now on (none clears):
+//!                                     deep_discharge spikes cell_fail over_current
+//!                                     over_temperature under_temperature incompatible_voltage
+//!                                     incompatible_firmware incompatible_cells
 //! param <NAME> <value>                an autopilot parameter the sim models: BATT_LOW_VOLT,
 //!                                     BATT_LOW_TIMER, BATT_FS_LOW_ACT, BATT_CAPACITY, FS_GCS_ENABLE,
 //!                                     SYSID_MYGCS, FS_GCS_TIMEOUT, NAV_DLL_ACT, COM_DL_LOSS_T
@@ -73,6 +77,29 @@ pub fn parse_fault(line: &str) -> Result<Fault, String> {
         }
         Some("rc_throttle") => Ok(Fault::RcThrottle(num(1, "microseconds")?.min(2200.0) as u16)),
         Some("voltage_sag") => Ok(Fault::VoltageSag(num(1, "volts")?)),
+        Some("battery_fault") => {
+            // the MAVLink bit numbers, spelled here on purpose (the sim is a check on the hal)
+            const NAMES: [&str; 9] = [
+                "deep_discharge",
+                "spikes",
+                "cell_fail",
+                "over_current",
+                "over_temperature",
+                "under_temperature",
+                "incompatible_voltage",
+                "incompatible_firmware",
+                "incompatible_cells",
+            ];
+            let mut bits = 0u32;
+            for w in words.iter().skip(1).filter(|w| **w != "none") {
+                let i = NAMES
+                    .iter()
+                    .position(|n| n == w)
+                    .ok_or_else(|| format!("unknown battery fault `{w}`"))?;
+                bits |= 1 << i;
+            }
+            Ok(Fault::BatteryFaults(bits))
+        }
         Some("param") => {
             let name = words.get(1).ok_or("missing parameter name")?.to_string();
             let value = words
@@ -158,6 +185,19 @@ mod tests {
             parse_fault("rc_throttle 1500").unwrap(),
             Fault::RcThrottle(1500)
         );
+        assert_eq!(
+            parse_fault("voltage_sag 2.3").unwrap(),
+            Fault::VoltageSag(2.3)
+        );
+        assert_eq!(
+            parse_fault("battery_fault spikes over_temperature").unwrap(),
+            Fault::BatteryFaults(2 | 16)
+        );
+        assert_eq!(
+            parse_fault("battery_fault none").unwrap(),
+            Fault::BatteryFaults(0)
+        );
+        assert!(parse_fault("battery_fault hot").is_err());
         assert_eq!(
             parse_fault("voltage_sag 2.3").unwrap(),
             Fault::VoltageSag(2.3)

@@ -105,6 +105,9 @@ pub enum Fault {
     RcThrottle(u16),
     /// A lasting voltage sag, volts (the percentage, from consumed mAh, does not move).
     VoltageSag(f64),
+    /// `BATTERY_STATUS.fault_bitmask` from now on (`MAV_BATTERY_FAULT` bits; 0 clears). Set
+    /// on the way out, so the model's battery (percent, voltage, charge state) is untouched.
+    BatteryFaults(u32),
     /// Set an autopilot parameter the sim models (`BATT_LOW_VOLT`, `BATT_FS_LOW_ACT`,
     /// `FS_GCS_ENABLE`, `SYSID_MYGCS`, `NAV_DLL_ACT`, ... see [`model::Params::set`]).
     Param(String, f64),
@@ -426,6 +429,7 @@ async fn run(
     // the last HEARTBEAT a link-loss failsafe watches, wall clock: the companion beats at 1 Hz
     // real time, so at a 50× speed-up its beats are 50 sim seconds apart
     let mut watched_heartbeat_real: Option<Instant> = None;
+    let mut battery_faults = apm::MavBatteryFault::empty();
     let mut tx = Sender {
         seq: 0,
         buf: Vec::with_capacity(4096),
@@ -451,6 +455,9 @@ async fn run(
                     }
                     Fault::RcThrottle(us) => model.set_rc_throttle(us),
                     Fault::VoltageSag(v) => model.set_voltage_sag(v),
+                    Fault::BatteryFaults(bits) => {
+                        battery_faults = apm::MavBatteryFault::from_bits_truncate(bits);
+                    }
                     Fault::Param(name, v) => {
                         if let Err(error) = model.params_mut().set(&name, v) {
                             warn!(%error, "parameter not set");
@@ -488,7 +495,10 @@ async fn run(
                         .collect();
                     for id in due {
                         last_sent.insert(id, model.t);
-                        if let Some(m) = model.telemetry_message(id) {
+                        if let Some(mut m) = model.telemetry_message(id) {
+                            if let MavMessage::BATTERY_STATUS(b) = &mut m {
+                                b.fault_bitmask = battery_faults;
+                            }
                             tx.encode(&m);
                         }
                     }
