@@ -171,6 +171,90 @@ async fn a_backend_on_one_relay_sees_and_reaches_a_drone_on_the_other() {
     b.shutdown().await.unwrap();
 }
 
+/// A relay with no backend of its own is bound to presence, not to every agent frame: the
+/// broker does not deliver the fleet's telemetry to it only for it to be dropped. Its fleet view
+/// stays whole, and a backend that connects later gets the snapshot and then the frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_without_a_backend_receives_presence_not_the_fleets_frames() {
+    const BURST: u64 = 200;
+    let (d1, d2) = (Uuid::new_v4(), Uuid::new_v4());
+    let ns = format!("t-{}", Uuid::new_v4().simple());
+    let a = Relay::start(&config(&ns, "a6", &[d1, d2], &[]))
+        .await
+        .unwrap();
+    let b = Relay::start(&config(&ns, "b6", &[d1, d2], &[]))
+        .await
+        .unwrap();
+    until_up(&a).await;
+    until_up(&b).await;
+    let (a_addr, b_addr) = (a.local_addr().to_string(), b.local_addr().to_string());
+    let b_cluster = b.hub().cluster().unwrap().clone();
+    let knows = |id: Uuid| {
+        let hub = b.hub().clone();
+        move || hub.held_by((relay::auth::AgentKind::Drone, id)).as_deref() == Some("a6")
+    };
+    let mut drone1 = dial(&a_addr, "/ws/drone", &token(d1), Some(d1)).await;
+    wait_for("B hears of drone 1", knows(d1)).await;
+    let a_cluster = a.hub().cluster().unwrap().clone();
+    let (before, published) = (b_cluster.received(), a_cluster.published());
+    for i in 0..BURST {
+        drone1
+            .send(WsMessage::text(telemetry(50.0 + i as f64 / 100.0)))
+            .await
+            .unwrap();
+    }
+    wait_for("A has published the burst", || {
+        a_cluster.published() - published >= BURST
+    })
+    .await;
+    // drone 2's presence is published by A after the burst, on the same channel, so B has
+    // been offered the burst (were it bound to it) by the time it hears of drone 2
+    let _drone2 = dial(&a_addr, "/ws/drone", &token(d2), Some(d2)).await;
+    wait_for("B hears of drone 2", knows(d2)).await;
+    // what B did take meanwhile: A's heartbeats (5 a second) and drone 2's presence
+    let received = b_cluster.received() - before;
+    assert!(
+        received < BURST / 2,
+        "B consumed {received} messages during a burst of {BURST} telemetry frames on A"
+    );
+    // a backend on B now: both drones in its snapshot, then drone 1's telemetry
+    let mut be = dial(&b_addr, "/ws/backend", BACKEND_TOKEN, None).await;
+    for id in [d1, d2] {
+        next_where(&mut be, |e| is_presence(e, id, PresenceStatus::Connected)).await;
+    }
+    // B binds the fleet's frames once the backend is there; a frame sent before that is not
+    // delivered to it (telemetry is lossy), so the drone keeps sending until one arrives
+    let seen = tokio::time::timeout(WAIT, async {
+        loop {
+            drone1.send(WsMessage::text(telemetry(42.0))).await.unwrap();
+            if let Ok(env) = tokio::time::timeout(Duration::from_millis(200), async {
+                next_where(&mut be, |e| matches!(e.message, Message::Telemetry(_))).await
+            })
+            .await
+            {
+                return env;
+            }
+        }
+    })
+    .await
+    .expect("telemetry from a drone on A reaches a backend that connected to B later");
+    assert_eq!(seen.source.unwrap().id, d1.to_string());
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Waits (bounded) until `cond` holds, looking every 20 ms.
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while !cond() {
+            tick.tick().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drone_that_connects_to_a_second_relay_is_closed_on_the_first() {
     let drone = Uuid::new_v4();
