@@ -58,9 +58,8 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::Confirmation;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, ConnectionProperties, ExchangeKind};
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -196,66 +195,64 @@ impl Cluster {
     /// The cluster's lines of `/metrics`.
     pub fn render(&self, out: &mut String) {
         let s = &self.stats;
-        let mut line = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        line(
-            "relay_cluster_broker_up",
-            "gauge",
-            "1 while the relay's RabbitMQ connection is up.",
-            u64::from(self.is_up()),
-        );
-        line(
-            "relay_cluster_published_total",
-            "counter",
-            "Frames published to the broker and confirmed.",
-            s.published.load(Relaxed),
-        );
-        line(
-            "relay_cluster_publish_retried_total",
-            "counter",
-            "Publishes sent again after a nack or a lost connection.",
-            s.publish_retried.load(Relaxed),
-        );
-        line(
-            "relay_cluster_publish_failed_total",
-            "counter",
-            "Frames not published: broker away, or still unconfirmed after the last try.",
-            s.publish_failed.load(Relaxed),
-        );
-        line(
-            "relay_cluster_received_total",
-            "counter",
-            "Messages consumed from the relay's queue.",
-            s.received.load(Relaxed),
-        );
-        line(
-            "relay_cluster_unroutable_total",
-            "counter",
-            "Frames for an agent that no relay holds (returned by the broker).",
-            s.unroutable.load(Relaxed),
-        );
-        line(
-            "relay_cluster_queue_full_total",
-            "counter",
-            "Frames not handed to the broker task because its queue was full.",
-            s.queue_full.load(Relaxed),
-        );
-        line(
-            "relay_cluster_connects_total",
-            "counter",
-            "Connections made to the broker.",
-            s.connects.load(Relaxed),
-        );
-        line(
-            "relay_cluster_relays_expired_total",
-            "counter",
-            "Relays whose lease ran out (their agents reported disconnected).",
-            s.relays_expired.load(Relaxed),
-        );
+        for (name, kind, help, v) in [
+            (
+                "relay_cluster_broker_up",
+                "gauge",
+                "1 while the relay's RabbitMQ connection is up.",
+                u64::from(self.is_up()),
+            ),
+            (
+                "relay_cluster_published_total",
+                "counter",
+                "Frames published to the broker and confirmed.",
+                s.published.load(Relaxed),
+            ),
+            (
+                "relay_cluster_publish_retried_total",
+                "counter",
+                "Publishes sent again after a nack or a lost connection.",
+                s.publish_retried.load(Relaxed),
+            ),
+            (
+                "relay_cluster_publish_failed_total",
+                "counter",
+                "Frames not published: broker away, or still unconfirmed after the last try.",
+                s.publish_failed.load(Relaxed),
+            ),
+            (
+                "relay_cluster_received_total",
+                "counter",
+                "Messages consumed from the relay's queue.",
+                s.received.load(Relaxed),
+            ),
+            (
+                "relay_cluster_unroutable_total",
+                "counter",
+                "Frames for an agent that no relay holds (returned by the broker).",
+                s.unroutable.load(Relaxed),
+            ),
+            (
+                "relay_cluster_queue_full_total",
+                "counter",
+                "Frames not handed to the broker task because its queue was full.",
+                s.queue_full.load(Relaxed),
+            ),
+            (
+                "relay_cluster_connects_total",
+                "counter",
+                "Connections made to the broker.",
+                s.connects.load(Relaxed),
+            ),
+            (
+                "relay_cluster_relays_expired_total",
+                "counter",
+                "Relays whose lease ran out (their agents reported disconnected).",
+                s.relays_expired.load(Relaxed),
+            ),
+        ] {
+            crate::metrics::single(out, name, kind, help, v);
+        }
     }
 }
 
@@ -398,13 +395,22 @@ impl Task {
         let stats = self.stats.clone();
         let props = ConnectionProperties::default()
             .with_connection_name(format!("skypost-relay {}", self.config.relay_id).into());
-        let conn = tokio::time::timeout(
-            secs(self.config.connect_timeout_s),
-            Connection::connect(&self.config.url, props),
-        )
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| format!("connect: {e}"))?;
+        let mut tls = lapin::tcp::OwnedTLSConfig::default();
+        if let Some(path) = &self.config.ca_file {
+            tls.cert_chain = Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cluster.ca_file {}: {e}", path.display()))?,
+            );
+        }
+        let connect = lapin::DefaultConnectionBuilder::new()
+            .map_err(|e| format!("runtime: {e}"))?
+            .with_uri_str(self.config.url.clone())
+            .with_properties(props)
+            .with_tls_config(tls);
+        let conn = tokio::time::timeout(secs(self.config.connect_timeout_s), connect.connect())
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| format!("connect: {e}"))?;
         let ch = conn
             .create_channel()
             .await
@@ -480,6 +486,9 @@ impl Task {
         }
         let mut confirming: FuturesUnordered<Confirming> = FuturesUnordered::new();
         // say hello: the other relays announce their agents again, for this relay's view
+        // what the last connection left unconfirmed, taken before anything is published on
+        // this one
+        let again = self.retry_after_reconnect();
         let hello = format!("relay.{}.hello", self.config.relay_id);
         let hello = self.control(&hello);
         self.publish(&ch, &mut confirming, hello)?;
@@ -490,7 +499,7 @@ impl Task {
                 self.publish(&ch, &mut confirming, f)?;
             }
         }
-        for f in self.retry_after_reconnect() {
+        for f in again {
             self.publish(&ch, &mut confirming, f)?;
         }
         let mut backends_open = true;

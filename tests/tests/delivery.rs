@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// A real RabbitMQ on loopback for the cluster variant: the relay tests' own broker module.
-#[path = "../../relay/tests/common/mod.rs"]
+#[path = "../../relay/tests/common/broker.rs"]
 mod broker;
 
 /// `target/<profile>/`, where cargo put the workspace's binaries.
