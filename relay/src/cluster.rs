@@ -73,6 +73,11 @@ pub const PUBLISH_TRIES: u32 = 4;
 /// Commands taken from the hub's queue in one turn of the broker task's loop.
 const BATCH: usize = 256;
 
+/// Publishes awaiting their confirm at most. Past it the task stops taking the hub's commands
+/// until confirms come back, so a broker that cannot keep up fills the bounded command queue
+/// (`publish_queue`; what does not fit is counted) instead of the relay's memory.
+const MAX_UNCONFIRMED: usize = 4096;
+
 /// What a relay's queue is always bound to on the agents' exchange: presence (the fleet view,
 /// and who owns an agent), the relays' heartbeats and hellos, and lockers' answers (a bridge
 /// call made on this relay for a locker on another). `#` is added while a backend is here.
@@ -519,7 +524,7 @@ impl Task {
                     Some(Err(e)) => return Err(format!("consume: {e}")),
                     None => return Err("the broker ended the consumer".into()),
                 },
-                c = self.rx.recv() => {
+                c = self.rx.recv(), if self.inflight.len() < MAX_UNCONFIRMED => {
                     let Some(c) = c else {
                         // the relay is gone: leave the broker politely (the queue goes with it)
                         let _ = conn.close(200, "relay stopping".into()).await;
@@ -528,6 +533,9 @@ impl Task {
                     self.command(&ch, &mut confirming, c).await?;
                     // what else is waiting, without a turn of the loop for each
                     for _ in 1..BATCH {
+                        if self.inflight.len() >= MAX_UNCONFIRMED {
+                            break;
+                        }
                         let Ok(c) = self.rx.try_recv() else { break };
                         self.command(&ch, &mut confirming, c).await?;
                     }
