@@ -150,9 +150,16 @@ async fn a_relay_without_a_backend_receives_presence_not_the_fleets_frames() {
     );
     // a backend on B now: both drones in its snapshot, then drone 1's telemetry
     let mut be = dial(&b_addr, "/ws/backend", BACKEND_TOKEN, None).await;
-    for id in [d1, d2] {
-        next_where(&mut be, |e| is_presence(e, id, PresenceStatus::Connected)).await;
-    }
+    let mut snapshot = std::collections::HashSet::new();
+    next_where(&mut be, |e| {
+        for id in [d1, d2] {
+            if is_presence(e, id, PresenceStatus::Connected) {
+                snapshot.insert(id);
+            }
+        }
+        snapshot.len() == 2 // in whatever order the snapshot lists them
+    })
+    .await;
     // B binds the fleet's frames once the backend is there; a frame sent before that is not
     // delivered to it (telemetry is lossy), so the drone keeps sending until one arrives
     let seen = tokio::time::timeout(WAIT, async {
