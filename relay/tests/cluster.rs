@@ -68,28 +68,21 @@ fn command_to(id: Uuid, cmd_id: Uuid) -> String {
     )
 }
 
-// -- tests ---------------------------------------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_on_one_relay_sees_and_reaches_a_drone_on_the_other() {
-    let drone = Uuid::new_v4();
-    let ns = format!("t-{}", Uuid::new_v4().simple());
-    let (a, b) = relay_pair(&ns, ("a1", "b1"), &[drone], &[], LEASE_S).await;
+/// A backend on relay `a` and the drone on relay `b`: the drone's presence and telemetry (with
+/// the drone as its source) cross the broker to the backend, and the backend's command reaches
+/// the drone. Returns (backend, drone).
+async fn backend_on_a_reaches_drone_on_b(a: &Relay, b: &Relay, drone: Uuid) -> (Ws, Ws) {
     let a_addr = a.local_addr().to_string();
     let b_addr = b.local_addr().to_string();
-
     let mut be = dial(&a_addr, "/ws/backend", BACKEND_TOKEN, None).await;
     let mut d = dial(&b_addr, "/ws/drone", &token(drone), Some(drone)).await;
-    // presence crosses the broker
     next_where(&mut be, |e| {
         is_presence(e, drone, PresenceStatus::Connected)
     })
     .await;
-    // telemetry crosses it, stamped with the drone as its source
     d.send(WsMessage::text(telemetry(77.0))).await.unwrap();
     let t = next_where(&mut be, |e| matches!(e.message, Message::Telemetry(_))).await;
     assert_eq!(t.source.unwrap().id, drone.to_string());
-    // and a command from the backend on A reaches the drone on B
     let cmd_id = Uuid::new_v4();
     be.send(WsMessage::text(command_to(drone, cmd_id)))
         .await
@@ -99,8 +92,25 @@ async fn a_backend_on_one_relay_sees_and_reaches_a_drone_on_the_other() {
         Message::Command(c) => assert_eq!(c.cmd_id, Some(cmd_id)),
         _ => unreachable!(),
     }
+    (be, d)
+}
+
+// -- tests ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_on_one_relay_sees_and_reaches_a_drone_on_the_other() {
+    let drone = Uuid::new_v4();
+    let ns = format!("t-{}", Uuid::new_v4().simple());
+    let (a, b) = relay_pair(&ns, ("a1", "b1"), &[drone], &[], LEASE_S).await;
+    backend_on_a_reaches_drone_on_b(&a, &b, drone).await;
     // a late backend on A gets the drone on B in its snapshot
-    let mut late = dial(&a_addr, "/ws/backend", BACKEND_TOKEN, None).await;
+    let mut late = dial(
+        &a.local_addr().to_string(),
+        "/ws/backend",
+        BACKEND_TOKEN,
+        None,
+    )
+    .await;
     next_where(&mut late, |e| {
         is_presence(e, drone, PresenceStatus::Connected)
     })
@@ -208,32 +218,7 @@ async fn a_relay_on_amqps_joins_the_cluster_and_checks_the_brokers_certificate()
     let untrusting = Relay::start(&tls_config("c7", false)).await.unwrap();
     until_up(&a).await;
     until_up(&b).await;
-    let mut be = dial(
-        &a.local_addr().to_string(),
-        "/ws/backend",
-        BACKEND_TOKEN,
-        None,
-    )
-    .await;
-    let mut d = dial(
-        &b.local_addr().to_string(),
-        "/ws/drone",
-        &token(drone),
-        Some(drone),
-    )
-    .await;
-    next_where(&mut be, |e| {
-        is_presence(e, drone, PresenceStatus::Connected)
-    })
-    .await;
-    d.send(WsMessage::text(telemetry(61.0))).await.unwrap();
-    let t = next_where(&mut be, |e| matches!(e.message, Message::Telemetry(_))).await;
-    assert_eq!(t.source.unwrap().id, drone.to_string());
-    let cmd_id = Uuid::new_v4();
-    be.send(WsMessage::text(command_to(drone, cmd_id)))
-        .await
-        .unwrap();
-    next_where(&mut d, |e| matches!(e.message, Message::Command(_))).await;
+    backend_on_a_reaches_drone_on_b(&a, &b, drone).await;
     // the relay that does not trust the certificate never gets on the broker, and says why
     let c = untrusting.hub().cluster().unwrap().clone();
     until("the untrusting relay reports its connect error", || {
