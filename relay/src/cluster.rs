@@ -453,16 +453,21 @@ impl Task {
         .map_err(|e| format!("queue {queue}: {e}"))?;
         let agents_exchange = self.config.agents_exchange.clone();
         for key in ALWAYS_BOUND {
-            self.bind(&ch, &agents_exchange, key).await?;
+            self.bind(&ch, &agents_exchange, key, false).await?;
         }
         self.all_bound = *self.backends.borrow_and_update();
         if self.all_bound {
-            self.bind(&ch, &agents_exchange, "#").await?;
+            self.bind(&ch, &agents_exchange, "#", false).await?;
         }
         let keys: Vec<AgentKey> = self.bound.keys().copied().collect();
         for k in keys {
-            self.bind(&ch, &self.config.to_agents_exchange.clone(), &key_str(k))
-                .await?;
+            self.bind(
+                &ch,
+                &self.config.to_agents_exchange.clone(),
+                &key_str(k),
+                true,
+            )
+            .await?;
         }
         let consumer_ch = conn
             .create_channel()
@@ -551,7 +556,7 @@ impl Task {
                     let want = *self.backends.borrow_and_update();
                     if want != self.all_bound {
                         if want {
-                            self.bind(&ch, &agents_exchange, "#").await?;
+                            self.bind(&ch, &agents_exchange, "#", true).await?;
                         } else {
                             self.unbind(&ch, &agents_exchange, "#").await?;
                         }
@@ -604,12 +609,22 @@ impl Task {
         }
     }
 
-    async fn bind(&self, ch: &Channel, exchange: &str, key: &str) -> Result<(), String> {
+    /// Binds this relay's queue. `nowait`: the broker sends no answer and the task does not
+    /// wait a round trip for one (agents' keys: a ramp of thousands of connections would
+    /// otherwise hold publishing up for as many round trips); a bind the broker refuses then
+    /// closes the channel, which ends the session like any channel error.
+    async fn bind(
+        &self,
+        ch: &Channel,
+        exchange: &str,
+        key: &str,
+        nowait: bool,
+    ) -> Result<(), String> {
         ch.queue_bind(
             self.queue_name().as_str().into(),
             exchange.into(),
             key.into(),
-            QueueBindOptions::default(),
+            QueueBindOptions { nowait },
             FieldTable::default(),
         )
         .await
@@ -657,8 +672,13 @@ impl Task {
             }
             Command::Bind(key) => {
                 self.bound.insert(key, ());
-                self.bind(ch, &self.config.to_agents_exchange.clone(), &key_str(key))
-                    .await
+                self.bind(
+                    ch,
+                    &self.config.to_agents_exchange.clone(),
+                    &key_str(key),
+                    true,
+                )
+                .await
             }
             Command::Unbind(key) => {
                 self.bound.remove(&key);
