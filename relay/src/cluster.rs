@@ -9,11 +9,16 @@
 //! - Frames to an agent go to the topic exchange `skypost.to-agents` with routing key
 //!   `<kind>.<agent id>` (publish there to reach an agent over AMQP).
 //! - Each relay has one queue of its own (`skypost.relay.<relay id>`, exclusive: it dies with the
-//!   relay's broker connection), bound to `skypost.agents` with `#` (every agent frame and
-//!   presence, for its WebSocket backends and its view of the fleet) and to
-//!   `skypost.to-agents` with the key of each agent connected to it (bound on connect, unbound
-//!   on disconnect). One queue, one consumer: what a relay learns arrives in the order the
-//!   broker routed it.
+//!   relay's broker connection), bound to `skypost.agents` with `*.*.presence` and `relay.#`
+//!   (its view of the fleet, always) and `locker.*.locker_response` (answers to its bridge
+//!   calls), with `#` only while a WebSocket backend is connected to it (every agent frame, for
+//!   that backend: a relay without one does not take the fleet's traffic only to drop it), and
+//!   to `skypost.to-agents` with the key of each agent connected to it (bound on connect,
+//!   unbound on disconnect). One queue, one consumer: what a relay learns arrives in the order
+//!   the broker routed it. A backend that connects gets the fleet-wide snapshot at once (the
+//!   presence bindings never go); agent frames published in the moment before `#` is bound
+//!   again are not delivered to it (telemetry is lossy; events are re-sent by the agents until
+//!   acknowledged).
 //! - Frames of a relay's own agents reach its own backends directly (the copy that comes back
 //!   through the broker, marked with the `x-relay` header, is skipped), so a broker outage
 //!   does not stop a relay from serving the agents and backends connected to it.
@@ -29,8 +34,12 @@
 //!   from (heartbeat every `heartbeat_interval_s`) for `lease_s` has its agents reported
 //!   `disconnected` to the backends of the relays that noticed: a relay killed with SIGKILL is
 //!   seen within `lease_s + heartbeat_interval_s`.
-//! - Publishes use publisher confirms. A nack or a lost connection re-publishes a frame that
-//!   must not be lost (up to [`PUBLISH_TRIES`]) and counts one that is dropped; while the broker
+//! - Publishes use publisher confirms and are pipelined: each is handed to the channel in the
+//!   order made (its delivery tag taken at once) and its confirm awaited beside the others, so
+//!   the task never waits for one frame's socket write or confirm before the next. Every
+//!   unconfirmed publish is kept until its confirm: a nack or a lost connection re-publishes a
+//!   frame that must not be lost (up to [`PUBLISH_TRIES`], on the next connection if the broker
+//!   went away) and counts one that is dropped; while the broker
 //!   is away, telemetry bound for other relays is dropped (counted) and a backend's frame for an
 //!   agent on another relay is answered with an error at once. End to end, delivery is
 //!   at-least-once by the agents' own outbox (events are re-sent until the backend's
@@ -49,18 +58,30 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::Confirmation;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use std::collections::HashMap;
-use std::fmt::Write as _;
+use lapin::{BasicProperties, Channel, ConnectionProperties, ExchangeKind};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 /// A frame that must not be lost is published at most this many times.
 pub const PUBLISH_TRIES: u32 = 4;
+
+/// Commands taken from the hub's queue in one turn of the broker task's loop.
+const BATCH: usize = 256;
+
+/// Publishes awaiting their confirm at most. Past it the task stops taking the hub's commands
+/// until confirms come back, so a broker that cannot keep up fills the bounded command queue
+/// (`publish_queue`; what does not fit is counted) instead of the relay's memory.
+const MAX_UNCONFIRMED: usize = 4096;
+
+/// What a relay's queue is always bound to on the agents' exchange: presence (the fleet view,
+/// and who owns an agent), the relays' heartbeats and hellos, and lockers' answers (a bridge
+/// call made on this relay for a locker on another). `#` is added while a backend is here.
+const ALWAYS_BOUND: [&str; 3] = ["*.*.presence", "relay.#", "locker.*.locker_response"];
 
 const RELAY_HEADER: &str = "x-relay";
 const SINCE_HEADER: &str = "x-since";
@@ -108,6 +129,8 @@ pub struct ClusterStats {
 pub struct Cluster {
     pub relay_id: String,
     tx: mpsc::Sender<Command>,
+    /// Whether a WebSocket backend is connected here (the task binds `#` while it is).
+    backends: watch::Sender<bool>,
     /// Shared with the broker task, which holds no reference to this handle: when the hub
     /// (and this) goes, the task's command channel closes and it disconnects.
     pub stats: Arc<ClusterStats>,
@@ -129,6 +152,23 @@ fn parse_key(kind: &str, id: &str) -> Option<AgentKey> {
 impl Cluster {
     pub fn is_up(&self) -> bool {
         self.stats.up.load(Relaxed)
+    }
+
+    /// Publishes confirmed by the broker so far.
+    pub fn published(&self) -> u64 {
+        self.stats.published.load(Relaxed)
+    }
+
+    /// Messages consumed from this relay's queue so far.
+    pub fn received(&self) -> u64 {
+        self.stats.received.load(Relaxed)
+    }
+
+    /// The hub says whether any backend is connected to this relay; the broker task binds or
+    /// unbinds `#` to follow (only the latest value matters, so none is ever lost).
+    pub fn set_backends(&self, present: bool) {
+        self.backends
+            .send_if_modified(|v| std::mem::replace(v, present) != present);
     }
 
     /// Hands a command to the broker task; never waits. False if its queue is full (counted).
@@ -160,76 +200,76 @@ impl Cluster {
     /// The cluster's lines of `/metrics`.
     pub fn render(&self, out: &mut String) {
         let s = &self.stats;
-        let mut line = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        line(
-            "relay_cluster_broker_up",
-            "gauge",
-            "1 while the relay's RabbitMQ connection is up.",
-            u64::from(self.is_up()),
-        );
-        line(
-            "relay_cluster_published_total",
-            "counter",
-            "Frames published to the broker and confirmed.",
-            s.published.load(Relaxed),
-        );
-        line(
-            "relay_cluster_publish_retried_total",
-            "counter",
-            "Publishes sent again after a nack or a lost connection.",
-            s.publish_retried.load(Relaxed),
-        );
-        line(
-            "relay_cluster_publish_failed_total",
-            "counter",
-            "Frames not published: broker away, or still unconfirmed after the last try.",
-            s.publish_failed.load(Relaxed),
-        );
-        line(
-            "relay_cluster_received_total",
-            "counter",
-            "Messages consumed from the relay's queue.",
-            s.received.load(Relaxed),
-        );
-        line(
-            "relay_cluster_unroutable_total",
-            "counter",
-            "Frames for an agent that no relay holds (returned by the broker).",
-            s.unroutable.load(Relaxed),
-        );
-        line(
-            "relay_cluster_queue_full_total",
-            "counter",
-            "Frames not handed to the broker task because its queue was full.",
-            s.queue_full.load(Relaxed),
-        );
-        line(
-            "relay_cluster_connects_total",
-            "counter",
-            "Connections made to the broker.",
-            s.connects.load(Relaxed),
-        );
-        line(
-            "relay_cluster_relays_expired_total",
-            "counter",
-            "Relays whose lease ran out (their agents reported disconnected).",
-            s.relays_expired.load(Relaxed),
-        );
+        for (name, kind, help, v) in [
+            (
+                "relay_cluster_broker_up",
+                "gauge",
+                "1 while the relay's RabbitMQ connection is up.",
+                u64::from(self.is_up()),
+            ),
+            (
+                "relay_cluster_published_total",
+                "counter",
+                "Frames published to the broker and confirmed.",
+                s.published.load(Relaxed),
+            ),
+            (
+                "relay_cluster_publish_retried_total",
+                "counter",
+                "Publishes sent again after a nack or a lost connection.",
+                s.publish_retried.load(Relaxed),
+            ),
+            (
+                "relay_cluster_publish_failed_total",
+                "counter",
+                "Frames not published: broker away, or still unconfirmed after the last try.",
+                s.publish_failed.load(Relaxed),
+            ),
+            (
+                "relay_cluster_received_total",
+                "counter",
+                "Messages consumed from the relay's queue.",
+                s.received.load(Relaxed),
+            ),
+            (
+                "relay_cluster_unroutable_total",
+                "counter",
+                "Frames for an agent that no relay holds (returned by the broker).",
+                s.unroutable.load(Relaxed),
+            ),
+            (
+                "relay_cluster_queue_full_total",
+                "counter",
+                "Frames not handed to the broker task because its queue was full.",
+                s.queue_full.load(Relaxed),
+            ),
+            (
+                "relay_cluster_connects_total",
+                "counter",
+                "Connections made to the broker.",
+                s.connects.load(Relaxed),
+            ),
+            (
+                "relay_cluster_relays_expired_total",
+                "counter",
+                "Relays whose lease ran out (their agents reported disconnected).",
+                s.relays_expired.load(Relaxed),
+            ),
+        ] {
+            crate::metrics::single(out, name, kind, help, v);
+        }
     }
 }
 
 /// Starts the broker task for `hub`; returns the handle the hub keeps.
 pub fn start(config: &ClusterConfig, hub: &Arc<Hub>) -> Arc<Cluster> {
     let (tx, rx) = mpsc::channel(config.publish_queue);
+    let (backends, backends_rx) = watch::channel(false);
     let stats = Arc::new(ClusterStats::default());
     let cluster = Arc::new(Cluster {
         relay_id: config.relay_id.clone(),
         tx,
+        backends,
         stats: stats.clone(),
     });
     let task = Task {
@@ -237,8 +277,12 @@ pub fn start(config: &ClusterConfig, hub: &Arc<Hub>) -> Arc<Cluster> {
         hub: Arc::downgrade(hub),
         stats,
         rx,
+        backends: backends_rx,
+        all_bound: false,
         bound: HashMap::new(),
         leases: HashMap::new(),
+        next_flight: 0,
+        inflight: BTreeMap::new(),
     };
     tokio::spawn(task.run());
     cluster
@@ -249,10 +293,18 @@ struct Task {
     hub: Weak<Hub>,
     stats: Arc<ClusterStats>,
     rx: mpsc::Receiver<Command>,
+    /// Whether a backend is connected here (see [`Cluster::set_backends`]).
+    backends: watch::Receiver<bool>,
+    /// Whether `#` is bound on this connection.
+    all_bound: bool,
     /// Local agents and their connect time: bound again after a reconnect.
     bound: HashMap<AgentKey, ()>,
     /// Other relays, when last heard from.
     leases: HashMap<String, Instant>,
+    /// Publishes made and not yet confirmed, by the number the task gave them: kept across a
+    /// lost connection and made again on the next (those that must not be lost).
+    next_flight: u64,
+    inflight: BTreeMap<u64, InFlight>,
 }
 
 /// One publish waiting for its confirm, with what is needed to send it again.
@@ -266,8 +318,9 @@ struct InFlight {
     tries: u32,
 }
 
+/// A publish's socket write and confirm, named by its key in `Task::inflight`.
 type Confirming = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (InFlight, Result<Confirmation, lapin::Error>)> + Send>,
+    Box<dyn std::future::Future<Output = (u64, Result<Confirmation, lapin::Error>)> + Send>,
 >;
 
 impl Task {
@@ -311,6 +364,21 @@ impl Task {
         }
     }
 
+    /// Publishes left unconfirmed by the last connection: those that must not be lost are made
+    /// again on this one (in the order first made), the rest are counted as failed.
+    fn retry_after_reconnect(&mut self) -> Vec<InFlight> {
+        let mut again = Vec::new();
+        for (_, f) in std::mem::take(&mut self.inflight) {
+            if !f.lossy && f.tries < PUBLISH_TRIES {
+                self.stats.publish_retried.fetch_add(1, Relaxed);
+                again.push(f);
+            } else {
+                self.stats.publish_failed.fetch_add(1, Relaxed);
+            }
+        }
+        again
+    }
+
     fn while_down(&mut self, c: Command) {
         let stats = self.stats.clone();
         let failed = || {
@@ -332,13 +400,22 @@ impl Task {
         let stats = self.stats.clone();
         let props = ConnectionProperties::default()
             .with_connection_name(format!("skypost-relay {}", self.config.relay_id).into());
-        let conn = tokio::time::timeout(
-            secs(self.config.connect_timeout_s),
-            Connection::connect(&self.config.url, props),
-        )
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| format!("connect: {e}"))?;
+        let mut tls = lapin::tcp::OwnedTLSConfig::default();
+        if let Some(path) = &self.config.ca_file {
+            tls.cert_chain = Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cluster.ca_file {}: {e}", path.display()))?,
+            );
+        }
+        let connect = lapin::DefaultConnectionBuilder::new()
+            .map_err(|e| format!("runtime: {e}"))?
+            .with_uri_str(self.config.url.clone())
+            .with_properties(props)
+            .with_tls_config(tls);
+        let conn = tokio::time::timeout(secs(self.config.connect_timeout_s), connect.connect())
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| format!("connect: {e}"))?;
         let ch = conn
             .create_channel()
             .await
@@ -374,12 +451,23 @@ impl Task {
         )
         .await
         .map_err(|e| format!("queue {queue}: {e}"))?;
-        self.bind(&ch, &self.config.agents_exchange.clone(), "#")
-            .await?;
+        let agents_exchange = self.config.agents_exchange.clone();
+        for key in ALWAYS_BOUND {
+            self.bind(&ch, &agents_exchange, key, false).await?;
+        }
+        self.all_bound = *self.backends.borrow_and_update();
+        if self.all_bound {
+            self.bind(&ch, &agents_exchange, "#", false).await?;
+        }
         let keys: Vec<AgentKey> = self.bound.keys().copied().collect();
         for k in keys {
-            self.bind(&ch, &self.config.to_agents_exchange.clone(), &key_str(k))
-                .await?;
+            self.bind(
+                &ch,
+                &self.config.to_agents_exchange.clone(),
+                &key_str(k),
+                true,
+            )
+            .await?;
         }
         let consumer_ch = conn
             .create_channel()
@@ -408,16 +496,23 @@ impl Task {
         }
         let mut confirming: FuturesUnordered<Confirming> = FuturesUnordered::new();
         // say hello: the other relays announce their agents again, for this relay's view
+        // what the last connection left unconfirmed, taken before anything is published on
+        // this one
+        let again = self.retry_after_reconnect();
         let hello = format!("relay.{}.hello", self.config.relay_id);
-        self.publish(&ch, &mut confirming, self.control(&hello))
-            .await?;
+        let hello = self.control(&hello);
+        self.publish(&ch, &mut confirming, hello)?;
         // and announce this relay's own agents (a reconnect after an outage)
         if let Some(hub) = self.hub.upgrade() {
             for (key, frame, since) in hub.local_presence() {
                 let f = self.presence_flight(key, frame, since);
-                self.publish(&ch, &mut confirming, f).await?;
+                self.publish(&ch, &mut confirming, f)?;
             }
         }
+        for f in again {
+            self.publish(&ch, &mut confirming, f)?;
+        }
+        let mut backends_open = true;
         let mut heartbeat = tokio::time::interval(secs(self.config.heartbeat_interval_s));
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -427,27 +522,51 @@ impl Task {
                         stats.received.fetch_add(1, Relaxed);
                         if let Some(republish) = self.delivered(d) {
                             for f in republish {
-                                self.publish(&ch, &mut confirming, f).await?;
+                                self.publish(&ch, &mut confirming, f)?;
                             }
                         }
                     }
                     Some(Err(e)) => return Err(format!("consume: {e}")),
                     None => return Err("the broker ended the consumer".into()),
                 },
-                c = self.rx.recv() => {
+                c = self.rx.recv(), if self.inflight.len() < MAX_UNCONFIRMED => {
                     let Some(c) = c else {
                         // the relay is gone: leave the broker politely (the queue goes with it)
                         let _ = conn.close(200, "relay stopping".into()).await;
                         return Ok(());
                     };
                     self.command(&ch, &mut confirming, c).await?;
+                    // what else is waiting, without a turn of the loop for each
+                    for _ in 1..BATCH {
+                        if self.inflight.len() >= MAX_UNCONFIRMED {
+                            break;
+                        }
+                        let Ok(c) = self.rx.try_recv() else { break };
+                        self.command(&ch, &mut confirming, c).await?;
+                    }
                 }
-                Some((flight, result)) = confirming.next() => {
-                    self.confirmed(&ch, &mut confirming, flight, result).await?;
+                Some((id, result)) = confirming.next() => {
+                    self.confirmed(&ch, &mut confirming, id, result)?;
+                }
+                r = self.backends.changed(), if backends_open => {
+                    if r.is_err() {
+                        backends_open = false; // the hub is going; `rx` ends the session
+                        continue;
+                    }
+                    let want = *self.backends.borrow_and_update();
+                    if want != self.all_bound {
+                        if want {
+                            self.bind(&ch, &agents_exchange, "#", true).await?;
+                        } else {
+                            self.unbind(&ch, &agents_exchange, "#").await?;
+                        }
+                        self.all_bound = want;
+                    }
                 }
                 _ = heartbeat.tick() => {
                     let hb = format!("relay.{}.heartbeat", self.config.relay_id);
-                    self.publish(&ch, &mut confirming, self.control(&hb)).await?;
+                    let hb = self.control(&hb);
+                    self.publish(&ch, &mut confirming, hb)?;
                     self.expire_leases();
                 }
             }
@@ -490,16 +609,37 @@ impl Task {
         }
     }
 
-    async fn bind(&self, ch: &Channel, exchange: &str, key: &str) -> Result<(), String> {
+    /// Binds this relay's queue. `nowait`: the broker sends no answer and the task does not
+    /// wait a round trip for one (agents' keys: a ramp of thousands of connections would
+    /// otherwise hold publishing up for as many round trips); a bind the broker refuses then
+    /// closes the channel, which ends the session like any channel error.
+    async fn bind(
+        &self,
+        ch: &Channel,
+        exchange: &str,
+        key: &str,
+        nowait: bool,
+    ) -> Result<(), String> {
         ch.queue_bind(
             self.queue_name().as_str().into(),
             exchange.into(),
             key.into(),
-            QueueBindOptions::default(),
+            QueueBindOptions { nowait },
             FieldTable::default(),
         )
         .await
         .map_err(|e| format!("bind {key}: {e}"))
+    }
+
+    async fn unbind(&self, ch: &Channel, exchange: &str, key: &str) -> Result<(), String> {
+        ch.queue_unbind(
+            self.queue_name().as_str().into(),
+            exchange.into(),
+            key.into(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("unbind {key}: {e}"))
     }
 
     async fn command(
@@ -524,27 +664,26 @@ impl Task {
                     lossy,
                     tries: 0,
                 };
-                self.publish(ch, confirming, f).await
+                self.publish(ch, confirming, f)
             }
             Command::Presence { key, frame, since } => {
                 let f = self.presence_flight(key, frame, since);
-                self.publish(ch, confirming, f).await
+                self.publish(ch, confirming, f)
             }
             Command::Bind(key) => {
                 self.bound.insert(key, ());
-                self.bind(ch, &self.config.to_agents_exchange.clone(), &key_str(key))
-                    .await
+                self.bind(
+                    ch,
+                    &self.config.to_agents_exchange.clone(),
+                    &key_str(key),
+                    true,
+                )
+                .await
             }
             Command::Unbind(key) => {
                 self.bound.remove(&key);
-                ch.queue_unbind(
-                    self.queue_name().as_str().into(),
-                    self.config.to_agents_exchange.as_str().into(),
-                    key_str(key).as_str().into(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| format!("unbind: {e}"))
+                self.unbind(ch, &self.config.to_agents_exchange.clone(), &key_str(key))
+                    .await
             }
             Command::ToAgent { key, frame } => {
                 let f = InFlight {
@@ -556,57 +695,76 @@ impl Task {
                     lossy: false,
                     tries: 0,
                 };
-                self.publish(ch, confirming, f).await
+                self.publish(ch, confirming, f)
             }
         }
     }
 
-    /// Publishes and queues the wait for its confirm. `Err` only when the channel is gone.
-    async fn publish(
-        &self,
+    /// Publishes and queues the wait for its socket write and confirm; keeps the frame in
+    /// `inflight` until then. `Err` only when the channel is gone.
+    fn publish(
+        &mut self,
         ch: &Channel,
         confirming: &mut FuturesUnordered<Confirming>,
         mut f: InFlight,
     ) -> Result<(), String> {
         f.tries += 1;
+        let id = self.next_flight;
+        self.next_flight += 1;
         let props = BasicProperties::default()
             .with_headers(f.headers.clone())
             .with_content_type(ShortString::from("application/json"));
-        let confirm = ch
-            .basic_publish(
-                f.exchange.as_str().into(),
-                f.key.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: f.mandatory,
-                    ..Default::default()
-                },
-                f.payload.as_bytes(),
-                props,
-            )
-            .await;
-        match confirm {
-            Ok(pc) => {
-                confirming.push(Box::pin(async move {
-                    let r = pc.await;
-                    (f, r)
-                }));
-                Ok(())
+        let (ch2, exchange, key) = (ch.clone(), f.exchange.clone(), f.key.clone());
+        let (payload, mandatory) = (f.payload.clone(), f.mandatory);
+        self.inflight.insert(id, f);
+        let mut publishing: Confirming = Box::pin(async move {
+            let sent = ch2
+                .basic_publish(
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory,
+                        ..Default::default()
+                    },
+                    payload.as_bytes(),
+                    props,
+                )
+                .await;
+            match sent {
+                Ok(confirm) => (id, confirm.await),
+                Err(e) => (id, Err(e)),
             }
-            Err(e) => {
-                self.stats.publish_failed.fetch_add(1, Relaxed);
-                Err(format!("publish: {e}"))
+        });
+        // One poll now: basic_publish takes its delivery tag and queues its frames for the
+        // socket before its first await, so publishes leave in the order they were made even
+        // though their writes and confirms are awaited together. The real waker comes with the
+        // next poll, by `confirming`.
+        let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+        match publishing.as_mut().poll(&mut cx) {
+            std::task::Poll::Pending => confirming.push(publishing),
+            std::task::Poll::Ready((id, Err(e))) => {
+                // the channel is gone: the frame stays in `inflight` for the next connection
+                let _ = id;
+                return Err(format!("publish: {e}"));
+            }
+            std::task::Poll::Ready(done) => {
+                confirming.push(Box::pin(std::future::ready(done)));
             }
         }
+        Ok(())
     }
 
-    async fn confirmed(
-        &self,
+    fn confirmed(
+        &mut self,
         ch: &Channel,
         confirming: &mut FuturesUnordered<Confirming>,
-        flight: InFlight,
+        id: u64,
         result: Result<Confirmation, lapin::Error>,
     ) -> Result<(), String> {
-        let s = &self.stats;
+        let Some(flight) = self.inflight.remove(&id) else {
+            return Ok(()); // made again after a reconnect under a new number
+        };
+        let s = self.stats.clone();
         match result {
             Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
                 s.published.fetch_add(1, Relaxed);
@@ -619,9 +777,11 @@ impl Task {
                 if flight.tries < PUBLISH_TRIES {
                     s.publish_retried.fetch_add(1, Relaxed);
                     let delay = Duration::from_millis(100) * flight.tries;
+                    // kept under its number; the "nack" below makes it again after the delay
+                    self.inflight.insert(id, flight);
                     confirming.push(Box::pin(async move {
                         tokio::time::sleep(delay).await;
-                        (flight, Ok(Confirmation::Nack(None)))
+                        (id, Ok(Confirmation::Nack(None)))
                     }));
                 } else {
                     s.unroutable.fetch_add(1, Relaxed);
@@ -632,7 +792,7 @@ impl Task {
             Ok(Confirmation::Nack(_)) | Err(_) => {
                 if !flight.lossy && flight.tries < PUBLISH_TRIES {
                     s.publish_retried.fetch_add(1, Relaxed);
-                    self.publish(ch, confirming, flight).await
+                    self.publish(ch, confirming, flight)
                 } else {
                     s.publish_failed.fetch_add(1, Relaxed);
                     warn!(key = %flight.key, tries = flight.tries, "publish not confirmed: dropped");

@@ -206,6 +206,10 @@ pub struct FleetConfig {
 pub struct ClusterConfig {
     /// `amqp://user:pass@host:5672/vhost` or `amqps://…` (rustls, webpki roots).
     pub url: String,
+    /// For `amqps://`: PEM certificates to trust besides the web PKI roots (a broker with a
+    /// certificate of the operator's own CA). Read at every connect.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// This relay's name in the cluster: unique, stable across restarts (its queue is
     /// `skypost.relay.<relay_id>`).
     pub relay_id: String,
@@ -481,6 +485,11 @@ impl Validate for Config {
                 c.url.starts_with("amqp://") || c.url.starts_with("amqps://"),
                 "cluster.url",
                 "must start with amqp:// or amqps://",
+            );
+            v.check(
+                c.ca_file.is_none() || c.url.starts_with("amqps://"),
+                "cluster.ca_file",
+                "only with an amqps:// url",
             );
             v.check(
                 !c.relay_id.is_empty()

@@ -525,18 +525,30 @@ impl Hub {
         lossy: bool,
         read_at: Instant,
     ) {
+        let mut published = false;
         if let Some(c) = self.cluster.get() {
-            let sent = c.is_up()
+            published = c.is_up()
                 && c.send(Command::Agent {
                     key,
                     kind: Message::KINDS.get(kind).copied().unwrap_or("invalid"),
                     frame: frame.clone(),
                     lossy,
                 });
-            if !sent {
+            if !published {
                 // the agent's outbox re-sends an event until a backend acknowledges it
                 self.metrics.dropped(DropReason::ClusterDown);
             }
+        }
+        // a frame handed to the broker is not dropped for want of a backend here: the
+        // cluster's backends (another relay's, or on AMQP) get it
+        if published
+            && self
+                .backends
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+        {
+            return;
         }
         self.to_backends(frame, kind, lossy, Some(read_at));
     }
@@ -674,6 +686,11 @@ impl Hub {
             None,
         );
         drop(agents);
+    }
+
+    /// The relay of the cluster that holds this agent, as far as this relay has heard.
+    pub fn held_by(&self, key: AgentKey) -> Option<String> {
+        lock(&self.remote).get(&key).map(|r| r.relay.clone())
     }
 
     /// A relay whose lease ran out: its agents are disconnected as far as this relay can tell.
@@ -817,25 +834,36 @@ impl Hub {
             )
             .collect();
         drop(remote);
-        self.backends
+        let mut backends = self
+            .backends
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Slot {
-                conn,
-                queue: queue.clone(),
-                silent: false,
-                since: 0,
-                moved: false,
-            });
+            .unwrap_or_else(PoisonError::into_inner);
+        backends.push(Slot {
+            conn,
+            queue: queue.clone(),
+            silent: false,
+            since: 0,
+            moved: false,
+        });
+        // in a cluster, the first backend here makes this relay take every agent frame
+        if let Some(c) = self.cluster.get() {
+            c.set_backends(true);
+        }
+        drop(backends);
         drop(agents);
         (Registration { conn, queue }, snapshot)
     }
 
     pub fn unregister_backend(&self, conn: u64) {
-        self.backends
+        let mut backends = self
+            .backends
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|b| b.conn != conn);
+            .unwrap_or_else(PoisonError::into_inner);
+        backends.retain(|b| b.conn != conn);
+        // the last one gone: the fleet's frames need not come here (presence still does)
+        if let (true, Some(c)) = (backends.is_empty(), self.cluster.get()) {
+            c.set_backends(false);
+        }
     }
 
     // -- HTTP bridge ------------------------------------------------------------------------

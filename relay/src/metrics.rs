@@ -5,7 +5,7 @@
 
 use crate::auth::Refusal;
 use protocol::Message;
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -250,26 +250,22 @@ impl Metrics {
         let mut out = String::with_capacity(8 * 1024);
         // `write!` to a String cannot fail; the results are ignored deliberately.
         let o = &mut out;
-        header(
+        family(
             o,
             "relay_connections",
             "gauge",
             "Open WebSocket connections.",
+            "peer",
+            Side::ALL.map(|s| (s.as_str(), self.connections[s as usize].load(Relaxed))),
         );
-        for s in Side::ALL {
-            let v = self.connections[s as usize].load(Relaxed);
-            let _ = writeln!(o, "relay_connections{{peer=\"{}\"}} {v}", s.as_str());
-        }
-        header(
+        family(
             o,
             "relay_connections_total",
             "counter",
             "WebSocket connections accepted since start.",
+            "peer",
+            Side::ALL.map(|s| (s.as_str(), self.connections_total[s as usize].load(Relaxed))),
         );
-        for s in Side::ALL {
-            let v = self.connections_total[s as usize].load(Relaxed);
-            let _ = writeln!(o, "relay_connections_total{{peer=\"{}\"}} {v}", s.as_str());
-        }
         header(
             o,
             "relay_auth_refused_total",
@@ -287,51 +283,38 @@ impl Metrics {
                 );
             }
         }
-        header(
+        single(
             o,
             "relay_unauthenticated_connections",
             "gauge",
             "Open connections that have not shown a credential yet.",
+            self.unauthenticated.load(Relaxed),
         );
-        let _ = writeln!(
-            o,
-            "relay_unauthenticated_connections {}",
-            self.unauthenticated.load(Relaxed)
-        );
-        header(
+        family(
             o,
             "relay_unauthenticated_closed_total",
             "counter",
             "Connections closed before authenticating: over a cap at accept, or past the header timeout.",
+            "reason",
+            GateOutcome::ALL.map(|g| (g.as_str(), self.gate[g as usize].load(Relaxed))),
         );
-        for g in GateOutcome::ALL {
-            let v = self.gate[g as usize].load(Relaxed);
-            let _ = writeln!(
-                o,
-                "relay_unauthenticated_closed_total{{reason=\"{}\"}} {v}",
-                g.as_str()
-            );
-        }
-        header(
+        family(
             o,
             "relay_fleet_reloads_total",
             "counter",
             "Fleet file reloads, put in force or refused (the old list kept).",
+            "outcome",
+            [
+                ("applied", self.fleet_reloads[0].load(Relaxed)),
+                ("refused", self.fleet_reloads[1].load(Relaxed)),
+            ],
         );
-        for (i, outcome) in ["applied", "refused"].iter().enumerate() {
-            let v = self.fleet_reloads[i].load(Relaxed);
-            let _ = writeln!(o, "relay_fleet_reloads_total{{outcome=\"{outcome}\"}} {v}");
-        }
-        header(
+        single(
             o,
             "relay_agents_revoked_total",
             "counter",
             "Agent connections closed (4401) because a fleet reload took their credentials away.",
-        );
-        let _ = writeln!(
-            o,
-            "relay_agents_revoked_total {}",
-            self.revoked.load(Relaxed)
+            self.revoked.load(Relaxed),
         );
         for (name, help, table) in [
             (
@@ -360,66 +343,44 @@ impl Metrics {
                 }
             }
         }
-        header(
+        family(
             o,
             "relay_dropped_frames_total",
             "counter",
             "Frames not delivered, by reason.",
+            "reason",
+            DropReason::ALL.map(|d| (d.as_str(), self.dropped[d as usize].load(Relaxed))),
         );
-        for d in DropReason::ALL {
-            let v = self.dropped[d as usize].load(Relaxed);
-            let _ = writeln!(
-                o,
-                "relay_dropped_frames_total{{reason=\"{}\"}} {v}",
-                d.as_str()
-            );
-        }
-        header(
+        family(
             o,
             "relay_queue_full_total",
             "counter",
             "Times a connection's outbound queue was too full for a frame.",
+            "peer",
+            Side::ALL.map(|s| (s.as_str(), self.queue_full[s as usize].load(Relaxed))),
         );
-        for s in Side::ALL {
-            let v = self.queue_full[s as usize].load(Relaxed);
-            let _ = writeln!(o, "relay_queue_full_total{{peer=\"{}\"}} {v}", s.as_str());
-        }
-        header(
+        single(
             o,
             "relay_presence_silent_total",
             "counter",
             "Agents reported silent after missed pongs.",
+            self.presence_silent.load(Relaxed),
         );
-        let _ = writeln!(
-            o,
-            "relay_presence_silent_total {}",
-            self.presence_silent.load(Relaxed)
-        );
-        header(
+        single(
             o,
             "relay_connections_replaced_total",
             "counter",
             "Agent connections closed because the same agent connected again.",
+            self.replaced.load(Relaxed),
         );
-        let _ = writeln!(
-            o,
-            "relay_connections_replaced_total {}",
-            self.replaced.load(Relaxed)
-        );
-        header(
+        family(
             o,
             "relay_bridge_requests_total",
             "counter",
             "HTTP bridge calls, by outcome.",
+            "outcome",
+            BridgeOutcome::ALL.map(|b| (b.as_str(), self.bridge[b as usize].load(Relaxed))),
         );
-        for b in BridgeOutcome::ALL {
-            let v = self.bridge[b as usize].load(Relaxed);
-            let _ = writeln!(
-                o,
-                "relay_bridge_requests_total{{outcome=\"{}\"}} {v}",
-                b.as_str()
-            );
-        }
         header(
             o,
             "relay_forward_latency_seconds",
@@ -454,6 +415,27 @@ impl Metrics {
 fn header(o: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(o, "# HELP {name} {help}");
     let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+/// A metric without labels: its HELP and TYPE lines and its value.
+pub(crate) fn single(o: &mut String, name: &str, kind: &str, help: &str, v: impl Display) {
+    header(o, name, kind, help);
+    let _ = writeln!(o, "{name} {v}");
+}
+
+/// A metric with one label: its HELP and TYPE lines, then one line per (label value, value).
+fn family<'a, V: Display>(
+    o: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, V)>,
+) {
+    header(o, name, kind, help);
+    for (l, v) in values {
+        let _ = writeln!(o, "{name}{{{label}=\"{l}\"}} {v}");
+    }
 }
 
 #[cfg(test)]

@@ -13,75 +13,21 @@ use cloud_link::{CloudConfig, CloudLink};
 use futures_util::{SinkExt as _, StreamExt as _};
 use protocol::ws::{Event, EventAck, EventType, Message, PeerKind, PresenceStatus};
 use protocol::Envelope;
-use relay::{Config, Relay};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
 mod common;
-use common::broker;
+use common::{broker, dial, relay_pair, token, until, BACKEND_TOKEN};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const WAIT: Duration = Duration::from_secs(20);
-const BACKEND_TOKEN: &str = "backend-secret-0123456789";
 /// Events the drone sends; the broker is stopped after the first third of them.
 const EVENTS: usize = 150;
 /// Drones on relay B that only send telemetry (the load), each every `LOAD_PERIOD`.
 const LOAD_DRONES: usize = 20;
 const LOAD_PERIOD: Duration = Duration::from_millis(20);
-
-fn token(id: Uuid) -> String {
-    format!("token-for-{id}")
-}
-
-fn config(ns: &str, relay_id: &str, drones: &[Uuid]) -> Config {
-    let url = &broker().amqp_url;
-    let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout_s = 1.0\n[backend]\ntoken = \"{BACKEND_TOKEN}\"\n\
-         [cluster]\nurl = \"{url}\"\nrelay_id = \"{relay_id}\"\nagents_exchange = \"{ns}.agents\"\n\
-         to_agents_exchange = \"{ns}.to-agents\"\nheartbeat_interval_s = 0.2\nlease_s = 2.0\n\
-         reconnect_initial_s = 0.05\nreconnect_max_s = 0.3\n"
-    );
-    for id in drones {
-        text += &format!("[[drones]]\nid = \"{id}\"\ntoken = \"{}\"\n", token(*id));
-    }
-    daemon::config::parse(&text, std::path::Path::new("restart.toml")).unwrap()
-}
-
-/// Waits (bounded) until `cond` holds, looking every 20 ms.
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    tokio::time::timeout(WAIT, async {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        while !cond() {
-            tick.tick().await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
-}
-
-async fn dial(addr: &str, path: &str, auth: &str, id: Option<Uuid>) -> Ws {
-    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {auth}")).unwrap(),
-    );
-    if let Some(id) = id {
-        req.headers_mut().insert(
-            "x-skypost-agent-id",
-            HeaderValue::from_str(&id.to_string()).unwrap(),
-        );
-    }
-    tokio_tungstenite::connect_async(req).await.unwrap().0
-}
 
 /// What the backend on relay A has seen.
 #[derive(Default)]
@@ -101,13 +47,11 @@ async fn no_acknowledged_event_is_lost_when_the_broker_restarts_under_load() {
     let mut all = load.clone();
     all.push(sender);
     let ns = format!("t-{}", Uuid::new_v4().simple());
-    let a = Relay::start(&config(&ns, "ra", &all)).await.unwrap();
-    let b = Relay::start(&config(&ns, "rb", &all)).await.unwrap();
+    let (a, b) = relay_pair(&ns, ("ra", "rb"), &all, &[], 2.0).await;
     let (ca, cb) = (
         a.hub().cluster().unwrap().clone(),
         b.hub().cluster().unwrap().clone(),
     );
-    until("both relays are on the broker", || ca.is_up() && cb.is_up()).await;
     let b_addr = b.local_addr().to_string();
 
     // the backend on A: acknowledges every event it sees, as a backend does

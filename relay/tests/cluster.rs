@@ -13,76 +13,21 @@ use relay::{Config, Relay};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
 mod common;
-use common::{broker, free_port};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use common::{
+    broker, broker::free_port, config, config_text, dial, relay_pair, token, until, until_up, Ws,
+    BACKEND_TOKEN,
+};
 
 const WAIT: Duration = Duration::from_secs(15);
-const BACKEND_TOKEN: &str = "backend-secret-0123456789";
 
-// -- relays and clients ------------------------------------------------------------------------
+/// Lease of the relays in these tests (a killed relay's agents go within 1.2 s).
+const LEASE_S: f64 = 1.0;
 
-fn token(id: Uuid) -> String {
-    format!("token-for-{id}")
-}
-
-/// A clustered relay's config: `ns` names this test's exchanges, `relay_id` the relay.
-fn config_text(ns: &str, relay_id: &str, url: &str, drones: &[Uuid], lockers: &[Uuid]) -> String {
-    let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout_s = 1.0\n[backend]\ntoken = \"{BACKEND_TOKEN}\"\n\
-         [cluster]\nurl = \"{url}\"\nrelay_id = \"{relay_id}\"\nagents_exchange = \"{ns}.agents\"\n\
-         to_agents_exchange = \"{ns}.to-agents\"\nheartbeat_interval_s = 0.2\nlease_s = 1.0\n\
-         reconnect_initial_s = 0.05\nreconnect_max_s = 0.5\n"
-    );
-    for id in drones {
-        text += &format!("[[drones]]\nid = \"{id}\"\ntoken = \"{}\"\n", token(*id));
-    }
-    for id in lockers {
-        text += &format!("[[lockers]]\nid = \"{id}\"\ntoken = \"{}\"\n", token(*id));
-    }
-    text
-}
-
-fn config(ns: &str, relay_id: &str, drones: &[Uuid], lockers: &[Uuid]) -> Config {
-    let text = config_text(ns, relay_id, &broker().amqp_url, drones, lockers);
-    daemon::config::parse(&text, std::path::Path::new("cluster.toml")).unwrap()
-}
-
-/// Waits until the relay's broker connection is up (a condition polled on the relay's own
-/// state, each look bounded, the whole wait bounded).
-async fn until_up(relay: &Relay) {
-    let c = relay.hub().cluster().unwrap().clone();
-    tokio::time::timeout(WAIT, async {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        while !c.is_up() {
-            tick.tick().await;
-        }
-    })
-    .await
-    .expect("relay connected to the broker");
-}
-
-async fn dial(addr: &str, path: &str, auth: &str, id: Option<Uuid>) -> Ws {
-    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {auth}")).unwrap(),
-    );
-    if let Some(id) = id {
-        req.headers_mut().insert(
-            "x-skypost-agent-id",
-            HeaderValue::from_str(&id.to_string()).unwrap(),
-        );
-    }
-    tokio_tungstenite::connect_async(req).await.unwrap().0
-}
+// -- clients -------------------------------------------------------------------------------------
 
 async fn next(ws: &mut Ws) -> Envelope {
     loop {
@@ -123,35 +68,21 @@ fn command_to(id: Uuid, cmd_id: Uuid) -> String {
     )
 }
 
-// -- tests ---------------------------------------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_on_one_relay_sees_and_reaches_a_drone_on_the_other() {
-    let drone = Uuid::new_v4();
-    let ns = format!("t-{}", Uuid::new_v4().simple());
-    let a = Relay::start(&config(&ns, "a1", &[drone], &[]))
-        .await
-        .unwrap();
-    let b = Relay::start(&config(&ns, "b1", &[drone], &[]))
-        .await
-        .unwrap();
-    until_up(&a).await;
-    until_up(&b).await;
+/// A backend on relay `a` and the drone on relay `b`: the drone's presence and telemetry (with
+/// the drone as its source) cross the broker to the backend, and the backend's command reaches
+/// the drone. Returns (backend, drone).
+async fn backend_on_a_reaches_drone_on_b(a: &Relay, b: &Relay, drone: Uuid) -> (Ws, Ws) {
     let a_addr = a.local_addr().to_string();
     let b_addr = b.local_addr().to_string();
-
     let mut be = dial(&a_addr, "/ws/backend", BACKEND_TOKEN, None).await;
     let mut d = dial(&b_addr, "/ws/drone", &token(drone), Some(drone)).await;
-    // presence crosses the broker
     next_where(&mut be, |e| {
         is_presence(e, drone, PresenceStatus::Connected)
     })
     .await;
-    // telemetry crosses it, stamped with the drone as its source
     d.send(WsMessage::text(telemetry(77.0))).await.unwrap();
     let t = next_where(&mut be, |e| matches!(e.message, Message::Telemetry(_))).await;
     assert_eq!(t.source.unwrap().id, drone.to_string());
-    // and a command from the backend on A reaches the drone on B
     let cmd_id = Uuid::new_v4();
     be.send(WsMessage::text(command_to(drone, cmd_id)))
         .await
@@ -161,8 +92,25 @@ async fn a_backend_on_one_relay_sees_and_reaches_a_drone_on_the_other() {
         Message::Command(c) => assert_eq!(c.cmd_id, Some(cmd_id)),
         _ => unreachable!(),
     }
+    (be, d)
+}
+
+// -- tests ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_on_one_relay_sees_and_reaches_a_drone_on_the_other() {
+    let drone = Uuid::new_v4();
+    let ns = format!("t-{}", Uuid::new_v4().simple());
+    let (a, b) = relay_pair(&ns, ("a1", "b1"), &[drone], &[], LEASE_S).await;
+    backend_on_a_reaches_drone_on_b(&a, &b, drone).await;
     // a late backend on A gets the drone on B in its snapshot
-    let mut late = dial(&a_addr, "/ws/backend", BACKEND_TOKEN, None).await;
+    let mut late = dial(
+        &a.local_addr().to_string(),
+        "/ws/backend",
+        BACKEND_TOKEN,
+        None,
+    )
+    .await;
     next_where(&mut late, |e| {
         is_presence(e, drone, PresenceStatus::Connected)
     })
@@ -171,18 +119,123 @@ async fn a_backend_on_one_relay_sees_and_reaches_a_drone_on_the_other() {
     b.shutdown().await.unwrap();
 }
 
+/// A relay with no backend of its own is bound to presence, not to every agent frame: the
+/// broker does not deliver the fleet's telemetry to it only for it to be dropped. Its fleet view
+/// stays whole, and a backend that connects later gets the snapshot and then the frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_without_a_backend_receives_presence_not_the_fleets_frames() {
+    const BURST: u64 = 200;
+    let (d1, d2) = (Uuid::new_v4(), Uuid::new_v4());
+    let ns = format!("t-{}", Uuid::new_v4().simple());
+    let (a, b) = relay_pair(&ns, ("a6", "b6"), &[d1, d2], &[], LEASE_S).await;
+    let (a_addr, b_addr) = (a.local_addr().to_string(), b.local_addr().to_string());
+    let b_cluster = b.hub().cluster().unwrap().clone();
+    let knows = |id: Uuid| {
+        let hub = b.hub().clone();
+        move || hub.held_by((relay::auth::AgentKind::Drone, id)).as_deref() == Some("a6")
+    };
+    let mut drone1 = dial(&a_addr, "/ws/drone", &token(d1), Some(d1)).await;
+    until("B hears of drone 1", knows(d1)).await;
+    let a_cluster = a.hub().cluster().unwrap().clone();
+    let (before, published) = (b_cluster.received(), a_cluster.published());
+    for i in 0..BURST {
+        drone1
+            .send(WsMessage::text(telemetry(50.0 + i as f64 / 100.0)))
+            .await
+            .unwrap();
+    }
+    until("A has published the burst", || {
+        a_cluster.published() - published >= BURST
+    })
+    .await;
+    // drone 2's presence is published by A after the burst, on the same channel, so B has
+    // been offered the burst (were it bound to it) by the time it hears of drone 2
+    let _drone2 = dial(&a_addr, "/ws/drone", &token(d2), Some(d2)).await;
+    until("B hears of drone 2", knows(d2)).await;
+    // what B did take meanwhile: A's heartbeats (5 a second) and drone 2's presence
+    let received = b_cluster.received() - before;
+    assert!(
+        received < BURST / 2,
+        "B consumed {received} messages during a burst of {BURST} telemetry frames on A"
+    );
+    // a backend on B now: both drones in its snapshot, then drone 1's telemetry
+    let mut be = dial(&b_addr, "/ws/backend", BACKEND_TOKEN, None).await;
+    let mut snapshot = std::collections::HashSet::new();
+    next_where(&mut be, |e| {
+        for id in [d1, d2] {
+            if is_presence(e, id, PresenceStatus::Connected) {
+                snapshot.insert(id);
+            }
+        }
+        snapshot.len() == 2 // in whatever order the snapshot lists them
+    })
+    .await;
+    // B binds the fleet's frames once the backend is there; a frame sent before that is not
+    // delivered to it (telemetry is lossy), so the drone keeps sending until one arrives
+    let seen = tokio::time::timeout(WAIT, async {
+        loop {
+            drone1.send(WsMessage::text(telemetry(42.0))).await.unwrap();
+            if let Ok(env) = tokio::time::timeout(Duration::from_millis(200), async {
+                next_where(&mut be, |e| matches!(e.message, Message::Telemetry(_))).await
+            })
+            .await
+            {
+                return env;
+            }
+        }
+    })
+    .await
+    .expect("telemetry from a drone on A reaches a backend that connected to B later");
+    assert_eq!(seen.source.unwrap().id, d1.to_string());
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// `amqps://` with rustls (ring): a relay on the broker's TLS listener, trusting the broker's
+/// certificate through `ca_file`, is in one cluster with a relay on plain AMQP; without
+/// `ca_file` the same certificate is refused (the web PKI roots do not know it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_on_amqps_joins_the_cluster_and_checks_the_brokers_certificate() {
+    let drone = Uuid::new_v4();
+    let ns = format!("t-{}", Uuid::new_v4().simple());
+    let tls_config = |relay_id: &str, ca: bool| {
+        let mut text = config_text(&ns, relay_id, &broker().amqps_url, &[drone], &[], LEASE_S);
+        if ca {
+            let ca =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/localhost.crt");
+            text = text.replace(
+                "[cluster]\n",
+                &format!("[cluster]\nca_file = \"{}\"\n", ca.display()),
+            );
+        }
+        let c: Config = daemon::config::parse(&text, std::path::Path::new("tls.toml")).unwrap();
+        c
+    };
+    let a = Relay::start(&config(&ns, "a7", &[drone], &[], LEASE_S))
+        .await
+        .unwrap();
+    let b = Relay::start(&tls_config("b7", true)).await.unwrap();
+    let untrusting = Relay::start(&tls_config("c7", false)).await.unwrap();
+    until_up(&a).await;
+    until_up(&b).await;
+    backend_on_a_reaches_drone_on_b(&a, &b, drone).await;
+    // the relay that does not trust the certificate never gets on the broker, and says why
+    let c = untrusting.hub().cluster().unwrap().clone();
+    until("the untrusting relay reports its connect error", || {
+        !c.health()["last_error"].is_null()
+    })
+    .await;
+    assert!(!c.is_up(), "{}", c.health());
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    untrusting.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drone_that_connects_to_a_second_relay_is_closed_on_the_first() {
     let drone = Uuid::new_v4();
     let ns = format!("t-{}", Uuid::new_v4().simple());
-    let a = Relay::start(&config(&ns, "a2", &[drone], &[]))
-        .await
-        .unwrap();
-    let b = Relay::start(&config(&ns, "b2", &[drone], &[]))
-        .await
-        .unwrap();
-    until_up(&a).await;
-    until_up(&b).await;
+    let (a, b) = relay_pair(&ns, ("a2", "b2"), &[drone], &[], LEASE_S).await;
     let mut be = dial(
         &a.local_addr().to_string(),
         "/ws/backend",
@@ -243,7 +296,7 @@ async fn a_drone_that_connects_to_a_second_relay_is_closed_on_the_first() {
 async fn a_killed_relays_drones_go_disconnected_within_the_lease_and_reconnect_elsewhere() {
     let drone = Uuid::new_v4();
     let ns = format!("t-{}", Uuid::new_v4().simple());
-    let a = Relay::start(&config(&ns, "a3", &[drone], &[]))
+    let a = Relay::start(&config(&ns, "a3", &[drone], &[], LEASE_S))
         .await
         .unwrap();
     until_up(&a).await;
@@ -252,7 +305,7 @@ async fn a_killed_relays_drones_go_disconnected_within_the_lease_and_reconnect_e
     let path = dir.path().join("b.toml");
     std::fs::write(
         &path,
-        config_text(&ns, "b3", &broker().amqp_url, &[drone], &[]),
+        config_text(&ns, "b3", &broker().amqp_url, &[drone], &[], LEASE_S),
     )
     .unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_relay"))
@@ -330,7 +383,7 @@ async fn a_backend_on_amqp_sees_telemetry_and_reaches_the_drone() {
     use lapin::types::FieldTable;
     let drone = Uuid::new_v4();
     let ns = format!("t-{}", Uuid::new_v4().simple());
-    let a = Relay::start(&config(&ns, "a4", &[drone], &[]))
+    let a = Relay::start(&config(&ns, "a4", &[drone], &[], LEASE_S))
         .await
         .unwrap();
     until_up(&a).await;
@@ -419,7 +472,7 @@ async fn without_its_broker_a_relay_serves_its_own_agents_and_says_degraded() {
     let drone = Uuid::new_v4();
     // nobody listens on this port
     let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
-    let text = config_text("t-down", "down1", &url, &[drone], &[]);
+    let text = config_text("t-down", "down1", &url, &[drone], &[], LEASE_S);
     let c: Config = daemon::config::parse(&text, std::path::Path::new("c.toml")).unwrap();
     let a = Relay::start(&c).await.unwrap();
     let addr = a.local_addr().to_string();
@@ -461,14 +514,7 @@ async fn the_http_bridge_on_one_relay_reaches_a_locker_on_the_other() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let locker = Uuid::new_v4();
     let ns = format!("t-{}", Uuid::new_v4().simple());
-    let a = Relay::start(&config(&ns, "a5", &[], &[locker]))
-        .await
-        .unwrap();
-    let b = Relay::start(&config(&ns, "b5", &[], &[locker]))
-        .await
-        .unwrap();
-    until_up(&a).await;
-    until_up(&b).await;
+    let (a, b) = relay_pair(&ns, ("a5", "b5"), &[], &[locker], LEASE_S).await;
     let a_addr = a.local_addr().to_string();
     // a backend on A learns the locker on B is connected: A knows where it is
     let mut be = dial(&a_addr, "/ws/backend", BACKEND_TOKEN, None).await;

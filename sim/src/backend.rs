@@ -54,6 +54,9 @@ pub enum Variant {
     WrongQr,
     /// The customer shows the same code again after the pickup: nothing opens the second time.
     QrTwice,
+    /// Two relays in a cluster on RabbitMQ (`--amqp-url`); the agents dial relay A, the backend
+    /// is on B; A is killed with SIGKILL mid-flight and the agents fail over to B.
+    RelayFailover,
 }
 
 /// `sim backend`: the script on its own, against a relay and agents started elsewhere.
@@ -138,13 +141,26 @@ pub enum Hook {
     DroneCruising,
 }
 
+/// One event as the backend saw it first.
+#[derive(Debug, Clone)]
+pub struct ReportedEvent {
+    pub source: PeerKind,
+    pub event: EventType,
+    pub to_state: Option<DroneState>,
+    pub event_id: Option<Uuid>,
+    pub seq: Option<u64>,
+}
+
 /// The outcome, for the summary and the tests.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub ok: bool,
     pub failure: Option<String>,
-    /// Every event, de-duplicated by id, with its source, in arrival order.
-    pub events: Vec<(PeerKind, EventType, Option<DroneState>)>,
+    /// Every event, de-duplicated by id, with its source, in arrival order (with its id and
+    /// `seq`, so a test can see a gap or a reordering).
+    pub events: Vec<ReportedEvent>,
+    /// Event frames that repeated an id already seen (re-sent after a lost acknowledgement).
+    pub duplicate_events: u32,
     pub duration: Duration,
     pub distance_m: f64,
     pub cell_id: Option<u16>,
@@ -159,7 +175,10 @@ impl Report {
         let events: Vec<serde_json::Value> = self
             .events
             .iter()
-            .map(|(src, ev, to)| serde_json::json!({"source": src, "event": ev, "to_state": to}))
+            .map(|e| {
+                serde_json::json!({"source": e.source, "event": e.event, "to_state": e.to_state,
+                    "event_id": e.event_id, "seq": e.seq})
+            })
             .collect();
         serde_json::json!({
             "ok": self.ok,
@@ -170,6 +189,7 @@ impl Report {
             "cell_id": self.cell_id,
             "min_battery": self.min_battery,
             "qr_rejected": self.qr_rejected,
+            "duplicate_events": self.duplicate_events,
         })
     }
 }
@@ -499,7 +519,7 @@ impl Conn {
                 .report
                 .events
                 .iter()
-                .filter(|e| e.1 == EventType::CellOpened)
+                .filter(|e| e.event == EventType::CellOpened)
                 .count();
             if opens != 2 {
                 return Err(format!(
@@ -583,10 +603,17 @@ impl Conn {
                 }
                 if !e.event_id.is_some_and(|id| self.seen_events.insert(id)) && e.event_id.is_some()
                 {
+                    self.report.duplicate_events += 1;
                     return; // a re-sent event: acknowledged again, reported once
                 }
                 let kind = source.map(|s| s.kind).unwrap_or(PeerKind::Relay);
-                self.report.events.push((kind, e.event_type, e.to_state));
+                self.report.events.push(ReportedEvent {
+                    source: kind,
+                    event: e.event_type,
+                    to_state: e.to_state,
+                    event_id: e.event_id,
+                    seq: e.seq,
+                });
                 if e.event_type == EventType::QrRejected {
                     self.report.qr_rejected += 1;
                 }

@@ -48,6 +48,10 @@ pub struct DemoArgs {
     /// board's own firmware on an emulated AVR: `locker-agent/firmware/`, built with make).
     #[arg(long, value_enum, default_value = "sim")]
     pub board: BoardKind,
+    /// The RabbitMQ for `--variant relay-failover` (`amqp://…`): relays A and B form a cluster
+    /// on it, with exchanges of this run's own.
+    #[arg(long)]
+    pub amqp_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +67,8 @@ struct Procs {
     bins: PathBuf,
     relay_cfg: PathBuf,
     relay: Option<Child>,
+    /// The second relay of `relay-failover` (the one that survives).
+    relay_b: Option<Child>,
     others: Vec<Child>,
 }
 
@@ -90,11 +96,24 @@ impl Procs {
             .with_context(|| format!("cannot start {}", path.display()))
     }
 
-    async fn start_relay(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
-        let cfg = self.relay_cfg.to_string_lossy().into_owned();
-        self.relay = Some(self.spawn("relay", &["run", "--config", &cfg], "relay")?);
-        // up when /health answers
-        for _ in 0..200 {
+    async fn start_relay(&mut self, addr: SocketAddr, cluster: bool) -> anyhow::Result<()> {
+        let cfg = self.relay_cfg.clone();
+        self.relay = Some(self.start_relay_with(&cfg, addr, "relay", cluster).await?);
+        Ok(())
+    }
+
+    /// Starts `relay run --config cfg` and waits until `/health` answers 200 (and, in a cluster,
+    /// says its broker connection is up, so agents never dial a relay cut off from the fleet).
+    async fn start_relay_with(
+        &self,
+        cfg: &Path,
+        addr: SocketAddr,
+        log: &str,
+        cluster: bool,
+    ) -> anyhow::Result<Child> {
+        let cfg = cfg.to_string_lossy().into_owned();
+        let child = self.spawn("relay", &["run", "--config", &cfg], log)?;
+        for _ in 0..400 {
             if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let _ = s
@@ -102,15 +121,16 @@ impl Procs {
                     .await;
                 let mut buf = Vec::new();
                 let _ = s.read_to_end(&mut buf).await;
-                if buf.starts_with(b"HTTP/1.1 200") {
-                    return Ok(());
+                let up = !cluster || String::from_utf8_lossy(&buf).contains("\"broker\":\"up\"");
+                if buf.starts_with(b"HTTP/1.1 200") && up {
+                    return Ok(child);
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         bail!(
             "relay did not come up; see {}",
-            self.work.join("relay.log").display()
+            self.work.join(format!("{log}.log")).display()
         )
     }
 }
@@ -209,19 +229,50 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let (drone_id, locker_id) = (Uuid::new_v4(), Uuid::new_v4());
     let (backend_token, drone_token, locker_token) = (token(), token(), token());
 
-    let relay_cfg = work.join("relay.toml");
-    std::fs::write(
-        &relay_cfg,
-        format!(
-            "[server]\nlisten = \"{relay_addr}\"\n\n[presence]\nping_interval_s = 2.0\n\n[backend]\ntoken = \"{backend_token}\"\n\n\
+    let failover = args.variant == Variant::RelayFailover;
+    let amqp_url = match (&args.amqp_url, failover) {
+        (Some(u), true) => Some(u.clone()),
+        (None, true) => bail!("--variant relay-failover needs --amqp-url (a RabbitMQ)"),
+        _ => None,
+    };
+    // relay-failover: relay B beside A, both in one cluster; the backend is on B, the agents
+    // dial A first and B next
+    let relay_b_addr: SocketAddr = ([127, 0, 0, 1], free_tcp_port()?).into();
+    let run_ns = format!("skypost-demo-{}", Uuid::new_v4().simple());
+    let relay_text = |addr: SocketAddr, relay_id: &str| {
+        let mut text = format!(
+            "[server]\nlisten = \"{addr}\"\n\n[presence]\nping_interval_s = 2.0\n\n[backend]\ntoken = \"{backend_token}\"\n\n\
              [[drones]]\nid = \"{drone_id}\"\ntoken = \"{drone_token}\"\n\n[[lockers]]\nid = \"{locker_id}\"\ntoken = \"{locker_token}\"\n"
-        ),
-    )?;
+        );
+        if let Some(url) = &amqp_url {
+            // a short lease: relay A's agents are reported gone within 1.2 s of its death
+            text += &format!(
+                "\n[cluster]\nurl = \"{url}\"\nrelay_id = \"{run_ns}-{relay_id}\"\n\
+                 agents_exchange = \"{run_ns}.agents\"\nto_agents_exchange = \"{run_ns}.to-agents\"\n\
+                 heartbeat_interval_s = 0.2\nlease_s = 1.0\n"
+            );
+        }
+        text
+    };
+    let relay_cfg = work.join("relay.toml");
+    std::fs::write(&relay_cfg, relay_text(relay_addr, "a"))?;
+    let relay_b_cfg = work.join("relay-b.toml");
+    if failover {
+        std::fs::write(&relay_b_cfg, relay_text(relay_b_addr, "b"))?;
+    }
+    let cloud_urls = |path: &str| {
+        if failover {
+            format!("urls = [\"ws://{relay_addr}{path}\", \"ws://{relay_b_addr}{path}\"]")
+        } else {
+            format!("url = \"ws://{relay_addr}{path}\"")
+        }
+    };
     let mut procs = Procs {
         work: work.clone(),
         bins: bins.clone(),
         relay_cfg,
         relay: None,
+        relay_b: None,
         others: vec![],
     };
     say!(
@@ -231,8 +282,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         args.variant,
         args.speedup
     );
-    procs.start_relay(relay_addr).await?;
+    procs.start_relay(relay_addr, failover).await?;
     say!("relay : listening on {relay_addr}");
+    if failover {
+        procs.relay_b = Some(
+            procs
+                .start_relay_with(&relay_b_cfg, relay_b_addr, "relay-b", true)
+                .await?,
+        );
+        say!("relay : B listening on {relay_b_addr}, both on the broker");
+    }
 
     // the vehicle: this same binary
     let me = std::env::current_exe()?;
@@ -317,7 +376,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         drone_config(
             drone_id,
             &drone_token,
-            relay_addr,
+            &cloud_urls("/ws/drone"),
             &connection,
             &work.join("drone-state"),
         ),
@@ -329,7 +388,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         locker_config(
             locker_id,
             &locker_token,
-            relay_addr,
+            &cloud_urls("/ws/locker"),
             &link,
             http_port,
             &work,
@@ -352,7 +411,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
 
     let destination = (HOME.0 + args.distance_m / 111_320.0, HOME.1);
     let scenario = Scenario {
-        relay: relay_addr,
+        relay: if failover { relay_b_addr } else { relay_addr },
         backend_token,
         drone_id,
         locker_id,
@@ -380,8 +439,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
                         let _ = r.kill().await;
                     }
                     tokio::time::sleep(Duration::from_secs(2)).await;
-                    procs.start_relay(relay_addr).await?;
+                    procs.start_relay(relay_addr, false).await?;
                     say!("demo  : the relay is back");
+                }
+                (Variant::RelayFailover, Hook::DroneTookOff) => {
+                    // SIGKILL (tokio's kill): no close frames, no goodbye on the broker
+                    say!("demo  : relay A is killed (SIGKILL) mid-flight");
+                    if let Some(mut r) = procs.relay.take() {
+                        let _ = r.kill().await;
+                    }
                 }
                 (Variant::LockerOffline, Hook::DroneCruising) => {
                     say!("demo  : the locker loses power");
@@ -400,7 +466,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     for mut c in procs.others.drain(..) {
         let _ = c.kill().await;
     }
-    if let Some(mut r) = procs.relay.take() {
+    for mut r in [procs.relay.take(), procs.relay_b.take()]
+        .into_iter()
+        .flatten()
+    {
         let _ = r.kill().await;
     }
     if report.ok {
@@ -423,6 +492,7 @@ fn summary(r: &Report, args: &DemoArgs) {
         Variant::WrongQr => "delivered; the wrong code opened nothing",
         Variant::QrTwice => "delivered; the code opened nothing the second time",
         Variant::CloudDrop => "delivered through a relay outage",
+        Variant::RelayFailover => "delivered; relay A was killed mid-flight, the agents moved to B",
         Variant::Normal => "delivered and picked up",
     };
     println!(
@@ -448,14 +518,14 @@ fn summary(r: &Report, args: &DemoArgs) {
     let drone: Vec<String> = r
         .events
         .iter()
-        .filter(|e| e.0 == protocol::ws::PeerKind::Drone)
-        .map(|e| format!("{:?}", e.1))
+        .filter(|e| e.source == protocol::ws::PeerKind::Drone)
+        .map(|e| format!("{:?}", e.event))
         .collect();
     let locker: Vec<String> = r
         .events
         .iter()
-        .filter(|e| e.0 == protocol::ws::PeerKind::Locker)
-        .map(|e| format!("{:?}", e.1))
+        .filter(|e| e.source == protocol::ws::PeerKind::Locker)
+        .map(|e| format!("{:?}", e.event))
         .collect();
     println!("drone events: {}", drone.join(" → "));
     println!("locker      : {}", locker.join(" → "));
@@ -467,13 +537,7 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn drone_config(
-    id: Uuid,
-    token: &str,
-    relay: SocketAddr,
-    connection: &str,
-    state: &Path,
-) -> String {
+fn drone_config(id: Uuid, token: &str, cloud_urls: &str, connection: &str, state: &Path) -> String {
     format!(
         r#"[drone]
 id = "{id}"
@@ -481,7 +545,7 @@ model = "SkyPost Q1 (sim)"
 state_dir = "{state}"
 
 [cloud]
-url = "ws://{relay}/ws/drone"
+{cloud_urls}
 token = "{token}"
 backoff_initial_s = 0.2
 backoff_max_s = 1.0
@@ -516,7 +580,7 @@ kind = "gripper"
 fn locker_config(
     id: Uuid,
     device_token: &str,
-    relay: SocketAddr,
+    cloud_urls: &str,
     board: &Path,
     http_port: u16,
     work: &Path,
@@ -546,7 +610,7 @@ path = "{screen}"
 ansi = false
 
 [cloud]
-url = "ws://{relay}/ws/locker"
+{cloud_urls}
 token = "{device_token}"
 backoff_initial_s = 0.2
 backoff_max_s = 1.0

@@ -1,9 +1,14 @@
 //! The whole delivery, every part a real process: PX4 and ArduPilot flavours, the cloud link
-//! dropped mid-flight, the locker offline on arrival, a wrong QR code, a QR code used twice.
+//! dropped mid-flight, relay A of a two-relay cluster killed mid-flight, the locker offline on
+//! arrival, a wrong QR code, a QR code used twice.
 
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
+
+/// A real RabbitMQ on loopback for the cluster variant: the relay tests' own broker module.
+#[path = "../../relay/tests/common/broker.rs"]
+mod broker;
 
 /// `target/<profile>/`, where cargo put the workspace's binaries.
 fn bin_dir() -> PathBuf {
@@ -58,6 +63,7 @@ fn demo(args: &[&str]) -> (bool, Value, String) {
         // keep the logs for whoever reads the failure
         let logs: String = [
             "relay",
+            "relay-b",
             "drone-agent",
             "locker-agent",
             "vehicle",
@@ -120,6 +126,11 @@ const LOCKER_HAPPY: &[&str] = &[
 ];
 
 fn assert_delivered(args: &[&str]) -> Value {
+    assert_delivered_with_output(args).0
+}
+
+/// [`assert_delivered`], with `sim demo`'s output.
+fn assert_delivered_with_output(args: &[&str]) -> (Value, String) {
     let (ok, report, text) = demo(args);
     assert!(ok && report["ok"] == true, "delivery failed:\n{text}");
     let drone = events(&report, "drone");
@@ -142,7 +153,7 @@ fn assert_delivered(args: &[&str]) -> Value {
         report["distance_m"].as_f64().unwrap() > 500.0,
         "flew out and back: {report}"
     );
-    report
+    (report, text)
 }
 
 #[test]
@@ -165,6 +176,50 @@ fn cloud_link_dropped_mid_flight() {
         1,
         "{drone:?}"
     );
+}
+
+/// Issue 14's failover: relays A and B in one cluster on a real RabbitMQ, the agents with
+/// `[cloud] urls = [A, B]`, the backend on B; A is killed with SIGKILL once the drone has taken
+/// off. The drone and the locker reconnect to B and the delivery completes; the backend sees every
+/// event of each agent once after de-duplication by id, in the order sent, `seq` without a gap.
+#[test]
+fn relay_killed_mid_flight_agents_fail_over() {
+    let amqp = &broker::broker().amqp_url;
+    let (report, text) =
+        assert_delivered_with_output(&["--variant", "relay-failover", "--amqp-url", amqp]);
+    // A was killed while the drone flew, and events came after it: they went through B
+    let killed = text
+        .find("relay A is killed")
+        .unwrap_or_else(|| panic!("relay A was never killed:\n{text}"));
+    assert!(
+        text[killed..].contains("drone : Arrived"),
+        "no drone event after relay A died:\n{text}"
+    );
+    for source in ["drone", "locker"] {
+        let seen: Vec<&Value> = report["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["source"] == source)
+            .collect();
+        let mut ids = std::collections::HashSet::new();
+        for e in &seen {
+            assert!(
+                ids.insert(e["event_id"].as_str().expect("every event has an id")),
+                "{source}: an id reported twice: {report}"
+            );
+        }
+        let seqs: Vec<u64> = seen
+            .iter()
+            .map(|e| e["seq"].as_u64().expect("every event has a seq"))
+            .collect();
+        // a fresh outbox numbers from 1: the first event is 1 and each next one follows
+        let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(
+            seqs, want,
+            "{source}: seq out of order or with a gap: {report}"
+        );
+    }
 }
 
 #[test]

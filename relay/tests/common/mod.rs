@@ -1,158 +1,112 @@
-//! A real RabbitMQ for the cluster tests (Debian's `rabbitmq-server`), one per test binary.
-//!
-//! Started on first use, in a directory under the target dir, on free ports, and killed when
-//! the test process ends (PR_SET_PDEATHSIG on a thread that lives as long as the process;
-//! `RUNNING_UNDER_SYSTEMD=1` makes the start script exec the Erlang VM, so the signal reaches
-//! the broker itself).
+//! What the cluster test binaries share: a real RabbitMQ ([`broker`]) and two relays in one
+//! cluster on it, with the clients that talk to them.
 #![allow(dead_code)] // each test binary uses a part
 
-use std::net::TcpListener as StdListener;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::OnceLock;
+pub mod broker;
+
+pub use broker::broker;
+
+use relay::{Config, Relay};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
-// -- the broker --------------------------------------------------------------------------------
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-pub struct Broker {
-    pub amqp_url: String,
-    node: String,
-    dir: PathBuf,
-    home: PathBuf,
+pub const BACKEND_TOKEN: &str = "backend-secret-0123456789";
+
+/// The longest any one wait of these helpers lasts.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// An agent's device token in these tests.
+pub fn token(id: Uuid) -> String {
+    format!("token-for-{id}")
 }
 
-impl Broker {
-    /// Runs `rabbitmqctl` against this broker (`stop_app`, `start_app`, ...); panics if it fails.
-    pub fn ctl(&self, args: &[&str]) {
-        let mut c = std::process::Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl");
-        broker_env(&mut c, &self.home, &self.node, &self.dir);
-        let out = c.arg("-n").arg(&self.node).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "rabbitmqctl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+/// A clustered relay's config: `ns` names the test's exchanges, `relay_id` the relay; heartbeat
+/// every 0.2 s, a relay not heard from for `lease_s` is gone, quick broker reconnects.
+pub fn config_text(
+    ns: &str,
+    relay_id: &str,
+    url: &str,
+    drones: &[Uuid],
+    lockers: &[Uuid],
+    lease_s: f64,
+) -> String {
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout_s = 1.0\n[backend]\ntoken = \"{BACKEND_TOKEN}\"\n\
+         [cluster]\nurl = \"{url}\"\nrelay_id = \"{relay_id}\"\nagents_exchange = \"{ns}.agents\"\n\
+         to_agents_exchange = \"{ns}.to-agents\"\nheartbeat_interval_s = 0.2\nlease_s = {lease_s:?}\n\
+         reconnect_initial_s = 0.05\nreconnect_max_s = 0.3\n"
+    );
+    for id in drones {
+        text += &format!("[[drones]]\nid = \"{id}\"\ntoken = \"{}\"\n", token(*id));
+    }
+    for id in lockers {
+        text += &format!("[[lockers]]\nid = \"{id}\"\ntoken = \"{}\"\n", token(*id));
+    }
+    text
+}
+
+/// [`config_text`] on this binary's broker, parsed.
+pub fn config(ns: &str, relay_id: &str, drones: &[Uuid], lockers: &[Uuid], lease_s: f64) -> Config {
+    let text = config_text(ns, relay_id, &broker().amqp_url, drones, lockers, lease_s);
+    daemon::config::parse(&text, std::path::Path::new("cluster.toml")).unwrap()
+}
+
+/// Relays `ids.0` and `ids.1` in one cluster (exchanges named by `ns`), each knowing the same
+/// agents, returned once both are on the broker.
+pub async fn relay_pair(
+    ns: &str,
+    ids: (&str, &str),
+    drones: &[Uuid],
+    lockers: &[Uuid],
+    lease_s: f64,
+) -> (Relay, Relay) {
+    let a = Relay::start(&config(ns, ids.0, drones, lockers, lease_s))
+        .await
+        .unwrap();
+    let b = Relay::start(&config(ns, ids.1, drones, lockers, lease_s))
+        .await
+        .unwrap();
+    until_up(&a).await;
+    until_up(&b).await;
+    (a, b)
+}
+
+/// Waits until the relay's broker connection is up.
+pub async fn until_up(relay: &Relay) {
+    let c = relay.hub().cluster().unwrap().clone();
+    until("the relay is on the broker", || c.is_up()).await;
+}
+
+/// Waits (bounded) until `cond` holds, looking every 20 ms.
+pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while !cond() {
+            tick.tick().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+}
+
+/// A WebSocket to `path` on `addr` with `auth` as its bearer token (and an agent's id).
+pub async fn dial(addr: &str, path: &str, auth: &str, id: Option<Uuid>) -> Ws {
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {auth}")).unwrap(),
+    );
+    if let Some(id) = id {
+        req.headers_mut().insert(
+            "x-skypost-agent-id",
+            HeaderValue::from_str(&id.to_string()).unwrap(),
         );
     }
-}
-
-fn broker_env(
-    c: &mut std::process::Command,
-    home: &std::path::Path,
-    node: &str,
-    dir: &std::path::Path,
-) {
-    c.env("HOME", home)
-        .env("RABBITMQ_NODENAME", node)
-        .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
-        .env("RABBITMQ_LOG_BASE", dir.join("log"))
-        .env("RABBITMQ_PID_FILE", dir.join("pid"))
-        .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
-        .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq"))
-        .env("RABBITMQ_ADVANCED_CONFIG_FILE", dir.join("advanced.config"));
-}
-
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn broker() -> &'static Broker {
-    static BROKER: OnceLock<Broker> = OnceLock::new();
-    BROKER.get_or_init(start_broker)
-}
-
-fn start_broker() -> Broker {
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    // brokers of earlier runs died with their test process; their directories did not
-    for old in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
-        let name = old.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("rabbitmq-") {
-            if !std::path::Path::new("/proc").join(pid).exists() {
-                let _ = std::fs::remove_dir_all(old.path());
-            }
-        }
-    }
-    let dir = tmp.join(format!("rabbitmq-{}", std::process::id()));
-    let home = dir.join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    // the Erlang cookie the node and rabbitmqctl share: private to this broker
-    let cookie = home.join(".erlang.cookie");
-    std::fs::write(&cookie, format!("skypost{}", Uuid::new_v4().simple())).unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o400)).unwrap();
-    std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
-    let node = format!("skypost-test-{}@localhost", std::process::id());
-    let port = free_port();
-    let dist = free_port();
-    let env = |c: &mut std::process::Command| broker_env(c, &home, &node, &dir);
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let server_dir = dir.clone();
-    let node_for_server = node.clone();
-    let home_for_server = home.clone();
-    // the thread that spawns the broker never ends: PR_SET_PDEATHSIG fires when the spawning
-    // *thread* exits, and this one lives as long as the test process
-    std::thread::spawn(move || {
-        use std::os::unix::process::CommandExt as _;
-        let mut c = std::process::Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
-        c.env("HOME", &home_for_server)
-            .env("RABBITMQ_NODENAME", &node_for_server)
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", port.to_string())
-            // only the server gets the distribution port: rabbitmqctl would take it first
-            .env("RABBITMQ_DIST_PORT", dist.to_string())
-            .env("RUNNING_UNDER_SYSTEMD", "1")
-            .env("RABBITMQ_MNESIA_BASE", server_dir.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", server_dir.join("log"))
-            .env("RABBITMQ_PID_FILE", server_dir.join("pid"))
-            .env(
-                "RABBITMQ_ENABLED_PLUGINS_FILE",
-                server_dir.join("enabled_plugins"),
-            )
-            .env("RABBITMQ_CONFIG_FILE", server_dir.join("rabbitmq"))
-            .env(
-                "RABBITMQ_ADVANCED_CONFIG_FILE",
-                server_dir.join("advanced.config"),
-            )
-            .stdout(std::fs::File::create(server_dir.join("server.out")).unwrap())
-            .stderr(Stdio::null());
-        // SAFETY: prctl in the child between fork and exec, async-signal-safe.
-        unsafe {
-            c.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = c
-            .spawn()
-            .expect("rabbitmq-server (apt install rabbitmq-server)");
-        started_tx.send(()).unwrap();
-        let _keep = child;
-        loop {
-            std::thread::park();
-        }
-    });
-    started_rx.recv().unwrap();
-    let mut wait = std::process::Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl");
-    env(&mut wait);
-    let out = wait
-        .args(["-n", &node, "wait", "--timeout", "120"])
-        .arg(dir.join("pid"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "broker did not start: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        std::fs::read_to_string(dir.join("server.out")).unwrap_or_default()
-    );
-    Broker {
-        amqp_url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
-        node,
-        dir,
-        home,
-    }
+    tokio_tungstenite::connect_async(req).await.unwrap().0
 }
