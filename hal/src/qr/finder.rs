@@ -188,8 +188,8 @@ impl FinderScanner {
                     hi[bx] = u;
                 }
             }
-            for (m, s) in self.means[by * bw..(by + 1) * bw].iter_mut().zip(&sum) {
-                *m = *s as f32 / (B * B) as f32;
+            for bx in 0..bw {
+                self.means[by * bw + bx] = sum[bx] as f32 / (B * B) as f32;
             }
         }
     }
