@@ -198,7 +198,7 @@ pub enum CameraSource {
         #[serde(default = "default_height")]
         height: u32,
     },
-    /// A V4L2 device path or index through OpenCV's `VideoCapture` (feature `opencv`).
+    /// A V4L2 device path or index through OpenCV's `VideoCapture` (feature `opencv-capture`).
     Device {
         device: String,
         #[serde(default = "default_width")]
@@ -215,6 +215,10 @@ fn default_height() -> u32 {
     480
 }
 
+/// Whether `CameraSource::Device` can be opened in this build (hal's `opencv-capture` feature;
+/// a binary that uses it needs libopencv_videoio).
+pub const OPENCV_CAPTURE: bool = cfg!(feature = "opencv-capture");
+
 impl CameraSource {
     /// Opens the camera. A device in a build without OpenCV is an error, never a stand-in.
     pub fn open(&self) -> Result<Box<dyn Camera>, CameraError> {
@@ -229,24 +233,25 @@ impl CameraSource {
                 *width,
                 *height,
             )?)),
-            #[cfg(feature = "opencv")]
+            #[cfg(feature = "opencv-capture")]
             CameraSource::Device {
                 device,
                 width,
                 height,
             } => Ok(Box::new(OpenCvCamera::open(device, *width, *height)?)),
-            #[cfg(not(feature = "opencv"))]
+            #[cfg(not(feature = "opencv-capture"))]
             CameraSource::Device { device, .. } => Err(CameraError::Device {
                 source_name: device.clone(),
-                message: "this build has no OpenCV capture (built without the `opencv` feature)"
-                    .into(),
+                message:
+                    "this build has no OpenCV capture (built without the `opencv-capture` feature)"
+                        .into(),
             }),
         }
     }
 
     /// True when this build can open the source (for config checks).
     pub fn supported(&self) -> bool {
-        !matches!(self, CameraSource::Device { .. }) || cfg!(feature = "opencv")
+        !matches!(self, CameraSource::Device { .. }) || OPENCV_CAPTURE
     }
 
     /// What the source is, before it is opened (logs, health while it cannot be opened).
