@@ -8,12 +8,15 @@
 //! Video frames go straight to the cloud link's own queue ([`VideoSink`]), which drops and counts
 //! when the link is slow; the count rides in every frame (`dropped`).
 //!
-//! A camera that errors or stops delivering is reported once ([`CameraReport::Fault`]), reopened
-//! every half second, and reported again when it is back ([`CameraReport::Restored`]).
+//! The thread is `hal::camera::grab::GrabLoop`, the locker's too: a camera that errors or stops
+//! delivering is reported once ([`CameraReport::Fault`]), reopened with a backoff from a quarter
+//! of a second up to [`REOPEN_MAX`], and reported again when it is back
+//! ([`CameraReport::Restored`]).
 
 use crate::config::VideoConfig;
 use base64::Engine as _;
-use hal::camera::{Camera, CameraError, Frame};
+use hal::camera::grab::{CameraHealth, FrameSink, GrabConfig, GrabLoop, Opener};
+use hal::camera::Frame;
 use hal::flight::{FcSnapshot, GeoPoint};
 use hal::marker::{MarkerDetection, MarkerDetector};
 use protocol::ws::VideoFrame;
@@ -61,7 +64,7 @@ pub enum CameraReport {
 pub type VideoSink = Box<dyn FnMut(VideoFrame) -> bool + Send>;
 
 /// Opens (and after a fault, reopens) the camera.
-pub type CameraOpener = Box<dyn FnMut() -> Result<Box<dyn Camera>, CameraError> + Send>;
+pub type CameraOpener = Opener;
 
 /// The runtime's end of the worker.
 pub struct CameraRig {
@@ -69,12 +72,14 @@ pub struct CameraRig {
     pub reports: mpsc::Receiver<CameraReport>,
     /// What the camera is, for logs and the technician.
     pub describe: String,
+    /// The grab loop's health: frames, errors, reopens.
+    pub health: watch::Receiver<CameraHealth>,
 }
 
 /// Sightings waiting for the runtime: a few, then the newest are dropped rather than queued.
 const REPORT_QUEUE: usize = 4;
-/// Between attempts to reopen a failed camera.
-const REOPEN_EVERY: Duration = Duration::from_millis(500);
+/// The longest wait between attempts to reopen a failed camera (an approach cannot wait long).
+pub const REOPEN_MAX: Duration = Duration::from_secs(1);
 
 pub struct WorkerConfig {
     pub fps: f64,
@@ -84,7 +89,7 @@ pub struct WorkerConfig {
 
 /// Starts the worker thread. It ends when the [`CameraRig`] is dropped.
 pub fn spawn(
-    mut open: CameraOpener,
+    open: CameraOpener,
     pose: watch::Receiver<FcSnapshot>,
     detector: Option<Box<dyn MarkerDetector>>,
     cfg: WorkerConfig,
@@ -95,29 +100,29 @@ pub fn spawn(
     let (report_tx, reports) = mpsc::channel(REPORT_QUEUE);
     // the worker thread is outside the runtime; it waits for work through the runtime's handle
     let runtime = tokio::runtime::Handle::current();
-    let first = open();
-    let mut worker = Worker {
-        camera: None,
+    let grab_cfg = GrabConfig {
+        lost_after: cfg.lost_after,
+        reopen_max: REOPEN_MAX,
+        ..GrabConfig::new(cfg.fps)
+    };
+    let worker = Worker {
         pose,
         detector,
         cfg,
         video_sink,
         reports: report_tx,
-        faulty: None,
-        last_frame: Instant::now(),
         video: VideoState::default(),
+        work_rx,
+        work: CameraWork::default(),
+        runtime,
     };
-    match first {
-        Ok(c) => worker.camera = Some(c),
-        Err(e) => worker.fault(format!("cannot open: {e}")),
-    }
-    std::thread::Builder::new()
-        .name("camera".into())
-        .spawn(move || worker.run(work_rx, &mut open, &runtime))?;
+    // it ends with the rig: the worker says so once `work` or `reports` is dropped
+    let health = GrabLoop::spawn("camera", describe.clone(), open, grab_cfg, worker)?.detach();
     Ok(CameraRig {
         work: work_tx,
         reports,
         describe,
+        health,
     })
 }
 
@@ -130,102 +135,62 @@ struct VideoState {
 }
 
 struct Worker {
-    camera: Option<Box<dyn Camera>>,
     pose: watch::Receiver<FcSnapshot>,
     detector: Option<Box<dyn MarkerDetector>>,
     cfg: WorkerConfig,
     video_sink: VideoSink,
     reports: mpsc::Sender<CameraReport>,
-    /// Why the camera is failed, while it is.
-    faulty: Option<String>,
-    last_frame: Instant,
     video: VideoState,
+    work_rx: watch::Receiver<CameraWork>,
+    /// What the current frame is for.
+    work: CameraWork,
+    runtime: tokio::runtime::Handle,
+}
+
+impl FrameSink for Worker {
+    fn wanted(&mut self) -> bool {
+        loop {
+            self.work = *self.work_rx.borrow_and_update();
+            if self.work.detect || self.work.video {
+                // the rig is gone: stop
+                return self.work_rx.has_changed().is_ok();
+            }
+            // idle: no frames, no CPU; wake when something is wanted (or the rig is gone)
+            if self.runtime.block_on(self.work_rx.changed()).is_err() {
+                return false;
+            }
+        }
+    }
+
+    fn frame(&mut self, frame: Frame, captured: Instant, captured_wall: SystemTime) -> bool {
+        if self.work.detect {
+            self.detect(&frame, captured, captured_wall);
+        }
+        if self.work.video {
+            self.video_frame(&frame, captured);
+        }
+        !self.reports.is_closed()
+    }
+
+    fn fault(&mut self, why: &str, first: bool) {
+        if first {
+            error!(reason = %why, "camera failed; reopening it");
+            // blocking: a fault must not be lost to a queue full of sightings
+            let _ = self
+                .reports
+                .blocking_send(CameraReport::Fault(why.to_owned()));
+        } else {
+            debug!(reason = %why, "camera still unavailable");
+        }
+    }
+
+    fn restored(&mut self) {
+        info!("camera delivering frames again");
+        let _ = self.reports.blocking_send(CameraReport::Restored);
+    }
 }
 
 impl Worker {
-    fn run(
-        mut self,
-        mut work_rx: watch::Receiver<CameraWork>,
-        open: &mut CameraOpener,
-        runtime: &tokio::runtime::Handle,
-    ) {
-        let period = Duration::from_secs_f64(1.0 / self.cfg.fps.max(0.1));
-        let mut next = Instant::now();
-        loop {
-            let work = *work_rx.borrow_and_update();
-            if !work.detect && !work.video {
-                // idle: no frames, no CPU; wake when something is wanted (or the rig is gone)
-                if runtime.block_on(work_rx.changed()).is_err() {
-                    return;
-                }
-                self.last_frame = Instant::now();
-                next = Instant::now();
-                continue;
-            }
-            if work_rx.has_changed().is_err() {
-                return;
-            }
-            let now = Instant::now();
-            if next > now {
-                std::thread::sleep(next - now);
-            }
-            next = Instant::now().max(next) + period;
-            let Some(camera) = self.camera.as_mut() else {
-                self.reopen(open);
-                continue;
-            };
-            match camera.grab() {
-                Ok(frame) => {
-                    let captured = Instant::now();
-                    let captured_wall = SystemTime::now();
-                    self.last_frame = captured;
-                    if self.faulty.take().is_some() {
-                        info!("camera delivering frames again");
-                        let _ = self.reports.blocking_send(CameraReport::Restored);
-                    }
-                    if work.detect {
-                        self.detect(&frame, captured, captured_wall);
-                    }
-                    if work.video {
-                        self.video_frame(&frame, captured);
-                    }
-                }
-                Err(e) => {
-                    self.camera = None;
-                    self.fault(e.to_string());
-                }
-            }
-            if self.faulty.is_none() && self.last_frame.elapsed() >= self.cfg.lost_after {
-                self.camera = None;
-                self.fault(format!(
-                    "no frame for {:.1} s",
-                    self.last_frame.elapsed().as_secs_f64()
-                ));
-            }
-        }
-    }
-
-    fn reopen(&mut self, open: &mut CameraOpener) {
-        std::thread::sleep(REOPEN_EVERY);
-        match open() {
-            Ok(c) => {
-                debug!(camera = %c.describe(), "camera reopened");
-                self.camera = Some(c);
-                self.last_frame = Instant::now();
-            }
-            Err(e) => debug!(error = %e, "camera still unavailable"),
-        }
-    }
-
-    fn fault(&mut self, why: String) {
-        if self.faulty.is_none() {
-            error!(reason = %why, "camera failed; reopening it");
-            // blocking: a fault must not be lost to a queue full of sightings
-            let _ = self.reports.blocking_send(CameraReport::Fault(why.clone()));
-        }
-        self.faulty = Some(why);
-    }
-
     fn detect(&mut self, frame: &Frame, captured: Instant, captured_wall: SystemTime) {
         let Some(det) = self.detector.as_mut() else {
             return;

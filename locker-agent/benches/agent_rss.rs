@@ -6,8 +6,10 @@
 //! ```
 //!
 //! Starts the real `locker-agent run` (the bench-profile binary) against a simulated board on a
-//! pty, with a directory camera at 10 fps on a 640×480 scene, first empty, then with a QR code in
-//! view, and reads `VmRSS`/`VmHWM` and CPU time from `/proc/<pid>`.
+//! pty, with a directory camera at 10 fps on a 640×480 scene, first empty, then a realistic idle
+//! scene (`sim::camera::locker::IdleScene`: door panels, signage, a phone; 20 frames that differ
+//! by sensor noise and flicker, as PGM), then with a QR code in view, and reads `VmRSS`/`VmHWM`
+//! and CPU time from `/proc/<pid>`.
 
 #[path = "../tests/qrgen/mod.rs"]
 mod qrgen;
@@ -109,6 +111,22 @@ source = {{ kind = "directory", path = "{frames}" }}
     println!("# locker-agent resident memory, camera at 10 fps on 640x480 frames");
     println!("| scene | RSS (max sampled) | VmHWM (peak) | RssAnon (heap, stacks) | RssFile (mapped code, shared libraries) | CPU (one core = 100 %) |\n|---|---|---|---|---|---|");
     measure("empty scene");
+    // an idle locker as its camera sees it: one scene, every frame a new sensor reading
+    let scene = sim::camera::locker::IdleScene::new(1);
+    let idle: Vec<_> = (0..20u64)
+        .map(|i| {
+            let f = scene.frame(i);
+            let path = frames.join(format!("idle-{i:02}.pgm"));
+            let mut pgm = format!("P5\n{} {}\n255\n", f.width(), f.height()).into_bytes();
+            pgm.extend_from_slice(f.as_raw());
+            std::fs::write(&path, pgm).expect("idle frame");
+            path
+        })
+        .collect();
+    measure("idle scene, sensor noise");
+    for p in idle {
+        std::fs::remove_file(p).expect("idle frame");
+    }
     qrgen::frame_with_code("SKYPOST-ORDER-0001-7f3a9c", 4)
         .save(frames.join("code.png"))
         .expect("frame");

@@ -2,14 +2,13 @@
 
 use crate::cells::CellStore;
 use crate::cloud::CloudUplink;
-use crate::config::{secs, CameraSource, Config, DisplayConfig};
+use crate::config::{secs, Config, DisplayConfig};
 use crate::locker::{Locker, Settings};
 use crate::orchestrator::HttpValidator;
 use crate::uplink::{self, CloudValidator, LogUplink, QrValidator, Uplink};
 use crate::{api, scanner, technician};
 use anyhow::Context as _;
 use cloud_link::CloudLink;
-use hal::camera::{Camera, DirectoryCamera};
 use hal::display::{Display, NoDisplay, SerialDisplay, TerminalDisplay};
 use hal::lockboard::{SerialLockBoard, SerialLockBoardConfig};
 use hal::qr::QrDecoder;
@@ -56,33 +55,6 @@ pub fn display(cfg: &DisplayConfig) -> anyhow::Result<Arc<dyn Display>> {
         } => Arc::new(TerminalDisplay::open(p, *ansi)?),
         DisplayConfig::Terminal { path: None, .. } => Arc::new(TerminalDisplay::stdout()),
         DisplayConfig::Serial { path, baud } => Arc::new(SerialDisplay::open(path, *baud)?),
-    })
-}
-
-pub fn camera(source: &CameraSource) -> anyhow::Result<Box<dyn Camera>> {
-    Ok(match source {
-        CameraSource::Directory { path } => Box::new(DirectoryCamera::new(path)),
-        CameraSource::V4l2 {
-            device,
-            width,
-            height,
-        } => Box::new(crate::v4l2::V4l2Camera::open(
-            &device.to_string_lossy(),
-            *width,
-            *height,
-        )?),
-        #[cfg(feature = "opencv-capture")]
-        CameraSource::Device {
-            device,
-            width,
-            height,
-        } => Box::new(hal::camera::OpenCvCamera::open(device, *width, *height)?),
-        #[cfg(not(feature = "opencv-capture"))]
-        CameraSource::Device { .. } => {
-            anyhow::bail!(
-                "camera.source kind \"device\" needs a build with the `opencv-capture` feature"
-            )
-        }
     })
 }
 
@@ -160,9 +132,10 @@ pub async fn run(cfg: Config, init: bool) -> anyhow::Result<()> {
 
     let scanner = match &cfg.camera {
         Some(c) => {
-            let cam = camera(&c.source).context("camera")?;
+            // A camera that cannot be opened now is retried by the loop (and reported in
+            // /health), never fatal: the lockers work without it.
             let decoder = QrDecoder::new(c.second_opinion)?;
-            let (handle, codes) = scanner::spawn(cam, decoder, c.fps, secs(c.debounce_s))?;
+            let (handle, codes) = scanner::spawn(&c.source, decoder, c.fps, secs(c.debounce_s))?;
             locker.attach_camera(handle.probe());
             tokio::spawn(scanner::run_pickups(locker.clone(), codes));
             Some(handle)

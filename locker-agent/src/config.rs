@@ -141,31 +141,9 @@ impl HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
-pub enum CameraSource {
-    /// Image files in a directory, shown in name order, round and round (tests, demos).
-    Directory { path: PathBuf },
-    /// A V4L2 camera read directly (memory-mapped streaming, luma from YUYV; GREY and MJPEG
-    /// too): no OpenCV, so no GStreamer/FFmpeg in memory. The field camera's choice.
-    V4l2 {
-        /// `/dev/video0`, or better a stable `/dev/v4l/by-id/…` name.
-        device: PathBuf,
-        #[serde(default = "d::width")]
-        width: u32,
-        #[serde(default = "d::height")]
-        height: u32,
-    },
-    /// An OpenCV `VideoCapture` device (needs the `opencv-capture` feature).
-    Device {
-        /// `/dev/video0` or a camera index such as `0`.
-        device: String,
-        #[serde(default = "d::width")]
-        width: u32,
-        #[serde(default = "d::height")]
-        height: u32,
-    },
-}
+/// Where frames come from: one type for both agents (`hal::camera::CameraSource`: `v4l2`,
+/// `device` through OpenCV, `directory`).
+pub use hal::camera::CameraSource;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -265,12 +243,6 @@ mod d {
     pub fn used_codes_kept() -> usize {
         10_000
     }
-    pub fn width() -> u32 {
-        640
-    }
-    pub fn height() -> u32 {
-        480
-    }
     pub fn fps() -> f64 {
         10.0
     }
@@ -354,13 +326,8 @@ impl Validate for Config {
         if let Some(c) = &self.camera {
             v.range("camera.fps", c.fps, 0.1, 120.0);
             v.range("camera.debounce_s", c.debounce_s, 0.0, 600.0);
-            if let CameraSource::V4l2 { width, height, .. } = &c.source {
-                v.range("camera.source.width", *width, 16, 7680);
-                v.range("camera.source.height", *height, 16, 4320);
-            }
-            if let CameraSource::Device { width, height, .. } = &c.source {
-                v.range("camera.source.width", *width, 16, 7680);
-                v.range("camera.source.height", *height, 16, 4320);
+            c.source.validate("camera.source", v);
+            if let CameraSource::Device { .. } = &c.source {
                 v.check(
                     cfg!(feature = "opencv-capture"),
                     "camera.source",

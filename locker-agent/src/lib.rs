@@ -15,7 +15,6 @@
 //! - [`orchestrator`]: QR validation over HTTP to the orchestrator (the seed's way), used instead
 //!   of the link's `qr_validate` when `[orchestrator]` is configured.
 //! - [`scanner`]: the camera loop: frames → QR decode → debounce → [`locker::Locker::qr_scan`].
-//! - [`v4l2`]: a V4L2 camera without OpenCV (luma straight from YUYV), the low-memory capture.
 //! - [`screen`]: every word shown on the screen.
 //! - [`technician`]: the technician's Unix socket in the agent, and the client side of
 //!   `locker-agent status | cells | open | close | test | events`.
@@ -36,4 +35,3 @@ pub mod scanner;
 pub mod screen;
 pub mod technician;
 pub mod uplink;
-pub mod v4l2;

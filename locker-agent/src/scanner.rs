@@ -1,7 +1,7 @@
 //! The camera loop: frames → QR decoding → debounce → a pickup.
 //!
-//! The camera and the decoder are blocking and CPU-bound, so they run on a thread of their own at
-//! the configured frame rate; fresh codes cross to the async side on a channel, where
+//! The camera and the decoder are blocking and CPU-bound, so they run on the grab loop's thread
+//! (`hal::camera::grab`: fixed rate, a failed camera reopened with backoff); fresh codes cross to the async side on a channel, where
 //! [`run_pickups`] hands each to [`Locker::qr_scan`] (which validates it, opens the cell and tells
 //! the screen).
 //!
@@ -10,7 +10,8 @@
 //! is a second scan, which the locker then refuses as used.)
 
 use crate::locker::Locker;
-use hal::camera::{Camera, Frame};
+use hal::camera::grab::{CameraHealth, FrameSink, GrabConfig, GrabLoop};
+use hal::camera::{CameraSource, Frame};
 use hal::lockboard::LockBoard;
 use hal::qr::{Decoded, QrDecoder};
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 /// Remembers when each code was last seen.
 #[derive(Debug)]
@@ -183,15 +184,15 @@ impl CameraProbe {
 
 /// The running camera thread. Dropping it (or [`ScannerHandle::stop`]) stops the thread.
 pub struct ScannerHandle {
-    stop: Arc<AtomicBool>,
     pub stats: Arc<ScannerStats>,
     probe: CameraProbe,
     frames: tokio::sync::watch::Receiver<u64>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    grab: Option<GrabLoop>,
 }
 
 impl ScannerHandle {
-    /// Frames processed so far, as they happen (a test waits on it instead of sleeping).
+    /// Loop turns so far (frames and failed attempts), as they happen (a test waits on it
+    /// instead of sleeping).
     pub fn frames(&self) -> tokio::sync::watch::Receiver<u64> {
         self.frames.clone()
     }
@@ -201,112 +202,119 @@ impl ScannerHandle {
         self.probe.clone()
     }
 
+    /// The grab loop's own view: opens, reopens, errors.
+    pub fn health(&self) -> Option<tokio::sync::watch::Receiver<CameraHealth>> {
+        self.grab.as_ref().map(|g| g.health())
+    }
+
     pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(g) = self.grab.take() {
+            g.stop();
         }
     }
 }
 
-impl Drop for ScannerHandle {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+/// What the grab loop's frames go to: the decoder, the debouncer, the counters.
+struct Scan {
+    decoder: QrDecoder,
+    debouncer: Debouncer,
+    stats: Arc<ScannerStats>,
+    codes: mpsc::Sender<String>,
+    turns: tokio::sync::watch::Sender<u64>,
+    snapshots: std::sync::mpsc::Receiver<oneshot::Sender<Snapshot>>,
+}
+
+impl Scan {
+    fn turn(&self) {
+        let n = self.stats.frames.fetch_add(1, Ordering::Relaxed) + 1;
+        self.turns.send_replace(n);
     }
 }
 
-/// Starts the camera thread; fresh codes arrive on the returned channel.
+impl FrameSink for Scan {
+    fn frame(&mut self, frame: Frame, captured: Instant, wall: SystemTime) -> bool {
+        let st = self.stats.clone();
+        let decoded = self.decoder.decode(&frame);
+        *ScannerStats::lock(&st.last_frame) = Some(captured);
+        st.failing.store(false, Ordering::Relaxed);
+        if decoded.hint && decoded.codes.is_empty() {
+            st.unreadable.fetch_add(1, Ordering::Relaxed);
+        }
+        for code in &decoded.codes {
+            st.codes.fetch_add(1, Ordering::Relaxed);
+            if self.debouncer.fresh(code, Instant::now()) {
+                st.scans.fetch_add(1, Ordering::Relaxed);
+                debug!(stage = ?decoded.stage, "QR code scanned");
+                if self.codes.blocking_send(code.clone()).is_err() {
+                    return false;
+                }
+            }
+        }
+        // Whoever asked for a frame gets this one (the copy only when asked).
+        while let Ok(reply) = self.snapshots.try_recv() {
+            let _ = reply.send(Snapshot {
+                frame: frame.clone(),
+                decoded: decoded.clone(),
+                grabbed_at: wall,
+            });
+        }
+        self.turn();
+        true
+    }
+
+    fn fault(&mut self, why: &str, _first: bool) {
+        self.stats.camera_errors.fetch_add(1, Ordering::Relaxed);
+        self.stats.failing.store(true, Ordering::Relaxed);
+        *ScannerStats::lock(&self.stats.last_error) = Some(why.to_owned());
+        // a presentation does not survive the camera going away
+        self.decoder.forget();
+        self.turn();
+    }
+}
+
+/// Starts the camera thread on `source` (opened on that thread, and reopened with backoff
+/// whenever it fails); fresh codes arrive on the returned channel.
 pub fn spawn(
-    mut camera: Box<dyn Camera>,
-    mut decoder: QrDecoder,
+    source: &CameraSource,
+    decoder: QrDecoder,
     fps: f64,
     debounce: Duration,
 ) -> std::io::Result<(ScannerHandle, mpsc::Receiver<String>)> {
     let (tx, rx) = mpsc::channel(8);
-    let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(ScannerStats::default());
-    let frame_time = Duration::from_secs_f64(1.0 / fps.max(0.1));
-    let (stop2, stats2) = (stop.clone(), stats.clone());
-    let (frames_tx, frames) = tokio::sync::watch::channel(0u64);
-    let name = camera.describe();
+    let cfg = GrabConfig::new(fps);
+    let (turns, frames) = tokio::sync::watch::channel(0u64);
+    let name = source.describe();
     let (snap_tx, snap_rx) = std::sync::mpsc::channel::<oneshot::Sender<Snapshot>>();
     let probe = CameraProbe {
         source: name.clone(),
-        frame_time,
+        frame_time: cfg.period(),
         started: Instant::now(),
         stats: stats.clone(),
         snapshots: snap_tx,
     };
-    let thread = std::thread::Builder::new()
-        .name("qr-camera".into())
-        .spawn(move || {
-            let span = tracing::info_span!("camera", source = %name);
-            let _g = span.enter();
-            info!(
-                fps,
-                second_opinion = decoder.has_second_opinion(),
-                "camera loop started"
-            );
-            let mut debouncer = Debouncer::new(debounce);
-            let mut failing = false;
-            while !stop2.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                match camera.grab() {
-                    Ok(frame) => {
-                        if failing {
-                            info!("camera frames are back");
-                            failing = false;
-                        }
-                        let decoded = decoder.decode(&frame);
-                        *ScannerStats::lock(&stats2.last_frame) = Some(Instant::now());
-                        stats2.failing.store(false, Ordering::Relaxed);
-                        if decoded.hint && decoded.codes.is_empty() {
-                            stats2.unreadable.fetch_add(1, Ordering::Relaxed);
-                        }
-                        for code in &decoded.codes {
-                            stats2.codes.fetch_add(1, Ordering::Relaxed);
-                            if debouncer.fresh(code, Instant::now()) {
-                                stats2.scans.fetch_add(1, Ordering::Relaxed);
-                                debug!(stage = ?decoded.stage, "QR code scanned");
-                                if tx.blocking_send(code.clone()).is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                        // Whoever asked for a frame gets this one (the copy only when asked).
-                        while let Ok(reply) = snap_rx.try_recv() {
-                            let _ = reply.send(Snapshot {
-                                frame: frame.clone(),
-                                decoded: decoded.clone(),
-                                grabbed_at: SystemTime::now(),
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        stats2.camera_errors.fetch_add(1, Ordering::Relaxed);
-                        stats2.failing.store(true, Ordering::Relaxed);
-                        *ScannerStats::lock(&stats2.last_error) = Some(e.to_string());
-                        if !failing {
-                            warn!(error = %e, "camera frame failed");
-                            failing = true;
-                        }
-                    }
-                }
-                let n = stats2.frames.fetch_add(1, Ordering::Relaxed) + 1;
-                frames_tx.send_replace(n);
-                // Rate limit: the camera's own pace on hardware; files would otherwise spin.
-                if let Some(rest) = frame_time.checked_sub(started.elapsed()) {
-                    std::thread::sleep(rest);
-                }
-            }
-        })?;
+    info!(
+        camera = %name,
+        fps,
+        second_opinion = decoder.has_second_opinion(),
+        "camera loop starting"
+    );
+    let sink = Scan {
+        decoder,
+        debouncer: Debouncer::new(debounce),
+        stats: stats.clone(),
+        codes: tx,
+        turns,
+        snapshots: snap_rx,
+    };
+    let src = source.clone();
+    let grab = GrabLoop::spawn("qr-camera", name, Box::new(move || src.open()), cfg, sink)?;
     Ok((
         ScannerHandle {
-            stop,
             stats,
             probe,
             frames,
-            thread: Some(thread),
+            grab: Some(grab),
         },
         rx,
     ))

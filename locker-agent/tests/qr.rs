@@ -6,7 +6,7 @@ mod common;
 mod qrgen;
 
 use common::*;
-use hal::camera::DirectoryCamera;
+use hal::camera::CameraSource;
 use hal::qr::QrDecoder;
 use locker_agent::cells::Contents;
 use locker_agent::scanner;
@@ -22,6 +22,8 @@ fn rate(decoder: &mut QrDecoder, c: Condition, module_px: u32, n: u64) -> usize 
         .filter(|i| {
             let text = format!("SKYPOST-ORDER-{i:04}-{}", module_px);
             let f = degrade(&frame_with_code(&text, module_px), c, *i);
+            // each frame judged on its own, as the bench's single-frame table does
+            decoder.forget();
             decoder.decode(&f).codes == vec![text]
         })
         .count()
@@ -77,7 +79,9 @@ async fn pickup_through_the_camera_is_one_scan_however_long_the_code_is_held() {
     let frames = h.dir.path().join("frames");
     std::fs::create_dir_all(&frames).unwrap();
     let (handle, codes) = scanner::spawn(
-        Box::new(DirectoryCamera::new(&frames)),
+        &CameraSource::Directory {
+            path: frames.clone(),
+        },
         QrDecoder::new(true).unwrap(),
         50.0,
         Duration::from_secs(60),
@@ -129,7 +133,8 @@ async fn pickup_through_the_camera_is_one_scan_however_long_the_code_is_held() {
 }
 
 /// `/health` has a camera entry shaped like the board's: "not configured" without a camera,
-/// then frames and their age, then the grab error while frames stop, then back.
+/// then frames and their age, then the grab error while frames stop (the directory removed),
+/// then back (restored), and the loop that reopened it reads codes again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_the_camera() {
     let h = Harness::start().await;
@@ -141,7 +146,9 @@ async fn health_reports_the_camera() {
     let frames = h.dir.path().join("frames");
     std::fs::create_dir_all(&frames).unwrap();
     let (handle, _codes) = scanner::spawn(
-        Box::new(DirectoryCamera::new(&frames)),
+        &CameraSource::Directory {
+            path: frames.clone(),
+        },
         QrDecoder::new(false).unwrap(),
         50.0,
         Duration::from_secs(5),
@@ -195,6 +202,54 @@ async fn health_reports_the_camera() {
     .unwrap();
     let (_, v) = http(h.addr, "GET", "/health", None, "").await;
     assert_eq!(v["camera"]["ok"], true, "{v}");
+    assert_eq!(v["status"], "ok", "{v}");
     assert!(stats.camera_errors.load(Ordering::Relaxed) >= errors);
+    // and the same loop reads codes again: no restart
+    frame_with_code("SKYPOST-AFTER-REPLUG", 4)
+        .save(frames.join("code.png"))
+        .unwrap();
+    tokio::time::timeout(
+        WAIT,
+        turns.wait_for(|_| stats.codes.load(Ordering::Relaxed) > 0),
+    )
+    .await
+    .expect("no code read after the camera came back")
+    .unwrap();
+    handle.stop();
+}
+
+/// A V4L2 camera whose device path is gone (unplugged, or not yet enumerated): the agent keeps
+/// running, `/health` is degraded and names the device, and the loop keeps trying it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_v4l2_device_degrades_health_and_is_retried() {
+    let h = Harness::start().await;
+    let dev = h.dir.path().join("video3");
+    let (handle, _codes) = scanner::spawn(
+        &CameraSource::V4l2 {
+            device: dev.clone(),
+            width: 640,
+            height: 480,
+        },
+        QrDecoder::new(false).unwrap(),
+        50.0,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    h.locker.attach_camera(handle.probe());
+    let stats = handle.stats.clone();
+    tokio::time::timeout(
+        WAIT,
+        handle
+            .frames()
+            .wait_for(|_| stats.camera_errors.load(Ordering::Relaxed) >= 2),
+    )
+    .await
+    .expect("the device was not retried")
+    .unwrap();
+    let (_, v) = http(h.addr, "GET", "/health", None, "").await;
+    assert_eq!(v["camera"]["ok"], false, "{v}");
+    assert_eq!(v["status"], "degraded", "{v}");
+    let detail = v["camera"]["detail"].as_str().unwrap();
+    assert!(detail.contains("video3"), "{detail}");
     handle.stop();
 }

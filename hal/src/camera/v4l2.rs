@@ -1,7 +1,7 @@
 //! A V4L2 camera without OpenCV: memory-mapped streaming, the luma plane taken straight from
 //! YUYV (or a GREY frame as it is; MJPEG decoded by the `image` crate).
 //!
-//! Why it exists: Debian's `libopencv_videoio` links GStreamer, FFmpeg, gphoto2 and, through
+//! Why it exists (in both agents' builds, the locker's by default): Debian's `libopencv_videoio` links GStreamer, FFmpeg, gphoto2 and, through
 //! `imgcodecs`, GDAL, DICOM and PDF libraries — about 40 MiB of the locker agent's resident
 //! memory for a 640×480 grey frame a few times a second. The QR decoders need only luma, which
 //! YUYV carries in every other byte, so capture is a handful of ioctls.
@@ -10,11 +10,8 @@
 //! promise). Their sizes differ between 64- and 32-bit targets (pointers, `timeval`), and the
 //! ioctl numbers encode those sizes, so the compile-time checks at the bottom hold the layouts
 //! to the kernel's for both the Pi/Orange Pi targets (aarch64, armv7) and x86_64.
-//!
-//! Belongs in `hal::camera` beside `OpenCvCamera`; it lives here until that crate's owner moves
-//! it (nothing in it is locker-specific).
 
-use hal::camera::{Camera, CameraError, Frame};
+use super::{Camera, CameraError, Frame};
 use nix::libc;
 use std::fs::File;
 use std::num::NonZeroUsize;
