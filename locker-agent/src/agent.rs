@@ -5,7 +5,7 @@ use crate::cloud::CloudUplink;
 use crate::config::{secs, CameraSource, Config, DisplayConfig};
 use crate::locker::{Locker, Settings};
 use crate::orchestrator::HttpValidator;
-use crate::uplink::{self, CloudValidator, LogUplink, QrValidator, Uplink};
+use crate::uplink::{CloudValidator, LogUplink, QrValidator, Uplink};
 use crate::{api, scanner, technician};
 use anyhow::Context as _;
 use cloud_link::CloudLink;
@@ -155,7 +155,12 @@ pub async fn run(cfg: Config, init: bool) -> anyhow::Result<()> {
     ));
     let monitor = tokio::spawn(locker.clone().run_monitor());
     if let Some(rx) = inbound {
-        tokio::spawn(uplink::dispatch(locker.clone(), uplink, validator, rx));
+        tokio::spawn(crate::inbound::dispatch(
+            locker.clone(),
+            uplink,
+            validator,
+            rx,
+        ));
     }
 
     let scanner = match &cfg.camera {
@@ -164,7 +169,7 @@ pub async fn run(cfg: Config, init: bool) -> anyhow::Result<()> {
             let decoder = QrDecoder::new(c.second_opinion)?;
             let (handle, codes) = scanner::spawn(cam, decoder, c.fps, secs(c.debounce_s))?;
             locker.attach_camera(handle.probe());
-            tokio::spawn(scanner::run_pickups(locker.clone(), codes));
+            tokio::spawn(crate::locker::run_pickups(locker.clone(), codes));
             Some(handle)
         }
         None => None,

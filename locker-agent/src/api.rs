@@ -13,7 +13,8 @@
 //! here rather than by axum's `Json` extractor so that those failures use that body too and name
 //! the field that was wrong.
 
-use crate::locker::{ApiFailure, Locker, ScanSource};
+use crate::failure::ApiFailure;
+use crate::locker::{Locker, ScanSource};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
