@@ -224,3 +224,196 @@ impl<B: LockBoard> Locker<B> {
         Ok(done)
     }
 }
+
+/// The cell operations against the simulated lock board on a real pty, through the hal's
+/// `LockBoard` trait (the serial driver), the way the agent runs them.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uplink::LogUplink;
+    use hal::display::TerminalDisplay;
+    use hal::lockboard::{SerialLockBoard, SerialLockBoardConfig};
+    use protocol::locker_api::CellMapping;
+    use sim::lockboard::{BoardSnapshot, SimBoard, SimBoardConfig};
+    use std::sync::atomic::Ordering;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    struct Rig {
+        locker: Locker<SerialLockBoard>,
+        board: SimBoard,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn rig() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let board = SimBoard::start(SimBoardConfig {
+            cells: 4,
+            travel: Duration::from_millis(40),
+            link: dir.path().join("lockboard"),
+        })
+        .unwrap();
+        let mut cfg = SerialLockBoardConfig::new(board.path());
+        cfg.travel_timeout = Duration::from_millis(600);
+        cfg.status_timeout = Duration::from_millis(300);
+        cfg.reopen_interval = Duration::from_millis(50);
+        let serial = SerialLockBoard::spawn(cfg);
+        let store = CellStore::open(&dir.path().join("cells.json"), 4, 100, true).unwrap();
+        let display =
+            Arc::new(TerminalDisplay::open(&dir.path().join("screen.txt"), false).unwrap());
+        let settings = Settings {
+            locker_id: Uuid::from_u128(7),
+            open_timeout: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(100),
+            version: "test".into(),
+            lock_retry: Duration::from_millis(20),
+            lock_retry_max: Duration::from_millis(80),
+            lock_attempts: 4,
+            scan_limit: ScanLimit::default(),
+        };
+        let locker = Locker::new(serial, store, settings, Arc::new(LogUplink), None, display);
+        let mut health = locker.board().health();
+        tokio::time::timeout(WAIT, health.wait_for(|h| h.connected))
+            .await
+            .expect("the serial driver never connected to the sim board")
+            .unwrap();
+        Rig {
+            locker,
+            board,
+            _dir: dir,
+        }
+    }
+
+    async fn wait_board(board: &SimBoard, what: &str, f: impl Fn(&BoardSnapshot) -> bool) {
+        let mut rx = board.watch();
+        tokio::time::timeout(WAIT, rx.wait_for(|s| f(s)))
+            .await
+            .unwrap_or_else(|_| panic!("board never reached: {what}; {:?}", board.snapshot()))
+            .unwrap();
+    }
+
+    fn in_flight(locker: &Locker<SerialLockBoard>) -> HashMap<u16, u32> {
+        locker.in_flight.lock().unwrap().clone()
+    }
+
+    async fn synced(locker: &Locker<SerialLockBoard>, cells: &[(Uuid, u16)]) {
+        let req = CellsSyncRequest {
+            cells: cells
+                .iter()
+                .map(|&(cell_uuid, cell_id)| CellMapping {
+                    cell_uuid,
+                    cell_id,
+                    size: None,
+                })
+                .collect(),
+        };
+        locker.sync(req).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn open_pulls_only_that_bolt_and_leaves_nothing_in_flight() {
+        let r = rig().await;
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        synced(&r.locker, &[(a, 2), (b, 3)]).await;
+        let epoch = r.locker.epoch.load(Ordering::SeqCst);
+        let resp = r
+            .locker
+            .open(CellsOpenRequest {
+                cell_uuid: a,
+                delivery_id: Some(Uuid::new_v4()),
+            })
+            .await
+            .unwrap();
+        assert!(resp.success);
+        assert_eq!(resp.cell_id, 2);
+        let snap = r.board.snapshot();
+        assert_eq!(snap.unlocked, vec![2], "only cell 2 was ever pulled");
+        assert_eq!(snap.bolts[1], BoltState::Unlocked);
+        assert_eq!(snap.bolts[2], BoltState::Locked);
+        assert!(in_flight(&r.locker).is_empty(), "the open left a mark");
+        assert!(
+            r.locker.epoch.load(Ordering::SeqCst) > epoch,
+            "the finished command did not bump the epoch"
+        );
+        let cell = r
+            .locker
+            .cells()
+            .into_iter()
+            .find(|c| c.number == 2)
+            .unwrap();
+        assert!(
+            cell.session.is_some(),
+            "no session recorded for the open cell"
+        );
+    }
+
+    #[tokio::test]
+    async fn close_locks_the_bolt_again() {
+        let r = rig().await;
+        let a = Uuid::new_v4();
+        synced(&r.locker, &[(a, 1)]).await;
+        r.locker
+            .open(CellsOpenRequest {
+                cell_uuid: a,
+                delivery_id: None,
+            })
+            .await
+            .unwrap();
+        wait_board(&r.board, "bolt 1 pulled", |s| {
+            s.bolts[0] == BoltState::Unlocked
+        })
+        .await;
+        let resp = r
+            .locker
+            .close(CellsCloseRequest { cell_uuid: a })
+            .await
+            .unwrap();
+        assert!(resp.success);
+        assert_eq!(resp.cell_id, 1);
+        assert_eq!(r.board.snapshot().bolts[0], BoltState::Locked);
+        assert!(in_flight(&r.locker).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_cell_is_refused_without_touching_the_board() {
+        let r = rig().await;
+        synced(&r.locker, &[(Uuid::new_v4(), 1)]).await;
+        let f = r
+            .locker
+            .open(CellsOpenRequest {
+                cell_uuid: Uuid::new_v4(),
+                delivery_id: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!((f.status, f.code), (404, codes::CELL_NOT_FOUND));
+        let f = r
+            .locker
+            .close(CellsCloseRequest {
+                cell_uuid: Uuid::new_v4(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(f.status, 404);
+        assert!(r.board.snapshot().unlocked.is_empty());
+        assert!(in_flight(&r.locker).is_empty());
+    }
+
+    #[tokio::test]
+    async fn in_flight_marks_are_counted_per_cell() {
+        let r = rig().await;
+        let first = InFlight::new(&r.locker, 3);
+        let second = InFlight::new(&r.locker, 3);
+        let other = InFlight::new(&r.locker, 1);
+        assert_eq!(in_flight(&r.locker), HashMap::from([(3, 2), (1, 1)]));
+        let epoch = r.locker.epoch.load(Ordering::SeqCst);
+        // a second, refused command on the same cell ends: the first is still in flight
+        drop(second);
+        assert_eq!(in_flight(&r.locker).get(&3), Some(&1));
+        assert_eq!(r.locker.epoch.load(Ordering::SeqCst), epoch + 1);
+        drop(first);
+        drop(other);
+        assert!(in_flight(&r.locker).is_empty());
+        assert_eq!(r.locker.epoch.load(Ordering::SeqCst), epoch + 3);
+    }
+}
