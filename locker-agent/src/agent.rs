@@ -5,7 +5,7 @@ use crate::cloud::CloudUplink;
 use crate::config::{secs, Config, DisplayConfig};
 use crate::locker::{Locker, Settings};
 use crate::orchestrator::HttpValidator;
-use crate::uplink::{self, CloudValidator, LogUplink, QrValidator, Uplink};
+use crate::uplink::{CloudValidator, LogUplink, QrValidator, Uplink};
 use crate::{api, scanner, technician};
 use anyhow::Context as _;
 use cloud_link::CloudLink;
@@ -127,7 +127,12 @@ pub async fn run(cfg: Config, init: bool) -> anyhow::Result<()> {
     ));
     let monitor = tokio::spawn(locker.clone().run_monitor());
     if let Some(rx) = inbound {
-        tokio::spawn(uplink::dispatch(locker.clone(), uplink, validator, rx));
+        tokio::spawn(crate::inbound::dispatch(
+            locker.clone(),
+            uplink,
+            validator,
+            rx,
+        ));
     }
 
     let scanner = match &cfg.camera {
@@ -137,7 +142,7 @@ pub async fn run(cfg: Config, init: bool) -> anyhow::Result<()> {
             let decoder = QrDecoder::new(c.second_opinion)?;
             let (handle, codes) = scanner::spawn(&c.source, decoder, c.fps, secs(c.debounce_s))?;
             locker.attach_camera(handle.probe());
-            tokio::spawn(scanner::run_pickups(locker.clone(), codes));
+            tokio::spawn(crate::locker::run_pickups(locker.clone(), codes));
             Some(handle)
         }
         None => None,

@@ -13,7 +13,8 @@
 //! here rather than by axum's `Json` extractor so that those failures use that body too and name
 //! the field that was wrong.
 
-use crate::locker::{ApiFailure, Locker, ScanSource};
+use crate::failure::ApiFailure;
+use crate::locker::{Locker, ScanSource};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -147,59 +148,51 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiFailure> {
     })
 }
 
+/// An authenticated request body: the bearer token checked, then the body parsed as `T`. Every
+/// route but `/health` takes its body through this, so none can forget the token. The body is
+/// read before the token is checked, as it always was (an oversized body is a 413 either way).
+struct Authed<T>(T);
+
+impl<B: LockBoard, T: DeserializeOwned> FromRequest<Arc<AppState<B>>> for Authed<T> {
+    type Rejection = ApiFailure;
+
+    async fn from_request(req: Request, state: &Arc<AppState<B>>) -> Result<Self, ApiFailure> {
+        let headers = req.headers().clone();
+        let Body(body) = Body::from_request(req, state).await?;
+        authorised(&headers, &state.token)?;
+        parse(&body).map(Authed)
+    }
+}
+
 async fn sync<B: LockBoard>(
     State(s): State<Arc<AppState<B>>>,
-    headers: HeaderMap,
-    Body(body): Body,
+    Authed(req): Authed<CellsSyncRequest>,
 ) -> Response {
-    let r = async {
-        authorised(&headers, &s.token)?;
-        let req: CellsSyncRequest = parse(&body)?;
-        s.locker.sync(req).await
-    };
-    ok(r.await)
+    ok(s.locker.sync(req).await)
 }
 
 async fn open<B: LockBoard>(
     State(s): State<Arc<AppState<B>>>,
-    headers: HeaderMap,
-    Body(body): Body,
+    Authed(req): Authed<CellsOpenRequest>,
 ) -> Response {
-    let r = async {
-        authorised(&headers, &s.token)?;
-        let req: CellsOpenRequest = parse(&body)?;
-        s.locker.open(req).await
-    };
-    ok(r.await)
+    ok(s.locker.open(req).await)
 }
 
 async fn close<B: LockBoard>(
     State(s): State<Arc<AppState<B>>>,
-    headers: HeaderMap,
-    Body(body): Body,
+    Authed(req): Authed<CellsCloseRequest>,
 ) -> Response {
-    let r = async {
-        authorised(&headers, &s.token)?;
-        let req: CellsCloseRequest = parse(&body)?;
-        s.locker.close(req).await
-    };
-    ok(r.await)
+    ok(s.locker.close(req).await)
 }
 
 async fn qr_scan<B: LockBoard>(
     State(s): State<Arc<AppState<B>>>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-    Body(body): Body,
+    Authed(req): Authed<QrScanRequest>,
 ) -> Response {
     // Failed scans are limited per client address (served with connect info, as the agent does).
     let source = ScanSource::Api(peer.map(|Extension(ConnectInfo(a))| a.ip()));
-    let r = async {
-        authorised(&headers, &s.token)?;
-        let req: QrScanRequest = parse(&body)?;
-        s.locker.qr_scan_from(&req.qr_data, source).await
-    };
-    ok(r.await)
+    ok(s.locker.qr_scan_from(&req.qr_data, source).await)
 }
 
 async fn health<B: LockBoard>(State(s): State<Arc<AppState<B>>>) -> Response {

@@ -59,6 +59,46 @@ pub struct OrchestratorConfig {
     pub timeout_s: f64,
 }
 
+/// The validation endpoint as the validator uses it: the URI, host, port and whether it is HTTPS.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub uri: hyper::Uri,
+    pub host: String,
+    pub port: u16,
+    pub https: bool,
+}
+
+impl OrchestratorConfig {
+    /// Parses `url` the way the validator will use it (validation checks it at start-up).
+    pub fn endpoint(&self) -> Result<Endpoint, String> {
+        parse_endpoint(&self.url)
+    }
+}
+
+fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        Some(other) => return Err(format!("scheme {other:?}: use http or https")),
+        None => return Err("no scheme: write http://… or https://…".into()),
+    };
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or("no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    Ok(Endpoint {
+        uri,
+        host,
+        port,
+        https,
+    })
+}
+
 impl OrchestratorConfig {
     /// The token, read from `token_file` if that is how it was given.
     pub fn token(&self) -> std::io::Result<String> {
@@ -357,7 +397,7 @@ impl Validate for Config {
             "must be at least qr.scan_backoff_s",
         );
         if let Some(o) = &self.orchestrator {
-            if let Err(reason) = crate::orchestrator::check_url(&o.url) {
+            if let Err(reason) = o.endpoint() {
                 v.fail("orchestrator.url", reason);
             }
             match (&o.token, &o.token_file) {
@@ -388,6 +428,15 @@ impl Validate for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(parse_endpoint("http://127.0.0.1:9/api/v1/qr/validate").is_ok());
+        assert!(parse_endpoint("https://orchestrator.example/api/v1/qr/validate").is_ok());
+        assert!(parse_endpoint("ftp://x/").unwrap_err().contains("scheme"));
+        assert!(parse_endpoint("orchestrator/api").is_err());
+        assert!(parse_endpoint("").is_err());
+    }
     use std::path::Path;
 
     #[test]

@@ -8,13 +8,19 @@
 //! - [`config`]: the TOML config (`locker-agent.example.toml` documents every field).
 //! - [`cells`]: which UUID is which cell, what each holds and why it is open; saved atomically.
 //! - [`locker`]: the operations (sync, open, close, QR scan, health) and the door monitor; the
-//!   only module that talks to the board.
-//! - [`api`]: the seed's HTTP API on top of [`locker`], with a bearer token.
-//! - [`uplink`]: what the locker needs from the cloud link, as a trait; inbound `locker_request`
-//!   and `qr_validation` handling. [`cloud`] implements it with the shared `cloud-link` crate.
+//!   only module that talks to the board. Split by concern: `ops`, `scan`, `monitor`, `views`,
+//!   `inflight`.
+//! - [`api`]: the seed's HTTP API on top of [`locker`], with a bearer token (one authenticated
+//!   extractor for every route that needs it).
+//! - [`failure`]: [`failure::ApiFailure`], how a refused operation is told (status, code, words),
+//!   shared by [`api`] and [`inbound`], and how cell and board errors map onto it.
+//! - [`uplink`]: what the locker needs from the cloud link, as a trait. [`cloud`] implements it
+//!   with the shared `cloud-link` crate.
+//! - [`inbound`]: the link's inbound messages (`locker_request` answered like the HTTP API,
+//!   `qr_validation` handed to the waiting validator).
 //! - [`orchestrator`]: QR validation over HTTP to the orchestrator (the seed's way), used instead
 //!   of the link's `qr_validate` when `[orchestrator]` is configured.
-//! - [`scanner`]: the camera loop: frames → QR decode → debounce → [`locker::Locker::qr_scan`].
+//! - [`scanner`]: the camera loop: frames → QR decode → debounce → [`locker::run_pickups`].
 //! - [`screen`]: every word shown on the screen.
 //! - [`technician`]: the technician's Unix socket in the agent, and the client side of
 //!   `locker-agent status | cells | open | close | test | events`.
@@ -29,6 +35,8 @@ pub mod api;
 pub mod cells;
 pub mod cloud;
 pub mod config;
+pub mod failure;
+pub mod inbound;
 pub mod locker;
 pub mod orchestrator;
 pub mod scanner;

@@ -67,37 +67,17 @@ pub struct HttpValidator {
     timeout: Duration,
 }
 
-/// Checks a URL the way the validator will use it (config validation calls this too).
-pub fn check_url(url: &str) -> Result<(), String> {
-    parse_url(url).map(|_| ())
-}
-
-fn parse_url(url: &str) -> Result<(Uri, String, u16, bool), String> {
-    let uri: Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
-    let https = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        Some(other) => return Err(format!("scheme {other:?}: use http or https")),
-        None => return Err("no scheme: write http://… or https://…".into()),
-    };
-    let host = uri
-        .host()
-        .filter(|h| !h.is_empty())
-        .ok_or("no host")?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    Ok((uri, host, port, https))
-}
-
 impl HttpValidator {
     pub fn new(cfg: &OrchestratorConfig, locker_id: Uuid) -> Result<Self, OrchestratorError> {
-        let (uri, host, port, https) =
-            parse_url(&cfg.url).map_err(|reason| OrchestratorError::Url {
-                url: cfg.url.clone(),
-                reason,
-            })?;
+        let crate::config::Endpoint {
+            uri,
+            host,
+            port,
+            https,
+        } = cfg.endpoint().map_err(|reason| OrchestratorError::Url {
+            url: cfg.url.clone(),
+            reason,
+        })?;
         let tls = https.then(|| {
             // Same provider as the cloud link (ring: no aws-lc to cross-compile).
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -277,15 +257,6 @@ impl QrValidator for HttpValidator {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls() {
-        assert!(check_url("http://127.0.0.1:9/api/v1/qr/validate").is_ok());
-        assert!(check_url("https://orchestrator.example/api/v1/qr/validate").is_ok());
-        assert!(check_url("ftp://x/").unwrap_err().contains("scheme"));
-        assert!(check_url("orchestrator/api").is_err());
-        assert!(check_url("").is_err());
-    }
 
     #[test]
     fn answers() {

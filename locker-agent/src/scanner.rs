@@ -1,18 +1,17 @@
 //! The camera loop: frames → QR decoding → debounce → a pickup.
 //!
 //! The camera and the decoder are blocking and CPU-bound, so they run on the grab loop's thread
-//! (`hal::camera::grab`: fixed rate, a failed camera reopened with backoff); fresh codes cross to the async side on a channel, where
-//! [`run_pickups`] hands each to [`Locker::qr_scan`] (which validates it, opens the cell and tells
+//! (`hal::camera::grab`: fixed rate, a failed camera reopened with backoff); fresh codes cross to
+//! the async side on a channel, where [`crate::locker::run_pickups`] hands each to
+//! [`crate::locker::Locker::qr_scan`] (which validates it, opens the cell and tells
 //! the screen).
 //!
 //! Debounce: a code counts again only after it has been out of sight for `debounce` — a customer
 //! holding a phone up for ten seconds is one scan, not a hundred. (Showing a used code again later
 //! is a second scan, which the locker then refuses as used.)
 
-use crate::locker::Locker;
 use hal::camera::grab::{CameraHealth, FrameSink, GrabConfig, GrabLoop};
 use hal::camera::{CameraSource, Frame};
-use hal::lockboard::LockBoard;
 use hal::qr::{Decoded, QrDecoder};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -318,20 +317,6 @@ pub fn spawn(
         },
         rx,
     ))
-}
-
-/// Turns each fresh code into a pickup attempt, one at a time (a customer is in front of one
-/// locker; a second code while the first is being checked waits).
-pub async fn run_pickups<B: LockBoard>(locker: Arc<Locker<B>>, mut codes: mpsc::Receiver<String>) {
-    while let Some(code) = codes.recv().await {
-        match locker
-            .qr_scan_from(&code, crate::locker::ScanSource::Camera)
-            .await
-        {
-            Ok(r) => info!(cell = r.cell_id, order_id = ?r.order_id, "pickup: cell opened"),
-            Err(f) => info!(code = f.code, reason = %f.message, "pickup refused"),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -87,7 +87,7 @@ async fn pickup_through_the_camera_is_one_scan_however_long_the_code_is_held() {
         Duration::from_secs(60),
     )
     .unwrap();
-    let pickups = tokio::spawn(scanner::run_pickups(h.locker.clone(), codes));
+    let pickups = tokio::spawn(locker_agent::locker::run_pickups(h.locker.clone(), codes));
 
     // The customer holds the code up; the camera sees it frame after frame.
     frame_with_code("SKYPOST-PICKUP-77", 4)

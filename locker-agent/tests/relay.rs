@@ -12,7 +12,7 @@ use hal::lockboard::{LockBoard, SerialLockBoard};
 use locker_agent::cells::CellStore;
 use locker_agent::cloud::CloudUplink;
 use locker_agent::locker::Locker;
-use locker_agent::uplink::{self, CloudValidator, QrValidator, Uplink};
+use locker_agent::uplink::{CloudValidator, QrValidator, Uplink};
 use protocol::lockboard::BoltState;
 use protocol::ws::{
     Envelope, Event, EventAck, EventType, LockerRegister, Message, Peer, PeerKind, QrValidation,
@@ -183,7 +183,7 @@ async fn backend_reaches_the_locker_through_the_relay() {
         Arc::new(NoDisplay),
     ));
     tokio::spawn(locker.clone().run_monitor());
-    tokio::spawn(uplink::dispatch(
+    tokio::spawn(locker_agent::inbound::dispatch(
         locker.clone(),
         uplink.clone(),
         Some(validator),

@@ -107,6 +107,7 @@ pub async fn run_cli(args: BackendArgs) -> Result<bool, String> {
         lockboard_control: args.lockboard_control,
         variant: args.variant,
         step_timeout: Duration::from_secs_f64(args.step_timeout_s),
+        drone_ready: None,
     };
     let report = run(scenario, |_| {}).await;
     println!("{}", report.to_json());
@@ -130,6 +131,17 @@ pub struct Scenario {
     pub variant: Variant,
     /// Longest wait for any one step.
     pub step_timeout: Duration,
+    /// How to ask the drone whether it is ready to fly (its technician `preflight`: exit 0 when
+    /// every check passes). With one, the task goes out only once the drone says so, as a drone
+    /// service would send it; without (`sim backend` alone) a refused task is sent again.
+    pub drone_ready: Option<ReadyProbe>,
+}
+
+/// A command that exits 0 once the drone is ready for a task.
+#[derive(Debug, Clone)]
+pub struct ReadyProbe {
+    pub program: PathBuf,
+    pub args: Vec<String>,
 }
 
 /// What the orchestrator does for a variant at a given moment.
@@ -167,6 +179,11 @@ pub struct Report {
     pub min_battery: Option<f64>,
     /// Pickup attempts the locker refused (`qr_rejected`).
     pub qr_rejected: u32,
+    /// The drone's telemetry track: seconds since the start, latitude, longitude, altitude
+    /// above home (for the flight picture).
+    pub track: Vec<(f64, f64, f64, f64)>,
+    /// When each of [`Report::events`] arrived, seconds since the start (same order).
+    pub event_times: Vec<f64>,
 }
 
 impl Report {
@@ -361,6 +378,11 @@ impl Conn {
                 if t.gps.is_some_and(|g| !matches!(g.fix, protocol::ws::GpsFix::NoFix | protocol::ws::GpsFix::Fix2d)))
         })
         .await?;
+        if let Some(probe) = &s.drone_ready {
+            say!("backend: waiting for the drone to say it is ready (pre-flight checks)");
+            self.wait_ready(probe).await?;
+            say!("backend: the drone's pre-flight checks pass");
+        }
         let mut attempt = 1;
         loop {
             say!(
@@ -482,10 +504,10 @@ impl Conn {
         self.show_code(&self.good_code.clone()).await?;
         let opened = self.event(PeerKind::Locker, EventType::CellOpened).await?;
         self.hide_code().await;
-        say!(
-            "locker: cell open for the customer ({})",
-            opened.1.unwrap_or_default()
-        );
+        match opened.1.filter(|r| !r.is_empty()) {
+            Some(why) => say!("locker: cell {cell} open for the customer ({why})"),
+            None => say!("locker: cell {cell} open for the customer"),
+        }
         self.door(cell, "open").await?;
         self.door(cell, "close").await?;
         self.event(PeerKind::Locker, EventType::PickedUp).await?;
@@ -528,6 +550,27 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// Runs `probe` until it exits 0, handling frames in between; fails after the step timeout.
+    async fn wait_ready(&mut self, probe: &ReadyProbe) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.scenario.step_timeout;
+        loop {
+            let status = tokio::process::Command::new(&probe.program)
+                .args(&probe.args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await
+                .map_err(|e| format!("cannot run {}: {e}", probe.program.display()))?;
+            if status.success() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err("the drone never said it was ready to fly".into());
+            }
+            self.pump_for(Duration::from_millis(250)).await;
+        }
     }
 
     /// Handles frames for a while (acks, QR verdicts, progress) without waiting for anything.
@@ -614,6 +657,7 @@ impl Conn {
                     event_id: e.event_id,
                     seq: e.seq,
                 });
+                self.report.event_times.push(elapsed_s());
                 if e.event_type == EventType::QrRejected {
                     self.report.qr_rejected += 1;
                 }
@@ -640,6 +684,9 @@ impl Conn {
                     self.report.distance_m += haversine_m(plat, plon, lat, lon);
                 }
                 self.last_pos = Some((lat, lon));
+                self.report
+                    .track
+                    .push((elapsed_s(), lat, lon, t.position.alt.get()));
                 let pct = t.battery_level.get();
                 self.report.min_battery =
                     Some(self.report.min_battery.map_or(pct, |m: f64| m.min(pct)));

@@ -3,10 +3,15 @@
 //! pseudo-terminal, the drone agent, the locker agent (its camera a directory of frames), and the
 //! scripted backend ([`crate::backend`]), which this process plays itself.
 //!
-//! It prints progress as it goes and a summary at the end, and exits non-zero if the delivery did
-//! not complete. The whole-system tests (`tests/`) run it with each [`Variant`].
+//! By default the drone agent is built with the `opencv` feature and flies the precision approach:
+//! the sim vehicle renders its downward camera into a frame directory the agent's `[camera]`
+//! reads, and the locker wears an ArUco marker (`--no-camera`: the GPS approach, no OpenCV).
+//!
+//! It prints progress as it goes and a summary at the end, writes a picture of the flight (SVG:
+//! the ground track, the altitude against time, the events), and exits non-zero if the delivery
+//! did not complete. The whole-system tests (`tests/`) run it with each [`Variant`].
 
-use crate::backend::{self, say, Hook, Report, Scenario, Variant};
+use crate::backend::{self, say, Hook, ReadyProbe, Report, Scenario, Variant};
 use crate::vehicle::Flavour;
 use anyhow::{bail, Context as _};
 use std::net::SocketAddr;
@@ -25,9 +30,13 @@ pub struct DemoArgs {
     /// What goes differently (see the whole-system tests).
     #[arg(long, value_enum, default_value = "normal")]
     pub variant: Variant,
-    /// How much faster than real time the vehicle flies.
-    #[arg(long, default_value_t = 20.0)]
-    pub speedup: f64,
+    /// How much faster than real time the vehicle flies (default: 20, or 5 with the camera: its
+    /// frames are rendered and detected in real time, and the approach steers by each one).
+    #[arg(long)]
+    pub speedup: Option<f64>,
+    /// Fly the GPS approach: the drone agent is built without OpenCV and has no camera.
+    #[arg(long)]
+    pub no_camera: bool,
     /// How far the locker is from the drone's home, metres (north).
     #[arg(long, default_value_t = 300.0)]
     pub distance_m: f64,
@@ -53,6 +62,24 @@ pub struct DemoArgs {
     #[arg(long)]
     pub amqp_url: Option<String>,
 }
+
+impl DemoArgs {
+    fn camera(&self) -> bool {
+        !self.no_camera
+    }
+
+    fn speedup(&self) -> f64 {
+        self.speedup
+            .unwrap_or(if self.camera() { CAMERA_SPEEDUP } else { 20.0 })
+    }
+}
+
+/// The sim's speed-up with the camera on (see [`DemoArgs::speedup`]).
+const CAMERA_SPEEDUP: f64 = 5.0;
+/// The locker's marker: DICT_4X4_50 id and printed side (large enough to be read from cruise
+/// height by a 640-pixel camera).
+const MARKER_ID: u32 = 23;
+const MARKER_SIZE_M: f64 = 1.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BoardKind {
@@ -91,6 +118,8 @@ impl Procs {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(self.log(log)?)
+            // the agents' technician sockets go in their state directories
+            .env_remove("RUNTIME_DIRECTORY")
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {}", path.display()))
@@ -171,7 +200,14 @@ fn token() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// Finds the other binaries, building them if they are not there yet.
+/// What to say when the drone agent cannot have its camera.
+const NO_OPENCV: &str =
+    "the precision approach needs the drone agent built with the `opencv` feature \
+     (OpenCV installed: see the README's set-up); run `sim demo --no-camera` for the GPS approach";
+
+/// Finds the other binaries, building them if they are not there yet. Run by cargo (`cargo run
+/// -p sim -- demo`), it always asks cargo for them (nothing to do when they are up to date), so
+/// the drone agent is the one the camera needs: built with or without `opencv`.
 fn binaries(args: &DemoArgs) -> anyhow::Result<PathBuf> {
     let dir = match &args.bin_dir {
         Some(d) => d.clone(),
@@ -184,29 +220,44 @@ fn binaries(args: &DemoArgs) -> anyhow::Result<PathBuf> {
         .into_iter()
         .filter(|b| !dir.join(b).exists())
         .collect();
-    if !missing.is_empty() {
+    let under_cargo = args.bin_dir.is_none() && std::env::var_os("CARGO").is_some();
+    if !missing.is_empty() || under_cargo {
         let release = dir.ends_with("release");
-        println!("building {} (first run only) ...", missing.join(", "));
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.args([
-            "build",
-            "--bins",
-            "-p",
-            "relay",
-            "-p",
-            "drone-agent",
-            "-p",
-            "locker-agent",
-        ]);
-        if release {
-            cmd.arg("--release");
+        if missing.is_empty() {
+            println!(
+                "checking the agents are built{} ...",
+                if args.camera() {
+                    " (drone agent with opencv)"
+                } else {
+                    ""
+                }
+            );
+        } else {
+            println!("building {} (first run only) ...", missing.join(", "));
         }
-        let status = cmd
-            .status()
-            .context("cannot run cargo to build the agents")?;
-        if !status.success() {
-            bail!("building the agents failed");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // Two builds: the drone agent's `opencv` feature reaches hal, and built together the
+        // relay and the locker would get it too (cargo unifies features across one build).
+        let drone: &[&str] = if args.camera() {
+            &["-p", "drone-agent", "--features", "drone-agent/opencv"]
+        } else {
+            &["-p", "drone-agent"]
+        };
+        for packages in [&["-p", "relay", "-p", "locker-agent"][..], drone] {
+            let mut cmd = std::process::Command::new(&cargo);
+            cmd.args(["build", "--bins"]).args(packages);
+            if release {
+                cmd.arg("--release");
+            }
+            let status = cmd
+                .status()
+                .context("cannot run cargo to build the agents")?;
+            if !status.success() {
+                if packages == drone && args.camera() {
+                    bail!("building the drone agent failed; {NO_OPENCV}");
+                }
+                bail!("building the agents failed");
+            }
         }
     }
     Ok(dir)
@@ -280,7 +331,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         work.display(),
         args.flavour,
         args.variant,
-        args.speedup
+        args.speedup()
     );
     procs.start_relay(relay_addr, failover).await?;
     say!("relay : listening on {relay_addr}");
@@ -296,7 +347,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     // the vehicle: this same binary
     let me = std::env::current_exe()?;
     let home = format!("{},{},{}", HOME.0, HOME.1, HOME.2);
-    let speed = args.speedup.to_string();
+    let speed = args.speedup().to_string();
+    let destination = (HOME.0 + args.distance_m / 111_320.0, HOME.1);
+    let drone_camera = work.join("drone-camera");
+    let marker = format!("{},{},{MARKER_ID}", destination.0, destination.1);
+    let marker_size = MARKER_SIZE_M.to_string();
+    let camera_dir = drone_camera.to_string_lossy().into_owned();
     let agent_udp = free_udp_port()?;
     let peer = format!("127.0.0.1:{agent_udp}");
     let mut vargs = vec![
@@ -315,6 +371,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     match args.flavour {
         Flavour::Px4 => vargs.extend(["--bind", "127.0.0.1:0", "--peer", &peer]),
         Flavour::ArduPilot => vargs.extend(["--listen", "127.0.0.1:0"]),
+    }
+    if args.camera() {
+        // a GPS that is 1.5 m off: the camera, not the GPS, puts the parcel on the marker
+        vargs.extend([
+            "--marker",
+            &marker,
+            "--marker-size-m",
+            &marker_size,
+            "--gps-offset-m",
+            "1.0,-1.1",
+            "--camera-dir",
+            &camera_dir,
+        ]);
     }
     let mut vehicle = Command::new(&me)
         .args(&vargs)
@@ -379,8 +448,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
             &cloud_urls("/ws/drone"),
             &connection,
             &work.join("drone-state"),
+            args.camera().then_some(drone_camera.as_path()),
         ),
     )?;
+    if args.camera() {
+        // a drone agent built without OpenCV refuses a [precision] section: say so plainly
+        let check = std::process::Command::new(bins.join("drone-agent"))
+            .args(["config", "check"])
+            .arg(&drone_cfg)
+            .output()
+            .context("cannot run drone-agent config check")?;
+        if !check.status.success() {
+            let why = String::from_utf8_lossy(&check.stderr).into_owned()
+                + &String::from_utf8_lossy(&check.stdout);
+            if why.contains("opencv") {
+                bail!("{NO_OPENCV}");
+            }
+            bail!("the demo's drone config does not check: {}", why.trim());
+        }
+    }
     let locker_cfg = work.join("locker-agent.toml");
     let http_port = free_tcp_port()?;
     std::fs::write(
@@ -409,18 +495,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let locker_slot = procs.others.len();
     procs.others.push(locker);
 
-    let destination = (HOME.0 + args.distance_m / 111_320.0, HOME.1);
     let scenario = Scenario {
         relay: if failover { relay_b_addr } else { relay_addr },
         backend_token,
         drone_id,
         locker_id,
         destination,
-        aruco_id: 123,
+        aruco_id: MARKER_ID,
         camera_dir: work.join("camera"),
         lockboard_control: ctl,
         variant: args.variant,
         step_timeout: Duration::from_secs_f64(args.step_timeout_s),
+        drone_ready: Some(ReadyProbe {
+            program: bins.join("drone-agent"),
+            args: vec![
+                "preflight".into(),
+                "--socket".into(),
+                work.join("drone-state")
+                    .join("technician.sock")
+                    .to_string_lossy()
+                    .into_owned(),
+            ],
+        }),
     };
     // the variants' disturbances run beside the script
     let (hooks_tx, mut hooks) = tokio::sync::mpsc::unbounded_channel();
@@ -458,7 +554,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         }
     };
 
-    summary(&report, &args);
+    let picture = picture_path(&args, &work);
+    let picture = match crate::flight_svg::write(&report, HOME, destination, &picture) {
+        Ok(()) => Some(picture),
+        Err(e) => {
+            println!("(no flight picture: {e})");
+            None
+        }
+    };
+    summary(&report, &args, picture.as_deref());
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_vec_pretty(&report.to_json())?)
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
@@ -482,7 +586,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     Ok(report.ok)
 }
 
-fn summary(r: &Report, args: &DemoArgs) {
+/// Where the flight picture goes: the work directory if one was given, else beside the temporary
+/// one (which is removed after a good run).
+fn picture_path(args: &DemoArgs, work: &Path) -> PathBuf {
+    match &args.work_dir {
+        Some(_) => work.join("flight.svg"),
+        None => std::env::temp_dir().join(format!(
+            "skypost-demo-flight-{}.svg",
+            &Uuid::new_v4().simple().to_string()[..8]
+        )),
+    }
+}
+
+fn summary(r: &Report, args: &DemoArgs, picture: Option<&Path>) {
     println!();
     println!("──────── summary ────────");
     let outcome = match args.variant {
@@ -504,8 +620,15 @@ fn summary(r: &Report, args: &DemoArgs) {
         }
     );
     println!(
-        "variant     : {:?} ({:?} flavour, sim {}x real time)",
-        args.variant, args.flavour, args.speedup
+        "variant     : {:?} ({:?} flavour, sim {}x real time, {})",
+        args.variant,
+        args.flavour,
+        args.speedup(),
+        if args.camera() {
+            "precision approach on the camera"
+        } else {
+            "GPS approach"
+        }
     );
     println!("wall time   : {:.1} s", r.duration.as_secs_f64());
     println!("flown       : {:.0} m (telemetry track)", r.distance_m);
@@ -529,6 +652,9 @@ fn summary(r: &Report, args: &DemoArgs) {
         .collect();
     println!("drone events: {}", drone.join(" → "));
     println!("locker      : {}", locker.join(" → "));
+    if let Some(p) = picture {
+        println!("flight      : {}", p.display());
+    }
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
@@ -537,7 +663,32 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn drone_config(id: Uuid, token: &str, cloud_urls: &str, connection: &str, state: &Path) -> String {
+fn drone_config(
+    id: Uuid,
+    token: &str,
+    cloud_urls: &str,
+    connection: &str,
+    state: &Path,
+    camera: Option<&Path>,
+) -> String {
+    let camera = camera
+        .map(|dir| {
+            format!(
+                r#"
+[camera]
+source = {{ kind = "directory", path = "{dir}" }}
+fps = 12.0
+hfov_deg = {hfov}
+
+[precision]
+marker_size_m = {MARKER_SIZE_M}
+acquire_timeout_s = 15.0
+"#,
+                dir = dir.display(),
+                hfov = crate::camera::CameraModel::default().hfov_deg,
+            )
+        })
+        .unwrap_or_default();
     format!(
         r#"[drone]
 id = "{id}"
@@ -572,7 +723,7 @@ interval_s = 0.2
 
 [payload]
 kind = "gripper"
-"#,
+{camera}"#,
         state = state.display()
     )
 }

@@ -14,5 +14,6 @@ pub mod backend;
 pub mod camera;
 pub mod demo;
 pub mod firmware_board;
+pub mod flight_svg;
 pub mod lockboard;
 pub mod vehicle;

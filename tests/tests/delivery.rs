@@ -35,6 +35,8 @@ fn demo(args: &[&str]) -> (bool, Value, String) {
     let work = dir.path().join("work");
     let out = Command::new(bin_dir().join("sim"))
         .arg("demo")
+        // the workspace's binaries are built without OpenCV: the GPS approach
+        .arg("--no-camera")
         .args(args)
         .arg("--bin-dir")
         .arg(bin_dir())

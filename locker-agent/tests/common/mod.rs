@@ -7,7 +7,7 @@ use hal::display::TerminalDisplay;
 use hal::lockboard::{SerialLockBoard, SerialLockBoardConfig};
 use locker_agent::cells::CellStore;
 use locker_agent::locker::{Locker, Settings};
-use locker_agent::uplink::{self, BoxFuture, CloudValidator, QrValidator, Uplink, UplinkError};
+use locker_agent::uplink::{BoxFuture, CloudValidator, QrValidator, Uplink, UplinkError};
 use protocol::ws::{Envelope, Event, EventType, LockerResponse, Message, QrValidation};
 use serde_json::Value;
 use sim::lockboard::{BoardSnapshot, SimBoard, SimBoardConfig};
@@ -368,7 +368,7 @@ impl<B: TestBoard> Harness<B> {
             display,
         ));
         let mut tasks = vec![tokio::spawn(locker.clone().run_monitor())];
-        tasks.push(tokio::spawn(uplink::dispatch(
+        tasks.push(tokio::spawn(locker_agent::inbound::dispatch(
             locker.clone(),
             uplink,
             Some(validator),

@@ -42,6 +42,37 @@ pub struct VehicleArgs {
     /// NAV_DLL_ACT=2 (the control socket's `param` at start).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
+    /// Render the downward camera into this directory (image files, newest wins), for a drone
+    /// agent whose `[camera]` reads a directory. Needs `--marker`.
+    #[arg(long, requires = "marker")]
+    pub camera_dir: Option<std::path::PathBuf>,
+    /// The locker's marker the camera sees: LAT,LON,ID (a DICT_4X4_50 id).
+    #[arg(long)]
+    pub marker: Option<String>,
+    /// Printed side of the marker, metres.
+    #[arg(long, default_value_t = 0.4)]
+    pub marker_size_m: f64,
+    /// GPS error, metres north,east: the autopilot believes it is this far off (what the
+    /// precision approach corrects).
+    #[arg(long, value_name = "N,E")]
+    pub gps_offset_m: Option<String>,
+}
+
+/// Parses `LAT,LON,ID`.
+fn parse_marker(s: &str) -> anyhow::Result<(f64, f64, u32)> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    anyhow::ensure!(parts.len() == 3, "--marker {s}: expected LAT,LON,ID");
+    let lat = parts[0]
+        .parse()
+        .with_context(|| format!("--marker {s}: bad latitude"))?;
+    let lon = parts[1]
+        .parse()
+        .with_context(|| format!("--marker {s}: bad longitude"))?;
+    let id: u32 = parts[2]
+        .parse()
+        .with_context(|| format!("--marker {s}: bad id"))?;
+    anyhow::ensure!(id < 50, "--marker {s}: DICT_4X4_50 ids are 0..50");
+    Ok((lat, lon, id))
 }
 
 /// Parses `LAT,LON[,ALT]`.
@@ -89,6 +120,13 @@ pub async fn run(args: VehicleArgs) -> anyhow::Result<()> {
             .set(name.trim(), value)
             .map_err(|e| anyhow::anyhow!("--param {p}: {e}"))?;
     }
+    if let Some(o) = &args.gps_offset_m {
+        let (n, e) = o
+            .split_once(',')
+            .and_then(|(n, e)| Some((n.trim().parse().ok()?, e.trim().parse().ok()?)))
+            .with_context(|| format!("--gps-offset-m {o}: expected N,E in metres"))?;
+        cfg.params.gps_offset_ne_m = (n, e);
+    }
     cfg.transport = match args.flavour {
         Flavour::Px4 => Transport::Udp {
             bind: args.bind,
@@ -111,6 +149,32 @@ pub async fn run(args: VehicleArgs) -> anyhow::Result<()> {
         ready.push_str(&format!(" control={}", listener.local_addr()?));
         tokio::spawn(control::serve(listener, vehicle.clone()));
     }
+    // the camera lives as long as the vehicle: the handle is held to the end of `run`
+    let _camera = match (&args.camera_dir, &args.marker) {
+        (Some(dir), Some(m)) => {
+            let (lat, lon, id) = parse_marker(m)?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create --camera-dir {}", dir.display()))?;
+            ready.push_str(&format!(" camera={}", dir.display()));
+            Some(crate::camera::spawn_feed(
+                vehicle.view(),
+                crate::camera::Scene {
+                    marker_lat: lat,
+                    marker_lon: lon,
+                    marker_id: Some(id),
+                    marker_size_m: args.marker_size_m,
+                },
+                crate::camera::CameraModel {
+                    blur_sigma: 0.6,
+                    noise: 6,
+                    ..crate::camera::CameraModel::default()
+                },
+                dir.clone(),
+                std::time::Duration::from_millis(80),
+            ))
+        }
+        _ => None,
+    };
     // one line on stdout that process-level tests wait for (logs go to stderr)
     println!("{ready}");
     let signal = daemon::shutdown::wait().await?;
