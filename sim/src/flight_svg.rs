@@ -188,9 +188,9 @@ fn render(report: &Report, home: (f64, f64), locker: (f64, f64)) -> String {
     }
     // the events: a mark on the track where the drone was, a line on the profile when
     let mut row = 0usize;
-    for ((kind, ev, _), &at) in report.events.iter().zip(&report.event_times) {
-        let label = format!("{ev:?}");
-        let colour = if *kind == PeerKind::Drone {
+    for (e, &at) in report.events.iter().zip(&report.event_times) {
+        let label = format!("{:?}", e.event);
+        let colour = if e.source == PeerKind::Drone {
             "#cf222e"
         } else {
             "#8250df"
@@ -206,7 +206,7 @@ fn render(report: &Report, home: (f64, f64), locker: (f64, f64)) -> String {
             x + 3.0,
             esc(&label)
         );
-        if *kind == PeerKind::Drone {
+        if e.source == PeerKind::Drone {
             let p = pts
                 .iter()
                 .min_by(|a, b| (a.0 - at).abs().total_cmp(&(b.0 - at).abs()))
@@ -272,11 +272,20 @@ mod tests {
                     )
                 })
                 .collect(),
-            events: vec![
-                (PeerKind::Drone, EventType::TookOff, None),
-                (PeerKind::Locker, EventType::CellOpened, None),
-                (PeerKind::Drone, EventType::ArrivedBase, None),
-            ],
+            events: [
+                (PeerKind::Drone, EventType::TookOff),
+                (PeerKind::Locker, EventType::CellOpened),
+                (PeerKind::Drone, EventType::ArrivedBase),
+            ]
+            .into_iter()
+            .map(|(source, event)| crate::backend::ReportedEvent {
+                source,
+                event,
+                to_state: None,
+                event_id: None,
+                seq: None,
+            })
+            .collect(),
             event_times: vec![1.0, 30.0, 59.0],
             ..Report::default()
         };
