@@ -369,7 +369,7 @@ pub async fn arm_ready(v: &VehicleHandle, flavour: Flavour) {
 /// A destination `north_m` metres north of the vehicle's home.
 pub fn north_of_home(flavour: Flavour, north_m: f64) -> (f64, f64) {
     let home = VehicleConfig::standard(flavour).home;
-    (home.0 + north_m / 111_320.0, home.1)
+    precision::offset((home.0, home.1), north_m, 0.0)
 }
 
 /// The agent's config for this world, as TOML (tests edit it before use).
