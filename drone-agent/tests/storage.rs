@@ -77,11 +77,7 @@ fn jam(p: &Path) {
 }
 
 fn kind(e: &Event) -> String {
-    serde_json::to_value(e.event_type)
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned()
+    e.event_type.as_str().to_owned()
 }
 
 /// Waits for an event by its wire name (events this test adds have no older spelling).
