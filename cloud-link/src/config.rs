@@ -99,43 +99,42 @@ impl CloudConfig {
 
     /// Validates this section under the dotted prefix `at` (e.g. `"cloud"`).
     pub fn validate_at(&self, at: &str, v: &mut Validator) {
-        let f = |name: &str| format!("{at}.{name}");
+        v.nested(at, |v| self.validate_fields(v));
+    }
+
+    fn validate_fields(&self, v: &mut Validator) {
         let ws_url = |u: &str| u.starts_with("ws://") || u.starts_with("wss://");
         match (&self.url, self.urls.is_empty()) {
-            (Some(_), false) => v.fail(&f("urls"), "give `url` or `urls`, not both"),
-            (None, true) => v.fail(&f("url"), "needs `url` (one relay) or `urls` (several)"),
+            (Some(_), false) => v.fail("urls", "give `url` or `urls`, not both"),
+            (None, true) => v.fail("url", "needs `url` (one relay) or `urls` (several)"),
             (Some(u), true) => v.check(
                 ws_url(u),
-                &f("url"),
+                "url",
                 format_args!("{u:?} must start with ws:// or wss://"),
             ),
             (None, false) => {
                 for (i, u) in self.urls.iter().enumerate() {
                     v.check(
                         ws_url(u),
-                        &f(&format!("urls[{i}]")),
+                        &format!("urls[{i}]"),
                         format_args!("{u:?} must start with ws:// or wss://"),
                     );
                 }
             }
         }
-        v.check(
-            !self.token.trim().is_empty(),
-            &f("token"),
-            "must not be empty",
-        );
-        v.range(&f("backoff_initial_s"), self.backoff_initial_s, 0.001, 60.0);
+        v.check(!self.token.trim().is_empty(), "token", "must not be empty");
+        v.range("backoff_initial_s", self.backoff_initial_s, 0.001, 60.0);
         v.range(
-            &f("backoff_max_s"),
+            "backoff_max_s",
             self.backoff_max_s,
             self.backoff_initial_s,
             600.0,
         );
-        v.range(&f("backoff_jitter"), self.backoff_jitter, 0.0, 1.0);
-        v.range(&f("connect_timeout_s"), self.connect_timeout_s, 0.01, 120.0);
-        v.range(&f("ping_interval_s"), self.ping_interval_s, 0.01, 600.0);
-        v.range(&f("event_resend_s"), self.event_resend_s, 0.01, 3600.0);
-        v.range(&f("outbox_capacity"), self.outbox_capacity, 1, 1_000_000);
+        v.range("backoff_jitter", self.backoff_jitter, 0.0, 1.0);
+        v.range("connect_timeout_s", self.connect_timeout_s, 0.01, 120.0);
+        v.range("ping_interval_s", self.ping_interval_s, 0.01, 600.0);
+        v.range("event_resend_s", self.event_resend_s, 0.01, 3600.0);
+        v.range("outbox_capacity", self.outbox_capacity, 1, 1_000_000);
     }
 }
 

@@ -16,4 +16,4 @@ pub mod outbox;
 
 pub use config::CloudConfig;
 pub use link::{CloudLink, LinkError, LinkStatus, AGENT_ID_HEADER};
-pub use outbox::{write_atomic, Outbox, OutboxError};
+pub use outbox::{Outbox, OutboxError};

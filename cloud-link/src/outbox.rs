@@ -18,10 +18,10 @@
 //! the drone was cut off for days while changing state constantly; losing the oldest then is the
 //! lesser harm than refusing to record what happens now.
 
+use daemon::fs::write_atomic;
 use protocol::ws::Event;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -32,6 +32,9 @@ pub enum OutboxError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// An event or the counter could not be written (the error names the file and the step).
+    #[error("outbox: {0}")]
+    Write(#[from] daemon::fs::WriteError),
     #[error("outbox file {path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     /// Only a damaged counter or file name gets here (2^64 events is not a lifetime's worth).
@@ -271,28 +274,6 @@ impl Outbox {
     fn file(&self, seq: u64) -> PathBuf {
         self.dir.join(format!("{seq:020}.json"))
     }
-}
-
-/// Writes `bytes` to `path` so that a crash leaves the old content or the new, never a mix:
-/// temporary file, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let written = (|| {
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        fs::rename(&tmp, path).map_err(io(path))
-    })();
-    if written.is_err() {
-        // A half-written temporary file only takes space a full disk does not have.
-        let _ = fs::remove_file(&tmp);
-    }
-    written?;
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

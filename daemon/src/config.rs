@@ -18,9 +18,28 @@ pub trait Validate {
 #[derive(Debug, Default)]
 pub struct Validator {
     problems: Vec<FieldProblem>,
+    /// The dotted path [`Validator::nested`] puts in front of every field name ("" at the top).
+    prefix: String,
 }
 
 impl Validator {
+    /// Runs `f` with every field it names put under `section` (`"cloud"`: `token` is reported as
+    /// `cloud.token`), so a section validates itself with its own field names wherever it is
+    /// embedded. Nests: a section inside a section gets both prefixes. An empty `section` adds
+    /// nothing.
+    pub fn nested(&mut self, section: &str, f: impl FnOnce(&mut Validator)) {
+        let outer = self.prefix.clone();
+        if !section.is_empty() {
+            self.prefix = if outer.is_empty() {
+                section.to_owned()
+            } else {
+                format!("{outer}.{section}")
+            };
+        }
+        f(self);
+        self.prefix = outer;
+    }
+
     /// Records a problem with `field` unless `ok`.
     pub fn check(&mut self, ok: bool, field: &str, message: impl fmt::Display) {
         if !ok {
@@ -29,8 +48,15 @@ impl Validator {
     }
 
     pub fn fail(&mut self, field: &str, message: impl fmt::Display) {
+        let field = if self.prefix.is_empty() {
+            field.to_owned()
+        } else if field.is_empty() {
+            self.prefix.clone()
+        } else {
+            format!("{}.{field}", self.prefix)
+        };
         self.problems.push(FieldProblem {
-            field: field.to_owned(),
+            field,
             message: message.to_string(),
         });
     }
@@ -228,6 +254,29 @@ fn redact_quoted(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_sections_prefix_their_fields_once_and_unwind() {
+        let mut v = Validator::default();
+        v.nested("cloud", |v| {
+            v.fail("token", "empty");
+            v.nested("tls", |v| v.fail("ca", "missing"));
+            v.nested("", |v| v.fail("url", "bad"));
+            v.fail("", "the section itself");
+        });
+        v.fail("state_dir", "missing");
+        let fields: Vec<_> = v.problems().iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "cloud.token",
+                "cloud.tls.ca",
+                "cloud.url",
+                "cloud",
+                "state_dir"
+            ]
+        );
+    }
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]

@@ -8,9 +8,12 @@
 //! - [`technician`]: the agents' technician socket (0660, one request line, one JSON reply line)
 //!   and its client with exit codes.
 //! - [`exit`]: the one exit-code table all three binaries use.
+//! - [`fs`]: crash-safe file writes (temporary file, fsync, rename, directory fsync), off the
+//!   async workers.
 
 pub mod config;
 pub mod exit;
+pub mod fs;
 pub mod logging;
 pub mod shutdown;
 pub mod systemd;

@@ -5,7 +5,8 @@
 //! (a path, or an abstract name written with a leading `@`). It is written here instead of through
 //! the `sd-notify` crate because the daemons need the socket as a value ([`Notifier::to_socket`]):
 //! tests point it at their own socket and read what a daemon really sent, without touching the
-//! process environment that every test thread shares.
+//! process environment that every test thread shares. All three daemons notify through here
+//! only (the workspace no longer depends on `sd-notify`).
 //!
 //! [`Service`] is what a daemon's main loop holds:
 //! - [`Service::ready`] once the daemon is really up (its hardware reached, its config valid);

@@ -445,11 +445,7 @@ impl Validate for DroneConfig {
             }
         }
         if let Some(p) = &self.precision {
-            let mut sub = Validator::default();
-            p.validate(&mut sub);
-            for problem in sub.problems() {
-                v.fail(&format!("precision.{}", problem.field), &problem.message);
-            }
+            v.nested("precision", |v| p.validate(v));
             v.check(
                 self.camera.is_some(),
                 "precision",

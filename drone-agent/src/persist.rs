@@ -25,8 +25,8 @@ pub enum PersistError {
     },
     #[error("state file {path} is not readable state: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error(transparent)]
-    Write(#[from] cloud_link::OutboxError),
+    #[error("state file: {0}")]
+    Write(#[from] daemon::fs::WriteError),
 }
 
 pub struct StateFile {
@@ -96,7 +96,8 @@ impl StateFile {
                 source,
             })?;
         }
-        cloud_link::write_atomic(&self.path, &bytes)?;
+        // called from the runtime's synchronous transition code, on a tokio worker
+        daemon::fs::write_atomic_blocking(&self.path, &bytes)?;
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use protocol::geo::LatLon;
 use protocol::ws::{AckStatus, CommandKind, DroneState, EventType, Message};
 use protocol::Envelope;
 use sim::vehicle::{Fault, Flavour};
@@ -36,7 +37,7 @@ async fn pause_and_resume_in_cruise() {
         .wait_for(WAIT, |v| v.t_s > a.t_s + 5.0)
         .await
         .unwrap();
-    let moved = protocol_distance(a.lat_deg, a.lon_deg, b.lat_deg, b.lon_deg);
+    let moved = LatLon::new(a.lat_deg, a.lon_deg).distance_m(LatLon::new(b.lat_deg, b.lon_deg));
     assert!(moved < 3.0, "moved {moved} m while paused");
 
     let resume = w.backend.command(CommandKind::Resume);
@@ -259,8 +260,4 @@ async fn cloud_loss_while_waiting_for_the_drop() {
     w.backend.event(EventType::ArrivedBase).await;
     assert!(!w.vehicle.view().borrow().gripper_released);
     w.stop().await;
-}
-
-fn protocol_distance(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    hal::flight::distance_m(lat1, lon1, lat2, lon2)
 }

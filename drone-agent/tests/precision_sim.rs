@@ -11,25 +11,21 @@ use drone_agent::precision::{landing_target, Approach, Decision, PrecisionConfig
 use hal::flight::mavlink::MavlinkFc;
 use hal::flight::{FcLinkConfig, FlightController, GeoPoint};
 use hal::marker::{ArucoDetector, Dictionary, MarkerConfig, MarkerDetector};
+use protocol::geo::{LatLon, NorthEast};
 use sim::camera::{render, CameraModel, Pose, Scene};
 use sim::vehicle::{self, Flavour, Transport, VehicleConfig};
 use std::time::{Duration, SystemTime};
 
 const WAIT: Duration = Duration::from_secs(30);
-const EARTH_R: f64 = 6_371_000.0;
 
 fn offset(lat: f64, lon: f64, n: f64, e: f64) -> (f64, f64) {
-    (
-        lat + (n / EARTH_R).to_degrees(),
-        lon + (e / (EARTH_R * lat.to_radians().cos())).to_degrees(),
-    )
+    let p = LatLon::new(lat, lon).offset(NorthEast::new(n, e));
+    (p.lat_deg, p.lon_deg)
 }
 
 fn ne(lat0: f64, lon0: f64, lat: f64, lon: f64) -> (f64, f64) {
-    (
-        (lat - lat0).to_radians() * EARTH_R,
-        (lon - lon0).to_radians() * EARTH_R * lat0.to_radians().cos(),
-    )
+    let d = LatLon::new(lat0, lon0).north_east_to(LatLon::new(lat, lon));
+    (d.north_m, d.east_m)
 }
 
 /// How an approach ended.

@@ -22,7 +22,7 @@ impl Jam {
     /// The state file (`drone-state.json`, written through `drone-state.tmp`).
     fn state_file(dir: &Path) -> Self {
         let p = dir.join("drone-state.tmp");
-        std::fs::create_dir(&p).unwrap();
+        jam(&p);
         Self(vec![p])
     }
 
@@ -44,7 +44,7 @@ impl Jam {
             .map(|s| ob.join(format!("{s:020}.tmp")))
             .collect();
         for p in &paths {
-            std::fs::create_dir(p).unwrap();
+            jam(p);
         }
         Self(paths)
     }
@@ -56,12 +56,28 @@ impl Jam {
     }
 }
 
+/// Puts a directory where a write's temporary file goes. A write in progress holds that name
+/// (as a file) until it is renamed into place, on another thread since the agent's writes are
+/// off its async workers: that write finishes first, as it would before a disk fills up.
+fn jam(p: &Path) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match std::fs::create_dir(p) {
+            Ok(()) => return,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AlreadyExists
+                    && !p.is_dir()
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("cannot jam {}: {e}", p.display()),
+        }
+    }
+}
+
 fn kind(e: &Event) -> String {
-    serde_json::to_value(e.event_type)
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned()
+    e.event_type.as_str().to_owned()
 }
 
 /// Waits for an event by its wire name (events this test adds have no older spelling).

@@ -7,6 +7,7 @@
 #[cfg(feature = "opencv")]
 fn main() {
     use hal::marker::{ArucoDetector, Dictionary, MarkerConfig, MarkerDetector};
+    use protocol::geo::{LatLon, NorthEast};
     use sim::camera::{render, CameraModel, Pose, Scene};
     use std::time::Instant;
 
@@ -35,12 +36,13 @@ fn main() {
                 0.25 * height * (k * 0.7).sin(),
                 0.25 * height * (k * 1.3).cos(),
             );
+            let at = LatLon::new(lat, lon).offset(NorthEast::new(north, east));
             render(
                 &scene,
                 &cam,
                 &Pose {
-                    lat: lat + (north / 6_371_000.0f64).to_degrees(),
-                    lon: lon + (east / (6_371_000.0 * lat.to_radians().cos())).to_degrees(),
+                    lat: at.lat_deg,
+                    lon: at.lon_deg,
                     height_m: height,
                     heading_deg: (k * 47.0) % 360.0,
                 },

@@ -5,9 +5,9 @@
 #![cfg(feature = "opencv")]
 
 use hal::marker::{ArucoDetector, Dictionary, MarkerConfig, MarkerDetector};
+use protocol::geo::{LatLon, NorthEast};
 use sim::camera::{render, CameraModel, Pose, Scene};
 
-const EARTH_R: f64 = 6_371_000.0;
 const LAT: f64 = 47.397_742;
 const LON: f64 = 8.545_594;
 
@@ -34,9 +34,10 @@ fn scene(id: Option<u32>) -> Scene {
 
 /// A vehicle `north`, `east` metres from the marker.
 fn pose(north: f64, east: f64, height_m: f64, heading_deg: f64) -> Pose {
+    let at = LatLon::new(LAT, LON).offset(NorthEast::new(north, east));
     Pose {
-        lat: LAT + (north / EARTH_R).to_degrees(),
-        lon: LON + (east / (EARTH_R * LAT.to_radians().cos())).to_degrees(),
+        lat: at.lat_deg,
+        lon: at.lon_deg,
         height_m,
         heading_deg,
     }

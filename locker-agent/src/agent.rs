@@ -164,9 +164,11 @@ pub async fn run(cfg: Config, init: bool) -> anyhow::Result<()> {
     };
     // systemd (Type=notify): READY=1 once the lock board answers, watchdog fed while the door
     // monitor runs; no-ops outside systemd.
-    tokio::spawn(systemd_supervisor(
+    let (stop_systemd, stopping) = tokio::sync::oneshot::channel();
+    let systemd = tokio::spawn(systemd_supervisor(
         hal::lockboard::LockBoard::health(locker.board()),
         monitor.abort_handle(),
+        stopping,
     ));
     let app = api::router(locker.clone(), token)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -178,7 +180,12 @@ pub async fn run(cfg: Config, init: bool) -> anyhow::Result<()> {
             }
         })
         .await?;
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    // STOPPING=1 (the supervisor holds the service; it may have ended, with the board driver)
+    if stop_systemd.send(()).is_ok() {
+        let _ = systemd.await;
+    } else {
+        daemon::systemd::Service::from_env().stopping();
+    }
     if let Some(s) = scanner {
         s.stop();
     }
@@ -194,9 +201,11 @@ pub async fn run(cfg: Config, init: bool) -> anyhow::Result<()> {
 /// READY=1 when the lock board first answers (until then the start-up timeout is extended while
 /// this task runs); after that WATCHDOG=1 only while the door monitor, the locker's main loop,
 /// is still running. A board unplugged later is not a reason to restart: the driver reopens it.
+/// STOPPING=1 when `stop` fires.
 async fn systemd_supervisor(
     mut board: tokio::sync::watch::Receiver<hal::lockboard::BoardHealth>,
     monitor: tokio::task::AbortHandle,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut systemd = daemon::systemd::Service::from_env();
     systemd.status("waiting for the lock board");
@@ -214,6 +223,10 @@ async fn systemd_supervisor(
                 if !monitor.is_finished() {
                     systemd.alive();
                 }
+            }
+            _ = &mut stop => {
+                systemd.stopping();
+                return;
             }
         }
     }

@@ -15,7 +15,6 @@ use chrono::{DateTime, Utc};
 use protocol::locker_api::{CellMapping, CellSize};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashSet, VecDeque};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -527,8 +526,8 @@ impl CellStore {
         self.save().inspect_err(|_| revert(self))
     }
 
-    /// Writes the whole state: temporary file, fsync, rename over the old one, fsync the
-    /// directory. A crash leaves the old file or the new one, never half of one.
+    /// Writes the whole state ([`daemon::fs::write_atomic`]): a crash leaves the old file or the
+    /// new one, never half of one.
     pub fn save(&mut self) -> Result<(), CellError> {
         let dir = self.path.parent().unwrap_or(Path::new(".")).to_owned();
         let marker = dir.join(IN_SYNC_MARKER);
@@ -563,22 +562,12 @@ impl CellStore {
         })?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(err)?;
-        let tmp = self.path.with_extension("tmp");
-        let written = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        })();
-        if let Err(e) = written {
-            // a half-written copy only takes space a full disk does not have
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err(e));
-        }
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        // Called under the locker's store lock from async handlers: the blocking form hands the
+        // worker's other tasks to another thread while the disk syncs.
+        daemon::fs::write_atomic_blocking(&self.path, &bytes).map_err(|e| CellError::Persist {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })
     }
 }
 

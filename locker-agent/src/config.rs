@@ -319,26 +319,28 @@ pub fn secs(s: f64) -> Duration {
 impl Validate for Config {
     fn validate(&self, v: &mut Validator) {
         let b = &self.board;
-        v.range("board.cells", b.cells, 1, 255);
-        v.range("board.baud", b.baud, 300, 4_000_000);
-        v.range("board.travel_timeout_s", b.travel_timeout_s, 0.01, 120.0);
-        v.range("board.status_timeout_s", b.status_timeout_s, 0.01, 60.0);
-        v.range("board.reopen_interval_s", b.reopen_interval_s, 0.01, 300.0);
-        v.range("board.max_timeouts", b.max_timeouts, 1, 100);
-        v.range("board.poll_interval_s", b.poll_interval_s, 0.01, 60.0);
-        v.range("board.lock_retry_s", b.lock_retry_s, 0.01, 600.0);
-        v.range("board.lock_retry_max_s", b.lock_retry_max_s, 0.01, 3600.0);
-        v.check(
-            b.lock_retry_max_s >= b.lock_retry_s,
-            "board.lock_retry_max_s",
-            "must be at least board.lock_retry_s",
-        );
-        v.range("board.lock_attempts", b.lock_attempts, 1, 1000);
-        v.check(
-            !b.path.as_os_str().is_empty(),
-            "board.path",
-            "must name the serial port",
-        );
+        v.nested("board", |v| {
+            v.range("cells", b.cells, 1, 255);
+            v.range("baud", b.baud, 300, 4_000_000);
+            v.range("travel_timeout_s", b.travel_timeout_s, 0.01, 120.0);
+            v.range("status_timeout_s", b.status_timeout_s, 0.01, 60.0);
+            v.range("reopen_interval_s", b.reopen_interval_s, 0.01, 300.0);
+            v.range("max_timeouts", b.max_timeouts, 1, 100);
+            v.range("poll_interval_s", b.poll_interval_s, 0.01, 60.0);
+            v.range("lock_retry_s", b.lock_retry_s, 0.01, 600.0);
+            v.range("lock_retry_max_s", b.lock_retry_max_s, 0.01, 3600.0);
+            v.check(
+                b.lock_retry_max_s >= b.lock_retry_s,
+                "lock_retry_max_s",
+                "must be at least board.lock_retry_s",
+            );
+            v.range("lock_attempts", b.lock_attempts, 1, 1000);
+            v.check(
+                !b.path.as_os_str().is_empty(),
+                "path",
+                "must name the serial port",
+            );
+        });
         v.range(
             "cells.open_timeout_s",
             self.cells.open_timeout_s,

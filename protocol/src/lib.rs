@@ -9,12 +9,14 @@
 //! - [`orchestrator`]: the locker's QR validation call to the orchestrator over HTTP.
 //! - [`units`]: percent, metres, degrees, WGS-84 positions, checked on the way in.
 //! - [`volume`]: the operational volume a task may carry (the fence the autopilot enforces).
+//! - [`geo`]: metres north/east between positions, one Earth radius for the whole suite.
 //!
 //! This crate knows nothing about sockets, tokio or files: it is types and parsing only. It is the
 //! contract with the backend: change a shape and you bump [`ws::PROTOCOL_VERSION`].
 
 pub mod broker;
 pub mod error;
+pub mod geo;
 pub mod lockboard;
 pub mod locker_api;
 pub mod orchestrator;

@@ -530,6 +530,56 @@ pub enum EventType {
     TechnicianAction,
 }
 
+impl EventType {
+    /// The wire name (what serde writes), without a serde round trip. An exhaustive match: a new
+    /// variant does not compile until it has its name here, and the test below checks each
+    /// name against serde.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::TaskAssigned => "task_assigned",
+            EventType::Arrived => "arrived",
+            EventType::RetryNavigation => "retry_navigation",
+            EventType::DropConfirmed => "drop_confirmed",
+            EventType::ReturnCommand => "return_command",
+            EventType::ArrivedBase => "arrived_base",
+            EventType::PreflightFailed => "preflight_failed",
+            EventType::TookOff => "took_off",
+            EventType::Paused => "paused",
+            EventType::Resumed => "resumed",
+            EventType::Aborted => "aborted",
+            EventType::DropTimeout => "drop_timeout",
+            EventType::Completed => "completed",
+            EventType::Ready => "ready",
+            EventType::LandedElsewhere => "landed_elsewhere",
+            EventType::Failsafe => "failsafe",
+            EventType::BatteryLow => "battery_low",
+            EventType::BatteryCritical => "battery_critical",
+            EventType::GpsLost => "gps_lost",
+            EventType::GpsRestored => "gps_restored",
+            EventType::FcLinkLost => "fc_link_lost",
+            EventType::FcLinkRestored => "fc_link_restored",
+            EventType::CloudLinkLost => "cloud_link_lost",
+            EventType::AgentRestarted => "agent_restarted",
+            EventType::AutopilotTookOver => "autopilot_took_over",
+            EventType::FlightOpRefused => "flight_op_refused",
+            EventType::CameraFault => "camera_fault",
+            EventType::CameraRestored => "camera_restored",
+            EventType::StorageFailed => "storage_failed",
+            EventType::StorageRestored => "storage_restored",
+            EventType::CellOpened => "cell_opened",
+            EventType::CellClosed => "cell_closed",
+            EventType::DoorOpened => "door_opened",
+            EventType::DoorClosed => "door_closed",
+            EventType::ParcelLoaded => "parcel_loaded",
+            EventType::PickedUp => "picked_up",
+            EventType::QrRejected => "qr_rejected",
+            EventType::BoardFault => "board_fault",
+            EventType::BoardRecovered => "board_recovered",
+            EventType::TechnicianAction => "technician_action",
+        }
+    }
+}
+
 /// Acknowledges one event by id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventAck {
@@ -727,6 +777,25 @@ pub enum PresenceStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_type_names_are_serde_s_for_every_variant() {
+        // serde lists every variant's name when refusing an unknown one: no hand-kept list here
+        // for a new variant to escape
+        let err = serde_json::from_str::<EventType>("\"no_such_event\"").unwrap_err();
+        let msg = err.to_string();
+        let names: Vec<&str> = msg
+            .split('`')
+            .skip(3) // "unknown variant `no_such_event`, expected one of `a`, `b`, ..."
+            .step_by(2)
+            .collect();
+        assert!(names.len() >= 40, "{msg}");
+        for name in names {
+            let e: EventType = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(e.as_str(), name);
+            assert_eq!(serde_json::to_value(e).unwrap(), name);
+        }
+    }
 
     #[test]
     fn kinds_are_unique() {

@@ -146,18 +146,34 @@ fn locker_api_bodies() {
     let _: GrpcCellOpenRequest = round_trip("grpc_cell_open_request.json");
 }
 
-/// Our copies are the seed's: where `../shared/fixtures/protocol` is beside the checkout (CI has it),
-/// every file there must be here, byte for byte.
+/// Where the seed's shared fixtures are: `$SKYPOST_SHARED/fixtures/protocol` when that is set,
+/// else `shared/fixtures/protocol` in the nearest folder above this crate that has one (beside
+/// the checkout in CI, `/work/shared` for a checkout or worktree anywhere under `/work`).
+fn shared_fixtures_dir() -> Result<PathBuf, String> {
+    if let Some(root) = std::env::var_os("SKYPOST_SHARED") {
+        return Ok(PathBuf::from(root).join("fixtures/protocol"));
+    }
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .map(|a| a.join("shared/fixtures/protocol"))
+        .find(|d| d.is_dir())
+        .ok_or_else(|| {
+            format!(
+                "no shared/fixtures/protocol in any folder above {}: the seed's fixtures must be \
+                 checked out beside this repository (CI has them), or SKYPOST_SHARED set to them",
+                here.display()
+            )
+        })
+}
+
+/// Our copies are the seed's: every file in the shared fixtures must be here, byte for byte.
+/// Missing shared fixtures fail the test (they used to skip it, which checked nothing).
 #[test]
 fn copies_match_shared_fixtures() {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/protocol");
-    let Ok(entries) = std::fs::read_dir(&shared) else {
-        eprintln!(
-            "no {} beside this checkout; comparing skipped",
-            shared.display()
-        );
-        return;
-    };
+    let shared = shared_fixtures_dir().unwrap_or_else(|e| panic!("{e}"));
+    let entries = std::fs::read_dir(&shared)
+        .unwrap_or_else(|e| panic!("cannot read the shared fixtures {}: {e}", shared.display()));
+    let mut compared = 0;
     for entry in entries {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
@@ -169,5 +185,8 @@ fn copies_match_shared_fixtures() {
             std::fs::read(&path).unwrap(),
             "{name} differs from the shared copy"
         );
+        compared += 1;
     }
+    assert!(compared > 0, "{} holds no fixtures", shared.display());
+    eprintln!("{compared} fixtures match {}", shared.display());
 }

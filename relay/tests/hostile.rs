@@ -5,6 +5,9 @@
 //! Loopback is all of 127.0.0.0/8 on Linux, so "another host" is a socket bound to 127.0.0.2.
 //! Nothing sleeps: every wait is for a socket event, bounded by a timeout.
 
+mod metrics;
+
+use metrics::metric;
 use relay::{Config, Relay};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -53,13 +56,6 @@ async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
             Ok(n) => out.extend_from_slice(&buf[..n]),
         }
     }
-}
-
-fn metric(text: &str, line_start: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
 }
 
 /// An agent upgrade by hand; returns the socket after the 101.

@@ -13,6 +13,7 @@
 //! prints progress a person can follow.
 
 use futures_util::{SinkExt, StreamExt};
+use protocol::geo::LatLon;
 use protocol::locker_api::{CellMapping, CellsOpenRequest, CellsSyncRequest};
 use protocol::ws::{
     Command, CommandKind, DroneState, EventAck, EventType, Message, Peer, PeerKind, PresenceStatus,
@@ -681,7 +682,8 @@ impl Conn {
             Message::Telemetry(t) => {
                 let (lat, lon) = (t.position.lat.get(), t.position.lon.get());
                 if let Some((plat, plon)) = self.last_pos {
-                    self.report.distance_m += haversine_m(plat, plon, lat, lon);
+                    self.report.distance_m +=
+                        LatLon::new(plat, plon).distance_m(LatLon::new(lat, lon));
                 }
                 self.last_pos = Some((lat, lon));
                 self.report
@@ -845,12 +847,4 @@ pub async fn http_post(
         status,
         serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
     ))
-}
-
-pub fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    let r = 6_371_008.8;
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let (dp, dl) = (p2 - p1, (lon2 - lon1).to_radians());
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * r * a.sqrt().atan2((1.0 - a).sqrt())
 }

@@ -6,6 +6,7 @@ mod common;
 use common::model::*;
 use mavlink::dialects::ardupilotmega as apm;
 use mavlink::dialects::ardupilotmega::{MavCmd, MavMessage, MavResult};
+use protocol::geo::EARTH_RADIUS_M;
 use sim::vehicle::model::px4_event_id;
 use sim::vehicle::Flavour;
 
@@ -195,11 +196,11 @@ fn hold_from_cruise_overshoots_about_six_metres_and_comes_back() {
     let mut furthest: f64 = 0.0;
     for _ in 0..1000 {
         s.run(0.02);
-        let d = (s.m.view().lat_deg - at_switch).to_radians() * 6_371_008.8;
+        let d = (s.m.view().lat_deg - at_switch).to_radians() * EARTH_RADIUS_M;
         furthest = furthest.max(d);
     }
     assert!((4.5..=7.5).contains(&furthest), "overshoot {furthest:.1} m");
-    let back = (s.m.view().lat_deg - at_switch).to_radians() * 6_371_008.8;
+    let back = (s.m.view().lat_deg - at_switch).to_radians() * EARTH_RADIUS_M;
     assert!(back.abs() < 0.5, "back at the hold point: {back:.2} m");
 }
 

@@ -261,11 +261,14 @@ impl Backend {
 
     /// Event types in order, duplicates (same event_id) removed.
     /// Every event once, with its reason: what a failing test prints.
-    pub fn event_story(&self) -> Vec<String> {
+    /// The events received, each once (a re-sent event keeps its id), in arrival order.
+    pub fn unique_events(&self) -> impl Iterator<Item = &Event> {
         let mut seen = std::collections::HashSet::new();
-        self.events
-            .iter()
-            .filter(|e| seen.insert(e.event_id))
+        self.events.iter().filter(move |e| seen.insert(e.event_id))
+    }
+
+    pub fn event_story(&self) -> Vec<String> {
+        self.unique_events()
             .map(|e| match &e.reason {
                 Some(r) => format!("{:?}: {r}", e.event_type),
                 None => format!("{:?}", e.event_type),
@@ -274,12 +277,7 @@ impl Backend {
     }
 
     pub fn event_types(&self) -> Vec<EventType> {
-        let mut seen = std::collections::HashSet::new();
-        self.events
-            .iter()
-            .filter(|e| seen.insert(e.event_id))
-            .map(|e| e.event_type)
-            .collect()
+        self.unique_events().map(|e| e.event_type).collect()
     }
 }
 
@@ -369,7 +367,7 @@ pub async fn arm_ready(v: &VehicleHandle, flavour: Flavour) {
 /// A destination `north_m` metres north of the vehicle's home.
 pub fn north_of_home(flavour: Flavour, north_m: f64) -> (f64, f64) {
     let home = VehicleConfig::standard(flavour).home;
-    (home.0 + north_m / 111_320.0, home.1)
+    precision::offset((home.0, home.1), north_m, 0.0)
 }
 
 /// The agent's config for this world, as TOML (tests edit it before use).

@@ -3,27 +3,26 @@
 //! with `[precision]`, and a task for the locker.
 
 use super::*;
+use protocol::geo::{LatLon, NorthEast};
 use protocol::Envelope;
 use sim::camera::{spawn_feed, CameraModel, FeedHandle, Scene};
 use sim::vehicle::{self, Flavour, Transport, VehicleConfig, VehicleHandle};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub const EARTH_R: f64 = 6_371_000.0;
 /// Slow enough that a debug build's render + detect keeps up with the vehicle.
 pub const PRECISION_SPEEDUP: f64 = 3.0;
 
 pub fn offset(p: (f64, f64), n: f64, e: f64) -> (f64, f64) {
-    (
-        p.0 + (n / EARTH_R).to_degrees(),
-        p.1 + (e / (EARTH_R * p.0.to_radians().cos())).to_degrees(),
-    )
+    let q = LatLon::new(p.0, p.1).offset(NorthEast::new(n, e));
+    (q.lat_deg, q.lon_deg)
 }
 
+/// Horizontal metres between two points (the flat offset's length, as the approach measures).
 pub fn metres_between(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let n = (b.0 - a.0).to_radians() * EARTH_R;
-    let e = (b.1 - a.1).to_radians() * EARTH_R * a.0.to_radians().cos();
-    n.hypot(e)
+    LatLon::new(a.0, a.1)
+        .north_east_to(LatLon::new(b.0, b.1))
+        .length_m()
 }
 
 pub struct Setup {

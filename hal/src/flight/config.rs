@@ -205,70 +205,52 @@ impl FcLinkConfig {
     /// Validates with field names under `prefix` (e.g. `flight_controller`), for agents that embed
     /// this table in their own config.
     pub fn validate_at(&self, prefix: &str, v: &mut Validator) {
-        let f = |name: &str| {
-            if prefix.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{prefix}.{name}")
-            }
-        };
+        v.nested(prefix, |v| self.validate_fields(v));
+    }
+
+    fn validate_fields(&self, v: &mut Validator) {
         v.check(
             self.system_id != 0,
-            &f("system_id"),
+            "system_id",
             "0 is the broadcast id; use the vehicle's system id (usually 1)",
         );
         v.check(
             self.component_id != 0,
-            &f("component_id"),
+            "component_id",
             "0 is the broadcast id; use 191 (MAV_COMP_ID_ONBOARD_COMPUTER)",
         );
         v.range(
-            &f("heartbeat_timeout_ms"),
+            "heartbeat_timeout_ms",
             self.heartbeat_timeout_ms,
             1100,
             60_000,
         );
+        v.range("reopen_interval_ms", self.reopen_interval_ms, 50, 60_000);
+        v.range("command_timeout_ms", self.command_timeout_ms, 20, 30_000);
+        v.range("command_retries", self.command_retries, 0, 20);
         v.range(
-            &f("reopen_interval_ms"),
-            self.reopen_interval_ms,
-            50,
-            60_000,
-        );
-        v.range(
-            &f("command_timeout_ms"),
-            self.command_timeout_ms,
-            20,
-            30_000,
-        );
-        v.range(&f("command_retries"), self.command_retries, 0, 20);
-        v.range(
-            &f("in_progress_timeout_ms"),
+            "in_progress_timeout_ms",
             self.in_progress_timeout_ms,
             100,
             600_000,
         );
         v.range(
-            &f("mode_change_timeout_ms"),
+            "mode_change_timeout_ms",
             self.mode_change_timeout_ms,
             100,
             60_000,
         );
+        v.range("mission_timeout_ms", self.mission_timeout_ms, 20, 60_000);
+        v.range("mission_retries", self.mission_retries, 0, 50);
         v.range(
-            &f("mission_timeout_ms"),
-            self.mission_timeout_ms,
-            20,
-            60_000,
-        );
-        v.range(&f("mission_retries"), self.mission_retries, 0, 50);
-        v.range(
-            &f("gripper_confirm_timeout_ms"),
+            "gripper_confirm_timeout_ms",
             self.gripper_confirm_timeout_ms,
             50,
             60_000,
         );
-        v.range(&f("gripper_settle_ms"), self.gripper_settle_ms, 0, 30_000);
+        v.range("gripper_settle_ms", self.gripper_settle_ms, 0, 30_000);
         v.range(
-            &f("hold_brake_timeout_ms"),
+            "hold_brake_timeout_ms",
             self.hold_brake_timeout_ms,
             100,
             60_000,
@@ -282,7 +264,7 @@ impl FcLinkConfig {
             ("status_hz", t.status_hz),
             ("servo_hz", t.servo_hz),
         ] {
-            v.range(&f(&format!("telemetry.{name}")), hz, 0.0, 50.0);
+            v.range(&format!("telemetry.{name}"), hz, 0.0, 50.0);
         }
     }
 }

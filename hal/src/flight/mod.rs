@@ -54,6 +54,7 @@ pub mod modes;
 pub mod router;
 pub mod tlog;
 
+use protocol::geo::LatLon;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
@@ -77,6 +78,11 @@ impl GeoPoint {
             alt_rel_m,
         }
     }
+
+    /// Latitude and longitude, for [`protocol::geo`]'s offsets and distances.
+    pub fn lat_lon(&self) -> LatLon {
+        LatLon::new(self.lat_deg, self.lon_deg)
+    }
 }
 
 /// Where the vehicle (or home) is: WGS-84 with both altitudes the autopilot reports.
@@ -93,18 +99,13 @@ pub struct GlobalPosition {
 impl GlobalPosition {
     /// Great-circle distance in metres to another point (haversine; altitude ignored).
     pub fn distance_m(&self, lat_deg: f64, lon_deg: f64) -> f64 {
-        distance_m(self.lat_deg, self.lon_deg, lat_deg, lon_deg)
+        self.lat_lon().distance_m(LatLon::new(lat_deg, lon_deg))
     }
-}
 
-/// Great-circle distance in metres between two WGS-84 points (haversine, mean Earth radius).
-pub fn distance_m(lat1_deg: f64, lon1_deg: f64, lat2_deg: f64, lon2_deg: f64) -> f64 {
-    const R: f64 = 6_371_008.8;
-    let (p1, p2) = (lat1_deg.to_radians(), lat2_deg.to_radians());
-    let dp = p2 - p1;
-    let dl = (lon2_deg - lon1_deg).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * R * a.sqrt().atan2((1.0 - a).sqrt())
+    /// Latitude and longitude, for [`protocol::geo`]'s offsets and distances.
+    pub fn lat_lon(&self) -> LatLon {
+        LatLon::new(self.lat_deg, self.lon_deg)
+    }
 }
 
 /// The state of the MAVLink link to the autopilot, judged by its HEARTBEATs.

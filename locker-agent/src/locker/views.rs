@@ -162,10 +162,7 @@ impl<B: LockBoard> Locker<B> {
     }
 
     pub(crate) fn remember(&self, ev: &Event) {
-        let name = serde_json::to_value(ev.event_type)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_else(|| format!("{:?}", ev.event_type));
+        let name = ev.event_type.as_str().to_owned();
         let mut detail = Vec::new();
         if let Some(r) = &ev.reason {
             detail.push(r.clone());

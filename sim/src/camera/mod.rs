@@ -17,11 +17,10 @@ pub mod locker;
 
 use crate::vehicle::model::View;
 use image::GrayImage;
+use protocol::geo::{LatLon, NorthEast};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::watch;
-
-const EARTH_R: f64 = 6_371_000.0;
 
 /// The ids the sim can draw.
 pub const MARKER_IDS: std::ops::Range<u32> = 0..50;
@@ -139,9 +138,11 @@ pub fn render(scene: &Scene, cam: &CameraModel, pose: &Pose) -> GrayImage {
     let (cx, cy) = (f64::from(w) / 2.0, f64::from(h) / 2.0);
     let z = pose.height_m.max(0.05);
     // the camera's ground point relative to the marker
-    let cam_n = (pose.lat - scene.marker_lat).to_radians() * EARTH_R;
-    let cam_e =
-        (pose.lon - scene.marker_lon).to_radians() * EARTH_R * scene.marker_lat.to_radians().cos();
+    let NorthEast {
+        north_m: cam_n,
+        east_m: cam_e,
+    } = LatLon::new(scene.marker_lat, scene.marker_lon)
+        .north_east_to(LatLon::new(pose.lat, pose.lon));
     let (sin_h, cos_h) = pose.heading_deg.to_radians().sin_cos();
     // 2x2 supersampling: edges the detector can locate to a fraction of a pixel
     const SUB: [f64; 2] = [0.25, 0.75];
@@ -304,10 +305,10 @@ mod tests {
             ..CameraModel::default()
         };
         // vehicle 1 m west of the marker at 2 m: marker 1 m to its right = 160 px right of centre
-        let west = 1.0 / (EARTH_R * 47f64.to_radians().cos());
+        let at = LatLon::new(47.0, 8.0).offset(NorthEast::new(0.0, -1.0));
         let pose = Pose {
-            lat: 47.0,
-            lon: 8.0 - west.to_degrees(),
+            lat: at.lat_deg,
+            lon: at.lon_deg,
             height_m: 2.0,
             heading_deg: 0.0,
         };

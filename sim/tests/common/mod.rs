@@ -130,9 +130,7 @@ impl Rig {
 
 /// A point `north_m`, `east_m` from (lat, lon).
 pub fn offset(lat: f64, lon: f64, north_m: f64, east_m: f64) -> (f64, f64) {
-    let r = 6_371_008.8f64;
-    (
-        lat + (north_m / r).to_degrees(),
-        lon + (east_m / (r * lat.to_radians().cos())).to_degrees(),
-    )
+    let p =
+        protocol::geo::LatLon::new(lat, lon).offset(protocol::geo::NorthEast::new(north_m, east_m));
+    (p.lat_deg, p.lon_deg)
 }
