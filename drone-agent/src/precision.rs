@@ -21,12 +21,11 @@
 
 use hal::flight::{GeoPoint, LandingTarget};
 use hal::marker::{Intrinsics, MarkerDetection};
+use protocol::geo::{LatLon, NorthEast};
 use std::time::SystemTime;
 
 /// The approach's settings live with the rest of the config.
 pub use crate::config::PrecisionConfig;
-
-const EARTH_R: f64 = 6_371_000.0;
 
 /// Why a precision approach gave up (the reason in `ApproachFailed`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -170,9 +169,10 @@ impl Approach {
         } else {
             at.alt_rel_m
         };
+        let to = LatLon::new(at.lat_deg, at.lon_deg).offset(NorthEast::new(north, east));
         Decision::Steer(GeoPoint {
-            lat_deg: at.lat_deg + (north / EARTH_R).to_degrees(),
-            lon_deg: at.lon_deg + (east / (EARTH_R * at.lat_deg.to_radians().cos())).to_degrees(),
+            lat_deg: to.lat_deg,
+            lon_deg: to.lon_deg,
             alt_rel_m: alt,
         })
     }
@@ -234,10 +234,9 @@ mod tests {
     }
 
     fn ne(from: &GeoPoint, to: &GeoPoint) -> (f64, f64) {
-        (
-            (to.lat_deg - from.lat_deg).to_radians() * EARTH_R,
-            (to.lon_deg - from.lon_deg).to_radians() * EARTH_R * from.lat_deg.to_radians().cos(),
-        )
+        let d = protocol::geo::LatLon::new(from.lat_deg, from.lon_deg)
+            .north_east_to(protocol::geo::LatLon::new(to.lat_deg, to.lon_deg));
+        (d.north_m, d.east_m)
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! Geometry is flat-earth around the volume's first point: a delivery volume spans kilometres, where
 //! the error is centimetres.
 
+use crate::geo;
 use crate::units::{Latitude, Longitude};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -28,8 +29,6 @@ use std::fmt;
 pub const MAX_VERTICES: usize = 64;
 /// The most exclusion polygons in one volume.
 pub const MAX_EXCLUSIONS: usize = 8;
-/// Mean Earth radius, metres (IUGG), for the flat-earth projection.
-const EARTH_RADIUS_M: f64 = 6_371_008.8;
 
 /// A point on the ground: latitude and longitude in degrees.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -287,35 +286,30 @@ impl fmt::Display for Breach {
 
 type Xy = (f64, f64);
 
-/// Flat-earth east/north metres around an origin.
+/// Flat-earth east/north metres around an origin ([`crate::geo`]).
 struct Frame {
-    lat0: f64,
-    lon0: f64,
-    cos_lat0: f64,
+    origin: geo::LatLon,
 }
 
 impl Frame {
     fn new(origin: LatLon) -> Self {
-        let lat0 = origin.lat.get();
         Self {
-            lat0,
-            lon0: origin.lon.get(),
-            cos_lat0: lat0.to_radians().cos(),
+            origin: geo::LatLon::new(origin.lat.get(), origin.lon.get()),
         }
     }
 
     fn local(&self, p: LatLon) -> Xy {
-        let east = (p.lon.get() - self.lon0).to_radians() * EARTH_RADIUS_M * self.cos_lat0;
-        let north = (p.lat.get() - self.lat0).to_radians() * EARTH_RADIUS_M;
-        (east, north)
+        let d = self
+            .origin
+            .north_east_to(geo::LatLon::new(p.lat.get(), p.lon.get()));
+        (d.east_m, d.north_m)
     }
 
     fn global(&self, (east, north): Xy) -> LatLon {
-        let lat = self.lat0 + (north / EARTH_RADIUS_M).to_degrees();
-        let lon = self.lon0 + (east / (EARTH_RADIUS_M * self.cos_lat0)).to_degrees();
+        let p = self.origin.offset(geo::NorthEast::new(north, east));
         LatLon {
-            lat: Latitude::saturating(lat),
-            lon: Longitude::saturating(lon),
+            lat: Latitude::saturating(p.lat_deg),
+            lon: Longitude::saturating(p.lon_deg),
         }
     }
 

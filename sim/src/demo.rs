@@ -14,6 +14,7 @@
 use crate::backend::{self, say, Hook, ReadyProbe, Report, Scenario, Variant};
 use crate::vehicle::Flavour;
 use anyhow::{bail, Context as _};
+use protocol::geo::{LatLon, NorthEast};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -348,7 +349,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let me = std::env::current_exe()?;
     let home = format!("{},{},{}", HOME.0, HOME.1, HOME.2);
     let speed = args.speedup().to_string();
-    let destination = (HOME.0 + args.distance_m / 111_320.0, HOME.1);
+    let destination = {
+        let d = LatLon::new(HOME.0, HOME.1).offset(NorthEast::new(args.distance_m, 0.0));
+        (d.lat_deg, d.lon_deg)
+    };
     let drone_camera = work.join("drone-camera");
     let marker = format!("{},{},{MARKER_ID}", destination.0, destination.1);
     let marker_size = MARKER_SIZE_M.to_string();

@@ -3,6 +3,7 @@
 //! against time; on both, the drone's events as labelled marks. Plain SVG text, no dependencies.
 
 use crate::backend::Report;
+use protocol::geo::LatLon;
 use protocol::ws::PeerKind;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -16,11 +17,8 @@ const ALT: (f64, f64, f64, f64) = (540.0, 70.0, 520.0, 400.0);
 /// Metres north and east of `home` (a local flat projection: a delivery spans a few hundred
 /// metres, where it is exact to centimetres).
 fn local(home: (f64, f64), lat: f64, lon: f64) -> (f64, f64) {
-    const M_PER_DEG: f64 = 111_320.0;
-    (
-        (lat - home.0) * M_PER_DEG,
-        (lon - home.1) * M_PER_DEG * home.0.to_radians().cos(),
-    )
+    let d = LatLon::new(home.0, home.1).north_east_to(LatLon::new(lat, lon));
+    (d.north_m, d.east_m)
 }
 
 fn esc(s: &str) -> String {
@@ -252,12 +250,18 @@ fn nice(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::geo::NorthEast;
     use protocol::ws::EventType;
 
     #[test]
     fn the_picture_has_the_track_the_marker_and_every_event() {
         let home = (47.0, 8.0);
-        let locker = (47.0 + 300.0 / 111_320.0, 8.0);
+        let locker = (
+            LatLon::new(47.0, 8.0)
+                .offset(NorthEast::new(300.0, 0.0))
+                .lat_deg,
+            8.0,
+        );
         let report = Report {
             ok: true,
             track: (0..=60)

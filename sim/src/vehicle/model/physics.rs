@@ -3,10 +3,7 @@
 
 use super::*;
 use mavlink::dialects::ardupilotmega as apm;
-
-/// Metres per degree of latitude (spherical Earth, mean radius): the sim's flat-Earth projection
-/// around home is accurate to centimetres over a delivery's few kilometres.
-const EARTH_R: f64 = 6_371_008.8;
+use protocol::geo::{LatLon, NorthEast};
 
 /// SplitMix64: tiny, fast, and its sequence never changes with a crate upgrade, so a seed means
 /// the same run forever.
@@ -33,17 +30,15 @@ impl Model {
     }
 
     pub(super) fn true_latlon_of(&self, north: f64, east: f64) -> (f64, f64) {
-        let lat = self.home.0 + (north / EARTH_R).to_degrees();
-        let lon = self.home.1 + (east / (EARTH_R * self.home.0.to_radians().cos())).to_degrees();
-        (lat, lon)
+        let p = LatLon::new(self.home.0, self.home.1).offset(NorthEast::new(north, east));
+        (p.lat_deg, p.lon_deg)
     }
 
     /// The local point the autopilot flies to for a commanded position (undoes the GPS error).
     pub(super) fn local_of(&self, lat: f64, lon: f64) -> (f64, f64) {
-        let north = (lat - self.home.0).to_radians() * EARTH_R;
-        let east = (lon - self.home.1).to_radians() * EARTH_R * self.home.0.to_radians().cos();
+        let d = LatLon::new(self.home.0, self.home.1).north_east_to(LatLon::new(lat, lon));
         let (o_n, o_e) = self.p.gps_offset_ne_m;
-        (north - o_n, east - o_e)
+        (d.north_m - o_n, d.east_m - o_e)
     }
 
     pub(super) fn gps_ok(&self) -> bool {
