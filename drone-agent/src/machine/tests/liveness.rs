@@ -438,22 +438,8 @@ fn every_reachable_state_can_reach_idle_and_no_refusal_storms() {
         .map(|t| (t.from as u8, t.on, t.to as u8))
         .collect();
     let name = |s: u8| {
-        [
-            DroneState::Idle,
-            DroneState::Preflight,
-            DroneState::Navigating,
-            DroneState::WaitingDrop,
-            DroneState::Dropped,
-            DroneState::Returning,
-            DroneState::Completed,
-            DroneState::Paused,
-            DroneState::Aborting,
-            DroneState::EmergencyLanding,
-            DroneState::Failsafe,
-            DroneState::LandedElsewhere,
-            DroneState::AutopilotControl,
-        ]
-        .into_iter()
+        DroneState::ALL
+            .into_iter()
         .find(|d| *d as u8 == s)
         .map(|d| format!("{d:?}"))
         .unwrap_or_default()
