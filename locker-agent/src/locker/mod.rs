@@ -33,6 +33,7 @@ use crate::cells::CellStore;
 use crate::scanner::CameraProbe;
 use crate::screen::{self, Message};
 use crate::uplink::{QrValidator, Uplink};
+use daemon::ring::Ring;
 use hal::display::Display;
 use hal::lockboard::LockBoard;
 use protocol::ws::{Event, EventType};
@@ -81,7 +82,7 @@ pub struct Locker<B> {
     /// The camera loop, once it runs (for `/health` and the technician).
     camera: Mutex<Option<CameraProbe>>,
     /// The latest events sent, newest last (`locker-agent events`).
-    recent: Mutex<VecDeque<RecentEvent>>,
+    recent: Mutex<Ring<RecentEvent, RECENT_EVENTS>>,
     /// Bumped whenever a bolt command finishes: a `STATUS` asked for before that is stale and
     /// must not be acted on (it would show a bolt that has since moved in its old place).
     epoch: std::sync::atomic::AtomicU64,
@@ -115,7 +116,7 @@ impl<B: LockBoard> Locker<B> {
             stray_open: Mutex::new(HashSet::new()),
             doors_open: Mutex::new(HashSet::new()),
             camera: Mutex::new(None),
-            recent: Mutex::new(VecDeque::new()),
+            recent: Mutex::new(Ring::new()),
             epoch: std::sync::atomic::AtomicU64::new(0),
             backlog: tokio::sync::Mutex::new(VecDeque::new()),
             backlog_error: Mutex::new(None),
