@@ -13,19 +13,16 @@ use protocol::lockboard::BoltState;
 use protocol::locker_api::CellMapping;
 use serde_json::Value;
 use sim::lockboard::{SimBoard, SimBoardConfig};
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
+use test_support::{agent_command, assert_no_agent, socket_mode, NotifySocket};
 use uuid::Uuid;
 
+const AGENT: &str = env!("CARGO_BIN_EXE_locker-agent");
+
 fn cli(args: &[&str], socket: &Path) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_locker-agent"))
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .unwrap()
+    test_support::cli(AGENT, args, socket)
 }
 
 fn json(out: &Output) -> Value {
@@ -104,43 +101,22 @@ source = {{ kind = "directory", path = "{frames}" }}
     let socket = runtime_dir.join("technician.sock");
 
     // No agent yet: exit code 3 and a hint, nothing on stdout.
-    let out = cli(&["status"], &socket);
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
-    assert!(out.stdout.is_empty());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the agent"));
+    assert_no_agent(&cli(&["status"], &socket));
 
     // READY=1 on a stand-in for systemd's socket says the board was reached.
-    let notify_path = dir.path().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(WAIT)).unwrap();
     let log_path = dir.path().join("agent.log");
-    let _agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_locker-agent"))
-        .args(["run", "--config"])
-        .arg(&cfg_path)
+    let mut notify = NotifySocket::bind(&dir.path().join("notify.sock"), &log_path, WAIT);
+    let _agent = agent_command(AGENT, &cfg_path, &notify, &log_path)
         .env("RUNTIME_DIRECTORY", &runtime_dir)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .kill_on_drop(true)
         .spawn()
         .expect("agent starts");
-    tokio::task::spawn_blocking(move || {
-        let mut buf = [0u8; 512];
-        loop {
-            let n = notify
-                .recv(&mut buf)
-                .expect("a notification before the timeout");
-            if buf[..n].starts_with(b"READY=1") {
-                return;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    notify.until(|n| n.starts_with("READY=1")).await;
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o660, "group-only access to the socket");
+    assert_eq!(
+        socket_mode(&socket),
+        0o660,
+        "group-only access to the socket"
+    );
 
     // test camera: a frame saved where asked, and the code in it decoded
     let png = dir.path().join("frame.png");
