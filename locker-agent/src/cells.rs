@@ -360,21 +360,7 @@ impl CellStore {
     /// before it; a cell in both keeps what happened to it since.
     pub fn restore_mapping(&mut self, old: Vec<Cell>) {
         let now = std::mem::take(&mut self.file.cells);
-        self.file.cells = old
-            .into_iter()
-            .map(|o| {
-                match now
-                    .iter()
-                    .find(|c| c.cell_uuid == o.cell_uuid && c.number == o.number)
-                {
-                    Some(c) => Cell {
-                        size: o.size,
-                        ..c.clone()
-                    },
-                    None => o,
-                }
-            })
-            .collect();
+        self.file.cells = carry_state(old, &now);
         self.record();
     }
 
@@ -471,28 +457,18 @@ impl CellStore {
             }
         }
         let old = std::mem::take(&mut self.file.cells);
-        self.file.cells = mapping
+        let fresh = mapping
             .iter()
-            .map(|m| {
-                match old
-                    .iter()
-                    .find(|c| c.cell_uuid == m.cell_uuid && c.number == m.cell_id)
-                {
-                    Some(c) => Cell {
-                        size: m.size,
-                        ..c.clone()
-                    },
-                    None => Cell {
-                        cell_uuid: m.cell_uuid,
-                        number: m.cell_id,
-                        size: m.size,
-                        contents: Contents::Empty,
-                        session: None,
-                        out_of_service: None,
-                    },
-                }
+            .map(|m| Cell {
+                cell_uuid: m.cell_uuid,
+                number: m.cell_id,
+                size: m.size,
+                contents: Contents::Empty,
+                session: None,
+                out_of_service: None,
             })
             .collect();
+        self.file.cells = carry_state(fresh, &old);
         self.file.cells.sort_by_key(|c| c.number);
         if let Err(e) = self.save() {
             self.file.cells = old;
@@ -696,6 +672,26 @@ impl CellStore {
         self.written(snapshot.generation, &result);
         result
     }
+}
+
+/// `cells` in their order and sizes, each with the state of the cell in `state` that has the same
+/// UUID and number, if there is one.
+fn carry_state(cells: Vec<Cell>, state: &[Cell]) -> Vec<Cell> {
+    cells
+        .into_iter()
+        .map(|c| {
+            match state
+                .iter()
+                .find(|s| s.cell_uuid == c.cell_uuid && s.number == c.number)
+            {
+                Some(s) => Cell {
+                    size: c.size,
+                    ..s.clone()
+                },
+                None => c,
+            }
+        })
+        .collect()
 }
 
 impl Purpose {
