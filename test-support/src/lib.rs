@@ -141,7 +141,11 @@ mod tests {
         let path = dir.path().join("notify.sock");
         let mut notify = NotifySocket::bind(&path, &dir.path().join("log"), Duration::from_secs(5));
         let tx = UnixDatagram::unbound().unwrap();
-        for n in ["STATUS=starting", "EXTEND_TIMEOUT_USEC=1", "READY=1\nSTATUS=up"] {
+        for n in [
+            "STATUS=starting",
+            "EXTEND_TIMEOUT_USEC=1",
+            "READY=1\nSTATUS=up",
+        ] {
             tx.send_to(n.as_bytes(), notify.path()).unwrap();
         }
         assert_eq!(notify.next().await, "STATUS=starting");

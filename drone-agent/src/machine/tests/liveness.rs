@@ -440,9 +440,9 @@ fn every_reachable_state_can_reach_idle_and_no_refusal_storms() {
     let name = |s: u8| {
         DroneState::ALL
             .into_iter()
-        .find(|d| *d as u8 == s)
-        .map(|d| format!("{d:?}"))
-        .unwrap_or_default()
+            .find(|d| *d as u8 == s)
+            .map(|d| format!("{d:?}"))
+            .unwrap_or_default()
     };
     let missing: Vec<_> = seen
         .difference(&listed)
