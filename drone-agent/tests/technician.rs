@@ -10,7 +10,7 @@ use protocol::Envelope;
 use sim::vehicle::Flavour;
 use std::path::Path;
 use std::process::Output;
-use test_support::{agent_command, assert_no_agent, socket_mode, NotifySocket};
+use test_support::{socket_mode, start_for_technician};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_drone-agent");
 
@@ -29,23 +29,11 @@ async fn status_and_events_over_the_technician_socket() {
         config_toml(&backend.url, &connection, &dir.path().join("state")),
     )
     .unwrap();
-    let runtime_dir = dir.path().join("run");
-    std::fs::create_dir(&runtime_dir).unwrap();
-    let socket = runtime_dir.join("technician.sock");
-
-    // No agent yet: exit code 3 and a hint, nothing on stdout.
-    assert_no_agent(&cli(&["status"], &socket));
-
-    // READY=1 on a stand-in for systemd's socket says the FC was reached.
-    let log_path = dir.path().join("agent.log");
-    let mut notify = NotifySocket::bind(&dir.path().join("notify.sock"), &log_path, WAIT);
-    let _agent = agent_command(AGENT, &cfg_path, &notify, &log_path)
-        // as systemd sets it from RuntimeDirectory=
-        .env("RUNTIME_DIRECTORY", &runtime_dir)
-        .spawn()
-        .expect("agent starts");
+    // No agent yet: exit code 3 and a hint, nothing on stdout. Then READY=1 on a stand-in for
+    // systemd's socket says the FC was reached.
+    let agent = start_for_technician(AGENT, &cfg_path, dir.path(), WAIT).await;
+    let (socket, log_path) = (agent.socket.clone(), agent.log.clone());
     backend.registered().await;
-    notify.until(|n| n.starts_with("READY=1")).await;
 
     let out = cli(&["status", "--json"], &socket);
     assert!(

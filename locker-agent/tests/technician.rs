@@ -16,7 +16,7 @@ use sim::lockboard::{SimBoard, SimBoardConfig};
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
-use test_support::{agent_command, assert_no_agent, socket_mode, NotifySocket};
+use test_support::{socket_mode, start_for_technician};
 use uuid::Uuid;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_locker-agent");
@@ -96,21 +96,10 @@ source = {{ kind = "directory", path = "{frames}" }}
         ),
     )
     .unwrap();
-    let runtime_dir = dir.path().join("run");
-    std::fs::create_dir(&runtime_dir).unwrap();
-    let socket = runtime_dir.join("technician.sock");
-
-    // No agent yet: exit code 3 and a hint, nothing on stdout.
-    assert_no_agent(&cli(&["status"], &socket));
-
-    // READY=1 on a stand-in for systemd's socket says the board was reached.
-    let log_path = dir.path().join("agent.log");
-    let mut notify = NotifySocket::bind(&dir.path().join("notify.sock"), &log_path, WAIT);
-    let _agent = agent_command(AGENT, &cfg_path, &notify, &log_path)
-        .env("RUNTIME_DIRECTORY", &runtime_dir)
-        .spawn()
-        .expect("agent starts");
-    notify.until(|n| n.starts_with("READY=1")).await;
+    // No agent yet: exit code 3 and a hint, nothing on stdout. Then READY=1 on a stand-in for
+    // systemd's socket says the board was reached.
+    let agent = start_for_technician(AGENT, &cfg_path, dir.path(), WAIT).await;
+    let (socket, log_path) = (agent.socket.clone(), agent.log.clone());
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     assert_eq!(
         socket_mode(&socket),

@@ -3,6 +3,7 @@
 //!
 //! - [`NotifySocket`]: a stand-in for systemd's notify socket, every datagram the daemon sends.
 //! - [`agent_command`]: `<agent> run --config <file>` as the unit starts it.
+//! - [`start_for_technician`]: an agent started that way with its runtime directory, up to READY=1.
 //! - [`cli`], [`assert_no_agent`], [`socket_mode`]: the technician's side of the socket.
 //!
 //! Only ever a dev-dependency (`publish = false`): nothing here reaches a board.
@@ -100,6 +101,47 @@ pub fn agent_command(
         .stderr(stderr)
         .kill_on_drop(true);
     cmd
+}
+
+/// An agent started by [`start_for_technician`].
+pub struct UnitAgent {
+    /// Killed when dropped.
+    pub child: tokio::process::Child,
+    pub notify: NotifySocket,
+    /// Its technician socket, in its runtime directory.
+    pub socket: PathBuf,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+/// Starts `<agent> run --config <config>` as its unit does, under `dir`: `dir/run` as its
+/// runtime directory (`RUNTIME_DIRECTORY`, where its technician socket goes), `dir/notify.sock`,
+/// `dir/agent.log`. First checks that the client finds no agent there ([`assert_no_agent`]);
+/// returns once the agent has said READY=1.
+pub async fn start_for_technician(
+    agent: &str,
+    config: &Path,
+    dir: &Path,
+    wait: Duration,
+) -> UnitAgent {
+    let runtime_dir = dir.join("run");
+    std::fs::create_dir(&runtime_dir)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", runtime_dir.display()));
+    let socket = runtime_dir.join("technician.sock");
+    assert_no_agent(&cli(agent, &["status"], &socket));
+    let log = dir.join("agent.log");
+    let mut notify = NotifySocket::bind(&dir.join("notify.sock"), &log, wait);
+    let child = agent_command(agent, config, &notify, &log)
+        .env("RUNTIME_DIRECTORY", &runtime_dir)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {agent}: {e}"));
+    notify.until(|n| n.starts_with("READY=1")).await;
+    UnitAgent {
+        child,
+        notify,
+        socket,
+        log,
+    }
 }
 
 /// The technician's client: `<agent> <args> --socket <socket>`, run to its end.
