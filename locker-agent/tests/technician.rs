@@ -2,7 +2,8 @@
 //! with the simulated lock board on a pty and an image-file camera: `status`, `cells`,
 //! `open`/`close` (refused for a parcel cell without `--force`, logged as events), `test board`,
 //! `test camera`, `events`, the socket's permissions, and the exit codes for an agent that is not
-//! there (3), one that answers garbage (4) and a refusal (5).
+//! there (3), one that answers garbage (4) and a refusal (5); STOPPING=1 and a clean exit on
+//! SIGTERM.
 
 mod common;
 mod qrgen;
@@ -98,7 +99,7 @@ source = {{ kind = "directory", path = "{frames}" }}
     .unwrap();
     // No agent yet: exit code 3 and a hint, nothing on stdout. Then READY=1 on a stand-in for
     // systemd's socket says the board was reached.
-    let agent = start_for_technician(AGENT, &cfg_path, dir.path(), WAIT).await;
+    let mut agent = start_for_technician(AGENT, &cfg_path, dir.path(), WAIT).await;
     let (socket, log_path) = (agent.socket.clone(), agent.log.clone());
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     assert_eq!(
@@ -231,6 +232,21 @@ source = {{ kind = "directory", path = "{frames}" }}
     assert_eq!(out.status.code(), Some(5), "{out:?}");
     assert!(text(&out).contains("STATUS        failed: "), "{out:?}");
     board.replug().await.unwrap();
+
+    // SIGTERM: STOPPING=1 to systemd and a clean exit, as the drone's agent does.
+    let pid = agent.child.id().expect("running");
+    let status = std::process::Command::new("kill")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stopping = agent.notify.until(|n| n.starts_with("STOPPING=1")).await;
+    assert_eq!(stopping, "STOPPING=1");
+    let exit = tokio::time::timeout(WAIT, agent.child.wait())
+        .await
+        .expect("exits on SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}\n{}", log());
 }
 
 /// Something on the socket that does not speak the protocol: exit code 4.
