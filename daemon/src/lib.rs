@@ -10,11 +10,13 @@
 //! - [`exit`]: the one exit-code table all three binaries use.
 //! - [`fs`]: crash-safe file writes (temporary file, fsync, rename, directory fsync), off the
 //!   async workers.
+//! - [`ring`]: the bounded history behind the agents' `events` command.
 
 pub mod config;
 pub mod exit;
 pub mod fs;
 pub mod logging;
+pub mod ring;
 pub mod shutdown;
 pub mod systemd;
 pub mod technician;

@@ -20,11 +20,11 @@
 //! refused, not flown with the release open.
 
 use cloud_link::LinkStatus;
+use daemon::ring::Ring;
 use hal::flight::FlightController;
 use hal::flight::{FcSnapshot, LinkState};
 use protocol::ws::DroneState;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -60,7 +60,7 @@ pub struct AgentView {
     pub state: DroneState,
     pub delivery_id: Option<uuid::Uuid>,
     /// Newest last, at most [`RECENT_EVENTS`].
-    pub recent: VecDeque<RecentEvent>,
+    pub recent: Ring<RecentEvent, RECENT_EVENTS>,
     /// The last refusal or failure the agent reported, if any.
     pub last_error: Option<RecentEvent>,
     /// Why the camera is failed, while it is.
@@ -73,7 +73,7 @@ impl AgentView {
         Self {
             state,
             delivery_id,
-            recent: VecDeque::new(),
+            recent: Ring::new(),
             last_error: None,
             camera_fault: None,
         }
@@ -84,10 +84,7 @@ impl AgentView {
         if error {
             self.last_error = Some(entry.clone());
         }
-        if self.recent.len() == RECENT_EVENTS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(entry);
+        self.recent.push(entry);
     }
 }
 
@@ -333,7 +330,7 @@ impl<F: FlightController> Sources<F> {
         match request {
             "status" => json(serde_json::to_value(self.status())),
             "events" => json(serde_json::to_value(EventsReport {
-                events: self.view.borrow().recent.iter().cloned().collect(),
+                events: self.view.borrow().recent.to_vec(),
             })),
             "preflight" => json(serde_json::to_value(self.preflight().await)),
             "test release" => match self.test_release().await {

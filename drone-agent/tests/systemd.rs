@@ -7,37 +7,7 @@ mod common;
 use common::*;
 use sim::vehicle::{self, Flavour, Transport, VehicleConfig};
 use std::net::SocketAddr;
-use std::os::unix::net::UnixDatagram;
-use std::process::Stdio;
-use std::sync::mpsc;
-
-/// Every datagram the agent sends, read on a thread (the socket is a std one: it is what
-/// systemd's side looks like).
-fn notify_socket(path: &std::path::Path) -> mpsc::Receiver<String> {
-    let sock = UnixDatagram::bind(path).unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = sock.recv(&mut buf) {
-            if tx
-                .send(String::from_utf8_lossy(&buf[..n]).into_owned())
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn next(rx: &mpsc::Receiver<String>, log: &std::path::Path) -> String {
-    rx.recv_timeout(WAIT).unwrap_or_else(|_| {
-        panic!(
-            "no notification; agent log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        )
-    })
-}
+use test_support::{agent_command, NotifySocket};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_only_once_the_fc_answers_watchdog_after_stopping_on_sigterm() {
@@ -54,30 +24,27 @@ async fn ready_only_once_the_fc_answers_watchdog_after_stopping_on_sigterm() {
         ),
     )
     .unwrap();
-    let sock_path = dir.path().join("notify.sock");
-    let notes = notify_socket(&sock_path);
     let log_path = dir.path().join("agent.log");
-    let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_drone-agent"))
-        .args(["run", "--config"])
-        .arg(&cfg_path)
-        .env("NOTIFY_SOCKET", &sock_path)
-        // 0.4 s: the agent speaks every 0.2 s, so the test sees several beats quickly
-        .env("WATCHDOG_USEC", "400000")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("agent starts");
+    let mut notes = NotifySocket::bind(&dir.path().join("notify.sock"), &log_path, WAIT);
+    let mut agent = agent_command(
+        env!("CARGO_BIN_EXE_drone-agent"),
+        &cfg_path,
+        &notes,
+        &log_path,
+    )
+    // 0.4 s: the agent speaks every 0.2 s, so the test sees several beats quickly
+    .env("WATCHDOG_USEC", "400000")
+    .spawn()
+    .expect("agent starts");
     let pid = agent.id().expect("running");
 
     // No flight controller yet: status, then the start-up is extended, beat after beat.
     assert_eq!(
-        next(&notes, &log_path),
+        notes.next().await,
         "STATUS=waiting for the flight controller"
     );
     for _ in 0..3 {
-        assert_eq!(next(&notes, &log_path), "EXTEND_TIMEOUT_USEC=600000");
+        assert_eq!(notes.next().await, "EXTEND_TIMEOUT_USEC=600000");
     }
 
     // The flight controller appears: READY=1, then only watchdog beats.
@@ -88,18 +55,13 @@ async fn ready_only_once_the_fc_answers_watchdog_after_stopping_on_sigterm() {
         peer: SocketAddr::from(([127, 0, 0, 1], agent_port)),
     };
     let _vehicle = vehicle::spawn(cfg).await.unwrap();
-    let ready = loop {
-        let n = next(&notes, &log_path);
-        if n != "EXTEND_TIMEOUT_USEC=600000" {
-            break n;
-        }
-    };
+    let ready = notes.until(|n| n != "EXTEND_TIMEOUT_USEC=600000").await;
     assert!(
         ready.starts_with("READY=1\nSTATUS=flight controller reached"),
         "{ready:?}"
     );
     for _ in 0..3 {
-        assert_eq!(next(&notes, &log_path), "WATCHDOG=1");
+        assert_eq!(notes.next().await, "WATCHDOG=1");
     }
 
     // SIGTERM: STOPPING=1 and a clean exit.
@@ -108,12 +70,7 @@ async fn ready_only_once_the_fc_answers_watchdog_after_stopping_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let stopping = loop {
-        let n = next(&notes, &log_path);
-        if n != "WATCHDOG=1" {
-            break n;
-        }
-    };
+    let stopping = notes.until(|n| n != "WATCHDOG=1").await;
     assert_eq!(stopping, "STOPPING=1");
     let exit = tokio::time::timeout(WAIT, agent.wait())
         .await

@@ -8,17 +8,14 @@ use common::*;
 use protocol::ws::{CommandKind, EventType};
 use protocol::Envelope;
 use sim::vehicle::Flavour;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
+use test_support::{socket_mode, start_for_technician};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_drone-agent");
 
 fn cli(args: &[&str], socket: &Path) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_drone-agent"))
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .unwrap()
+    test_support::cli(AGENT, args, socket)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,46 +29,11 @@ async fn status_and_events_over_the_technician_socket() {
         config_toml(&backend.url, &connection, &dir.path().join("state")),
     )
     .unwrap();
-    let runtime_dir = dir.path().join("run");
-    std::fs::create_dir(&runtime_dir).unwrap();
-    let socket = runtime_dir.join("technician.sock");
-
-    // No agent yet: exit code 3 and a hint, nothing on stdout.
-    let out = cli(&["status"], &socket);
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
-    assert!(out.stdout.is_empty());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the agent"));
-
-    // READY=1 on a stand-in for systemd's socket says the FC was reached.
-    let notify_path = dir.path().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(WAIT)).unwrap();
-    let log_path = dir.path().join("agent.log");
-    let _agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_drone-agent"))
-        .args(["run", "--config"])
-        .arg(&cfg_path)
-        // as systemd sets it from RuntimeDirectory=
-        .env("RUNTIME_DIRECTORY", &runtime_dir)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("agent starts");
+    // No agent yet: exit code 3 and a hint, nothing on stdout. Then READY=1 on a stand-in for
+    // systemd's socket says the FC was reached.
+    let agent = start_for_technician(AGENT, &cfg_path, dir.path(), WAIT).await;
+    let (socket, log_path) = (agent.socket.clone(), agent.log.clone());
     backend.registered().await;
-    let ready = tokio::task::spawn_blocking(move || {
-        let mut buf = [0u8; 512];
-        loop {
-            let n = notify
-                .recv(&mut buf)
-                .expect("a notification before the timeout");
-            if buf[..n].starts_with(b"READY=1") {
-                return;
-            }
-        }
-    });
-    ready.await.unwrap();
 
     let out = cli(&["status", "--json"], &socket);
     assert!(
@@ -85,8 +47,11 @@ async fn status_and_events_over_the_technician_socket() {
     assert_eq!(status["state"], "IDLE");
     assert!(status["delivery_id"].is_null());
     assert_eq!(status["flight_controller"]["autopilot"], "Px4");
-    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o660, "group-only access to the socket");
+    assert_eq!(
+        socket_mode(&socket),
+        0o660,
+        "group-only access to the socket"
+    );
 
     // A command that makes no sense while IDLE is refused, and the technician sees why.
     let cmd = backend.command(CommandKind::DropCargo);

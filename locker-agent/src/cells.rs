@@ -16,6 +16,7 @@ use protocol::locker_api::{CellMapping, CellSize};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 /// Bumped when the file's shape changes.
@@ -137,11 +138,76 @@ pub const FIRST_BOOT_MARKER: &str = "first-boot";
 /// after a restart the agent knows whether its record may be behind the board.
 const IN_SYNC_MARKER: &str = "cells.json.in-sync";
 
+/// Writes the state file in the order its snapshots were taken: a snapshot older than the one
+/// on disk is not written (the newer one holds its change too).
+#[derive(Debug)]
+pub struct StateWriter {
+    path: PathBuf,
+    /// The generation of the snapshot on disk.
+    on_disk: Mutex<u64>,
+}
+
+impl StateWriter {
+    /// Writes `snapshot` unless a newer one is already on disk. Blocking (fsync); called with no
+    /// lock on the store held.
+    pub fn write(&self, snapshot: &Snapshot) -> Result<(), CellError> {
+        let err = |reason: String| CellError::Persist {
+            path: self.path.clone(),
+            reason,
+        };
+        // Held across the write: two writers must not reorder their renames.
+        let mut on_disk = self.on_disk.lock().unwrap_or_else(|p| p.into_inner());
+        if snapshot.generation <= *on_disk {
+            return Ok(());
+        }
+        let bytes = snapshot.bytes.as_ref().map_err(|e| err(e.clone()))?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        // On a tokio worker the blocking form hands the worker's other tasks to another thread
+        // while the disk syncs.
+        daemon::fs::write_atomic_blocking(&self.path, bytes).map_err(|e| err(e.to_string()))?;
+        *on_disk = snapshot.generation;
+        Ok(())
+    }
+}
+
+/// The whole state as it was after one change, to be written by [`StateWriter::write`].
+#[derive(Debug)]
+pub struct Snapshot {
+    generation: u64,
+    bytes: Result<Vec<u8>, String>,
+    writer: Arc<StateWriter>,
+}
+
+impl Snapshot {
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Writes it (see [`StateWriter::write`]).
+    pub fn write(&self) -> Result<(), CellError> {
+        self.writer.write(self)
+    }
+}
+
 /// The cells and their state file.
+///
+/// Standalone, every change is written before the method returns. Under the locker
+/// ([`CellStore::defer_writes`]) a change only takes a [`Snapshot`] ([`CellStore::take_pending`]),
+/// which the locker writes once it has released its lock on the store, so nobody waits for the
+/// fsync to read the cells; [`CellStore::written`] then records how the write went.
 #[derive(Debug)]
 pub struct CellStore {
     path: PathBuf,
     file: StateFile,
+    writer: Arc<StateWriter>,
+    /// Bumped by every change; a snapshot carries the number it was taken at.
+    generation: u64,
+    /// The newest generation whose write outcome has been recorded.
+    reported: u64,
+    /// Under the locker: changes are staged here, not written.
+    deferred: bool,
+    pending: Option<Snapshot>,
     max_cells: u16,
     used_kept: usize,
     used_index: HashSet<String>,
@@ -209,6 +275,14 @@ impl CellStore {
         let mut store = Self {
             path: path.to_owned(),
             file,
+            writer: Arc::new(StateWriter {
+                path: path.to_owned(),
+                on_disk: Mutex::new(0),
+            }),
+            generation: 0,
+            reported: 0,
+            deferred: false,
+            pending: None,
             max_cells,
             used_kept: used_kept.max(1),
             used_index,
@@ -224,6 +298,70 @@ impl CellStore {
                 "the cell state file may be behind the board (a save failed before the agent stopped)");
         }
         Ok(store)
+    }
+
+    /// From now on a change is staged as a [`Snapshot`] for the caller to write outside its lock
+    /// ([`Self::take_pending`], then [`Self::written`]); methods that report a failed save
+    /// ([`Self::begin`], [`Self::sync`]) report only the refusals, and the caller undoes a change
+    /// whose write failed ([`Self::undo_begin`], [`Self::restore_mapping`]).
+    pub fn defer_writes(&mut self) {
+        self.deferred = true;
+    }
+
+    /// The snapshot of the latest change not yet handed out, if any.
+    pub fn take_pending(&mut self) -> Option<Snapshot> {
+        self.pending.take()
+    }
+
+    /// Records how the write of the snapshot taken at `generation` went. An outcome older than
+    /// one already recorded says nothing about the file now, and is ignored.
+    pub fn written(&mut self, generation: u64, result: &Result<(), CellError>) {
+        if generation < self.reported {
+            return;
+        }
+        self.reported = generation;
+        let marker = self
+            .path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(IN_SYNC_MARKER);
+        match result {
+            Ok(()) => {
+                if generation < self.generation {
+                    // a newer change is on its way to the disk; its outcome decides
+                    return;
+                }
+                if self.unsaved.take().is_some() {
+                    tracing::info!(path = %self.path.display(), "cell state saved again");
+                }
+                if !self.marked_in_sync {
+                    self.marked_in_sync = std::fs::File::create(&marker).is_ok();
+                }
+            }
+            Err(e) => {
+                // Removing a file needs no free space: the marker goes even on a full disk.
+                let _ = std::fs::remove_file(&marker);
+                self.marked_in_sync = false;
+                self.unsaved = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Under the locker: takes back a [`Self::begin`] whose write failed (what the standalone
+    /// store does itself).
+    pub fn undo_begin(&mut self, number: u16) {
+        if let Some(c) = self.by_number_mut(number) {
+            c.session = None;
+        }
+        self.record();
+    }
+
+    /// Under the locker: takes back a [`Self::sync`] whose write failed. `old` is the mapping
+    /// before it; a cell in both keeps what happened to it since.
+    pub fn restore_mapping(&mut self, old: Vec<Cell>) {
+        let now = std::mem::take(&mut self.file.cells);
+        self.file.cells = carry_state(old, &now);
+        self.record();
     }
 
     /// Why the state in memory is not on disk, if it is not.
@@ -319,28 +457,18 @@ impl CellStore {
             }
         }
         let old = std::mem::take(&mut self.file.cells);
-        self.file.cells = mapping
+        let fresh = mapping
             .iter()
-            .map(|m| {
-                match old
-                    .iter()
-                    .find(|c| c.cell_uuid == m.cell_uuid && c.number == m.cell_id)
-                {
-                    Some(c) => Cell {
-                        size: m.size,
-                        ..c.clone()
-                    },
-                    None => Cell {
-                        cell_uuid: m.cell_uuid,
-                        number: m.cell_id,
-                        size: m.size,
-                        contents: Contents::Empty,
-                        session: None,
-                        out_of_service: None,
-                    },
-                }
+            .map(|m| Cell {
+                cell_uuid: m.cell_uuid,
+                number: m.cell_id,
+                size: m.size,
+                contents: Contents::Empty,
+                session: None,
+                out_of_service: None,
             })
             .collect();
+        self.file.cells = carry_state(fresh, &old);
         self.file.cells.sort_by_key(|c| c.number);
         if let Err(e) = self.save() {
             self.file.cells = old;
@@ -527,48 +655,43 @@ impl CellStore {
     }
 
     /// Writes the whole state ([`daemon::fs::write_atomic`]): a crash leaves the old file or the
-    /// new one, never half of one.
+    /// new one, never half of one. Under the locker it only stages the snapshot (see
+    /// [`Self::defer_writes`]).
     pub fn save(&mut self) -> Result<(), CellError> {
-        let dir = self.path.parent().unwrap_or(Path::new(".")).to_owned();
-        let marker = dir.join(IN_SYNC_MARKER);
-        match self.write() {
-            Ok(()) => {
-                if self.unsaved.take().is_some() {
-                    tracing::info!(path = %self.path.display(), "cell state saved again");
-                }
-                if !self.marked_in_sync {
-                    self.marked_in_sync = std::fs::File::create(&marker).is_ok();
-                }
-                Ok(())
-            }
-            Err(e) => {
-                // Removing a file needs no free space: the marker goes even on a full disk.
-                let _ = std::fs::remove_file(&marker);
-                self.marked_in_sync = false;
-                self.unsaved = Some(e.to_string());
-                Err(e)
-            }
-        }
-    }
-
-    fn write(&self) -> Result<(), CellError> {
-        let err = |e: std::io::Error| CellError::Persist {
-            path: self.path.clone(),
-            reason: e.to_string(),
+        self.generation += 1;
+        let snapshot = Snapshot {
+            generation: self.generation,
+            bytes: serde_json::to_vec_pretty(&self.file).map_err(|e| e.to_string()),
+            writer: self.writer.clone(),
         };
-        let bytes = serde_json::to_vec_pretty(&self.file).map_err(|e| CellError::Persist {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(err)?;
-        // Called under the locker's store lock from async handlers: the blocking form hands the
-        // worker's other tasks to another thread while the disk syncs.
-        daemon::fs::write_atomic_blocking(&self.path, &bytes).map_err(|e| CellError::Persist {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })
+        if self.deferred {
+            self.pending = Some(snapshot);
+            return Ok(());
+        }
+        let result = snapshot.write();
+        self.written(snapshot.generation, &result);
+        result
     }
+}
+
+/// `cells` in their order and sizes, each with the state of the cell in `state` that has the same
+/// UUID and number, if there is one.
+fn carry_state(cells: Vec<Cell>, state: &[Cell]) -> Vec<Cell> {
+    cells
+        .into_iter()
+        .map(|c| {
+            match state
+                .iter()
+                .find(|s| s.cell_uuid == c.cell_uuid && s.number == c.number)
+            {
+                Some(s) => Cell {
+                    size: c.size,
+                    ..s.clone()
+                },
+                None => c,
+            }
+        })
+        .collect()
 }
 
 impl Purpose {
@@ -594,6 +717,60 @@ mod tests {
                 size: None,
             })
             .collect()
+    }
+
+    #[test]
+    fn deferred_snapshots_never_let_an_older_replace_a_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cells.json");
+        let a = Uuid::new_v4();
+        let mut s = CellStore::open(&path, 8, 100, true).unwrap();
+        s.defer_writes();
+        s.sync(&mapping(&[(a, 3)])).unwrap();
+        let older = s.take_pending().unwrap();
+        s.set_out_of_service(3, Some("jammed".into()));
+        let newer = s.take_pending().unwrap();
+        assert!(s.take_pending().is_none());
+        // the newer snapshot reaches the disk first; the older one must not replace it
+        newer.write().unwrap();
+        s.written(newer.generation(), &Ok(()));
+        older.write().unwrap();
+        s.written(older.generation(), &Ok(()));
+        assert!(s.unsaved().is_none());
+        drop(s);
+        let s = CellStore::open(&path, 8, 100, false).unwrap();
+        let c = s.by_number(3).unwrap();
+        assert_eq!(c.cell_uuid, a);
+        assert_eq!(c.out_of_service.as_deref(), Some("jammed"));
+    }
+
+    #[test]
+    fn deferred_write_failures_are_kept_until_a_newer_write_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cells.json");
+        let mut s = CellStore::open(&path, 8, 100, true).unwrap();
+        s.defer_writes();
+        s.sync(&mapping(&[(Uuid::new_v4(), 3)])).unwrap();
+        let failed = s.take_pending().unwrap();
+        let full = || -> Result<(), CellError> {
+            Err(CellError::Persist {
+                path: path.clone(),
+                reason: "disk full".into(),
+            })
+        };
+        s.written(failed.generation(), &full());
+        assert!(s.unsaved().unwrap().contains("disk full"));
+        // nothing on disk yet says the state is whole
+        assert!(!dir.path().join(IN_SYNC_MARKER).exists());
+        s.set_empty(3);
+        let next = s.take_pending().unwrap();
+        next.write().unwrap();
+        s.written(next.generation(), &Ok(()));
+        assert!(s.unsaved().is_none());
+        assert!(dir.path().join(IN_SYNC_MARKER).exists());
+        // the old failure reported late says nothing about the file now
+        s.written(failed.generation(), &full());
+        assert!(s.unsaved().is_none());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! with the simulated lock board on a pty and an image-file camera: `status`, `cells`,
 //! `open`/`close` (refused for a parcel cell without `--force`, logged as events), `test board`,
 //! `test camera`, `events`, the socket's permissions, and the exit codes for an agent that is not
-//! there (3), one that answers garbage (4) and a refusal (5).
+//! there (3), one that answers garbage (4) and a refusal (5); STOPPING=1 and a clean exit on
+//! SIGTERM.
 
 mod common;
 mod qrgen;
@@ -13,19 +14,16 @@ use protocol::lockboard::BoltState;
 use protocol::locker_api::CellMapping;
 use serde_json::Value;
 use sim::lockboard::{SimBoard, SimBoardConfig};
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
+use test_support::{socket_mode, start_for_technician};
 use uuid::Uuid;
 
+const AGENT: &str = env!("CARGO_BIN_EXE_locker-agent");
+
 fn cli(args: &[&str], socket: &Path) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_locker-agent"))
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .unwrap()
+    test_support::cli(AGENT, args, socket)
 }
 
 fn json(out: &Output) -> Value {
@@ -99,48 +97,16 @@ source = {{ kind = "directory", path = "{frames}" }}
         ),
     )
     .unwrap();
-    let runtime_dir = dir.path().join("run");
-    std::fs::create_dir(&runtime_dir).unwrap();
-    let socket = runtime_dir.join("technician.sock");
-
-    // No agent yet: exit code 3 and a hint, nothing on stdout.
-    let out = cli(&["status"], &socket);
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
-    assert!(out.stdout.is_empty());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the agent"));
-
-    // READY=1 on a stand-in for systemd's socket says the board was reached.
-    let notify_path = dir.path().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(WAIT)).unwrap();
-    let log_path = dir.path().join("agent.log");
-    let _agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_locker-agent"))
-        .args(["run", "--config"])
-        .arg(&cfg_path)
-        .env("RUNTIME_DIRECTORY", &runtime_dir)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("agent starts");
-    tokio::task::spawn_blocking(move || {
-        let mut buf = [0u8; 512];
-        loop {
-            let n = notify
-                .recv(&mut buf)
-                .expect("a notification before the timeout");
-            if buf[..n].starts_with(b"READY=1") {
-                return;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    // No agent yet: exit code 3 and a hint, nothing on stdout. Then READY=1 on a stand-in for
+    // systemd's socket says the board was reached.
+    let mut agent = start_for_technician(AGENT, &cfg_path, dir.path(), WAIT).await;
+    let (socket, log_path) = (agent.socket.clone(), agent.log.clone());
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o660, "group-only access to the socket");
+    assert_eq!(
+        socket_mode(&socket),
+        0o660,
+        "group-only access to the socket"
+    );
 
     // test camera: a frame saved where asked, and the code in it decoded
     let png = dir.path().join("frame.png");
@@ -266,6 +232,21 @@ source = {{ kind = "directory", path = "{frames}" }}
     assert_eq!(out.status.code(), Some(5), "{out:?}");
     assert!(text(&out).contains("STATUS        failed: "), "{out:?}");
     board.replug().await.unwrap();
+
+    // SIGTERM: STOPPING=1 to systemd and a clean exit, as the drone's agent does.
+    let pid = agent.child.id().expect("running");
+    let status = std::process::Command::new("kill")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stopping = agent.notify.until(|n| n.starts_with("STOPPING=1")).await;
+    assert_eq!(stopping, "STOPPING=1");
+    let exit = tokio::time::timeout(WAIT, agent.child.wait())
+        .await
+        .expect("exits on SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}\n{}", log());
 }
 
 /// Something on the socket that does not speak the protocol: exit code 4.

@@ -424,6 +424,44 @@ pub enum DroneState {
     AutopilotControl,
 }
 
+impl DroneState {
+    /// Every state, in declaration order; the test below fails when a new one is missing here.
+    pub const ALL: [DroneState; 13] = [
+        DroneState::Idle,
+        DroneState::Preflight,
+        DroneState::Navigating,
+        DroneState::WaitingDrop,
+        DroneState::Dropped,
+        DroneState::Returning,
+        DroneState::Completed,
+        DroneState::Paused,
+        DroneState::Aborting,
+        DroneState::EmergencyLanding,
+        DroneState::Failsafe,
+        DroneState::LandedElsewhere,
+        DroneState::AutopilotControl,
+    ];
+
+    /// The wire name (`NAVIGATING`), as serde writes it; the match makes a new variant name itself.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DroneState::Idle => "IDLE",
+            DroneState::Preflight => "PREFLIGHT",
+            DroneState::Navigating => "NAVIGATING",
+            DroneState::WaitingDrop => "WAITING_DROP",
+            DroneState::Dropped => "DROPPED",
+            DroneState::Returning => "RETURNING",
+            DroneState::Completed => "COMPLETED",
+            DroneState::Paused => "PAUSED",
+            DroneState::Aborting => "ABORTING",
+            DroneState::EmergencyLanding => "EMERGENCY_LANDING",
+            DroneState::Failsafe => "FAILSAFE",
+            DroneState::LandedElsewhere => "LANDED_ELSEWHERE",
+            DroneState::AutopilotControl => "AUTOPILOT_CONTROL",
+        }
+    }
+}
+
 /// Something that happened, kept in the sender's on-disk queue until an [`EventAck`] names its id.
 /// The seed's three fields come first; the rest are ours and optional.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -794,6 +832,21 @@ mod tests {
             let e: EventType = serde_json::from_value(serde_json::json!(name)).unwrap();
             assert_eq!(e.as_str(), name);
             assert_eq!(serde_json::to_value(e).unwrap(), name);
+        }
+    }
+
+    #[test]
+    fn drone_state_names_and_all_are_serde_s_for_every_variant() {
+        // the variant names from serde's own refusal, as for EventType above
+        let err = serde_json::from_str::<DroneState>("\"NO_SUCH_STATE\"").unwrap_err();
+        let msg = err.to_string();
+        let names: Vec<&str> = msg.split('`').skip(3).step_by(2).collect();
+        let all: Vec<&str> = DroneState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(all, names, "DroneState::ALL against serde's list: {msg}");
+        for name in names {
+            let s: DroneState = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(s.as_str(), name);
+            assert_eq!(serde_json::to_value(s).unwrap(), name);
         }
     }
 

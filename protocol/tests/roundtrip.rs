@@ -48,21 +48,7 @@ prop_compose! {
 }
 
 fn drone_state() -> impl Strategy<Value = DroneState> {
-    prop::sample::select(vec![
-        DroneState::Idle,
-        DroneState::Preflight,
-        DroneState::Navigating,
-        DroneState::WaitingDrop,
-        DroneState::Dropped,
-        DroneState::Returning,
-        DroneState::Completed,
-        DroneState::Paused,
-        DroneState::Aborting,
-        DroneState::EmergencyLanding,
-        DroneState::Failsafe,
-        DroneState::LandedElsewhere,
-        DroneState::AutopilotControl,
-    ])
+    prop::sample::select(DroneState::ALL.to_vec())
 }
 
 fn event_type() -> impl Strategy<Value = EventType> {

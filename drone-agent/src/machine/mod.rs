@@ -32,12 +32,9 @@ use protocol::ws::DroneState;
 use states::Ctx;
 use statig::prelude::IntoStateMachineExt;
 
-/// `NAVIGATING`, as the backend spells it.
-pub fn state_name(s: DroneState) -> String {
-    serde_json::to_value(s)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{s:?}"))
+/// `NAVIGATING`, as the backend spells it ([`DroneState::as_str`]).
+pub fn state_name(s: DroneState) -> &'static str {
+    s.as_str()
 }
 
 /// The machine's last word on an event no state took: tasks while busy and commands that make

@@ -268,7 +268,7 @@ pub const TRANSITIONS: &[Transition] = &[
 /// event that takes it (in table order).
 pub fn mermaid() -> String {
     let mut out = String::from("stateDiagram-v2\n    [*] --> IDLE\n");
-    let mut arrows: Vec<((String, String), Vec<&'static str>)> = Vec::new();
+    let mut arrows: Vec<((&'static str, &'static str), Vec<&'static str>)> = Vec::new();
     for tr in TRANSITIONS {
         let key = (super::state_name(tr.from), super::state_name(tr.to));
         match arrows.iter_mut().find(|(k, _)| *k == key) {

@@ -730,22 +730,8 @@ fn test_release_blocks_a_task_until_done() {
 #[test]
 fn diagram_covers_every_state() {
     let d = mermaid();
-    for s in [
-        Idle,
-        Preflight,
-        Navigating,
-        WaitingDrop,
-        Dropped,
-        Returning,
-        Completed,
-        Paused,
-        Aborting,
-        EmergencyLanding,
-        Failsafe,
-        LandedElsewhere,
-        AutopilotControl,
-    ] {
-        assert!(d.contains(&state_name(s)), "{s:?} missing from the diagram");
+    for s in DroneState::ALL {
+        assert!(d.contains(state_name(s)), "{s:?} missing from the diagram");
     }
 }
 

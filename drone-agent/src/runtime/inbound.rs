@@ -121,7 +121,7 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
                 let outcome = self.feed(event).await;
                 let _ = reply.send(match outcome.rejected {
                     Some(why) => Err(why),
-                    None => Ok(state_name(self.machine.state())),
+                    None => Ok(state_name(self.machine.state()).to_owned()),
                 });
             }
             TechRequest::TestRelease(reply) => {

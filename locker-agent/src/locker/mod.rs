@@ -29,10 +29,11 @@ use monitor::bolt_of;
 use monitor::LockRetry;
 use scan::ScanGate;
 
-use crate::cells::CellStore;
+use crate::cells::{CellError, CellStore};
 use crate::scanner::CameraProbe;
 use crate::screen::{self, Message};
 use crate::uplink::{QrValidator, Uplink};
+use daemon::ring::Ring;
 use hal::display::Display;
 use hal::lockboard::LockBoard;
 use protocol::ws::{Event, EventType};
@@ -81,7 +82,7 @@ pub struct Locker<B> {
     /// The camera loop, once it runs (for `/health` and the technician).
     camera: Mutex<Option<CameraProbe>>,
     /// The latest events sent, newest last (`locker-agent events`).
-    recent: Mutex<VecDeque<RecentEvent>>,
+    recent: Mutex<Ring<RecentEvent, RECENT_EVENTS>>,
     /// Bumped whenever a bolt command finishes: a `STATUS` asked for before that is stale and
     /// must not be acted on (it would show a bolt that has since moved in its old place).
     epoch: std::sync::atomic::AtomicU64,
@@ -104,6 +105,9 @@ impl<B: LockBoard> Locker<B> {
         validator: Option<Arc<dyn QrValidator>>,
         display: Arc<dyn Display>,
     ) -> Self {
+        // the cells' state file is written by `Store` outside the lock
+        let mut store = store;
+        store.defer_writes();
         let me = Self {
             board,
             store: Mutex::new(store),
@@ -115,7 +119,7 @@ impl<B: LockBoard> Locker<B> {
             stray_open: Mutex::new(HashSet::new()),
             doors_open: Mutex::new(HashSet::new()),
             camera: Mutex::new(None),
-            recent: Mutex::new(VecDeque::new()),
+            recent: Mutex::new(Ring::new()),
             epoch: std::sync::atomic::AtomicU64::new(0),
             backlog: tokio::sync::Mutex::new(VecDeque::new()),
             backlog_error: Mutex::new(None),
@@ -143,10 +147,13 @@ impl<B: LockBoard> Locker<B> {
             .clone()
     }
 
-    pub(crate) fn store(&self) -> MutexGuard<'_, CellStore> {
-        // A panic while holding the lock cannot leave the store half-changed on disk (every
-        // change is saved whole), so the in-memory copy is still the best we have.
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    /// The cells, locked until the returned guard goes (for a call, until the end of the
+    /// statement); a change made through it is written to disk after the lock is released.
+    pub(crate) fn store(&self) -> Store<'_> {
+        Store {
+            guard: Some(lock_store(&self.store)),
+            lock: &self.store,
+        }
     }
 
     pub(crate) fn show(&self, m: &Message) {
@@ -210,7 +217,15 @@ impl<B: LockBoard> Locker<B> {
     /// After a storage failure: saves the cell state again and queues the events held back.
     /// Called on every poll, so the locker heals by itself once the disk takes writes again.
     pub(crate) async fn recover_storage(&self) {
-        let saved = self.store().retry_save();
+        let saved = {
+            let mut store = self.store();
+            let retried = store.retry_save();
+            match retried {
+                // staged, not yet written
+                Ok(true) => store.write().map(|()| true),
+                other => other,
+            }
+        };
         if let Ok(true) = saved {
             warn!(
                 "the cell state is saved again after a storage failure; reconciling with the board"
@@ -255,5 +270,64 @@ impl<B: LockBoard> Locker<B> {
     /// A copy of the cells (for status tools and tests).
     pub fn cells(&self) -> Vec<crate::cells::Cell> {
         self.store().cells().to_vec()
+    }
+}
+
+fn lock_store(lock: &Mutex<CellStore>) -> MutexGuard<'_, CellStore> {
+    // A panic while holding the lock cannot leave the store half-changed on disk (every change
+    // is saved whole), so the in-memory copy is still the best we have.
+    lock.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The locked cell store ([`Locker::store`]). Dropped (or [`Store::write`]), it releases the lock
+/// first and then writes the change made through it, if any: the fsync keeps no reader of the
+/// cells waiting. Snapshots carry a generation, so of two writes racing to the disk the older
+/// never replaces the newer ([`crate::cells::StateWriter`]).
+pub(crate) struct Store<'a> {
+    /// `Some` until released.
+    guard: Option<MutexGuard<'a, CellStore>>,
+    lock: &'a Mutex<CellStore>,
+}
+
+impl Store<'_> {
+    /// Releases the lock and writes the change; the write's outcome, for a caller that must
+    /// not act on a change the disk did not take.
+    pub(crate) fn write(mut self) -> Result<(), CellError> {
+        self.release()
+    }
+
+    fn release(&mut self) -> Result<(), CellError> {
+        let Some(mut guard) = self.guard.take() else {
+            return Ok(());
+        };
+        let pending = guard.take_pending();
+        drop(guard);
+        let Some(snapshot) = pending else {
+            return Ok(());
+        };
+        let result = snapshot.write();
+        lock_store(self.lock).written(snapshot.generation(), &result);
+        result
+    }
+}
+
+impl Drop for Store<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            error!(error = %e, "cell state not saved; kept in memory until the disk takes it");
+        }
+    }
+}
+
+impl std::ops::Deref for Store<'_> {
+    type Target = CellStore;
+    fn deref(&self) -> &CellStore {
+        self.guard.as_deref().expect("held until released")
+    }
+}
+
+impl std::ops::DerefMut for Store<'_> {
+    fn deref_mut(&mut self) -> &mut CellStore {
+        self.guard.as_deref_mut().expect("held until released")
     }
 }

@@ -18,7 +18,16 @@ use uuid::Uuid;
 
 impl<B: LockBoard> Locker<B> {
     pub async fn sync(&self, req: CellsSyncRequest) -> Result<CellsSyncResponse, ApiFailure> {
-        let n = self.store().sync(&req.cells)?;
+        let n = {
+            let mut store = self.store();
+            let old = store.cells().to_vec();
+            let n = store.sync(&req.cells)?;
+            if let Err(e) = store.write() {
+                self.store().restore_mapping(old);
+                return Err(e.into());
+            }
+            n
+        };
         info!(cells = n, "cell mapping synced");
         Ok(CellsSyncResponse {
             success: true,
@@ -62,7 +71,16 @@ impl<B: LockBoard> Locker<B> {
         // In flight from before the session is recorded until its outcome is: the door monitor
         // must never judge a half-recorded session by a STATUS taken meanwhile.
         let _flight = InFlight::new(self, number);
-        let number = self.store().begin(id, purpose.clone())?;
+        let number = {
+            let mut store = self.store();
+            let number = store.begin(id, purpose.clone())?;
+            // written before the board is asked; undone when the disk does not take it
+            if let Err(e) = store.write() {
+                self.store().undo_begin(number);
+                return Err(e.into());
+            }
+            number
+        };
         let span = tracing::info_span!("open_cell", cell = number, purpose = purpose.name());
         async {
             let cell = CellNumber::new(number)

@@ -179,17 +179,18 @@ impl<B: LockBoard> Locker<B> {
             cell: ev.cell_id,
             detail: detail.join("; "),
         };
-        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if r.len() == RECENT_EVENTS {
-            r.pop_front();
-        }
-        r.push_back(entry);
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entry);
     }
 
     /// The latest events, oldest first.
     pub fn recent_events(&self) -> Vec<RecentEvent> {
-        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        r.iter().cloned().collect()
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .to_vec()
     }
 
     /// Every cell the board drives: bolt and door from a fresh `STATUS`, contents from the record.

@@ -438,25 +438,11 @@ fn every_reachable_state_can_reach_idle_and_no_refusal_storms() {
         .map(|t| (t.from as u8, t.on, t.to as u8))
         .collect();
     let name = |s: u8| {
-        [
-            DroneState::Idle,
-            DroneState::Preflight,
-            DroneState::Navigating,
-            DroneState::WaitingDrop,
-            DroneState::Dropped,
-            DroneState::Returning,
-            DroneState::Completed,
-            DroneState::Paused,
-            DroneState::Aborting,
-            DroneState::EmergencyLanding,
-            DroneState::Failsafe,
-            DroneState::LandedElsewhere,
-            DroneState::AutopilotControl,
-        ]
-        .into_iter()
-        .find(|d| *d as u8 == s)
-        .map(|d| format!("{d:?}"))
-        .unwrap_or_default()
+        DroneState::ALL
+            .into_iter()
+            .find(|d| *d as u8 == s)
+            .map(|d| format!("{d:?}"))
+            .unwrap_or_default()
     };
     let missing: Vec<_> = seen
         .difference(&listed)
