@@ -485,20 +485,8 @@ impl Drone {
     #[state(superstate = "airborne")]
     fn emergency_landing(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
         match event {
-            Event::LandedAtHome => {
-                ctx.report(
-                    EventType::ArrivedBase,
-                    Some("emergency landing at home".into()),
-                );
-                Transition(State::completed())
-            }
-            Event::LandedAway => {
-                ctx.report(
-                    EventType::LandedElsewhere,
-                    Some("emergency landing completed".into()),
-                );
-                Transition(State::landed_elsewhere())
-            }
+            Event::LandedAtHome => self.landed_home(ctx, Some("emergency landing at home".into())),
+            Event::LandedAway => self.landed_away(ctx, "emergency landing completed"),
             Event::Restarted(Vehicle::Airborne) => {
                 self.fly(ctx, Fly::LandNow);
                 ctx.report(EventType::AgentRestarted, Some("still landing".into()));
@@ -590,11 +578,7 @@ impl Drone {
                 Handled
             }
             Event::LandedAtHome => {
-                ctx.report(
-                    EventType::ArrivedBase,
-                    Some("the autopilot landed the drone at home".into()),
-                );
-                Transition(State::completed())
+                self.landed_home(ctx, Some("the autopilot landed the drone at home".into()))
             }
             Event::Restarted(Vehicle::Airborne) => {
                 ctx.report(
@@ -668,19 +652,9 @@ impl Drone {
                 Transition(State::failsafe())
             }
             Event::FcLinkRestored(_) => Handled,
-            Event::LandedAway => {
-                ctx.report(
-                    EventType::LandedElsewhere,
-                    Some("on the ground away from home".into()),
-                );
-                Transition(State::landed_elsewhere())
-            }
+            Event::LandedAway => self.landed_away(ctx, "on the ground away from home"),
             Event::LandedAtHome => {
-                ctx.report(
-                    EventType::ArrivedBase,
-                    Some("landed at home before finishing".into()),
-                );
-                Transition(State::completed())
+                self.landed_home(ctx, Some("landed at home before finishing".into()))
             }
             Event::FlightOpFailed { op, why, transient } => self.refused(ctx, *op, why, *transient),
             Event::Restarted(Vehicle::OnGround { at_home }) => {
@@ -958,6 +932,19 @@ impl Drone {
         Transition(State::navigating(NavPhase::Cruising))
     }
 
+    /// On the ground at home: `arrived_base` (with why, if anything is worth saying) and the
+    /// delivery is over. One place for "landed at home", whichever state saw it.
+    fn landed_home(&mut self, ctx: &mut Ctx, why: Option<String>) -> Response {
+        ctx.report(EventType::ArrivedBase, why);
+        Transition(State::completed())
+    }
+
+    /// On the ground away from home: `landed_elsewhere` with why; a technician's `ready` ends it.
+    fn landed_away(&mut self, ctx: &mut Ctx, why: &str) -> Response {
+        ctx.report(EventType::LandedElsewhere, Some(why.into()));
+        Transition(State::landed_elsewhere())
+    }
+
     /// Home, with the parcel (ABORTING) or without (RETURNING): the one place that decides.
     fn go_home(&mut self, ctx: &mut Ctx, event: EventType, why: Option<String>) -> Response {
         ctx.cancel(&[
@@ -982,11 +969,7 @@ impl Drone {
         let parcel = resume == Resume::Aborting;
         match event {
             Event::LandedAtHome => {
-                ctx.report(
-                    EventType::ArrivedBase,
-                    parcel.then(|| "returned with the parcel".into()),
-                );
-                Transition(State::completed())
+                self.landed_home(ctx, parcel.then(|| "returned with the parcel".into()))
             }
             Event::Command(CommandKind::Pause) => self.pause(ctx, resume),
             Event::AutopilotTookOver { mode, reason } => self.follow(ctx, resume, mode, reason),
