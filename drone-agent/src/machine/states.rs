@@ -754,11 +754,16 @@ impl Drone {
     }
 
     fn fly_to_destination(&mut self, ctx: &mut Ctx) {
+        self.goto_destination(ctx, ctx.limits.cruise_alt_m);
+    }
+
+    /// A goto to the delivery's destination at `alt_m` (nothing without a delivery).
+    fn goto_destination(&mut self, ctx: &mut Ctx, alt_m: f64) {
         if let Some(d) = &self.delivery {
             let fly = Fly::Goto {
                 lat: d.lat,
                 lon: d.lon,
-                alt_m: ctx.limits.cruise_alt_m,
+                alt_m,
             };
             self.fly(ctx, fly);
         }
@@ -767,14 +772,7 @@ impl Drone {
     /// Down to drop height over the destination itself: GPS drift must not carry the descent
     /// away from the locker.
     fn descend_over_destination(&mut self, ctx: &mut Ctx) {
-        if let Some(d) = &self.delivery {
-            let fly = Fly::Goto {
-                lat: d.lat,
-                lon: d.lon,
-                alt_m: ctx.limits.drop_alt_m,
-            };
-            self.fly(ctx, fly);
-        }
+        self.goto_destination(ctx, ctx.limits.drop_alt_m);
         ctx.timer(Timer::Approach, ctx.limits.approach_timeout);
         self.approach = ctx
             .limits
@@ -879,14 +877,7 @@ impl Drone {
         run.gps_only = true;
         reason.push_str("; finishing the approach by GPS");
         ctx.report(EventType::CameraFault, Some(reason));
-        if let Some(d) = &self.delivery {
-            let fly = Fly::Goto {
-                lat: d.lat,
-                lon: d.lon,
-                alt_m: ctx.limits.drop_alt_m,
-            };
-            self.fly(ctx, fly);
-        }
+        self.goto_destination(ctx, ctx.limits.drop_alt_m);
         Handled
     }
 
