@@ -11,7 +11,7 @@
 
 use crate::auth::AgentKind;
 use crate::config::{secs, Config};
-use crate::conn::{run_agent, run_backend, ConnSettings};
+use crate::conn::{run_agent, run_backend};
 use crate::fleet::{Fleet, FleetError, Revocation};
 use crate::gate::{Admission, Gate, GateLimits, GatedListener, Remote};
 use crate::hub::{AgentKey, BridgeFailure, Hub};
@@ -78,11 +78,9 @@ struct SocketSizes {
 #[derive(Clone)]
 struct AppState {
     hub: Arc<Hub>,
-    settings: ConnSettings,
     sizes: SocketSizes,
     bridge_timeout: Duration,
     bridge_body_limit: usize,
-    shutdown: watch::Receiver<bool>,
     /// Every connection task holds a clone; shutdown waits until all are dropped.
     drain: mpsc::Sender<()>,
 }
@@ -177,9 +175,7 @@ fn agent_upgrade(
         // The callback returns run_agent's future itself, not an async block around it: a
         // block would keep its own copy of every captured value (the socket included) beside
         // the future it awaits, in each of ten thousand tasks.
-        .on_upgrade(move |socket| {
-            run_agent(s.hub, socket, kind, id, s.settings, s.shutdown, s.drain).instrument(span)
-        })
+        .on_upgrade(move |socket| run_agent(s.hub, socket, kind, id, s.drain).instrument(span))
 }
 
 async fn ws_backend(
@@ -209,9 +205,7 @@ async fn ws_backend(
         )
         .max_message_size(sizes.max_message)
         .max_frame_size(sizes.max_message)
-        .on_upgrade(move |socket| {
-            run_backend(s.hub, socket, s.settings, s.shutdown, s.drain).instrument(span)
-        })
+        .on_upgrade(move |socket| run_backend(s.hub, socket, s.drain).instrument(span))
 }
 
 // -- HTTP bridge -----------------------------------------------------------------------------
@@ -522,7 +516,6 @@ impl Relay {
         let (drain, drained) = mpsc::channel(1);
         let state = AppState {
             hub: hub.clone(),
-            settings: ConnSettings::from_config(config),
             sizes: SocketSizes {
                 agent_read: config.websocket.agent_read_buffer,
                 backend_read: config.websocket.backend_read_buffer,
@@ -531,7 +524,6 @@ impl Relay {
             },
             bridge_timeout: secs(config.bridge.timeout_s),
             bridge_body_limit: config.bridge.max_body_bytes,
-            shutdown: shutdown_rx.clone(),
             drain,
         };
         let app = router(state).into_make_service_with_connect_info::<Remote>();
@@ -690,6 +682,8 @@ impl Relay {
     /// `server.drain_timeout_s`) for the connection tasks to finish.
     pub async fn shutdown(mut self) -> Result<(), RelayError> {
         let _ = self.shutdown.send(true);
+        // every open WebSocket is told "going away" through its queue (see `Hub::shutdown`)
+        self.hub.shutdown();
         let drain_timeout = self.drain_timeout;
         let waited = tokio::time::timeout(drain_timeout, async {
             let served = (&mut self.server).await;
