@@ -182,7 +182,13 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
         machine.set_lost_record(why);
     }
 
-    let fc = MavlinkFc::start(cfg.flight_controller.clone());
+    // the flight recorder: every frame on the autopilot link, arm to disarm plus the margin
+    let recorder = (cfg.logs.max_mb > 0).then(|| hal::flight::tlog::RecorderConfig {
+        dir: cfg.logs_dir(),
+        max_bytes: cfg.logs.max_mb.saturating_mul(1024 * 1024),
+        margin: crate::config::secs(cfg.logs.margin_s),
+    });
+    let fc = MavlinkFc::start_recording(cfg.flight_controller.clone(), recorder);
     let payload = Arc::new(payload(&cfg.payload, fc.clone())?);
     let hello = crate::report::register(
         cfg.drone.id,
@@ -208,7 +214,15 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
     };
     let (has_camera, min_takeoff_percent) = (cfg.camera.is_some(), cfg.battery.min_takeoff_percent);
     let controller = fc.clone();
+    let fetch_logs = cfg
+        .logs
+        .fetch_autopilot_log
+        .then(|| (fc.clone(), cfg.logs_dir()));
     let (mut agent, internal) = Agent::new(cfg, fc, payload, link, machine, commands, restored);
+    let log_fetcher = fetch_logs.map(|(fc, dir)| {
+        let report = agent.event_sender();
+        tokio::spawn(crate::flightlog::fetch_after_flights(fc, dir, report))
+    });
     // the technician's acting requests go to the agent's task (through the machine)
     let (tech_tx, tech_rx) = tokio::sync::mpsc::channel(4);
     if let Some((rig, marker)) = camera {
@@ -235,6 +249,9 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
         }
     };
     agent.run(incoming, internal, tech_rx, shutdown).await;
+    if let Some(t) = log_fetcher {
+        t.abort();
+    }
     if let Some(t) = technician {
         t.abort();
         let _ = std::fs::remove_file(&socket);

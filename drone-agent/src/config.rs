@@ -40,6 +40,56 @@ pub struct DroneConfig {
     pub autopilot: AutopilotConfig,
     #[serde(default)]
     pub commands: CommandsConfig,
+    #[serde(default)]
+    pub pilot: PilotConfig,
+    #[serde(default)]
+    pub logs: LogsConfig,
+}
+
+/// `[pilot]`: a person taking the controls (a ground station, an RC transmitter).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PilotConfig {
+    /// The autopilot mode (its own name, as `drone-agent status` shows it) a pilot switches to
+    /// to hand the delivery back to the agent, e.g. `GUIDED` on ArduPilot. Unset: only the
+    /// backend's `resume` hands back.
+    pub hand_back_mode: Option<String>,
+}
+
+/// `[logs]`: the flight recorder (`.tlog` of the autopilot link) and the autopilot's own log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// Where the logs go; unset: `flight-logs` in the state dir.
+    pub dir: Option<PathBuf>,
+    /// The folder's bound, MB: the oldest logs are deleted first; 0 records nothing.
+    pub max_mb: u64,
+    /// Recording goes on this long after the disarm (a re-arm inside keeps one log).
+    pub margin_s: f64,
+    /// After landing, download the autopilot's own log of the flight (ArduPilot `.bin`, PX4
+    /// `.ulg`) while the vehicle stays disarmed.
+    pub fetch_autopilot_log: bool,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_mb: 512,
+            margin_s: 10.0,
+            fetch_autopilot_log: false,
+        }
+    }
+}
+
+impl DroneConfig {
+    /// The flight logs' folder.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.logs
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.drone.state_dir.join("flight-logs"))
+    }
 }
 
 /// `[retry]`: how a flight operation the autopilot refuses is asked again.
@@ -397,6 +447,22 @@ impl Validate for DroneConfig {
             3600.0,
         );
         v.range("commands.remember", self.commands.remember, 16, 100_000);
+        if let Some(m) = &self.pilot.hand_back_mode {
+            v.check(
+                !m.trim().is_empty() && m.len() <= 32,
+                "pilot.hand_back_mode",
+                "must be an autopilot mode name such as GUIDED",
+            );
+        }
+        v.range("logs.max_mb", self.logs.max_mb, 0, 1_000_000);
+        v.range("logs.margin_s", self.logs.margin_s, 0.0, 600.0);
+        if let Some(d) = &self.logs.dir {
+            v.check(
+                !d.as_os_str().is_empty(),
+                "logs.dir",
+                "must not be empty (leave it out for the state dir)",
+            );
+        }
         let b = &self.battery;
         v.range("battery.critical_percent", b.critical_percent, 0.0, 100.0);
         v.range(

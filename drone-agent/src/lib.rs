@@ -19,6 +19,7 @@ pub mod camera;
 pub mod commands;
 pub mod config;
 pub mod energy;
+pub mod flightlog;
 pub mod machine;
 pub mod monitor;
 pub mod persist;

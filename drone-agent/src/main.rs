@@ -64,6 +64,15 @@ enum Command {
         #[arg(long, default_value = drone_agent::technician::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// The flight logs on this drone (`.tlog` of the autopilot link, the autopilot's own `.bin`
+    /// or `.ulg`), oldest first, from the config's `[logs] dir`; copy them with scp.
+    Logs {
+        #[arg(long)]
+        json: bool,
+        /// The TOML config (for `[logs] dir` and the state dir).
+        #[arg(long, short, default_value = "/etc/skypost/drone-agent.toml")]
+        config: PathBuf,
+    },
     /// Hardware tests on the running agent.
     Test {
         #[command(subcommand)]
@@ -103,6 +112,7 @@ fn main() -> ExitCode {
             action: ConfigAction::Check { file },
         } => load(&file).map(|_| println!("{}: ok", file.display())),
         Command::Run { config } => run(config),
+        Command::Logs { json, config } => logs(&config, json),
         Command::Status { json, socket } => return technician(&socket, "status", json),
         Command::Events { json, socket } => return technician(&socket, "events", json),
         Command::Preflight { json, socket } => return technician(&socket, "preflight", json),
@@ -118,6 +128,19 @@ fn main() -> ExitCode {
             daemon::exit::code(e.as_ref())
         }
     }
+}
+
+fn logs(config: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let cfg = load(config)?;
+    let dir = cfg.logs_dir();
+    let logs = drone_agent::technician::list_logs(&dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?;
+    if json {
+        println!("{}", serde_json::json!({ "dir": dir, "logs": logs }));
+    } else {
+        print!("{}", drone_agent::technician::render_logs(&dir, &logs));
+    }
+    Ok(())
 }
 
 /// The technician's client commands. Exit codes: 0 answered (and every check passed), 3 agent

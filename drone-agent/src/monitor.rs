@@ -24,6 +24,60 @@ pub struct Thresholds {
     pub battery_critical_percent: f64,
     /// `(cells, return volts per cell, critical volts per cell)` when the voltage is judged.
     pub battery_cells: Option<(u32, f64, f64)>,
+    /// `[pilot] hand_back_mode`: the autopilot's mode (its own name, e.g. `GUIDED`) a pilot
+    /// switches to to hand the delivery back; `None`: only the backend's `resume` does.
+    pub hand_back_mode: Option<String>,
+}
+
+/// A flight command a ground station sent through the agent's router shortly before a mode
+/// change counts as that station's (the HEARTBEAT shows the change a little later).
+pub const ROUTED_COMMAND_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Who is flying now that the mode changed without the agent asking.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Changer {
+    /// The autopilot's own failsafe (battery, link, fence, ...).
+    Autopilot,
+    /// A person: who, as far as the agent can tell.
+    Pilot(String),
+}
+
+/// The one place that tells the autopilot's own failsafe from a person. A mode change the agent
+/// did not ask for is:
+/// - a ground station's, when a mode, arming or flight command from it passed through the
+///   agent's router within [`ROUTED_COMMAND_WINDOW`] before (`routed`: the endpoint's name);
+/// - else the autopilot's own when the new mode is one its failsafes pick: return to launch
+///   (ArduPilot RTL, SMART_RTL, AUTO_RTL; PX4 AUTO.RTL), land, ArduPilot's BRAKE (fence) or
+///   PX4's hold (AUTO.LOITER, its link-loss and geofence action). Its words (STATUSTEXT or PX4
+///   event, its battery announcement) are the reason, and may come just after the HEARTBEAT;
+/// - else a person's: no failsafe picks LOITER, POSHOLD, ALT_HOLD, STABILIZE, ACRO, a mission
+///   (AUTO) or PX4's manual modes, and the autopilot does not leave those on its own. Without a
+///   routed command the agent cannot tell an RC transmitter from a ground station on its own
+///   radio: `who` says so.
+///
+/// A person who picks RTL or LAND on their transmitter is reported as the autopilot's
+/// decision: the agent stops commanding either way, and a landing ends both.
+pub fn who_changed_mode(
+    autopilot: hal::flight::Autopilot,
+    to: &hal::flight::FlightMode,
+    routed: Option<&str>,
+) -> Changer {
+    use hal::flight::Autopilot as A;
+    use FlightModeKind as K;
+    if let Some(endpoint) = routed {
+        return Changer::Pilot(format!("ground station `{endpoint}`"));
+    }
+    let failsafe_mode = match (autopilot, to.kind) {
+        (_, K::ReturnToLaunch | K::Land) => true,
+        (A::Px4, K::Hold) => true,
+        (A::ArduPilot, K::Hold) => to.raw == "BRAKE",
+        _ => false,
+    };
+    if failsafe_mode {
+        Changer::Autopilot
+    } else {
+        Changer::Pilot("an RC transmitter or a ground station not routed by the agent".into())
+    }
 }
 
 /// Where the machine stands, as far as the monitor needs to know.
@@ -54,6 +108,11 @@ pub struct Monitor {
     /// none shows within [`AUTOPILOT_ACTION_GRACE`] does the agent act itself.
     autopilot_low_since: Option<std::time::SystemTime>,
     last: Option<(Position, &'static str)>,
+    /// The last mode, arming or flight command a ground station sent through the router: its
+    /// endpoint and when (see [`Monitor::routed_command`]).
+    routed: Option<(String, std::time::SystemTime)>,
+    /// Armed as of the last snapshot (an arming nobody asked for, on the ground).
+    was_armed: Option<bool>,
 }
 
 impl Monitor {
@@ -67,7 +126,29 @@ impl Monitor {
             last_change: None,
             autopilot_low_since: None,
             last: None,
+            routed: None,
+            was_armed: None,
         }
+    }
+
+    /// A ground station's mode, arming or flight command passed through the agent's router
+    /// (`endpoint`: its name in the config; `what`: the command). In a flying state the agent
+    /// commands, that is a pilot's override at once (a goto from QGroundControl changes no
+    /// mode); the HEARTBEAT's mode change that may follow is attributed to the same station.
+    pub fn routed_command(
+        &mut self,
+        endpoint: &str,
+        what: &str,
+        now: std::time::SystemTime,
+        at: Position,
+    ) -> Option<Event> {
+        self.routed = Some((endpoint.to_owned(), now));
+        let flying_it = machine::is_airborne(at.state)
+            && !matches!(at.state, DroneState::PilotOverride | DroneState::Failsafe);
+        flying_it.then(|| Event::PilotOverride {
+            who: format!("ground station `{endpoint}`"),
+            what: what.to_owned(),
+        })
     }
 
     /// The machine moved (a transition, a retry back to cruising): progress it was already told
@@ -114,7 +195,21 @@ impl Monitor {
         if let Some(c) = change {
             self.last_change = Some(c.seq);
         }
+        let was_armed = self.was_armed.replace(snap.armed);
+        let armed_now = snap.armed && was_armed == Some(false);
         if !machine::is_airborne(at.state) {
+            // armed on the ground with no delivery starting: someone else's hands
+            if armed_now
+                && matches!(
+                    at.state,
+                    DroneState::Idle | DroneState::Completed | DroneState::LandedElsewhere
+                )
+            {
+                out.push(Event::PilotOverride {
+                    who: self.who(snap, None),
+                    what: "armed the vehicle".into(),
+                });
+            }
             // a new flight starts with clean flags
             self.gps_lost = false;
             self.battery_low = false;
@@ -123,8 +218,39 @@ impl Monitor {
             self.last = None;
             return out;
         }
+        let hand_back = change.filter(|c| {
+            at.state == DroneState::PilotOverride
+                && self
+                    .th
+                    .hand_back_mode
+                    .as_deref()
+                    .is_some_and(|m| m.eq_ignore_ascii_case(&c.to.raw))
+        });
+        if let Some(c) = hand_back {
+            out.push(Event::PilotHandBack {
+                mode: c.to.raw.clone(),
+            });
+        }
+        let routed = self.routed_endpoint(snap.at);
         // the agent's own states allow some of the autopilot's own steps (RTL ending in LAND)
-        if let Some(c) = change.filter(|c| !expected_mode(at.state, c.to.kind)) {
+        let change = change
+            .filter(|c| hand_back.is_none() && !expected_mode(at.state, snap.autopilot, &c.to));
+        let pilot =
+            change.and_then(
+                |c| match who_changed_mode(snap.autopilot, &c.to, routed.as_deref()) {
+                    Changer::Pilot(who) => Some((who, c)),
+                    Changer::Autopilot => None,
+                },
+            );
+        if let Some((who, c)) = pilot {
+            // under a pilot's override the pilot's further mode changes are theirs to make
+            if at.state != DroneState::PilotOverride {
+                out.push(Event::PilotOverride {
+                    who,
+                    what: format!("mode {} (was {})", c.to.raw, c.from.raw),
+                });
+            }
+        } else if let Some(c) = change {
             if self.autopilot_low_since.take().is_some() {
                 // its battery failsafe's action: the take-over carries its words, and the agent
                 // must follow it, not fly home over it (or land, on BATT_FS_LOW_ACT = land)
@@ -160,6 +286,22 @@ impl Monitor {
             }
         }
         out
+    }
+
+    /// The endpoint of a routed command recent enough to explain what the HEARTBEAT shows.
+    fn routed_endpoint(&self, now: std::time::SystemTime) -> Option<String> {
+        let (endpoint, at) = self.routed.as_ref()?;
+        let age = now.duration_since(*at).unwrap_or_default();
+        (age <= ROUTED_COMMAND_WINDOW).then(|| endpoint.clone())
+    }
+
+    fn who(&self, snap: &FcSnapshot, to: Option<&hal::flight::FlightMode>) -> String {
+        let routed = self.routed_endpoint(snap.at);
+        let mode = to.cloned().unwrap_or_else(hal::flight::FlightMode::unknown);
+        match who_changed_mode(snap.autopilot, &mode, routed.as_deref()) {
+            Changer::Pilot(who) => who,
+            Changer::Autopilot => "the autopilot".into(),
+        }
     }
 
     /// Percent, and volts per cell when the pack is described: the worse of the two decides.
@@ -317,9 +459,19 @@ fn airborne(snap: &FcSnapshot) -> bool {
 
 /// The modes the agent's own commands put the autopilot in, for each flying state: a change to
 /// any other is the autopilot's (or a pilot's) decision.
-fn expected_mode(state: DroneState, mode: FlightModeKind) -> bool {
+fn expected_mode(
+    state: DroneState,
+    autopilot: hal::flight::Autopilot,
+    mode: &hal::flight::FlightMode,
+) -> bool {
     use FlightModeKind as M;
-    match mode {
+    // ArduPilot's LOITER is a Hold the agent never uses (its hold is BRAKE, then GUIDED): a
+    // pilot's mode (issue 13)
+    if autopilot == hal::flight::Autopilot::ArduPilot && mode.kind == M::Hold && mode.raw != "BRAKE"
+    {
+        return false;
+    }
+    match mode.kind {
         M::Unknown => true,
         M::Guided | M::Hold | M::Offboard => matches!(
             state,
@@ -363,6 +515,7 @@ mod tests {
             battery_return_percent: 25.0,
             battery_critical_percent: 10.0,
             battery_cells: Some((3, 3.5, 3.3)),
+            hand_back_mode: Some("GUIDED".into()),
         }
     }
 
@@ -711,5 +864,123 @@ mod tests {
         let mut own = start.clone();
         own.battery_percent = Some(24.0);
         assert!(matches!(&m.observe(&own, at)[..], [Event::BatteryLow(_)]));
+    }
+
+    fn change(s: &mut FcSnapshot, seq: u32, kind: FlightModeKind, raw: &str) {
+        let from = s.mode.clone();
+        s.mode = hal::flight::FlightMode {
+            kind,
+            raw: raw.into(),
+        };
+        s.autopilot_mode_change = Some(hal::flight::AutopilotModeChange {
+            seq,
+            from,
+            to: s.mode.clone(),
+            reason: None,
+            at: SystemTime::now(),
+        });
+    }
+
+    /// Issue 13: a mode no failsafe picks is a person's; a failsafe's mode is the autopilot's.
+    #[test]
+    fn a_mode_no_failsafe_picks_is_a_pilots_override_and_guided_hands_back() {
+        use hal::flight::Autopilot;
+        let mut m = Monitor::new(th());
+        let at = nav(NavPhase::Cruising);
+        let mut s = snap(55.0, 37.0, 30.0, true, LandedState::InAir);
+        s.autopilot = Autopilot::ArduPilot;
+        s.mode = guided_mode();
+        assert!(m.observe(&s, at).is_empty());
+        change(&mut s, 1, FlightModeKind::Hold, "LOITER");
+        let e = m.observe(&s, at);
+        assert!(
+            matches!(&e[..], [Event::PilotOverride { who, what }]
+                if who.contains("RC transmitter") && what.contains("LOITER")),
+            "{e:?}"
+        );
+        // under the override the pilot's own mode changes are not news; GUIDED hands back
+        let over = Position {
+            state: DroneState::PilotOverride,
+            phase: None,
+            ..at
+        };
+        change(&mut s, 2, FlightModeKind::PositionHold, "POSHOLD");
+        assert!(m.observe(&s, over).is_empty());
+        change(&mut s, 3, FlightModeKind::Guided, "GUIDED");
+        assert_eq!(
+            m.observe(&s, over),
+            [Event::PilotHandBack {
+                mode: "GUIDED".into()
+            }]
+        );
+        // BRAKE is ArduPilot's fence action; PX4's hold is its failsafes' too
+        assert_eq!(
+            who_changed_mode(
+                Autopilot::ArduPilot,
+                &hal::flight::FlightMode {
+                    kind: FlightModeKind::Hold,
+                    raw: "BRAKE".into()
+                },
+                None
+            ),
+            Changer::Autopilot
+        );
+        assert_eq!(
+            who_changed_mode(
+                Autopilot::Px4,
+                &hal::flight::FlightMode {
+                    kind: FlightModeKind::Hold,
+                    raw: "AUTO.LOITER".into()
+                },
+                None
+            ),
+            Changer::Autopilot
+        );
+    }
+
+    /// Issue 13: a command a ground station sent through the router is that station's override,
+    /// and the mode change it causes is attributed to it (even RTL), not reported twice.
+    #[test]
+    fn a_routed_command_names_the_ground_station() {
+        use hal::flight::Autopilot;
+        let mut m = Monitor::new(th());
+        let at = nav(NavPhase::Cruising);
+        let mut s = snap(55.0, 37.0, 30.0, true, LandedState::InAir);
+        s.autopilot = Autopilot::ArduPilot;
+        s.mode = guided_mode();
+        assert!(m.observe(&s, at).is_empty());
+        let e = m.routed_command("qgc", "MAV_CMD_NAV_RETURN_TO_LAUNCH", s.at, at);
+        assert!(
+            matches!(&e, Some(Event::PilotOverride { who, .. }) if who.contains("`qgc`")),
+            "{e:?}"
+        );
+        change(&mut s, 1, FlightModeKind::ReturnToLaunch, "RTL");
+        let over = Position {
+            state: DroneState::PilotOverride,
+            phase: None,
+            ..at
+        };
+        assert!(m.observe(&s, over).is_empty(), "not the autopilot's");
+    }
+
+    /// Issue 13: armed on the ground with no delivery: someone else's hands, said.
+    #[test]
+    fn arming_nobody_asked_for_on_the_ground_is_reported() {
+        let mut m = Monitor::new(th());
+        let idle = Position {
+            state: DroneState::Idle,
+            phase: None,
+            destination: None,
+            precision: false,
+            left_ground: false,
+        };
+        let mut s = snap(55.0, 37.0, 0.0, false, LandedState::OnGround);
+        assert!(m.observe(&s, idle).is_empty());
+        s.armed = true;
+        let e = m.observe(&s, idle);
+        assert!(
+            matches!(&e[..], [Event::PilotOverride { what, .. }] if what.contains("armed")),
+            "{e:?}"
+        );
     }
 }

@@ -472,3 +472,56 @@ pub fn render_checks(r: &ChecksReply) -> String {
     out.push_str(if r.passed { "all passed\n" } else { "FAILED\n" });
     out
 }
+
+/// One flight log for `drone-agent logs`: a `.tlog` of the autopilot link, or the autopilot's
+/// own log (`.bin` ArduPilot dataflash, `.ulg` PX4) downloaded after a flight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub path: std::path::PathBuf,
+    pub bytes: u64,
+    /// `tlog`, `bin` or `ulg`.
+    pub kind: String,
+}
+
+/// The logs in `dir`, oldest first (names start with the flight's time). Read from the folder,
+/// not the running agent: the technician lists and copies them (scp) with the agent stopped too.
+pub fn list_logs(dir: &std::path::Path) -> std::io::Result<Vec<LogEntry>> {
+    let mut out: Vec<LogEntry> = hal::flight::tlog::list(dir)?
+        .into_iter()
+        .map(|l| LogEntry {
+            path: l.path,
+            bytes: l.bytes,
+            kind: "tlog".into(),
+        })
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let kind = match path.extension().and_then(|e| e.to_str()) {
+                Some(k @ ("bin" | "ulg")) => k.to_owned(),
+                _ => continue,
+            };
+            let bytes = entry.metadata()?.len();
+            out.push(LogEntry { path, bytes, kind });
+        }
+    }
+    out.sort_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
+    Ok(out)
+}
+
+/// `logs` for a person: one line per file, size and path.
+pub fn render_logs(dir: &std::path::Path, logs: &[LogEntry]) -> String {
+    let mut out = String::new();
+    for l in logs {
+        out.push_str(&format!(
+            "{:<5} {:>10.1} kB  {}\n",
+            l.kind,
+            l.bytes as f64 / 1000.0,
+            l.path.display()
+        ));
+    }
+    if logs.is_empty() {
+        out.push_str(&format!("(no flight logs in {})\n", dir.display()));
+    }
+    out
+}

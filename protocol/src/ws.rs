@@ -422,11 +422,15 @@ pub enum DroneState {
     /// The autopilot changed mode by itself (a failsafe, a fence, an RC pilot): the agent follows
     /// and commands nothing until the backend's `resume` (or its config) hands control back.
     AutopilotControl,
+    /// A person took the controls (a ground station's mode change or flight command, an RC
+    /// transmitter): the delivery is suspended, telemetry goes on, the agent commands nothing
+    /// until `resume` (or the hand-back mode its config names) hands control back.
+    PilotOverride,
 }
 
 impl DroneState {
     /// Every state, in declaration order; the test below fails when a new one is missing here.
-    pub const ALL: [DroneState; 13] = [
+    pub const ALL: [DroneState; 14] = [
         DroneState::Idle,
         DroneState::Preflight,
         DroneState::Navigating,
@@ -440,6 +444,7 @@ impl DroneState {
         DroneState::Failsafe,
         DroneState::LandedElsewhere,
         DroneState::AutopilotControl,
+        DroneState::PilotOverride,
     ];
 
     /// The wire name (`NAVIGATING`), as serde writes it; the match makes a new variant name itself.
@@ -458,6 +463,7 @@ impl DroneState {
             DroneState::Failsafe => "FAILSAFE",
             DroneState::LandedElsewhere => "LANDED_ELSEWHERE",
             DroneState::AutopilotControl => "AUTOPILOT_CONTROL",
+            DroneState::PilotOverride => "PILOT_OVERRIDE",
         }
     }
 }
@@ -547,6 +553,9 @@ pub enum EventType {
     AgentRestarted,
     /// The autopilot changed mode by itself; the reason is its own words.
     AutopilotTookOver,
+    /// A person took the controls; the reason says who and what (a mode change, arming, a
+    /// flight command).
+    PilotOverride,
     /// The autopilot refused a flight operation (reported once; retries are bounded).
     FlightOpRefused,
     // drone: the downward camera (precision approach, video)
@@ -555,6 +564,9 @@ pub enum EventType {
     // drone: its own storage (a full or failing disk; the flight goes on)
     StorageFailed,
     StorageRestored,
+    /// The autopilot's own log of the flight is downloaded; the reason names the file, its
+    /// size and SHA-256.
+    FlightLogReady,
     // locker
     CellOpened,
     CellClosed,
@@ -599,11 +611,13 @@ impl EventType {
             EventType::CloudLinkLost => "cloud_link_lost",
             EventType::AgentRestarted => "agent_restarted",
             EventType::AutopilotTookOver => "autopilot_took_over",
+            EventType::PilotOverride => "pilot_override",
             EventType::FlightOpRefused => "flight_op_refused",
             EventType::CameraFault => "camera_fault",
             EventType::CameraRestored => "camera_restored",
             EventType::StorageFailed => "storage_failed",
             EventType::StorageRestored => "storage_restored",
+            EventType::FlightLogReady => "flight_log_ready",
             EventType::CellOpened => "cell_opened",
             EventType::CellClosed => "cell_closed",
             EventType::DoorOpened => "door_opened",

@@ -175,6 +175,20 @@ pub enum Event {
         mode: String,
         reason: String,
     },
+    /// A person took the controls (see `monitor::who_changed_mode`): `who` (a ground station
+    /// through the router, or "an RC transmitter or a ground station not routed by the agent"
+    /// when only the HEARTBEAT told) and `what` (the mode change, arming, the flight command).
+    PilotOverride {
+        who: String,
+        what: String,
+    },
+    /// Under a pilot's override, the autopilot's mode became the config's hand-back mode
+    /// (`[pilot] hand_back_mode`): the pilot gives the delivery back.
+    PilotHandBack {
+        mode: String,
+    },
+    /// The autopilot's own log of the flight is downloaded: which file, its size and SHA-256.
+    FlightLogReady(String),
     /// The autopilot refused the flight operation `op`; `transient` when it said "later"
     /// (`TEMPORARILY_REJECTED`), with its words in `why`.
     FlightOpFailed {
@@ -245,6 +259,9 @@ impl Event {
             Event::CloudDown => "cloud_down",
             Event::CloudUp => "cloud_up",
             Event::AutopilotTookOver { .. } => "autopilot_took_over",
+            Event::PilotOverride { .. } => "pilot_override",
+            Event::PilotHandBack { .. } => "pilot_hand_back",
+            Event::FlightLogReady(_) => "flight_log_ready",
             Event::FlightOpFailed {
                 transient: false, ..
             } => "flight_op_refused",

@@ -177,7 +177,7 @@ impl Machine {
     pub fn commanding(&self) -> bool {
         !matches!(
             self.state(),
-            DroneState::AutopilotControl | DroneState::Failsafe
+            DroneState::AutopilotControl | DroneState::PilotOverride | DroneState::Failsafe
         ) && self.airborne()
     }
 

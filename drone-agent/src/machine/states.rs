@@ -292,6 +292,11 @@ impl Drone {
                 ctx.report(EventType::AgentRestarted, None);
                 Handled
             }
+            // on the ground the agent flies nothing to hand over: said, nothing more
+            Event::PilotOverride { who, what } => {
+                ctx.report(EventType::PilotOverride, Some(format!("{who}: {what}")));
+                Handled
+            }
             Event::TestRelease if self.testing => {
                 ctx.reject("a test release is already running".into());
                 Handled
@@ -355,6 +360,14 @@ impl Drone {
                 };
                 self.follow(ctx, Resume::Navigating(back), mode, reason)
             }
+            (Event::PilotOverride { who, what }, p) => {
+                // the pilot may have moved the drone: over the locker again from cruise
+                let back = match p {
+                    NavPhase::TakingOff => NavPhase::TakingOff,
+                    _ => NavPhase::Cruising,
+                };
+                self.yield_to_pilot(ctx, Resume::Navigating(back), who, what)
+            }
             (Event::Restarted(Vehicle::Airborne), p) => {
                 self.left_ground = true;
                 self.resume_after_restart(ctx, Resume::Navigating(p))
@@ -405,6 +418,9 @@ impl Drone {
             Event::AutopilotTookOver { mode, reason } => {
                 self.follow(ctx, Resume::Navigating(NavPhase::Cruising), mode, reason)
             }
+            Event::PilotOverride { who, what } => {
+                self.yield_to_pilot(ctx, Resume::Navigating(NavPhase::Cruising), who, what)
+            }
             Event::Restarted(Vehicle::Airborne) if self.releasing => {
                 // Killed between `drop_cargo` and the release's confirmation: the parcel may be
                 // in the locker already. Ask the payload, then confirm or release again.
@@ -436,6 +452,9 @@ impl Drone {
             Event::Command(CommandKind::Pause) => self.pause(ctx, Resume::Dropped),
             Event::AutopilotTookOver { mode, reason } => {
                 self.follow(ctx, Resume::Returning, mode, reason)
+            }
+            Event::PilotOverride { who, what } => {
+                self.yield_to_pilot(ctx, Resume::Returning, who, what)
             }
             Event::Restarted(Vehicle::Airborne) => self.go_home(
                 ctx,
@@ -473,6 +492,10 @@ impl Drone {
                 let resume = *resume;
                 self.follow(ctx, resume, mode, reason)
             }
+            Event::PilotOverride { who, what } => {
+                let resume = *resume;
+                self.yield_to_pilot(ctx, resume, who, what)
+            }
             Event::Restarted(Vehicle::Airborne) => {
                 self.fly(ctx, Fly::Hold);
                 ctx.report(EventType::AgentRestarted, Some("still paused".into()));
@@ -494,6 +517,9 @@ impl Drone {
             }
             Event::AutopilotTookOver { mode, reason } => {
                 self.follow(ctx, Resume::EmergencyLanding, mode, reason)
+            }
+            Event::PilotOverride { who, what } => {
+                self.yield_to_pilot(ctx, Resume::EmergencyLanding, who, what)
             }
             // Nothing but landing now: battery or GPS made the decision.
             Event::Command(c) => {
@@ -577,6 +603,12 @@ impl Drone {
                 );
                 Handled
             }
+            // a person takes over from the autopilot's failsafe: theirs until they hand back
+            Event::PilotOverride { who, what } => {
+                let resume = *resume;
+                ctx.cancel(&[Timer::TakeBack]);
+                self.yield_to_pilot(ctx, resume, who, what)
+            }
             Event::LandedAtHome => {
                 self.landed_home(ctx, Some("the autopilot landed the drone at home".into()))
             }
@@ -591,6 +623,71 @@ impl Drone {
                 ctx.report(
                     EventType::BatteryLow,
                     Some(format!("{why}; the autopilot is in control")),
+                );
+                Handled
+            }
+            // The agent commands nothing here: no hold on GPS loss, no landing by timer.
+            Event::GpsLost | Event::GpsRestored | Event::TimerFired(_) => Handled,
+            _ => Super,
+        }
+    }
+
+    /// A person flies the drone (a ground station, an RC transmitter): the delivery is
+    /// suspended, telemetry goes on, nothing is commanded until `resume` or the pilot's switch
+    /// to the config's hand-back mode. `abort` and `return_to_home` (the `airborne` superstate)
+    /// take control back to fly home; a landing ends it like any landing.
+    #[state(superstate = "airborne")]
+    fn pilot_override(&mut self, ctx: &mut Ctx, resume: &mut Resume, event: &Event) -> Response {
+        match event {
+            Event::Command(CommandKind::Resume) => {
+                let resume = *resume;
+                ctx.report(
+                    EventType::Resumed,
+                    Some("taking control back from the pilot".into()),
+                );
+                Transition(self.resume_into(ctx, resume))
+            }
+            Event::PilotHandBack { mode } => {
+                let resume = *resume;
+                ctx.report(
+                    EventType::Resumed,
+                    Some(format!(
+                        "the pilot switched to {mode}: carrying on with the delivery"
+                    )),
+                );
+                Transition(self.resume_into(ctx, resume))
+            }
+            Event::Command(CommandKind::Pause) => {
+                let resume = *resume;
+                self.pause(ctx, resume)
+            }
+            // further actions of a pilot, or the autopilot's failsafe under them: reported
+            Event::PilotOverride { who, what } => {
+                ctx.report(EventType::PilotOverride, Some(format!("{who}: {what}")));
+                Handled
+            }
+            Event::AutopilotTookOver { mode, reason } => {
+                ctx.report(
+                    EventType::AutopilotTookOver,
+                    Some(format!("{mode}: {reason}; the pilot is in control")),
+                );
+                Handled
+            }
+            Event::LandedAtHome => {
+                self.landed_home(ctx, Some("the pilot landed the drone at home".into()))
+            }
+            Event::LandedAway => self.landed_away(ctx, "the pilot landed the drone away from home"),
+            Event::Restarted(Vehicle::Airborne) => {
+                ctx.report(
+                    EventType::AgentRestarted,
+                    Some("the pilot is still in control".into()),
+                );
+                Handled
+            }
+            Event::BatteryLow(why) | Event::BatteryCritical(why) => {
+                ctx.report(
+                    EventType::BatteryLow,
+                    Some(format!("{why}; the pilot is in control")),
                 );
                 Handled
             }
@@ -702,6 +799,11 @@ impl Drone {
             }
             Event::TestReleaseDone => {
                 self.testing = false;
+                Handled
+            }
+            // whatever the state: a file on disk to say, nothing to decide
+            Event::FlightLogReady(what) => {
+                ctx.report(EventType::FlightLogReady, Some(what.clone()));
                 Handled
             }
             Event::CameraFault(why) => {
@@ -964,6 +1066,7 @@ impl Drone {
             }
             Event::Command(CommandKind::Pause) => self.pause(ctx, resume),
             Event::AutopilotTookOver { mode, reason } => self.follow(ctx, resume, mode, reason),
+            Event::PilotOverride { who, what } => self.yield_to_pilot(ctx, resume, who, what),
             Event::Restarted(Vehicle::Airborne) => {
                 self.fly(ctx, Fly::ReturnHome);
                 let why = if parcel {
@@ -1034,6 +1137,26 @@ impl Drone {
             Some(format!("{mode}: {reason}; following it until resume")),
         );
         Transition(State::autopilot_control(resume))
+    }
+
+    /// A person took the controls: stop commanding (nothing retried, no timer that would fly),
+    /// say who and what, and wait for the hand-back.
+    fn yield_to_pilot(&mut self, ctx: &mut Ctx, resume: Resume, who: &str, what: &str) -> Response {
+        self.stop_commanding(ctx);
+        ctx.cancel(&[
+            Timer::DropWait,
+            Timer::AutoReturn,
+            Timer::Approach,
+            Timer::GpsLoss,
+            Timer::CloudLoss,
+        ]);
+        ctx.report(
+            EventType::PilotOverride,
+            Some(format!(
+                "{who}: {what}; the delivery is suspended until resume or the hand-back mode"
+            )),
+        );
+        Transition(State::pilot_override(resume))
     }
 
     /// Back to where `resume` says, with that state's flight and timers.
@@ -1281,6 +1404,7 @@ impl State {
             State::Failsafe {} => DroneState::Failsafe,
             State::LandedElsewhere {} => DroneState::LandedElsewhere,
             State::AutopilotControl { .. } => DroneState::AutopilotControl,
+            State::PilotOverride { .. } => DroneState::PilotOverride,
         }
     }
 
@@ -1297,6 +1421,6 @@ pub fn is_airborne(s: DroneState) -> bool {
     match s {
         Idle | Preflight | Completed | LandedElsewhere => false,
         Navigating | WaitingDrop | Dropped | Returning | Paused | Aborting | EmergencyLanding
-        | Failsafe | AutopilotControl => true,
+        | Failsafe | AutopilotControl | PilotOverride => true,
     }
 }

@@ -848,3 +848,67 @@ fn flying_with_no_flight_on_record_is_made_safe_by_config() {
     m.handle(&Event::LandedAtHome);
     assert_eq!(m.state(), Completed);
 }
+
+/// Issue 13: a person's override suspends the delivery (nothing commanded, no timer that would
+/// fly), `resume` or the hand-back mode gives it back, and a landing ends it like any landing.
+#[test]
+fn a_pilots_override_is_followed_until_handed_back_or_landed() {
+    let pilot = || Event::PilotOverride {
+        who: "ground station `qgc`".into(),
+        what: "mode LOITER (was GUIDED)".into(),
+    };
+    let mut m = Machine::new(Limits::default());
+    run(&mut m, &to_waiting());
+    let out = m.handle(&pilot());
+    assert_eq!(m.state(), PilotOverride);
+    assert!(reason(&out, EventType::PilotOverride).contains("`qgc`"));
+    assert_eq!(out.flights().count(), 0);
+    assert!(out.effects.contains(&Effect::CancelTimer(Timer::DropWait)));
+    for e in [
+        Event::GpsLost,
+        Event::BatteryLow("low".into()),
+        Event::TimerFired(Timer::FlightRetry),
+        pilot(),
+    ] {
+        assert_eq!(m.handle(&e).flights().count(), 0, "{}", e.name());
+        assert_eq!(m.state(), PilotOverride);
+    }
+    // the pilot switches to GUIDED: over the locker again from cruise
+    let out = m.handle(&Event::PilotHandBack {
+        mode: "GUIDED".into(),
+    });
+    assert_eq!(m.nav_phase(), Some(NavPhase::Cruising));
+    assert!(reason(&out, EventType::Resumed).contains("GUIDED"));
+    assert!(out
+        .flights()
+        .any(|f| matches!(f, Fly::Goto { alt_m, .. } if alt_m == 30.0)));
+    // a hand-back mode outside an override changes nothing
+    assert_eq!(
+        m.handle(&Event::PilotHandBack {
+            mode: "GUIDED".into()
+        }),
+        Outcome::default()
+    );
+    // the pilot lands it away from home and disarms: LANDED_ELSEWHERE, a technician's step
+    m.handle(&pilot());
+    let out = m.handle(&Event::LandedAway);
+    assert_eq!(m.state(), LandedElsewhere);
+    assert!(reason(&out, EventType::LandedElsewhere).contains("pilot"));
+    // from the autopilot's failsafe too, and `resume` hands back from there
+    let mut m = Machine::new(Limits::default());
+    run(&mut m, &to_cruise());
+    m.handle(&Event::AutopilotTookOver {
+        mode: "RTL".into(),
+        reason: "Battery Failsafe".into(),
+    });
+    m.handle(&pilot());
+    assert_eq!(m.state(), PilotOverride);
+    let out = m.handle(&cmd(CommandKind::Resume));
+    assert_eq!(m.state(), Navigating);
+    assert_eq!(out.flights().count(), 1);
+    // on the ground it is said, and nothing changes
+    let mut m = Machine::new(Limits::default());
+    let out = m.handle(&pilot());
+    assert_eq!(m.state(), Idle);
+    assert_eq!(reports(&out), [EventType::PilotOverride]);
+}

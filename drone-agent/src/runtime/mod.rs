@@ -167,6 +167,7 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
                 .battery
                 .cells
                 .map(|n| (n, cfg.battery.return_cell_v, cfg.battery.critical_cell_v)),
+            hand_back_mode: cfg.pilot.hand_back_mode.clone(),
         });
         commands.set_capacity(cfg.commands.remember);
         let state_file = StateFile::new(&cfg.drone.state_dir);
@@ -200,6 +201,16 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
             check_vehicle: !restored,
         };
         (agent, internal_rx)
+    }
+
+    /// A sender of events for the machine, for workers outside the agent's task (the autopilot
+    /// log download).
+    pub fn event_sender(&self) -> impl Fn(Event) + Send + Sync + 'static {
+        let internal = self.internal.clone();
+        move |e| {
+            // the agent's task gone: the process is stopping
+            let _ = internal.send(Internal::Event(e));
+        }
     }
 
     /// Gives the agent its camera worker (`camera::spawn`) and the marker and lens it was set

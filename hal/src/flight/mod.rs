@@ -350,6 +350,36 @@ impl FcSnapshot {
     }
 }
 
+/// The autopilot's own log of a flight, downloaded (`MavlinkFc::download_newest_log`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownloadedLog {
+    pub path: std::path::PathBuf,
+    /// The autopilot's id for it.
+    pub id: u16,
+    pub bytes: u64,
+    /// Lower-case hex.
+    pub sha256: String,
+    /// Request rounds it took (1: nothing was lost).
+    pub rounds: u32,
+}
+
+/// Why the autopilot's log was not downloaded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LogFetchError {
+    #[error("the vehicle is armed: logs are fetched only on the ground, disarmed")]
+    Armed,
+    #[error("no link to the autopilot")]
+    Link,
+    #[error("the autopilot has no logs")]
+    NoLogs,
+    #[error("the autopilot did not answer the log list")]
+    NoAnswer,
+    #[error("{missing_bytes} bytes still missing after {rounds} request rounds")]
+    Incomplete { missing_bytes: u64, rounds: u32 },
+    #[error("cannot write the log: {0}")]
+    Write(String),
+}
+
 /// A mode change the autopilot made without this link asking for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AutopilotModeChange {

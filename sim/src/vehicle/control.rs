@@ -19,6 +19,9 @@
 //! param <NAME> <value>                an autopilot parameter the sim models: BATT_LOW_VOLT,
 //!                                     BATT_LOW_TIMER, BATT_FS_LOW_ACT, BATT_CAPACITY, FS_GCS_ENABLE,
 //!                                     SYSID_MYGCS, FS_GCS_TIMEOUT, NAV_DLL_ACT, COM_DL_LOSS_T
+//! gcs_mode <MODE>                     a ground station on another link sets the mode (the
+//!                                     flavour's name: LOITER, POSHOLD, GUIDED, AUTO.LOITER, …)
+//! log_drop <n>                        lose the next n LOG_DATA packets of log downloads
 //! status                              ok t=<s> armed=<bool> mode=<name> lat=… lon=… alt=… …
 //! ```
 //!
@@ -111,6 +114,10 @@ pub fn parse_fault(line: &str) -> Result<Fault, String> {
             super::model::Params::for_flavour(super::Flavour::Px4).set(&name, value)?;
             Ok(Fault::Param(name, value))
         }
+        Some("log_drop") => Ok(Fault::LogDrop(num(1, "count")? as u32)),
+        Some("gcs_mode") => Ok(Fault::GcsMode(
+            words.get(1).ok_or("missing mode name")?.to_string(),
+        )),
         Some(other) => Err(format!("unknown command `{other}`")),
         None => Err("empty line".into()),
     }
@@ -210,5 +217,10 @@ mod tests {
         assert!(parse_fault("param BATT_LOW_VOLT").is_err());
         assert!(parse_fault("link_drop -5").is_err());
         assert!(parse_fault("explode").is_err());
+        assert_eq!(
+            parse_fault("gcs_mode LOITER").unwrap(),
+            Fault::GcsMode("LOITER".into())
+        );
+        assert!(parse_fault("gcs_mode").is_err());
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod control;
+pub mod logs;
 pub mod model;
 
 use mavlink::dialects::ardupilotmega as apm;
@@ -111,6 +112,12 @@ pub enum Fault {
     /// Set an autopilot parameter the sim models (`BATT_LOW_VOLT`, `BATT_FS_LOW_ACT`,
     /// `FS_GCS_ENABLE`, `SYSID_MYGCS`, `NAV_DLL_ACT`, ... see [`model::Params::set`]).
     Param(String, f64),
+    /// A ground station on another link changes the mode (its name in this flavour, e.g.
+    /// `LOITER`, `AUTO.LOITER`): a SET_MODE from system 255, handled like any other, its ACK
+    /// going to that station (not on the companion's link).
+    GcsMode(String),
+    /// Lose the next `n` LOG_DATA packets of log downloads (one in three until `n` are lost).
+    LogDrop(u32),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +137,7 @@ pub struct VehicleHandle {
     faults: mpsc::UnboundedSender<Fault>,
     local_addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    logs: Arc<std::sync::Mutex<logs::LogStore>>,
 }
 
 impl VehicleHandle {
@@ -141,6 +149,11 @@ impl VehicleHandle {
     pub fn inject(&self, fault: Fault) {
         // the vehicle task only ends when the handle is dropped
         let _ = self.faults.send(fault);
+    }
+
+    /// The autopilot's own logs, one per flight, oldest first (what a log download must match).
+    pub fn log_files(&self) -> Vec<Arc<Vec<u8>>> {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).files()
     }
 
     /// The vehicle's state, updated every real tick.
@@ -190,12 +203,24 @@ pub async fn spawn(cfg: VehicleConfig) -> Result<VehicleHandle, VehicleError> {
     let (view_tx, view) = watch::channel(model.view());
     let (faults, fault_rx) = mpsc::unbounded_channel();
     info!(flavour = ?cfg.flavour, %local_addr, speedup = cfg.speedup, seed = cfg.seed, "vehicle up");
-    let task = tokio::spawn(run(model, link, cfg.speedup, view_tx, fault_rx));
+    let logs = Arc::new(std::sync::Mutex::new(logs::LogStore::new(
+        cfg.flavour,
+        cfg.seed,
+    )));
+    let task = tokio::spawn(run(
+        model,
+        link,
+        cfg.speedup,
+        view_tx,
+        fault_rx,
+        logs.clone(),
+    ));
     Ok(VehicleHandle {
         view,
         faults,
         local_addr,
         task,
+        logs,
     })
 }
 
@@ -388,6 +413,8 @@ const STEP_S: f64 = 0.02;
 /// one; from then its silence runs on sim time (so at 1× a failsafe fires up to this much late).
 const HEARTBEAT_FRESH: Duration = Duration::from_millis(1100);
 const TICK: Duration = Duration::from_millis(5);
+/// LOG_DATA packets sent per real tick while a log is downloaded (about 1.8 MB/s).
+const LOG_DATA_PER_TICK: usize = 100;
 
 struct Sender {
     seq: u8,
@@ -413,7 +440,9 @@ async fn run(
     speedup: f64,
     view: watch::Sender<View>,
     mut faults: mpsc::UnboundedReceiver<Fault>,
+    logs: Arc<std::sync::Mutex<logs::LogStore>>,
 ) {
+    let logs_lock = || logs.lock().unwrap_or_else(|e| e.into_inner());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Instant::now();
@@ -458,6 +487,16 @@ async fn run(
                     Fault::BatteryFaults(bits) => {
                         battery_faults = apm::MavBatteryFault::from_bits_truncate(bits);
                     }
+                    Fault::GcsMode(name) => {
+                        let mut replies = Vec::new();
+                        match model.gcs_set_mode(&name, &mut replies) {
+                            Ok(r) => info!(mode = %name, result = ?r, "mode change from a ground station"),
+                            Err(error) => warn!(%error, "ground station's mode change not made"),
+                        }
+                        // the ACK is the station's; what the autopilot says about it goes out to all
+                        outs.extend(replies.into_iter().filter(|o| !o.is_ack));
+                    }
+                    Fault::LogDrop(n) => logs_lock().drop_packets(n),
                     Fault::Param(name, v) => {
                         if let Err(error) = model.params_mut().set(&name, v) {
                             warn!(%error, "parameter not set");
@@ -502,6 +541,10 @@ async fn run(
                             tx.encode(&m);
                         }
                     }
+                    // a log download in progress: ArduPilot streams about this many per loop
+                    for m in logs_lock().stream(LOG_DATA_PER_TICK) {
+                        tx.encode(&m);
+                    }
                     // delayed ACKs that are due
                     let mut i = 0;
                     while i < delayed_real.len() {
@@ -529,7 +572,9 @@ async fn run(
                     link.send_bytes(&tx.buf).await;
                     tx.buf.clear();
                 }
-                view.send_replace(model.view());
+                let v = model.view();
+                logs_lock().observe(v.t_s, v.armed);
+                view.send_replace(v);
             }
             m = link.recv() => {
                 let Some((header, m)) = m else { return };
@@ -546,7 +591,14 @@ async fn run(
                         watched_heartbeat_real = Some(now);
                     }
                 }
-                model.handle(&m, &mut outs);
+                let time_utc = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as u32);
+                let log_replies = logs_lock().handle(&m, time_utc);
+                match log_replies {
+                    Some(replies) => replies.iter().for_each(|r| tx.encode(r)),
+                    None => model.handle(&m, &mut outs),
+                }
                 flush(&mut outs, &mut tx, false, &mut lose_acks, &mut delay_acks, &mut delayed_real, now);
                 if !tx.buf.is_empty() {
                     link.send_bytes(&tx.buf).await;

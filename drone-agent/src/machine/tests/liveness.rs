@@ -70,6 +70,13 @@ fn world_events(n: &Node) -> Vec<Event> {
             mode: "RTL".into(),
             reason: "Battery Failsafe".into(),
         },
+        Event::PilotOverride {
+            who: "ground station `qgc`".into(),
+            what: "mode LOITER".into(),
+        },
+        Event::PilotHandBack {
+            mode: "GUIDED".into(),
+        },
         Event::Restarted(Vehicle::Airborne),
         Event::Restarted(Vehicle::OnGround { at_home: true }),
         Event::Restarted(Vehicle::OnGround { at_home: false }),

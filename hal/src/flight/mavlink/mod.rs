@@ -38,6 +38,7 @@
 
 mod autopilot;
 mod command;
+mod logfetch;
 mod mission;
 mod ops;
 mod receive;
@@ -105,6 +106,8 @@ struct Shared {
     motion_generation: AtomicU64,
     /// Messages the receive path wants sent (REQUEST_EVENT); the receive loop sends them.
     outbox: Mutex<Vec<MavMessage>>,
+    /// The flight recorder ([`MavlinkFc::start_recording`]).
+    tap: Mutex<Option<Arc<transport::Tap>>>,
 }
 
 /// What the link remembers beyond the snapshot.
@@ -161,7 +164,20 @@ impl MavlinkFc {
     /// Starts the link supervisor (must be called inside a tokio runtime). Returns at once; watch
     /// [`FlightController::snapshot`] for the link to come up.
     pub fn start(cfg: FcLinkConfig) -> Arc<Self> {
+        Self::start_recording(cfg, None)
+    }
+
+    /// [`MavlinkFc::start`], recording every flight (arm to disarm plus the margin) as a `.tlog`
+    /// when `recorder` is given: every frame both ways on this link.
+    pub fn start_recording(
+        cfg: FcLinkConfig,
+        recorder: Option<crate::flight::tlog::RecorderConfig>,
+    ) -> Arc<Self> {
         let shared = Arc::new(Shared::new(cfg));
+        if let Some(rc) = recorder {
+            let tap = transport::Tap::new(rc, shared.snapshot.subscribe());
+            *lock(&shared.tap) = Some(Arc::new(tap));
+        }
         let span = tracing::info_span!("fc_link", connection = %shared.cfg.connection);
         let supervisor = tokio::spawn(supervise(shared.clone()).instrument(span));
         Arc::new(Self { shared, supervisor })
@@ -190,6 +206,9 @@ impl MavlinkFc {
 impl Drop for MavlinkFc {
     fn drop(&mut self) {
         self.supervisor.abort();
+        if let Some(tap) = lock(&self.shared.tap).take() {
+            tap.close();
+        }
         // a connection the aborted supervisor left behind must not be used by stray tasks
         *lock(&self.shared.conn) = None;
     }
@@ -221,6 +240,7 @@ impl Shared {
             messages: broadcast::channel(64).0,
             motion_generation: AtomicU64::new(0),
             outbox: Mutex::new(Vec::new()),
+            tap: Mutex::new(None),
         }
     }
 }

@@ -127,7 +127,9 @@ impl Shared {
             MavMessage::COMMAND_ACK(_)
             | MavMessage::MISSION_REQUEST_INT(_)
             | MavMessage::MISSION_REQUEST(_)
-            | MavMessage::MISSION_ACK(_) => {
+            | MavMessage::MISSION_ACK(_)
+            | MavMessage::LOG_ENTRY(_)
+            | MavMessage::LOG_DATA(_) => {
                 // no receiver = nobody waiting: fine
                 let _ = self.replies.send(Arc::new((header, msg)));
             }

@@ -7,7 +7,13 @@ use super::*;
 /// here: the crate's serial reader retries every I/O error but end-of-file inside `recv`, so an
 /// unplugged USB adapter (EIO) would keep it spinning until the heartbeat timeout; ours returns
 /// the first I/O error, and the supervisor reopens the device.
-pub(super) enum Conn {
+pub(super) struct Conn {
+    io: Io,
+    /// The flight recorder's tap: every frame both ways passes here.
+    tap: Option<Arc<Tap>>,
+}
+
+enum Io {
     Net(mavlink::AsyncConnection<MavMessage>),
     Serial {
         reader: tokio::sync::Mutex<
@@ -17,8 +23,92 @@ pub(super) enum Conn {
     },
 }
 
+/// The flight recorder on the link (`MavlinkFc::start_recording`). Frames are re-encoded as
+/// MAVLink 2 from what was decoded (the `mavlink` crate's connections hand out messages, not
+/// bytes): the same messages, headers and sequence numbers, which is what a `.tlog` reader needs.
+pub(super) struct Tap {
+    recorder: Mutex<crate::flight::tlog::FlightRecorder>,
+    snapshot: watch::Receiver<FcSnapshot>,
+}
+
+impl Tap {
+    pub(super) fn new(
+        cfg: crate::flight::tlog::RecorderConfig,
+        snapshot: watch::Receiver<FcSnapshot>,
+    ) -> Self {
+        Self {
+            recorder: Mutex::new(crate::flight::tlog::FlightRecorder::new(cfg)),
+            snapshot,
+        }
+    }
+
+    fn record(&self, header: &MavHeader, msg: &MavMessage) {
+        use crate::flight::tlog::RecorderEvent as E;
+        let armed = self.snapshot.borrow().armed;
+        let mut frame = Vec::with_capacity(280);
+        if mavlink::write_v2_msg(&mut frame, *header, msg).is_err() {
+            return;
+        }
+        // never fatal: a disk that refuses is said once per flight, and the link goes on
+        for event in lock(&self.recorder).frame(SystemTime::now(), armed, &frame) {
+            match event {
+                E::Started(path) => info!(path = %path.display(), "flight log started"),
+                E::Finished { path, bytes } => {
+                    info!(path = %path.display(), bytes, "flight log finished")
+                }
+                E::Failed { path, reason } => {
+                    warn!(path = %path.display(), reason, "flight log not recorded: the flight goes on")
+                }
+                E::Deleted(path) => {
+                    info!(path = %path.display(), "old flight log deleted for room")
+                }
+            }
+        }
+    }
+
+    /// Closes the log in progress (the link is dropped): what it holds stays on disk.
+    pub(super) fn close(&self) {
+        if let Some(crate::flight::tlog::RecorderEvent::Finished { path, bytes }) =
+            lock(&self.recorder).close()
+        {
+            info!(path = %path.display(), bytes, "flight log closed");
+        }
+    }
+}
+
 impl Conn {
-    pub(super) async fn open(c: &ConnectionString) -> std::io::Result<Conn> {
+    pub(super) async fn open(c: &ConnectionString, tap: Option<Arc<Tap>>) -> std::io::Result<Conn> {
+        Ok(Conn {
+            io: Io::open(c).await?,
+            tap,
+        })
+    }
+
+    pub(super) async fn recv(
+        &self,
+    ) -> Result<(MavHeader, MavMessage), mavlink::error::MessageReadError> {
+        let r = self.io.recv().await;
+        if let (Some(tap), Ok((header, msg))) = (&self.tap, &r) {
+            tap.record(header, msg);
+        }
+        r
+    }
+
+    pub(super) async fn send(
+        &self,
+        header: &MavHeader,
+        msg: &MavMessage,
+    ) -> Result<(), mavlink::error::MessageWriteError> {
+        let r = self.io.send(header, msg).await;
+        if let (Some(tap), Ok(())) = (&self.tap, &r) {
+            tap.record(header, msg);
+        }
+        r
+    }
+}
+
+impl Io {
+    async fn open(c: &ConnectionString) -> std::io::Result<Io> {
         match c {
             ConnectionString::Serial { device, baud } => {
                 use tokio_serial::SerialPortBuilderExt;
@@ -29,34 +119,32 @@ impl Conn {
                     .flow_control(tokio_serial::FlowControl::None)
                     .open_native_async()?;
                 let (r, w) = tokio::io::split(port);
-                Ok(Conn::Serial {
+                Ok(Io::Serial {
                     reader: tokio::sync::Mutex::new(mavlink::AsyncMavlinkReader::new(r)),
                     writer: tokio::sync::Mutex::new(w),
                 })
             }
-            other => Ok(Conn::Net(
+            other => Ok(Io::Net(
                 mavlink::connect_async::<MavMessage>(&other.to_mavlink_address()).await?,
             )),
         }
     }
 
-    pub(super) async fn recv(
-        &self,
-    ) -> Result<(MavHeader, MavMessage), mavlink::error::MessageReadError> {
+    async fn recv(&self) -> Result<(MavHeader, MavMessage), mavlink::error::MessageReadError> {
         match self {
-            Conn::Net(c) => c.recv().await,
-            Conn::Serial { reader, .. } => reader.lock().await.read_any_message().await,
+            Io::Net(c) => c.recv().await,
+            Io::Serial { reader, .. } => reader.lock().await.read_any_message().await,
         }
     }
 
-    pub(super) async fn send(
+    async fn send(
         &self,
         header: &MavHeader,
         msg: &MavMessage,
     ) -> Result<(), mavlink::error::MessageWriteError> {
         match self {
-            Conn::Net(c) => c.send(header, msg).await.map(|_| ()),
-            Conn::Serial { writer, .. } => {
+            Io::Net(c) => c.send(header, msg).await.map(|_| ()),
+            Io::Serial { writer, .. } => {
                 let mut frame = Vec::with_capacity(280);
                 mavlink::write_v2_msg(&mut frame, *header, msg)?;
                 writer
@@ -73,7 +161,8 @@ impl Conn {
 pub(super) async fn supervise(shared: Arc<Shared>) {
     loop {
         debug!("opening link");
-        let conn = match Conn::open(&shared.cfg.connection).await {
+        let tap = lock(&shared.tap).clone();
+        let conn = match Conn::open(&shared.cfg.connection, tap).await {
             Ok(c) => Arc::new(c),
             Err(error) => {
                 warn!(%error, "cannot open flight-controller link; retrying");

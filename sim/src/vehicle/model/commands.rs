@@ -482,6 +482,41 @@ impl Model {
         outs.extend(after_ack);
     }
 
+    /// A ground station's SET_MODE by the mode's name in this flavour (the control socket's
+    /// `gcs_mode`): the same path as any SET_MODE, so the same refusals. SET_MODE (deprecated,
+    /// still what MAVProxy's `mode` sends) keeps it out of [`View::commands`], which lists the
+    /// companion's commands.
+    #[allow(deprecated)]
+    pub fn gcs_set_mode(&mut self, name: &str, outs: &mut Vec<Out>) -> Result<MavResult, String> {
+        const ALL: [Mode; 8] = [
+            Mode::Manual,
+            Mode::Guided,
+            Mode::Hold,
+            Mode::Brake,
+            Mode::Takeoff,
+            Mode::Auto,
+            Mode::Rtl,
+            Mode::Land,
+        ];
+        let mode = ALL
+            .into_iter()
+            .find(|m| m.name(self.flavour).eq_ignore_ascii_case(name))
+            .ok_or_else(|| format!("no mode `{name}` in this flavour"))?;
+        let custom_mode = mode.custom_mode(self.flavour);
+        let msg = MavMessage::SET_MODE(apm::SET_MODE_DATA {
+            custom_mode,
+            target_system: 1,
+            base_mode: apm::MavModeFlag::MAV_MODE_FLAG_CUSTOM_MODE_ENABLED,
+        });
+        let before = outs.len();
+        self.handle(&msg, outs);
+        let result = outs[before..].iter().find_map(|o| match &o.msg {
+            MavMessage::COMMAND_ACK(a) if o.is_ack => Some(a.result),
+            _ => None,
+        });
+        Ok(result.unwrap_or(MavResult::MAV_RESULT_FAILED))
+    }
+
     fn set_mode_cmd(&mut self, p2: f32, p3: f32, outs: &mut Vec<Out>) -> MavResult {
         match Mode::from_set_mode(self.flavour, p2, p3) {
             Some(m) => self.enter_mode(m, outs),
