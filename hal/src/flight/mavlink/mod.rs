@@ -105,6 +105,8 @@ struct Shared {
     motion_generation: AtomicU64,
     /// Messages the receive path wants sent (REQUEST_EVENT); the receive loop sends them.
     outbox: Mutex<Vec<MavMessage>>,
+    /// Ground stations sharing the link (issue 13): sees every frame both ways, and queues theirs.
+    router: Option<Arc<crate::flight::router::Router>>,
 }
 
 /// What the link remembers beyond the snapshot.
@@ -161,7 +163,18 @@ impl MavlinkFc {
     /// Starts the link supervisor (must be called inside a tokio runtime). Returns at once; watch
     /// [`FlightController::snapshot`] for the link to come up.
     pub fn start(cfg: FcLinkConfig) -> Arc<Self> {
-        let shared = Arc::new(Shared::new(cfg));
+        Self::start_routed(cfg, None)
+    }
+
+    /// [`MavlinkFc::start`] with ground stations sharing the link through `router` (started
+    /// from `cfg.endpoints` by the caller: opening its sockets can fail).
+    pub fn start_routed(
+        cfg: FcLinkConfig,
+        router: Option<Arc<crate::flight::router::Router>>,
+    ) -> Arc<Self> {
+        let mut shared = Shared::new(cfg);
+        shared.router = router;
+        let shared = Arc::new(shared);
         let span = tracing::info_span!("fc_link", connection = %shared.cfg.connection);
         let supervisor = tokio::spawn(supervise(shared.clone()).instrument(span));
         Arc::new(Self { shared, supervisor })
@@ -221,6 +234,7 @@ impl Shared {
             messages: broadcast::channel(64).0,
             motion_generation: AtomicU64::new(0),
             outbox: Mutex::new(Vec::new()),
+            router: None,
         }
     }
 }
