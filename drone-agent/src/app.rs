@@ -182,7 +182,17 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
         machine.set_lost_record(why);
     }
 
-    let fc = MavlinkFc::start(cfg.flight_controller.clone());
+    // ground stations sharing the autopilot's link: none unless configured
+    let router = if cfg.flight_controller.endpoints.is_empty() {
+        None
+    } else {
+        Some(
+            hal::flight::router::Router::start(&cfg.flight_controller.endpoints, Some(&state_dir))
+                .await
+                .context("flight_controller.endpoints")?,
+        )
+    };
+    let fc = MavlinkFc::start_routed(cfg.flight_controller.clone(), router.clone());
     let payload = Arc::new(payload(&cfg.payload, fc.clone())?);
     let hello = crate::report::register(
         cfg.drone.id,
@@ -226,6 +236,7 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 min_takeoff_percent,
                 has_camera,
                 agent: tech_tx,
+                router,
             };
             Some(tokio::spawn(crate::technician::serve(listener, sources)))
         }

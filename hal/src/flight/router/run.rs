@@ -641,3 +641,127 @@ async fn save_clocks(router: std::sync::Weak<Router>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn free_port() -> u16 {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn endpoint(name: &str, connection: String, mode: EndpointMode) -> EndpointConfig {
+        EndpointConfig {
+            name: name.into(),
+            connection: connection.parse().unwrap(),
+            mode,
+            signing_key_file: None,
+            queue: 8,
+        }
+    }
+
+    fn frame(sysid: u32, msg: &MavMessage) -> Vec<u8> {
+        let mut f = MAVLinkV2MessageRaw::new();
+        let header = MavHeader {
+            system_id: sysid,
+            component_id: 190,
+            sequence: 0,
+        };
+        f.serialize_message(header, msg);
+        f.raw_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn commands_are_forwarded_and_named_read_only_ones_refused_slow_readers_dropped() {
+        let (full, watch, slow) = (free_port(), free_port(), free_port());
+        let router = Router::start(
+            &[
+                endpoint("gcs", format!("udpin:127.0.0.1:{full}"), EndpointMode::Full),
+                endpoint(
+                    "watch",
+                    format!("udpin:127.0.0.1:{watch}"),
+                    EndpointMode::ReadOnly,
+                ),
+                endpoint(
+                    "slow",
+                    format!("tcpin:127.0.0.1:{slow}"),
+                    EndpointMode::Full,
+                ),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+        let vehicle = MavHeader {
+            system_id: 1,
+            component_id: 1,
+            sequence: 0,
+        };
+        let heartbeat = MavMessage::HEARTBEAT(apm::HEARTBEAT_DATA::default());
+        router.from_autopilot(&vehicle, &heartbeat);
+        let mut notices = router.routed_commands();
+        let mut queue = router.autopilot_queue().await;
+        let arm = MavMessage::COMMAND_LONG(apm::COMMAND_LONG_DATA {
+            target_system: 1,
+            target_component: 1,
+            command: apm::MavCmd::MAV_CMD_COMPONENT_ARM_DISARM,
+            param1: 1.0,
+            ..Default::default()
+        });
+        let gcs = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        gcs.send_to(&frame(255, &arm), ("127.0.0.1", watch))
+            .unwrap();
+        gcs.send_to(&frame(255, &arm), ("127.0.0.1", full)).unwrap();
+        let notice = tokio::time::timeout(Duration::from_secs(5), notices.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            notice,
+            RoutedCommand {
+                endpoint: "gcs".into(),
+                sysid: 255,
+                compid: 190,
+                what: Steering::Arm
+            }
+        );
+        let (h, m) = queue.try_recv().unwrap();
+        assert_eq!((h.system_id, m.message_id()), (255, 76));
+        // the read-only endpoint's arm was refused, not queued
+        let started = std::time::Instant::now();
+        while router.stats()[1].refused == 0 {
+            assert!(started.elapsed() < Duration::from_secs(5), "not refused");
+            tokio::task::yield_now().await;
+        }
+        let stats = router.stats();
+        assert_eq!((stats[1].received, stats[1].refused), (1, 1));
+        assert_eq!(stats[0].refused, 0);
+        assert!(queue.try_recv().is_err());
+
+        // a tcpin client that never reads: its queue of 8 fills, the rest is dropped, and
+        // routing never waits for it
+        let _client = tokio::net::TcpStream::connect(("127.0.0.1", slow))
+            .await
+            .unwrap();
+        let big = MavMessage::STATUSTEXT(apm::STATUSTEXT_DATA {
+            text: [b'x'; 50].into(),
+            ..Default::default()
+        });
+        let started = std::time::Instant::now();
+        let mut i = 0;
+        while router.stats()[2].dropped == 0 {
+            router.from_autopilot(&vehicle, &big);
+            i += 1;
+            if i % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "never dropped");
+        }
+        assert_eq!(router.stats()[2].peers, 1);
+    }
+}
