@@ -47,6 +47,17 @@ def main():
         m.setup_signing(bytes.fromhex(args.key), sign_outgoing=True)
     m.mav.heartbeat_send(mavutil.mavlink.MAV_TYPE_GCS, mavutil.mavlink.MAV_AUTOPILOT_INVALID, 0, 0, 0)
 
+    def set_mode(name):
+        # pymavlink's own mode tables; not m.set_mode(), which picks the table by the last
+        # HEARTBEAT of system 1, and the agent (1/191, MAV_AUTOPILOT_INVALID) beats too
+        if args.expect == "px4":
+            base, main, sub = mavutil.px4_map[name]
+            params = (base, main, sub)
+        else:
+            number = {v: k for k, v in mavutil.mode_mapping_acm.items()}[name]
+            params = (mavutil.mavlink.MAV_MODE_FLAG_CUSTOM_MODE_ENABLED, number, 0)
+        m.mav.command_long_send(1, 1, mavutil.mavlink.MAV_CMD_DO_SET_MODE, 0, *params, 0, 0, 0, 0)
+
     def wait(step, types, pred=lambda msg: True, limit=15.0):
         end = min(deadline, time.monotonic() + limit)
         while time.monotonic() < end:
@@ -83,7 +94,7 @@ def main():
     print(f"ok watching: mode {before}, {name} = {p.param_value}", flush=True)
 
     if args.check == "read_only":
-        m.set_mode(args.mode)
+        set_mode(args.mode)
         m.mav.command_long_send(1, 1, mavutil.mavlink.MAV_CMD_REQUEST_MESSAGE, 0,
                                 mavutil.mavlink.MAVLINK_MSG_ID_HOME_POSITION, 0, 0, 0, 0, 0, 0)
         # the request went after the mode change on the same path: once it is answered, the mode
@@ -100,7 +111,7 @@ def main():
         print(f"PASS read_only: mode still {after}", flush=True)
         return
 
-    m.set_mode(args.mode)
+    set_mode(args.mode)
     wait("mode " + args.mode, "HEARTBEAT",
          lambda h: (h.get_srcSystem(), h.get_srcComponent()) == (1, 1) and mavutil.mode_string_v10(h) == args.mode)
     print(f"PASS {args.check}: mode {before} -> {args.mode}", flush=True)
