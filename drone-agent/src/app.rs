@@ -188,7 +188,17 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
         max_bytes: cfg.logs.max_mb.saturating_mul(1024 * 1024),
         margin: crate::config::secs(cfg.logs.margin_s),
     });
-    let fc = MavlinkFc::start_recording(cfg.flight_controller.clone(), recorder);
+    // ground stations sharing the autopilot's link: none unless configured
+    let router = if cfg.flight_controller.endpoints.is_empty() {
+        None
+    } else {
+        Some(
+            hal::flight::router::Router::start(&cfg.flight_controller.endpoints, Some(&state_dir))
+                .await
+                .context("flight_controller.endpoints")?,
+        )
+    };
+    let fc = MavlinkFc::start_with(cfg.flight_controller.clone(), recorder, router.clone());
     let payload = Arc::new(payload(&cfg.payload, fc.clone())?);
     let hello = crate::report::register(
         cfg.drone.id,
@@ -228,6 +238,9 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
     if let Some((rig, marker)) = camera {
         agent = agent.with_camera(rig, marker);
     }
+    if let Some(router) = &router {
+        agent = agent.with_routed_commands(router.routed_commands());
+    }
     // The technician's socket: a missing runtime directory is logged, never fatal to flying.
     let socket = crate::technician::socket_path(&state_dir);
     let technician = match crate::technician::bind(&socket) {
@@ -240,6 +253,7 @@ pub async fn run(cfg: DroneConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 min_takeoff_percent,
                 has_camera,
                 agent: tech_tx,
+                router,
             };
             Some(tokio::spawn(crate::technician::serve(listener, sources)))
         }

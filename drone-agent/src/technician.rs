@@ -118,6 +118,9 @@ pub struct StatusReport {
     pub flight_controller: FcStatus,
     pub cloud: CloudStatus,
     pub last_error: Option<RecentEvent>,
+    /// The ground stations sharing the autopilot's link, with their drop counters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<hal::flight::router::EndpointStats>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -195,6 +198,8 @@ pub struct Sources<F> {
     pub has_camera: bool,
     /// `ready` and `test release` go to the task that owns the machine.
     pub agent: mpsc::Sender<TechRequest>,
+    /// The ground-station router, when endpoints are configured.
+    pub router: Option<Arc<hal::flight::router::Router>>,
 }
 
 impl<F> Clone for Sources<F> {
@@ -207,6 +212,7 @@ impl<F> Clone for Sources<F> {
             min_takeoff_percent: self.min_takeoff_percent,
             has_camera: self.has_camera,
             agent: self.agent.clone(),
+            router: self.router.clone(),
         }
     }
 }
@@ -316,6 +322,7 @@ impl<F> Sources<F> {
                 detail: format!("{cloud:?}"),
             },
             last_error: view.last_error,
+            endpoints: self.router.as_ref().map(|r| r.stats()).unwrap_or_default(),
         }
     }
 }
@@ -439,6 +446,23 @@ pub fn render_status(s: &StatusReport) -> String {
             .as_ref()
             .map_or("-".to_owned(), |e| format!("{}: {}", e.event, e.detail)),
     );
+    for e in &s.endpoints {
+        line(
+            &format!("gcs {}", e.name),
+            format!(
+                "{} {:?}{} peers {} in {} out {} dropped {} refused {} bad signature {}",
+                e.connection,
+                e.mode,
+                if e.signed { " signed" } else { "" },
+                e.peers,
+                e.received,
+                e.sent,
+                e.dropped,
+                e.refused,
+                e.bad_signature
+            ),
+        );
+    }
     out
 }
 

@@ -103,3 +103,67 @@ fn video_and_precision_without_a_camera_name_the_field() {
     assert!(fields.contains(&"video.enabled"), "{fields:?}");
     assert!(fields.contains(&"precision"), "{fields:?}");
 }
+
+/// The commented `[[flight_controller.endpoints]]` block of the example, switched on, with its
+/// key file at `key`.
+fn example_with_endpoint(key: &Path) -> String {
+    let ex = example();
+    let (head, rest) = ex.split_once("# BEGIN endpoints\n").unwrap();
+    let (block, tail) = rest.split_once("# END endpoints").unwrap();
+    let block: String = block
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let block = block.replace("/etc/skypost/qgc.key", &key.display().to_string());
+    format!("{head}{block}{tail}")
+}
+
+#[test]
+fn ground_station_endpoints_parse_and_bad_ones_are_named() {
+    use hal::flight::router::EndpointMode;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("qgc.key");
+    std::fs::write(
+        &key,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
+    assert!(
+        parse(&example())
+            .unwrap()
+            .flight_controller
+            .endpoints
+            .is_empty(),
+        "none by default"
+    );
+    let text = example_with_endpoint(&key);
+    let cfg = parse(&text).unwrap();
+    let e = &cfg.flight_controller.endpoints[0];
+    assert_eq!(
+        (e.name.as_str(), e.mode, e.queue),
+        ("qgc", EndpointMode::Full, 256)
+    );
+    assert_eq!(e.connection.to_string(), "udpout:10.8.0.1:14550");
+
+    let bad = text
+        .replace("udpout:10.8.0.1:14550", "tcpout:10.8.0.1:5760")
+        .replace("name = \"qgc\"", "name = \"q g c\"")
+        .replace("queue = 256", "queue = 1")
+        .replace(&key.display().to_string(), "/nonexistent/qgc.key");
+    let e = parse(&bad).unwrap_err();
+    for f in [
+        "flight_controller.endpoints.0.connection",
+        "flight_controller.endpoints.0.name",
+        "flight_controller.endpoints.0.queue",
+        "flight_controller.endpoints.0.signing_key_file",
+    ] {
+        assert!(e.fields().contains(&f), "{f} not named in {e}");
+    }
+    let e = parse(&text.replace("mode = \"full\"", "mode = \"admin\"")).unwrap_err();
+    assert!(e.to_string().contains("mode"), "{e}");
+    // a short key is refused and the message does not print it
+    std::fs::write(&key, "0011").unwrap();
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(e.contains("expected 32 bytes or 64 hex digits"), "{e}");
+}

@@ -141,6 +141,9 @@ pub struct Agent<F: FlightController, P: PayloadRelease, C: Cloud = CloudLink> {
     /// Started with no flight on record: look once at what the vehicle is doing (a flying one
     /// is made safe by the machine).
     check_vehicle: bool,
+    /// Ground stations' steering commands the router forwarded (issue 13): who a mode change
+    /// that follows came from.
+    routed: Option<tokio::sync::broadcast::Receiver<hal::flight::router::RoutedCommand>>,
 }
 
 impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
@@ -199,6 +202,7 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
             turns: Arc::default(),
             storage: storage::Storage::default(),
             check_vehicle: !restored,
+            routed: None,
         };
         (agent, internal_rx)
     }
@@ -223,6 +227,16 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
             reports: Some(rig.reports),
             marker,
         });
+        self
+    }
+
+    /// Gives the agent the router's notices of ground stations' steering commands, so a
+    /// `pilot_override` names the endpoint that took the controls.
+    pub fn with_routed_commands(
+        mut self,
+        routed: tokio::sync::broadcast::Receiver<hal::flight::router::RoutedCommand>,
+    ) -> Self {
+        self.routed = Some(routed);
         self
     }
 
@@ -316,6 +330,14 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
                     }
                 }
                 Some(report) = recv_some(&mut camera_reports) => self.on_camera(report).await,
+                Some(cmd) = recv_routed(&mut self.routed) => {
+                    let at = self.monitor_position();
+                    let what = cmd.what.to_string();
+                    let now = std::time::SystemTime::now();
+                    if let Some(event) = self.monitor.routed_command(&cmd.endpoint, &what, now, at) {
+                        self.feed(event).await;
+                    }
+                }
                 _ = approach_tick.tick(), if self.machine.approach().is_some() => self.tick_approach().await,
                 _ = telemetry.tick() => self.push_telemetry(),
                 _ = sleep_until(self.storage.retry_at()), if self.storage.retry_at().is_some() => {
@@ -506,6 +528,24 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
 }
 
 /// The next item of an optional receiver; never, if there is none (or it is closed).
+/// The next routed command; a lagging receiver skips what it missed (only the latest matters),
+/// a closed one is never polled again.
+async fn recv_routed<T: Clone>(rx: &mut Option<tokio::sync::broadcast::Receiver<T>>) -> Option<T> {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match rx {
+            Some(r) => match r.recv().await {
+                Ok(v) => return Some(v),
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => {
+                    *rx = None;
+                }
+            },
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
 async fn recv_some<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(r) => match r.recv().await {

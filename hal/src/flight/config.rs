@@ -30,6 +30,7 @@
 //! ```
 
 use super::connection::ConnectionString;
+use super::router::EndpointConfig;
 use daemon::config::{Validate, Validator};
 use std::time::Duration;
 
@@ -68,6 +69,10 @@ pub struct FcLinkConfig {
     pub heartbeat_type: HeartbeatType,
     #[serde(default)]
     pub telemetry: TelemetryRates,
+    /// Ground stations sharing this link through the agent's router (issue 13); none by default:
+    /// nothing listens unless configured. See [`super::router::endpoint`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointConfig>,
 }
 
 /// The `MAV_TYPE` of our HEARTBEAT: which of the autopilot's link-loss failsafes count us.
@@ -180,6 +185,7 @@ impl FcLinkConfig {
             hold_brake_timeout_ms: default_hold_brake_timeout_ms(),
             heartbeat_type: HeartbeatType::default(),
             telemetry: TelemetryRates::default(),
+            endpoints: Vec::new(),
         }
     }
 
@@ -266,6 +272,7 @@ impl FcLinkConfig {
         ] {
             v.range(&format!("telemetry.{name}"), hz, 0.0, 50.0);
         }
+        super::router::endpoint::validate(&self.endpoints, v);
     }
 }
 

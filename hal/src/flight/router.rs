@@ -1,7 +1,8 @@
 //! Where a MAVLink message goes when the agent shares the autopilot's link with ground stations
 //! (issue 13): the routing rules of the MAVLink specification ("Message routing"), and what a
-//! read-only endpoint may send. Pure: systems seen and messages in, destinations out; the
-//! transports that carry the frames come in a later change.
+//! read-only endpoint may send. This file is pure (systems seen and messages in, destinations
+//! out); `run` carries the frames ([`Router`]), `endpoint` is the config, `signing` MAVLink 2
+//! signing per endpoint.
 //!
 //! The rules:
 //! - A message is never sent back to the link it came from.
@@ -17,6 +18,13 @@
 //! reply: the ground station sees no COMMAND_ACK and times out, as with a lost message.
 
 use std::collections::{HashMap, HashSet};
+
+pub mod endpoint;
+mod run;
+pub mod signing;
+
+pub use endpoint::{EndpointConfig, EndpointMode};
+pub use run::{EndpointStats, RoutedCommand, Router, RouterError, Steering, AGENT, AUTOPILOT};
 
 /// A link of the router: the autopilot's, the agent's own, or one configured endpoint.
 pub type LinkId = usize;
@@ -36,6 +44,19 @@ impl RoutingTable {
             .or_default()
             .insert(link);
         self.systems.entry(sysid).or_default().insert(link);
+    }
+
+    /// `link` is gone (a TCP client left): nobody is behind it any more.
+    pub fn forget(&mut self, link: LinkId) {
+        for links in self
+            .components
+            .values_mut()
+            .chain(self.systems.values_mut())
+        {
+            links.remove(&link);
+        }
+        self.components.retain(|_, l| !l.is_empty());
+        self.systems.retain(|_, l| !l.is_empty());
     }
 
     /// The links a message from `from` goes to, among `links` (every link of the router), given

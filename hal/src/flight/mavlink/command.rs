@@ -35,7 +35,7 @@ impl Shared {
         let Some(conn) = conn else {
             return Err(FcError::LinkLost { command });
         };
-        conn.send(&self.header(), msg).await.map_err(|error| {
+        self.send_on(&conn, msg).await.map_err(|error| {
             warn!(command, %error, "send failed");
             FcError::LinkLost { command }
         })?;

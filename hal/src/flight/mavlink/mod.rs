@@ -106,8 +106,10 @@ struct Shared {
     motion_generation: AtomicU64,
     /// Messages the receive path wants sent (REQUEST_EVENT); the receive loop sends them.
     outbox: Mutex<Vec<MavMessage>>,
-    /// The flight recorder ([`MavlinkFc::start_recording`]).
+    /// The flight recorder ([`MavlinkFc::start_with`]).
     tap: Mutex<Option<Arc<transport::Tap>>>,
+    /// Ground stations sharing the link (issue 13): sees every frame both ways, and queues theirs.
+    router: Option<Arc<crate::flight::router::Router>>,
 }
 
 /// What the link remembers beyond the snapshot.
@@ -164,16 +166,21 @@ impl MavlinkFc {
     /// Starts the link supervisor (must be called inside a tokio runtime). Returns at once; watch
     /// [`FlightController::snapshot`] for the link to come up.
     pub fn start(cfg: FcLinkConfig) -> Arc<Self> {
-        Self::start_recording(cfg, None)
+        Self::start_with(cfg, None, None)
     }
 
     /// [`MavlinkFc::start`], recording every flight (arm to disarm plus the margin) as a `.tlog`
-    /// when `recorder` is given: every frame both ways on this link.
-    pub fn start_recording(
+    /// when `recorder` is given (every frame both ways on this link), and with ground stations
+    /// sharing the link through `router` (started from `cfg.endpoints` by the caller: opening
+    /// its sockets can fail).
+    pub fn start_with(
         cfg: FcLinkConfig,
         recorder: Option<crate::flight::tlog::RecorderConfig>,
+        router: Option<Arc<crate::flight::router::Router>>,
     ) -> Arc<Self> {
-        let shared = Arc::new(Shared::new(cfg));
+        let mut shared = Shared::new(cfg);
+        shared.router = router;
+        let shared = Arc::new(shared);
         if let Some(rc) = recorder {
             let tap = transport::Tap::new(rc, shared.snapshot.subscribe());
             *lock(&shared.tap) = Some(Arc::new(tap));
@@ -241,6 +248,7 @@ impl Shared {
             motion_generation: AtomicU64::new(0),
             outbox: Mutex::new(Vec::new()),
             tap: Mutex::new(None),
+            router: None,
         }
     }
 }

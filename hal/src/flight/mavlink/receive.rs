@@ -37,6 +37,9 @@ pub(super) async fn receive(shared: &Arc<Shared>, conn: &Conn) -> String {
             r = conn.recv() => match r {
                 Ok((header, msg)) => {
                     shared.received.fetch_add(1, Ordering::Relaxed);
+                    if let Some(router) = &shared.router {
+                        router.from_autopilot(&header, &msg);
+                    }
                     if shared.handle(header, msg) {
                         silence.as_mut().reset(tokio::time::Instant::now() + timeout);
                         if !got_heartbeat {
@@ -46,7 +49,7 @@ pub(super) async fn receive(shared: &Arc<Shared>, conn: &Conn) -> String {
                     }
                     let outgoing = std::mem::take(&mut *lock(&shared.outbox));
                     for msg in outgoing {
-                        if let Err(error) = conn.send(&shared.header(), &msg).await {
+                        if let Err(error) = shared.send_on(conn, &msg).await {
                             debug!(%error, "queued message not sent");
                         }
                     }

@@ -23,7 +23,7 @@ enum Io {
     },
 }
 
-/// The flight recorder on the link (`MavlinkFc::start_recording`). Frames are re-encoded as
+/// The flight recorder on the link (`MavlinkFc::start_with`). Frames are re-encoded as
 /// MAVLink 2 from what was decoded (the `mavlink` crate's connections hand out messages, not
 /// bytes): the same messages, headers and sequence numbers, which is what a `.tlog` reader needs.
 pub(super) struct Tap {
@@ -177,12 +177,27 @@ pub(super) async fn supervise(shared: Arc<Shared>) {
         let heartbeat = AbortOnDrop(tokio::spawn(
             send_heartbeats(shared.clone(), conn.clone()).in_current_span(),
         ));
+        let routed = shared.router.clone().map(|router| {
+            AbortOnDrop(tokio::spawn(
+                forward_routed(router, conn.clone()).in_current_span(),
+            ))
+        });
         let reason = super::receive::receive(&shared, &conn).await;
-        drop(heartbeat);
+        drop((heartbeat, routed));
         *lock(&shared.conn) = None;
         drop(conn);
         shared.mark_lost(&reason);
         tokio::time::sleep(shared.cfg.reopen_interval()).await;
+    }
+}
+
+/// Sends the ground stations' frames the router queued for the autopilot, with their own ids.
+async fn forward_routed(router: Arc<crate::flight::router::Router>, conn: Arc<Conn>) {
+    let mut queue = router.autopilot_queue().await;
+    while let Some((header, msg)) = queue.recv().await {
+        if let Err(error) = conn.send(&header, &msg).await {
+            debug!(%error, "routed frame not sent");
+        }
     }
 }
 
@@ -212,7 +227,7 @@ pub(super) async fn send_heartbeats(shared: Arc<Shared>, conn: Arc<Conn>) {
     loop {
         tick.tick().await;
         // On udpin nothing goes out until the autopilot has sent us a packet: that is expected.
-        if let Err(error) = conn.send(&shared.header(), &msg).await {
+        if let Err(error) = shared.send_on(&conn, &msg).await {
             debug!(%error, "heartbeat not sent");
         }
     }
@@ -338,6 +353,20 @@ impl<T: mavlink::MessageData> IdU32 for T {
 }
 
 impl Shared {
+    /// Sends one of our own messages on `conn`; the router (if any) sees it first, as the
+    /// agent's link's traffic.
+    pub(super) async fn send_on(
+        &self,
+        conn: &Conn,
+        msg: &MavMessage,
+    ) -> Result<(), mavlink::error::MessageWriteError> {
+        let header = self.header();
+        if let Some(router) = &self.router {
+            router.from_agent(&header, msg);
+        }
+        conn.send(&header, msg).await
+    }
+
     pub(super) fn header(&self) -> MavHeader {
         MavHeader {
             system_id: u32::from(self.cfg.system_id),

@@ -14,6 +14,16 @@ pub fn px4_event_id(name: &str) -> u32 {
     });
     (1 << 24) | (hash & 0xff_ffff)
 }
+fn param_value(name: &str, value: f32, index: u16, count: usize) -> Out {
+    out(MavMessage::PARAM_VALUE(apm::PARAM_VALUE_DATA {
+        param_value: value,
+        param_count: count as u16,
+        param_index: index,
+        param_id: name.into(),
+        param_type: apm::MavParamType::MAV_PARAM_TYPE_REAL32,
+    }))
+}
+
 impl Model {
     /// Records a HEARTBEAT from the other side (tests check the companion's identity and rate).
     /// Returns whether the HEARTBEAT is one a link-loss failsafe watches.
@@ -162,7 +172,44 @@ impl Model {
                     .unwrap_or(0);
                 self.landing_target_age_us = Some(now_us.saturating_sub(lt.time_usec));
             }
+            // the parameter protocol's reads, for ground stations (a few of each autopilot's real
+            // names; PARAM_SET is not simulated)
+            MavMessage::PARAM_REQUEST_READ(r) => {
+                let table = self.param_table();
+                let found = match r.param_index {
+                    i if i >= 0 => table.get(i as usize).map(|p| (i as u16, *p)),
+                    _ => table
+                        .iter()
+                        .enumerate()
+                        .find(|(_, (name, _))| r.param_id.to_str() == Ok(*name))
+                        .map(|(i, p)| (i as u16, *p)),
+                };
+                if let Some((index, (name, value))) = found {
+                    outs.push(param_value(name, value, index, table.len()));
+                }
+            }
+            MavMessage::PARAM_REQUEST_LIST(_) => {
+                let table = self.param_table();
+                for (i, (name, value)) in table.iter().enumerate() {
+                    outs.push(param_value(name, *value, i as u16, table.len()));
+                }
+            }
             _ => {}
+        }
+    }
+
+    /// The parameters a ground station can read: a few of each autopilot's own.
+    fn param_table(&self) -> Vec<(&'static str, f32)> {
+        match self.flavour {
+            Flavour::ArduPilot => vec![
+                ("SYSID_THISMAV", 1.0),
+                ("SYSID_MYGCS", f32::from(self.p.sysid_mygcs)),
+                ("RTL_ALT", (self.p.rtl_alt_m * 100.0) as f32),
+            ],
+            Flavour::Px4 => vec![
+                ("MAV_SYS_ID", 1.0),
+                ("RTL_RETURN_ALT", self.p.rtl_alt_m as f32),
+            ],
         }
     }
 
