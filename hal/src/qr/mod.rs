@@ -17,6 +17,7 @@
 //! look like a payload ([`plausible_payload`]).
 
 pub mod finder;
+pub mod lattice;
 pub mod stack;
 
 use finder::{FinderScanner, Sighting};
