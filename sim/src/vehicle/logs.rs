@@ -173,7 +173,7 @@ impl LogStore {
             self.stream = Some((index, ofs + n, end));
             if self.drop_left > 0 {
                 self.drop_counter += 1;
-                if self.drop_counter % 3 == 0 {
+                if self.drop_counter.is_multiple_of(3) {
                     self.drop_left -= 1;
                     continue;
                 }
