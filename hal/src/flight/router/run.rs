@@ -359,7 +359,7 @@ impl Router {
     }
 
     /// A frame from endpoint `ep` on `link`: checked (signature, read-only), learned, routed.
-    fn from_endpoint(&self, ep_index: usize, link: LinkId, raw: &MAVLinkMessageRaw) {
+    fn endpoint_frame(&self, ep_index: usize, link: LinkId, raw: &MAVLinkMessageRaw) {
         let ep = &self.endpoints[ep_index];
         ep.counters.received.fetch_add(1, Ordering::Relaxed);
         if let Some(signer) = &ep.signer {
@@ -370,7 +370,7 @@ impl Router {
             if let Err(why) = verdict {
                 let n = ep.counters.bad_signature.fetch_add(1, Ordering::Relaxed);
                 // the first, then every hundredth: an unsigned GCS sends a heartbeat a second
-                if n % 100 == 0 {
+                if n.is_multiple_of(100) {
                     warn!(endpoint = %ep.cfg.name, reason = ?why, sysid = raw.system_id(), dropped = n + 1, "frame without a valid signature dropped");
                 }
                 return;
@@ -540,7 +540,7 @@ async fn run_udp(
                 }
                 if let Some(link) = link {
                     for f in frames(&buf[..n]) {
-                        r.from_endpoint(ep, link, &f);
+                        r.endpoint_frame(ep, link, &f);
                     }
                 }
             }
@@ -606,7 +606,7 @@ async fn run_tcp_client(
             match reader.read_any_raw_message::<MavMessage>().await {
                 Ok(f) => {
                     let Some(r) = router.upgrade() else { return };
-                    r.from_endpoint(ep, link, &f);
+                    r.endpoint_frame(ep, link, &f);
                 }
                 Err(mavlink::error::MessageReadError::Parse(_)) => continue,
                 Err(mavlink::error::MessageReadError::Io(_)) => return,
