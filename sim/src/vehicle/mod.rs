@@ -111,6 +111,8 @@ pub enum Fault {
     /// Set an autopilot parameter the sim models (`BATT_LOW_VOLT`, `BATT_FS_LOW_ACT`,
     /// `FS_GCS_ENABLE`, `SYSID_MYGCS`, `NAV_DLL_ACT`, ... see [`model::Params::set`]).
     Param(String, f64),
+    /// Move the vehicle this far at once (north, east, up metres): out of its fence, say.
+    Push(f64, f64, f64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -458,6 +460,7 @@ async fn run(
                     Fault::BatteryFaults(bits) => {
                         battery_faults = apm::MavBatteryFault::from_bits_truncate(bits);
                     }
+                    Fault::Push(n, e, u) => model.push(n, e, u),
                     Fault::Param(name, v) => {
                         if let Err(error) = model.params_mut().set(&name, v) {
                             warn!(%error, "parameter not set");

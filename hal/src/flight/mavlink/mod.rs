@@ -38,6 +38,7 @@
 
 mod autopilot;
 mod command;
+mod fence;
 mod mission;
 mod ops;
 mod receive;
