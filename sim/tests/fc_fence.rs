@@ -38,8 +38,12 @@ async fn fence_stored_then_breached(flavour: Flavour) {
     r.fc.set_fence(&fence)
         .await
         .expect("fence stored and verified");
-    let v = r.vehicle.view().borrow().clone();
-    assert_eq!(v.fence_items, 5, "one circle item and four vertices");
+    // the view is refreshed every real tick: wait for the one after the upload
+    let v = r
+        .vehicle
+        .wait_for(common::WAIT, |v| v.fence_items == 5)
+        .await
+        .expect("one circle item and four vertices stored");
     assert_eq!(v.mission_len, 0, "the fence is not the mission");
 
     r.airborne(10.0).await;

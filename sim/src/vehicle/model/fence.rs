@@ -106,7 +106,11 @@ impl Model {
             }
             MavMessage::MISSION_REQUEST_INT(r) => {
                 if let Some(item) = self.fence.items.get(usize::from(r.seq)) {
-                    outs.push(out(MavMessage::MISSION_ITEM_INT(item.clone())));
+                    // addressed to whoever asks, not to the autopilot it was sent to
+                    let mut item = item.clone();
+                    item.target_system = 0;
+                    item.target_component = 0;
+                    outs.push(out(MavMessage::MISSION_ITEM_INT(item)));
                 }
             }
             MavMessage::MISSION_CLEAR_ALL(_) => {
@@ -284,7 +288,9 @@ impl Model {
             None
         };
         let changed = now != self.fence.breached;
-        if let (Some(kind), true) = (now, self.fence.breached.is_none()) {
+        // a new breach, or another limit than the one already breached (ArduPilot tracks each
+        // fence type's breach apart)
+        if let (Some(kind), true) = (now, changed) {
             self.fence.breach_count = self.fence.breach_count.saturating_add(1);
             self.fence.breach_time_ms = (self.t * 1000.0) as u32;
             self.fence_announce(kind, outs);
