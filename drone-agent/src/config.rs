@@ -40,6 +40,10 @@ pub struct DroneConfig {
     pub autopilot: AutopilotConfig,
     #[serde(default)]
     pub commands: CommandsConfig,
+    /// `[geofence]`: the fence when a task carries no operational volume; absent: no fence
+    /// unless the task brings one.
+    #[serde(default)]
+    pub geofence: Option<crate::geofence::GeofenceConfig>,
 }
 
 /// `[retry]`: how a flight operation the autopilot refuses is asked again.
@@ -397,6 +401,9 @@ impl Validate for DroneConfig {
             3600.0,
         );
         v.range("commands.remember", self.commands.remember, 16, 100_000);
+        if let Some(g) = &self.geofence {
+            g.validate_with(self.flight.cruise_alt_m, v);
+        }
         let b = &self.battery;
         v.range("battery.critical_percent", b.critical_percent, 0.0, 100.0);
         v.range(

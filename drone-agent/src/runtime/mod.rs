@@ -20,6 +20,7 @@
 
 mod approach;
 mod effects;
+mod fence;
 mod inbound;
 mod restart;
 mod storage;
@@ -141,6 +142,10 @@ pub struct Agent<F: FlightController, P: PayloadRelease, C: Cloud = CloudLink> {
     /// Started with no flight on record: look once at what the vehicle is doing (a flying one
     /// is made safe by the machine).
     check_vehicle: bool,
+    /// The last task's operational volume (by delivery id), for its pre-flight.
+    task_volume: Option<(uuid::Uuid, Option<protocol::volume::OperationalVolume>)>,
+    /// The volume the current delivery flies in (chosen in pre-flight); every go-to is checked.
+    volume: Option<crate::geofence::Volume>,
 }
 
 impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
@@ -198,6 +203,8 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
             turns: Arc::default(),
             storage: storage::Storage::default(),
             check_vehicle: !restored,
+            task_volume: None,
+            volume: None,
         };
         (agent, internal_rx)
     }
