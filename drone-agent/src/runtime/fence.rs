@@ -7,7 +7,6 @@ use crate::geofence::Volume;
 use crate::machine::Event;
 use hal::flight::{FcError, FenceAction, FlightController};
 use hal::payload::PayloadRelease;
-use std::future::Future;
 use tracing::{info, warn};
 
 /// What pre-flight does about the airspace, decided on the agent's task and run in the check's.
@@ -35,32 +34,25 @@ impl FencePlan {
     }
 
     /// Stores the fence in the autopilot; a refusal if one is required and it failed.
-    pub(super) fn store<F: FlightController>(
-        self,
-        fc: std::sync::Arc<F>,
-    ) -> impl Future<Output = Option<String>> + Send {
-        async move {
-            if let Some(what) = self.missing {
-                return Some(format!("geofence required, but {what}"));
+    pub(super) async fn store<F: FlightController>(self, fc: std::sync::Arc<F>) -> Option<String> {
+        if let Some(what) = self.missing {
+            return Some(format!("geofence required, but {what}"));
+        }
+        let volume = self.volume?;
+        let fence = volume.fence(self.action);
+        match fc.set_fence(&fence).await {
+            Ok(()) => {
+                info!(
+                    zones = fence.zones.len(),
+                    max_alt_m = fence.max_alt_m,
+                    "geofence verified in the autopilot"
+                );
+                None
             }
-            let volume = self.volume?;
-            let fence = volume.fence(self.action);
-            match fc.set_fence(&fence).await {
-                Ok(()) => {
-                    info!(
-                        zones = fence.zones.len(),
-                        max_alt_m = fence.max_alt_m,
-                        "geofence verified in the autopilot"
-                    );
-                    None
-                }
-                Err(e) if self.required => {
-                    Some(format!("geofence not verified in the autopilot: {e}"))
-                }
-                Err(e) => {
-                    warn!(error = %e, "geofence not stored; flying without it ([geofence] required = false)");
-                    None
-                }
+            Err(e) if self.required => Some(format!("geofence not verified in the autopilot: {e}")),
+            Err(e) => {
+                warn!(error = %e, "geofence not stored; flying without it ([geofence] required = false)");
+                None
             }
         }
     }

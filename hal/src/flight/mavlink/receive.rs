@@ -612,7 +612,7 @@ impl Shared {
         let new_breach = breached
             && before
                 .as_ref()
-                .map_or(true, |b| !b.breached || b.breach_count != f.breach_count);
+                .is_none_or(|b| !b.breached || b.breach_count != f.breach_count);
         let at = match &before {
             Some(b) if !new_breach && b.breached == breached => b.at,
             _ => SystemTime::now(),

@@ -40,20 +40,18 @@ impl Model {
             return;
         }
         match msg {
-            MavMessage::PARAM_SET(p) => {
-                if !self.fence_param_set(p, outs) {
-                    // the other modelled parameters; an unknown name gets no answer, as on
-                    // both autopilots
-                    if let Ok(name) = p.param_id.to_str() {
-                        if self.p.set(name, f64::from(p.param_value)).is_ok() {
-                            outs.push(out(MavMessage::PARAM_VALUE(apm::PARAM_VALUE_DATA {
-                                param_value: p.param_value,
-                                param_count: 1,
-                                param_index: 0,
-                                param_id: p.param_id,
-                                param_type: p.param_type,
-                            })));
-                        }
+            // the other modelled parameters; an unknown name gets no answer, as on both
+            // autopilots
+            MavMessage::PARAM_SET(p) if !self.fence_param_set(p, outs) => {
+                if let Ok(name) = p.param_id.to_str() {
+                    if self.p.set(name, f64::from(p.param_value)).is_ok() {
+                        outs.push(out(MavMessage::PARAM_VALUE(apm::PARAM_VALUE_DATA {
+                            param_value: p.param_value,
+                            param_count: 1,
+                            param_index: 0,
+                            param_id: p.param_id,
+                            param_type: p.param_type,
+                        })));
                     }
                 }
             }

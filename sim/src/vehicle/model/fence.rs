@@ -357,6 +357,19 @@ fn contains(poly: &[(f64, f64)], p: (f64, f64)) -> bool {
     inside
 }
 
+/// Whether a mission-protocol message is for the fence (its `mission_type`).
+pub(super) fn is_fence_message(msg: &MavMessage) -> bool {
+    let t = match msg {
+        MavMessage::MISSION_COUNT(m) => m.mission_type,
+        MavMessage::MISSION_ITEM_INT(m) => m.mission_type,
+        MavMessage::MISSION_REQUEST_LIST(m) => m.mission_type,
+        MavMessage::MISSION_REQUEST_INT(m) => m.mission_type,
+        MavMessage::MISSION_CLEAR_ALL(m) => m.mission_type,
+        _ => return false,
+    };
+    t == apm::MavMissionType::MAV_MISSION_TYPE_FENCE
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,17 +508,4 @@ mod tests {
             .iter()
             .any(|o| matches!(o.msg, MavMessage::FENCE_STATUS(_))));
     }
-}
-
-/// Whether a mission-protocol message is for the fence (its `mission_type`).
-pub(super) fn is_fence_message(msg: &MavMessage) -> bool {
-    let t = match msg {
-        MavMessage::MISSION_COUNT(m) => m.mission_type,
-        MavMessage::MISSION_ITEM_INT(m) => m.mission_type,
-        MavMessage::MISSION_REQUEST_LIST(m) => m.mission_type,
-        MavMessage::MISSION_REQUEST_INT(m) => m.mission_type,
-        MavMessage::MISSION_CLEAR_ALL(m) => m.mission_type,
-        _ => return false,
-    };
-    t == apm::MavMissionType::MAV_MISSION_TYPE_FENCE
 }
