@@ -40,6 +40,10 @@ pub struct DroneConfig {
     pub autopilot: AutopilotConfig,
     #[serde(default)]
     pub commands: CommandsConfig,
+    /// `[geofence]`: the fence when a task carries no operational volume; absent: no fence
+    /// unless the task brings one.
+    #[serde(default)]
+    pub geofence: Option<crate::geofence::GeofenceConfig>,
     #[serde(default)]
     pub pilot: PilotConfig,
     #[serde(default)]
@@ -462,6 +466,9 @@ impl Validate for DroneConfig {
                 "logs.dir",
                 "must not be empty (leave it out for the state dir)",
             );
+        }
+        if let Some(g) = &self.geofence {
+            g.validate_with(self.flight.cruise_alt_m, v);
         }
         let b = &self.battery;
         v.range("battery.critical_percent", b.critical_percent, 0.0, 100.0);

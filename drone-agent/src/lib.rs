@@ -11,6 +11,7 @@
 //! - [`camera`]: the downward camera's worker thread (marker sightings, video frames).
 //! - [`persist`]: the state file, written atomically on every transition.
 //! - [`energy`]: the energy to get home, learned in flight (pure; not yet wired: issue 12).
+//! - [`geofence`]: the airspace a delivery may use (the task's volume or `[geofence]`).
 //! - [`config`]: the TOML config; [`app`]: wiring from config to a running agent.
 //! - [`technician`]: the Unix socket a technician's `drone-agent status` / `events` read.
 
@@ -20,6 +21,7 @@ pub mod commands;
 pub mod config;
 pub mod energy;
 pub mod flightlog;
+pub mod geofence;
 pub mod machine;
 pub mod monitor;
 pub mod persist;

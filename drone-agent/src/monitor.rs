@@ -256,13 +256,14 @@ impl Monitor {
                 // must follow it, not fly home over it (or land, on BATT_FS_LOW_ACT = land)
                 self.battery_low = true;
             }
+            let reason = c
+                .reason
+                .clone()
+                .or_else(|| snap.last_status_text.clone())
+                .unwrap_or_else(|| "no reason given".into());
             out.push(Event::AutopilotTookOver {
                 mode: c.to.raw.clone(),
-                reason: c
-                    .reason
-                    .clone()
-                    .or_else(|| snap.last_status_text.clone())
-                    .unwrap_or_else(|| "no reason given".into()),
+                reason: fence_breach_reason(snap, reason),
             });
         }
         if let Some(e) = self.battery(snap) {
@@ -496,6 +497,20 @@ fn expected_mode(
         | M::AltitudeHold
         | M::PositionHold
         | M::Other => false,
+    }
+}
+
+/// A take-over for a fence breach says where it happened (the autopilot says only which limit):
+/// the position and height above home when the autopilot reported it.
+fn fence_breach_reason(snap: &FcSnapshot, reason: String) -> String {
+    let fence = snap.fence.as_ref().is_some_and(|f| f.breached)
+        || reason.to_ascii_lowercase().contains("fence");
+    match (fence, &snap.position) {
+        (true, Some(p)) => format!(
+            "{reason}; at {:.6},{:.6}, {:.1} m above home",
+            p.lat_deg, p.lon_deg, p.alt_rel_m
+        ),
+        _ => reason,
     }
 }
 

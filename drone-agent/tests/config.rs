@@ -167,3 +167,18 @@ fn ground_station_endpoints_parse_and_bad_ones_are_named() {
     let e = parse(&text).unwrap_err().to_string();
     assert!(e.contains("expected 32 bytes or 64 hex digits"), "{e}");
 }
+
+#[test]
+fn geofence_fields_are_checked_by_name() {
+    assert!(parse(&example()).unwrap().geofence.is_some());
+    // a ceiling under the cruise altitude would be breached by every flight
+    let low = example().replace("max_alt_m = 120.0 ", "max_alt_m = 10.0 ");
+    let e = parse(&low).unwrap_err();
+    assert!(e.fields().contains(&"geofence.max_alt_m"), "{e}");
+    let wide = example().replace("radius_m = 2000.0 ", "radius_m = 1.0 ");
+    let e = parse(&wide).unwrap_err();
+    assert!(e.fields().contains(&"geofence.radius_m"), "{e}");
+    let loiter = example().replace("action = \"rtl\"", "action = \"loiter\"");
+    let e = parse(&loiter).unwrap_err().to_string();
+    assert!(e.contains("geofence.action"), "{e}");
+}

@@ -37,22 +37,13 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
                 self.store_event(ev).await;
             }
             Effect::RunPreflight => {
-                let fc = self.fc.clone();
-                let min = self.cfg.battery.min_takeoff_percent;
-                let tx = self.internal.clone();
-                tokio::spawn(async move {
-                    let event = match fc.preflight_check(min).await {
-                        Ok(r) if r.passed() => Event::PreflightPassed,
-                        Ok(r) => Event::PreflightFailed(
-                            r.failures()
-                                .map(|c| format!("{}: {}", c.name, c.detail))
-                                .collect::<Vec<_>>()
-                                .join("; "),
-                        ),
-                        Err(e) => Event::PreflightFailed(e.to_string()),
-                    };
-                    let _ = tx.send(Internal::Event(event));
-                });
+                let plan = self.fence_plan();
+                tokio::spawn(super::fence::preflight(
+                    self.fc.clone(),
+                    self.cfg.battery.min_takeoff_percent,
+                    plan,
+                    self.internal.clone(),
+                ));
             }
             Effect::Fly(fly) => self.fly(fly),
             Effect::Disarm => {
@@ -144,9 +135,13 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
                 fc.arm().await?;
                 fc.takeoff(alt_m).await
             }),
-            Fly::Goto { lat, lon, alt_m } => self.spawn_flight(FlightOp::Goto, async move {
-                fc.goto(GeoPoint::new(lat, lon, alt_m)).await
-            }),
+            Fly::Goto { lat, lon, alt_m } => match self.goto_refusal(lat, lon, alt_m) {
+                // refused like an autopilot refusal: the machine's bounded retries, then home
+                Some(error) => self.spawn_flight(FlightOp::Goto, async move { Err(error) }),
+                None => self.spawn_flight(FlightOp::Goto, async move {
+                    fc.goto(GeoPoint::new(lat, lon, alt_m)).await
+                }),
+            },
             // here: over the current position, whatever the delivery's destination
             Fly::HoverAt { alt_m } => {
                 self.spawn_flight(FlightOp::HoverAt, async move { fc.hover_at(alt_m).await })

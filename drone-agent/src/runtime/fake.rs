@@ -153,6 +153,15 @@ impl FlightController for FakeFc {
         })
     }
 
+    /// Records the fence as `fence <zones> <ceiling>` (scriptable like any command).
+    async fn set_fence(&self, fence: &hal::flight::Fence) -> Result<(), FcError> {
+        self.answer(
+            "fence",
+            format!("{} {}", fence.zones.len(), fence.max_alt_m),
+        )
+        .await
+    }
+
     async fn arm(&self) -> Result<(), FcError> {
         self.answer("arm", String::new()).await?;
         self.update(|s| s.armed = true);

@@ -38,6 +38,10 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
                         self.feed(news).await;
                     }
                 }
+                if self.machine.delivery().is_none() {
+                    // only a task the drone may take replaces the volume being flown
+                    self.task_volume = Some((task.delivery_id, task.volume.clone()));
+                }
                 let span = info_span!("task", delivery_id = %task.delivery_id);
                 let delivery = Delivery {
                     delivery_id: task.delivery_id,

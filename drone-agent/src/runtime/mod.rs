@@ -20,6 +20,7 @@
 
 mod approach;
 mod effects;
+mod fence;
 mod inbound;
 mod restart;
 mod storage;
@@ -144,6 +145,10 @@ pub struct Agent<F: FlightController, P: PayloadRelease, C: Cloud = CloudLink> {
     /// Ground stations' steering commands the router forwarded (issue 13): who a mode change
     /// that follows came from.
     routed: Option<tokio::sync::broadcast::Receiver<hal::flight::router::RoutedCommand>>,
+    /// The last task's operational volume (by delivery id), for its pre-flight.
+    task_volume: Option<(uuid::Uuid, Option<protocol::volume::OperationalVolume>)>,
+    /// The volume the current delivery flies in (chosen in pre-flight); every go-to is checked.
+    volume: Option<crate::geofence::Volume>,
 }
 
 impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
@@ -203,6 +208,8 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
             storage: storage::Storage::default(),
             check_vehicle: !restored,
             routed: None,
+            task_volume: None,
+            volume: None,
         };
         (agent, internal_rx)
     }

@@ -49,6 +49,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod fence;
 pub mod mavlink;
 pub mod modes;
 pub mod router;
@@ -60,6 +61,7 @@ use std::time::{Duration, SystemTime};
 
 pub use config::{FcLinkConfig, HeartbeatType, TelemetryRates};
 pub use connection::{ConnectionString, ConnectionStringError};
+pub use fence::{Fence, FenceAction, FenceBreachKind, FenceStatus, FenceZone};
 
 /// A WGS-84 point with an altitude relative to home (the take-off point), as the agent plans flights.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -284,6 +286,8 @@ pub struct FcSnapshot {
     /// The gripper position the autopilot last confirmed (ArduPilot: its `Gripper load
     /// released`/`grabbed` report; PX4: the final ACCEPTED of a `MAV_CMD_DO_GRIPPER` from us).
     pub gripper: Option<GripperAction>,
+    /// The autopilot's last `FENCE_STATUS` (ArduPilot), if it sent one.
+    pub fence: Option<FenceStatus>,
 }
 
 impl FcSnapshot {
@@ -334,6 +338,7 @@ impl FcSnapshot {
             battery_failsafe: None,
             autopilot_mode_change: None,
             gripper: None,
+            fence: None,
         }
     }
 
@@ -702,6 +707,20 @@ pub trait FlightController: Send + Sync + 'static {
     /// is a closed channel, for controllers that have no such messages.
     fn autopilot_messages(&self) -> tokio::sync::broadcast::Receiver<AutopilotMessage> {
         tokio::sync::broadcast::channel(1).1
+    }
+
+    /// Store `fence` in the autopilot (mission protocol, `MAV_MISSION_TYPE_FENCE`), read it back
+    /// and compare, set the autopilot's fence parameters and enable it: the autopilot enforces it
+    /// even if this computer dies. The default refuses: a controller without fence storage must
+    /// not look as if it had one.
+    fn set_fence(&self, fence: &Fence) -> impl Future<Output = Result<(), FcError>> + Send {
+        let _ = fence;
+        async {
+            Err(FcError::Unsupported {
+                command: "fence upload",
+                reason: Some("this flight controller stores no fence".into()),
+            })
+        }
     }
 }
 

@@ -22,6 +22,8 @@
 //! gcs_mode <MODE>                     a ground station on another link sets the mode (the
 //!                                     flavour's name: LOITER, POSHOLD, GUIDED, AUTO.LOITER, …)
 //! log_drop <n>                        lose the next n LOG_DATA packets of log downloads
+//! push <north_m> <east_m> [up_m]      move the vehicle at once (negative = south/west/down):
+//!                                     out of its fence, for the autopilot's breach action
 //! status                              ok t=<s> armed=<bool> mode=<name> lat=… lon=… alt=… …
 //! ```
 //!
@@ -103,6 +105,23 @@ pub fn parse_fault(line: &str) -> Result<Fault, String> {
             }
             Ok(Fault::BatteryFaults(bits))
         }
+        Some("push") => {
+            let signed = |i: usize, what: &str| -> Result<f64, String> {
+                words
+                    .get(i)
+                    .ok_or_else(|| format!("missing {what}"))?
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && v.abs() <= 100_000.0)
+                    .ok_or_else(|| format!("{what} must be a number of metres"))
+            };
+            let up = if words.len() > 3 {
+                signed(3, "up")?
+            } else {
+                0.0
+            };
+            Ok(Fault::Push(signed(1, "north")?, signed(2, "east")?, up))
+        }
         Some("param") => {
             let name = words.get(1).ok_or("missing parameter name")?.to_string();
             let value = words
@@ -137,10 +156,11 @@ pub async fn serve(listener: TcpListener, vehicle: Arc<VehicleHandle>) {
                 let reply = if line.trim() == "status" {
                     let v = vehicle.view().borrow().clone();
                     format!(
-                        "ok t={:.2} armed={} mode={} lat={:.7} lon={:.7} alt={:.2} on_ground={} battery={:.1} gps={} gripper_released={} mission_len={} mission_current={} position_ok={} voltage={:.2} battery_failsafe={} gcs_failsafe={} rc_throttle={}\n",
+                        "ok t={:.2} armed={} mode={} lat={:.7} lon={:.7} alt={:.2} on_ground={} battery={:.1} gps={} gripper_released={} mission_len={} mission_current={} position_ok={} voltage={:.2} battery_failsafe={} gcs_failsafe={} rc_throttle={} fence_items={} fence_breached={}\n",
                         v.t_s, v.armed, v.mode, v.lat_deg, v.lon_deg, v.alt_rel_m, v.on_ground,
                         v.battery_pct, v.gps_fix, v.gripper_released, v.mission_len, v.mission_current,
-                        v.position_ok, v.voltage, v.battery_failsafe, v.gcs_failsafe, v.rc_throttle_us
+                        v.position_ok, v.voltage, v.battery_failsafe, v.gcs_failsafe, v.rc_throttle_us,
+                        v.fence_items, v.fence_breached
                     )
                 } else {
                     match parse_fault(&line) {
@@ -222,5 +242,10 @@ mod tests {
             Fault::GcsMode("LOITER".into())
         );
         assert!(parse_fault("gcs_mode").is_err());
+        assert_eq!(
+            parse_fault("push 150 -20").unwrap(),
+            Fault::Push(150.0, -20.0, 0.0)
+        );
+        assert!(parse_fault("push 150").is_err());
     }
 }

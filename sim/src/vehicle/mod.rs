@@ -118,6 +118,8 @@ pub enum Fault {
     GcsMode(String),
     /// Lose the next `n` LOG_DATA packets of log downloads (one in three until `n` are lost).
     LogDrop(u32),
+    /// Move the vehicle this far at once (north, east, up metres): out of its fence, say.
+    Push(f64, f64, f64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -497,6 +499,7 @@ async fn run(
                         outs.extend(replies.into_iter().filter(|o| !o.is_ack));
                     }
                     Fault::LogDrop(n) => logs_lock().drop_packets(n),
+                    Fault::Push(n, e, u) => model.push(n, e, u),
                     Fault::Param(name, v) => {
                         if let Err(error) = model.params_mut().set(&name, v) {
                             warn!(%error, "parameter not set");

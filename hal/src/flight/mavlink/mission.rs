@@ -118,7 +118,7 @@ impl Shared {
             tokio::select! {
                 r = replies.recv() => match r {
                     Ok(reply) => {
-                        if matches!(reply.1, MavMessage::MISSION_REQUEST_INT(_) | MavMessage::MISSION_REQUEST(_) | MavMessage::MISSION_ACK(_)) {
+                        if matches!(reply.1, MavMessage::MISSION_REQUEST_INT(_) | MavMessage::MISSION_REQUEST(_) | MavMessage::MISSION_ACK(_) | MavMessage::MISSION_COUNT(_) | MavMessage::MISSION_ITEM_INT(_)) {
                             return Ok(Some(reply));
                         }
                     }
@@ -160,12 +160,48 @@ impl Shared {
             command: "MISSION_COUNT",
             reason: format!("{} items is more than a mission can hold", wire.len()),
         })?;
+        self.upload_items(
+            &wire,
+            target,
+            apm::MavMissionType::MAV_MISSION_TYPE_MISSION,
+            STEP,
+        )
+        .await?;
+        lock(&self.state).mission_offset = offset;
+        self.snapshot.send_modify(|s| {
+            s.at = SystemTime::now();
+            s.mission = MissionProgress {
+                count: Some(count - offset),
+                current: None,
+                last_reached: None,
+            };
+        });
+        info!(items = items.len(), "mission uploaded");
+        Ok(())
+    }
+
+    /// The upload half of the mission protocol for any mission type (missions, fences): COUNT,
+    /// then each item the autopilot asks for, until its ACCEPTED. Each step is resent after the
+    /// per-step timeout, at most `mission_retries` times.
+    #[allow(deprecated)]
+    pub(super) async fn upload_items(
+        &self,
+        wire: &[MavMessage],
+        target: (u8, u8),
+        mission_type: apm::MavMissionType,
+        step: &'static str,
+    ) -> Result<(), FcError> {
+        let count = u16::try_from(wire.len()).map_err(|_| FcError::InvalidArgument {
+            command: "MISSION_COUNT",
+            reason: format!("{} items is more than a mission can hold", wire.len()),
+        })?;
         let mut replies = self.replies.subscribe();
         let mut link = self.link_up.subscribe();
         let count_msg = MavMessage::MISSION_COUNT(apm::MISSION_COUNT_DATA {
             count,
             target_system: target.0,
             target_component: target.1,
+            mission_type,
             ..Default::default()
         });
         self.send("MISSION_COUNT", &count_msg).await?;
@@ -174,13 +210,13 @@ impl Shared {
         let mut highest_requested: Option<u16> = None;
         loop {
             let reply = self
-                .next_mission_reply(&mut replies, &mut link, STEP)
+                .next_mission_reply(&mut replies, &mut link, step)
                 .await?;
             let Some(reply) = reply else {
                 tries += 1;
                 if tries > self.cfg.mission_retries {
                     return Err(FcError::Mission {
-                        step: STEP,
+                        step,
                         reason: format!(
                             "no answer after {} attempts (last request: {:?})",
                             tries, highest_requested
@@ -191,12 +227,16 @@ impl Shared {
                 self.send("MISSION_ITEM_INT", &last_sent).await?;
                 continue;
             };
+            if reply_mission_type(&reply.1) != Some(mission_type) {
+                // another transfer's answer (each mission type is its own protocol run)
+                continue;
+            }
             match &reply.1 {
                 MavMessage::MISSION_REQUEST_INT(apm::MISSION_REQUEST_INT_DATA { seq, .. })
                 | MavMessage::MISSION_REQUEST(apm::MISSION_REQUEST_DATA { seq, .. }) => {
                     let Some(item) = wire.get(usize::from(*seq)) else {
                         return Err(FcError::Mission {
-                            step: STEP,
+                            step,
                             reason: format!("autopilot asked for item {seq} of {count}"),
                         });
                     };
@@ -214,23 +254,13 @@ impl Shared {
                         continue;
                     }
                     return Err(FcError::Mission {
-                        step: STEP,
+                        step,
                         reason: format!("autopilot answered {:?}", ack.mavtype),
                     });
                 }
                 _ => {}
             }
         }
-        lock(&self.state).mission_offset = offset;
-        self.snapshot.send_modify(|s| {
-            s.at = SystemTime::now();
-            s.mission = MissionProgress {
-                count: Some(count - offset),
-                current: None,
-                last_reached: None,
-            };
-        });
-        info!(items = items.len(), "mission uploaded");
         Ok(())
     }
 
@@ -380,5 +410,19 @@ impl MavlinkFc {
                 reason: Some("accepted, but the autopilot is not in mission mode".into()),
             }),
         }
+    }
+}
+
+/// The mission type a mission-protocol reply belongs to (MISSION_REQUEST, an old message, has
+/// none: missions only).
+#[allow(deprecated)]
+pub(super) fn reply_mission_type(msg: &MavMessage) -> Option<apm::MavMissionType> {
+    match msg {
+        MavMessage::MISSION_REQUEST_INT(r) => Some(r.mission_type),
+        MavMessage::MISSION_REQUEST(r) => Some(r.mission_type),
+        MavMessage::MISSION_ACK(a) => Some(a.mission_type),
+        MavMessage::MISSION_COUNT(c) => Some(c.mission_type),
+        MavMessage::MISSION_ITEM_INT(i) => Some(i.mission_type),
+        _ => None,
     }
 }

@@ -39,6 +39,7 @@
 mod autopilot;
 mod command;
 mod logfetch;
+mod fence;
 mod mission;
 mod ops;
 mod receive;

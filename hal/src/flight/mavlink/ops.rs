@@ -351,6 +351,10 @@ impl FlightController for MavlinkFc {
         self.shared.motion("hold", self.shared.hold()).await
     }
 
+    async fn set_fence(&self, fence: &crate::flight::Fence) -> Result<(), FcError> {
+        self.shared.set_fence(fence).await
+    }
+
     async fn return_to_launch(&self) -> Result<(), FcError> {
         self.shared
             .motion(

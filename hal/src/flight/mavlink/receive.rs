@@ -132,7 +132,10 @@ impl Shared {
             | MavMessage::MISSION_REQUEST(_)
             | MavMessage::MISSION_ACK(_)
             | MavMessage::LOG_ENTRY(_)
-            | MavMessage::LOG_DATA(_) => {
+            | MavMessage::LOG_DATA(_)
+            | MavMessage::MISSION_COUNT(_)
+            | MavMessage::MISSION_ITEM_INT(_)
+            | MavMessage::PARAM_VALUE(_) => {
                 // no receiver = nobody waiting: fine
                 let _ = self.replies.send(Arc::new((header, msg)));
             }
@@ -152,6 +155,8 @@ impl Shared {
             MavMessage::MISSION_REQUEST_INT(r) => (r.target_system, r.target_component),
             MavMessage::MISSION_REQUEST(r) => (r.target_system, r.target_component),
             MavMessage::MISSION_ACK(a) => (a.target_system, a.target_component),
+            MavMessage::MISSION_COUNT(c) => (c.target_system, c.target_component),
+            MavMessage::MISSION_ITEM_INT(i) => (i.target_system, i.target_component),
             _ => return true,
         };
         (sys == 0 || sys == self.cfg.system_id) && (comp == 0 || comp == self.cfg.component_id)
@@ -416,6 +421,7 @@ impl Shared {
                 });
                 s.battery_faults = battery_faults(b.fault_bitmask);
             }),
+            MavMessage::FENCE_STATUS(f) => self.on_fence_status(&f),
             MavMessage::EXTENDED_SYS_STATE(e) => {
                 use apm::MavLandedState as L;
                 lock(&self.state).seen_extended_state = true;
@@ -543,6 +549,8 @@ impl Shared {
             ]
             .iter()
             .any(|w| lower.contains(w));
+        // ArduPilot's "Polygon fence breached" is a NOTICE, yet it is why the mode changed
+        let counts_as_reason = severity.is_warning_or_worse() || lower.contains("fence");
         let mut reason_update = None;
         {
             let mut st = lock(&self.state);
@@ -551,7 +559,7 @@ impl Shared {
             if gripper.is_some() {
                 st.gripper_confirmations += 1;
             }
-            if severity.is_warning_or_worse() {
+            if counts_as_reason {
                 st.recent_warnings.push_back((now, text.clone()));
                 while st.recent_warnings.len() > 16
                     || st
@@ -592,6 +600,52 @@ impl Shared {
             text,
             px4_event,
         });
+    }
+
+    /// ArduPilot's FENCE_STATUS: kept in the snapshot; a new breach is also said as a warning, so
+    /// the mode change the autopilot makes for it carries the breach in its reason.
+    pub(super) fn on_fence_status(&self, f: &apm::FENCE_STATUS_DATA) {
+        use crate::flight::{FenceBreachKind, FenceStatus};
+        let kind = match f.breach_type {
+            apm::FenceBreach::FENCE_BREACH_MINALT => FenceBreachKind::MinAltitude,
+            apm::FenceBreach::FENCE_BREACH_MAXALT => FenceBreachKind::MaxAltitude,
+            apm::FenceBreach::FENCE_BREACH_BOUNDARY => FenceBreachKind::Boundary,
+            _ => FenceBreachKind::None,
+        };
+        let breached = f.breach_status != 0;
+        let before = self.snapshot.borrow().fence.clone();
+        let new_breach = breached
+            && before
+                .as_ref()
+                .is_none_or(|b| !b.breached || b.breach_count != f.breach_count);
+        let at = match &before {
+            Some(b) if !new_breach && b.breached == breached => b.at,
+            _ => SystemTime::now(),
+        };
+        self.update(|s| {
+            s.fence = Some(FenceStatus {
+                breached,
+                breach_count: f.breach_count,
+                kind,
+                at,
+            });
+        });
+        if new_breach {
+            warn!(
+                kind = kind.describe(),
+                count = f.breach_count,
+                "fence breached"
+            );
+            self.on_message(
+                Severity::Warning,
+                format!(
+                    "fence breached: {} (FENCE_STATUS, breach {})",
+                    kind.describe(),
+                    f.breach_count
+                ),
+                None,
+            );
+        }
     }
 
     /// A PX4 event (MAVLink events protocol): decoded to text where we know the event (see
@@ -736,7 +790,7 @@ pub fn px4_event_id(name: &str) -> u32 {
 /// The PX4 events this hal names (PX4's own message text; their arguments are not decoded). Any
 /// other event is surfaced by id and raw arguments: PX4 describes its events in component
 /// metadata (`events.json`) that a companion would have to download over MAVLink FTP.
-pub(super) const PX4_EVENTS: [(&str, &str); 9] = [
+pub(super) const PX4_EVENTS: [(&str, &str); 11] = [
     (
         "check_rc_dl_no_dllink",
         "No connection to the ground control station",
@@ -766,6 +820,14 @@ pub(super) const PX4_EVENTS: [(&str, &str); 9] = [
         "No valid global position estimate",
     ),
     ("check_battery_low", "Low battery"),
+    (
+        "navigator_geofence_max_dist_from_home",
+        "Geofence: maximum distance from home reached",
+    ),
+    (
+        "navigator_geofence_max_alt_from_home",
+        "Geofence: maximum altitude above home reached",
+    ),
     (
         "commander_gcs_lost",
         "Connection to ground control station lost",

@@ -45,7 +45,26 @@ impl Model {
     /// Handles one message from the companion/GCS; pushes replies.
     #[allow(deprecated)]
     pub fn handle(&mut self, msg: &MavMessage, outs: &mut Vec<Out>) {
+        if fence::is_fence_message(msg) {
+            self.fence_message(msg, outs);
+            return;
+        }
         match msg {
+            // the other modelled parameters; an unknown name gets no answer, as on both
+            // autopilots
+            MavMessage::PARAM_SET(p) if !self.fence_param_set(p, outs) => {
+                if let Ok(name) = p.param_id.to_str() {
+                    if self.p.set(name, f64::from(p.param_value)).is_ok() {
+                        outs.push(out(MavMessage::PARAM_VALUE(apm::PARAM_VALUE_DATA {
+                            param_value: p.param_value,
+                            param_count: 1,
+                            param_index: 0,
+                            param_id: p.param_id,
+                            param_type: p.param_type,
+                        })));
+                    }
+                }
+            }
             MavMessage::COMMAND_LONG(c) => {
                 self.commands.push((c.command as u32, c.confirmation));
                 let p = [

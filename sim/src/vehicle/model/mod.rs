@@ -19,6 +19,7 @@
 //! `telemetry` messages out.
 
 mod commands;
+mod fence;
 mod mission;
 mod mode;
 mod params;
@@ -103,6 +104,9 @@ pub struct View {
     pub climb_mps: f64,
     /// Horizontal speed, m/s.
     pub speed_mps: f64,
+    /// Fence items stored (`MAV_MISSION_TYPE_FENCE`) and whether the vehicle is in breach now.
+    pub fence_items: usize,
+    pub fence_breached: bool,
 }
 
 pub struct Model {
@@ -160,6 +164,7 @@ pub struct Model {
     commands: Vec<(u32, u8)>,
     /// Outputs due at a later sim time.
     delayed: Vec<(f64, Out)>,
+    fence: fence::FenceState,
 }
 
 fn ack(command: MavCmd, result: MavResult) -> Out {
@@ -229,6 +234,7 @@ impl Model {
             last_heartbeat_from: None,
             commands: Vec::new(),
             delayed: Vec::new(),
+            fence: fence::FenceState::default(),
         }
     }
 
@@ -261,6 +267,8 @@ impl Model {
             rc_throttle_us: self.rc_throttle_us,
             climb_mps: self.vel[2],
             speed_mps: self.vel[0].hypot(self.vel[1]),
+            fence_items: self.fence_items(),
+            fence_breached: self.fence_breached(),
         }
     }
 

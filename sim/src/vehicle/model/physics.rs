@@ -134,6 +134,7 @@ impl Model {
         self.sag_v = (self.sag_v - 0.5 * dt).max(0.0);
         self.battery_failsafe_step(outs);
         self.gcs_failsafe_step(outs);
+        self.fence_step(outs);
 
         // motors on the servo outputs, for observers
         let m = if !self.armed {
@@ -255,7 +256,7 @@ impl Model {
     }
 
     /// A mode change the autopilot makes by itself (failsafe): no position check, no ACK.
-    fn failsafe_mode(&mut self, m: Mode) {
+    pub(super) fn failsafe_mode(&mut self, m: Mode) {
         if self.mode == m {
             return;
         }
