@@ -196,7 +196,7 @@ impl EnergyRecorder {
             }
             return None;
         }
-        if !(self.flying && !snap.armed) {
+        if !self.flying || snap.armed {
             return None;
         }
         // landed and disarmed: the flight is over

@@ -72,7 +72,7 @@ impl Model {
     /// Amps drawn now: hover current in the air, more with airspeed (the airframe's drag at
     /// cruise) and with climb, a little less descending; idle on the ground.
     pub(crate) fn current_a(&self) -> f64 {
-        if !(self.armed && !self.on_ground()) {
+        if !self.armed || self.on_ground() {
             return self.p.current_idle_a;
         }
         let hover = self.p.current_flying_a;
