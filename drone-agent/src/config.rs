@@ -48,6 +48,9 @@ pub struct DroneConfig {
     pub pilot: PilotConfig,
     #[serde(default)]
     pub logs: LogsConfig,
+    /// Energy to get home (issue 12); absent: only `[battery]`'s fixed thresholds.
+    #[serde(default)]
+    pub energy: Option<EnergyConfig>,
 }
 
 /// `[pilot]`: a person taking the controls (a ground station, an RC transmitter).
@@ -93,6 +96,71 @@ impl DroneConfig {
             .dir
             .clone()
             .unwrap_or_else(|| self.drone.state_dir.join("flight-logs"))
+    }
+}
+
+/// `[energy]`: the energy model's seed for the first flight and how the drone flies home. The
+/// rates are percent of the pack per second of the autopilot's clock (per metre of climb),
+/// learned in flight and kept in `<state_dir>/energy.json` from then on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnergyConfig {
+    pub hover_pct_per_s: f64,
+    pub cruise_pct_per_s: f64,
+    pub climb_pct_per_m: f64,
+    /// Airspeed the autopilot cruises at (ArduPilot WPNAV_SPEED, PX4 MPC_XY_CRUISE), m/s.
+    pub cruise_speed_mps: f64,
+    /// Descent rate of the landing, m/s.
+    #[serde(default = "default_descent_speed")]
+    pub descent_speed_mps: f64,
+    /// Kept on top of every estimate, percent.
+    pub reserve_percent: f64,
+    /// The altitude the autopilot's return to launch flies at (ArduPilot RTL_ALT, PX4
+    /// RTL_RETURN_ALT), metres above home; absent: `[flight] cruise_alt_m`.
+    #[serde(default)]
+    pub return_alt_m: Option<f64>,
+    /// Learn the rates from each flight (false: the seed always).
+    #[serde(default = "default_true")]
+    pub learn: bool,
+}
+
+fn default_descent_speed() -> f64 {
+    1.5
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl EnergyConfig {
+    pub fn seed(&self) -> crate::energy::EnergyModel {
+        crate::energy::EnergyModel {
+            hover_pct_per_s: self.hover_pct_per_s,
+            cruise_pct_per_s: self.cruise_pct_per_s,
+            climb_pct_per_m: self.climb_pct_per_m,
+            flights: 0,
+        }
+    }
+
+    pub fn profile(&self) -> crate::energy::FlightProfile {
+        crate::energy::FlightProfile {
+            cruise_speed_mps: self.cruise_speed_mps,
+            descent_speed_mps: self.descent_speed_mps,
+            reserve_pct: self.reserve_percent,
+        }
+    }
+
+    fn validate(&self, v: &mut Validator) {
+        // a pack that hovers for 1 min to 10 h, cruises no cheaper than a tenth of that
+        v.range("hover_pct_per_s", self.hover_pct_per_s, 0.0003, 2.0);
+        v.range("cruise_pct_per_s", self.cruise_pct_per_s, 0.0003, 2.0);
+        v.range("climb_pct_per_m", self.climb_pct_per_m, 0.0, 2.0);
+        v.range("cruise_speed_mps", self.cruise_speed_mps, 1.0, 40.0);
+        v.range("descent_speed_mps", self.descent_speed_mps, 0.2, 10.0);
+        v.range("reserve_percent", self.reserve_percent, 0.0, 60.0);
+        if let Some(alt) = self.return_alt_m {
+            v.range("return_alt_m", alt, 0.0, 500.0);
+        }
     }
 }
 
@@ -495,6 +563,9 @@ impl Validate for DroneConfig {
             );
         }
         v.range("telemetry.interval_s", self.telemetry.interval_s, 0.1, 60.0);
+        if let Some(e) = &self.energy {
+            v.nested("energy", |v| e.validate(v));
+        }
         if let Some(c) = &self.camera {
             v.range("camera.fps", c.fps, 1.0, 60.0);
             v.range("camera.lost_after_s", c.lost_after_s, 0.1, 60.0);

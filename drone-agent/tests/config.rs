@@ -182,3 +182,35 @@ fn geofence_fields_are_checked_by_name() {
     let e = parse(&loiter).unwrap_err().to_string();
     assert!(e.contains("geofence.action"), "{e}");
 }
+
+/// `[energy]` as the example documents it, switched on: valid, and a bad value is named.
+#[test]
+fn energy_section_is_documented_and_checked() {
+    let start = example()
+        .find("# [energy]")
+        .expect("[energy] in the example");
+    let mut text = example();
+    let section: String = text[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| {
+            // "# key = value   # comment" → "key = value"; comment lines stay comments
+            let l = l.trim_start_matches("# ");
+            if l.starts_with('[') || l.contains(" = ") {
+                format!("{}\n", l.split("  #").next().unwrap_or(l).trim_end())
+            } else {
+                format!("# {l}\n")
+            }
+        })
+        .collect();
+    text.push('\n');
+    text.push_str(&section);
+    let cfg = parse(&text).unwrap();
+    let e = cfg.energy.as_ref().expect("[energy] parsed");
+    assert_eq!(e.reserve_percent, 15.0);
+    assert_eq!(e.return_alt_m, Some(30.0));
+    assert!(cfg.limits().energy.is_some());
+    let bad = text.replace("reserve_percent = 15.0", "reserve_percent = 95.0");
+    let err = parse(&bad).unwrap_err();
+    assert!(err.fields().contains(&"energy.reserve_percent"), "{err}");
+}

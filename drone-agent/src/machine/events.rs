@@ -213,6 +213,8 @@ pub enum Event {
     StorageFailed(String),
     /// Everything held in memory is on disk again: what was stored (and dropped, if any).
     StorageRestored(String),
+    /// The autopilot's numbers for the energy estimate, at every telemetry step (issue 12).
+    Energy(super::energy::EnergyReading),
 }
 
 impl Event {
@@ -278,6 +280,7 @@ impl Event {
             Event::TestReleaseDone => "test_release_done",
             Event::StorageFailed(_) => "storage_failed",
             Event::StorageRestored(_) => "storage_restored",
+            Event::Energy(_) => "energy",
         }
     }
 }
@@ -364,6 +367,11 @@ impl crate::config::DroneConfig {
                 .then(|| crate::config::secs(self.autopilot.take_back_after_s)),
             // the marker needs a camera to be seen
             precision: self.camera.as_ref().and(self.precision.clone()),
+            energy: self.energy.as_ref().map(|e| super::energy::EnergyLimits {
+                model: e.seed(),
+                profile: e.profile(),
+                return_alt_m: e.return_alt_m,
+            }),
         }
     }
 }
@@ -396,6 +404,9 @@ pub struct Limits {
     /// The precision approach onto the marker (`[precision]`, only with a camera); `None`: the
     /// approach is by GPS alone.
     pub precision: Option<crate::config::PrecisionConfig>,
+    /// Energy to get home (`[energy]`; the model is the learned one once the runtime has it);
+    /// `None`: only the fixed battery thresholds.
+    pub energy: Option<super::energy::EnergyLimits>,
 }
 
 impl Default for Limits {
@@ -416,6 +427,7 @@ impl Default for Limits {
             flight_op_backoff_max: Duration::from_secs(8),
             take_back_after: None,
             precision: None,
+            energy: None,
         }
     }
 }

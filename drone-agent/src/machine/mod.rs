@@ -16,6 +16,7 @@
 //! does not list (or the table lists one it never makes), and the diagram in
 //! `docs/state-machine.md` is generated from the table (`drone-agent diagram`).
 
+pub mod energy;
 pub mod events;
 mod states;
 mod table;
@@ -96,8 +97,24 @@ impl Machine {
         self.sm.inner().storage_failed.as_deref()
     }
 
+    /// The energy model learned since the config's seed (the runtime, after each flight).
+    pub fn set_energy_model(&mut self, model: crate::energy::EnergyModel) {
+        if let Some(e) = self.ctx.limits.energy.as_mut() {
+            e.model = model;
+        }
+    }
+
+    /// The last energy reading (kept across events: the pre-flight check and the drop wait use
+    /// the latest one).
+    pub fn energy_reading(&self) -> Option<&energy::EnergyReading> {
+        self.ctx.energy.as_ref()
+    }
+
     /// Feeds one event; returns what to do.
     pub fn handle(&mut self, event: &Event) -> Outcome {
+        if let Event::Energy(r) = event {
+            self.ctx.energy = Some(*r);
+        }
         self.sm.handle_with_context(event, &mut self.ctx);
         let mut outcome = Outcome {
             effects: std::mem::take(&mut self.ctx.effects),
@@ -210,6 +227,7 @@ impl Clone for Machine {
             sm: self.sm.clone(),
             ctx: Ctx {
                 limits: self.ctx.limits.clone(),
+                energy: self.ctx.energy,
                 ..Ctx::default()
             },
         }

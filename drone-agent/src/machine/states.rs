@@ -82,6 +82,9 @@ pub struct Drone {
     /// A technician's test release is running (a restart ends it).
     #[serde(default)]
     pub testing: bool,
+    /// The drop wait, seconds, when the battery shortened it (for the timeout's words).
+    #[serde(default)]
+    pub drop_wait_cut_s: Option<u64>,
     /// Why the last write of the state file or the outbox failed, while it still fails. Never
     /// persisted: a new process finds out for itself.
     #[serde(skip)]
@@ -109,6 +112,8 @@ pub struct Ctx {
     pub(super) transition: Option<(DroneState, DroneState)>,
     /// Why this process started with no flight on record (see `Machine::set_lost_record`).
     pub(super) lost_record: Option<String>,
+    /// The latest energy reading ([`Event::Energy`]), for the pre-flight check and the drop wait.
+    pub(super) energy: Option<super::energy::EnergyReading>,
 }
 
 impl Ctx {
@@ -177,6 +182,12 @@ impl Drone {
     #[state(superstate = "grounded")]
     fn preflight(&mut self, ctx: &mut Ctx, event: &Event) -> Response {
         match event {
+            Event::PreflightPassed if self.round_trip_refusal(ctx).is_some() => {
+                let why = self.round_trip_refusal(ctx).unwrap_or_default();
+                ctx.report(EventType::PreflightFailed, Some(why));
+                self.finish_delivery();
+                Transition(State::idle())
+            }
             Event::PreflightPassed => {
                 // `took_off` waits for the vehicle to leave the ground (`left_ground`)
                 self.fly(
@@ -401,14 +412,13 @@ impl Drone {
                     Some(format!("payload release failed: {why}")),
                 )
             }
-            Event::TimerFired(Timer::DropWait) => self.go_home(
-                ctx,
-                EventType::DropTimeout,
-                Some(format!(
-                    "no drop_cargo within {} s",
-                    ctx.limits.drop_wait.as_secs()
-                )),
-            ),
+            Event::TimerFired(Timer::DropWait) => {
+                let why = match self.drop_wait_cut_s {
+                    Some(s) => format!("no drop_cargo within {s} s (shortened by the battery)"),
+                    None => format!("no drop_cargo within {} s", ctx.limits.drop_wait.as_secs()),
+                };
+                self.go_home(ctx, EventType::DropTimeout, Some(why))
+            }
             Event::TimerFired(Timer::CloudLoss) => self.go_home(
                 ctx,
                 EventType::CloudLinkLost,
@@ -531,6 +541,7 @@ impl Drone {
             }
             Event::BatteryLow(_)
             | Event::BatteryCritical(_)
+            | Event::Energy(_)
             | Event::GpsLost
             | Event::TimerFired(Timer::GpsLoss) => Handled,
             _ => Super,
@@ -627,7 +638,9 @@ impl Drone {
                 Handled
             }
             // The agent commands nothing here: no hold on GPS loss, no landing by timer.
-            Event::GpsLost | Event::GpsRestored | Event::TimerFired(_) => Handled,
+            Event::GpsLost | Event::GpsRestored | Event::TimerFired(_) | Event::Energy(_) => {
+                Handled
+            }
             _ => Super,
         }
     }
@@ -710,6 +723,7 @@ impl Drone {
                 Some("return_to_home command".into()),
             ),
             Event::BatteryLow(why) => self.go_home(ctx, EventType::BatteryLow, Some(why.clone())),
+            Event::Energy(r) => self.energy_check(ctx, r),
             Event::BatteryCritical(why) => self.land_now(
                 ctx,
                 EventType::BatteryCritical,
@@ -984,7 +998,8 @@ impl Drone {
     }
 
     fn wait_for_drop(&mut self, ctx: &mut Ctx) {
-        ctx.timer(Timer::DropWait, ctx.limits.drop_wait);
+        let wait = self.drop_wait(ctx);
+        ctx.timer(Timer::DropWait, wait);
         if self.cloud_down {
             // the link was already down: the drop needs it, so its clock starts here
             ctx.timer(Timer::CloudLoss, ctx.limits.cloud_loss_return);
@@ -1056,6 +1071,80 @@ impl Drone {
         }
     }
 
+    /// At every telemetry step: when what the battery has left is what the way home needs (at
+    /// cruise against the wind, down, land, the reserve), home now with the numbers.
+    fn energy_check(&mut self, ctx: &mut Ctx, r: &super::energy::EnergyReading) -> Response {
+        let Some(e) = ctx.limits.energy else {
+            return Handled;
+        };
+        let why = match super::energy::home_need(&e, r, ctx.limits.cruise_alt_m) {
+            Ok(need) if r.battery_pct > need.total_pct => return Handled,
+            Ok(need) => format!(
+                "energy: needed {:.0} %, have {:.0} % at {:.1} km, {} {:.0} m/s",
+                need.total_pct,
+                r.battery_pct,
+                need.distance_m / 1000.0,
+                if need.headwind_mps >= 0.0 {
+                    "headwind"
+                } else {
+                    "tailwind"
+                },
+                need.headwind_mps.abs()
+            ),
+            Err(no_way) => format!("energy: {no_way}; have {:.0} %", r.battery_pct),
+        };
+        self.go_home(ctx, EventType::BatteryLow, Some(why))
+    }
+
+    /// The drop wait: the configured one, or what the battery still allows hovering here before
+    /// the way home, if that is shorter (said in the report that goes with it).
+    fn drop_wait(&mut self, ctx: &mut Ctx) -> std::time::Duration {
+        self.drop_wait_cut_s = None;
+        let full = ctx.limits.drop_wait;
+        let (Some(e), Some(r)) = (ctx.limits.energy, ctx.energy) else {
+            return full;
+        };
+        let budget = super::energy::hover_budget_s(&e, &r, ctx.limits.cruise_alt_m);
+        if budget >= full.as_secs_f64() {
+            return full;
+        }
+        let cut = budget.max(1.0).floor();
+        self.drop_wait_cut_s = Some(cut as u64);
+        let note = format!(
+            "drop wait shortened to {cut:.0} s of {} s: battery {:.0} %, the rest is the way home",
+            full.as_secs(),
+            r.battery_pct
+        );
+        match ctx.report.as_mut() {
+            Some((_, reason)) => {
+                *reason = Some(match reason.take() {
+                    Some(r) => format!("{r}; {note}"),
+                    None => note,
+                })
+            }
+            None => ctx.report(EventType::Arrived, Some(note)),
+        }
+        std::time::Duration::from_secs_f64(cut)
+    }
+
+    /// Before take-off: the task's round trip against the battery now; `Some(why)` refuses it.
+    fn round_trip_refusal(&self, ctx: &Ctx) -> Option<String> {
+        let (e, r, d) = (ctx.limits.energy?, ctx.energy?, self.delivery.as_ref()?);
+        let l = &ctx.limits;
+        match super::energy::round_trip(
+            &e,
+            &r,
+            (d.lat, d.lon),
+            l.cruise_alt_m,
+            l.drop_alt_m,
+            l.drop_wait.as_secs_f64(),
+        ) {
+            Ok((need, _)) if need < r.battery_pct => None,
+            Ok((_, words)) => Some(format!("energy: {words}")),
+            Err(no_way) => Some(format!("energy: {no_way}")),
+        }
+    }
+
     /// RETURNING (`Resume::Returning`) and ABORTING (`Resume::Aborting`, the parcel on board):
     /// the flight home, one handler for both.
     fn flying_home(&mut self, ctx: &mut Ctx, event: &Event, resume: Resume) -> Response {
@@ -1085,6 +1174,8 @@ impl Drone {
                 Handled
             }
             Event::GpsRestored => self.home_again_after_gps(ctx),
+            // already on the way home: the estimate can only say so again
+            Event::Energy(_) => Handled,
             // with the parcel on board the abort has said enough
             Event::BatteryLow(_) if parcel => Handled,
             Event::BatteryLow(why) => {

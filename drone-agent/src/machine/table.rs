@@ -7,7 +7,8 @@
 //! (a take-off that had not left the ground goes back to PREFLIGHT). `flight_op_refused` is the
 //! autopilot's final word on the current flight operation after the bounded retries
 //! (`flight_op_refused_for_now`: it said "temporarily rejected" every time). `storage_failed`
-//! in PREFLIGHT: the task could not be recorded, so it is refused before the take-off.
+//! in PREFLIGHT: the task could not be recorded, so it is refused before the take-off. `energy` is the
+//! autopilot's numbers at a telemetry step: home when the way home needs what is left.
 
 use protocol::ws::DroneState::{self, *};
 
@@ -35,6 +36,8 @@ pub const TRANSITIONS: &[Transition] = &[
     t(Preflight, "abort", Idle),
     t(Preflight, "preflight_failed", Idle),
     t(Preflight, "preflight_passed", Navigating),
+    // the round trip does not fit the battery (`[energy]`): refused with the numbers
+    t(Preflight, "preflight_passed", Idle),
     t(Preflight, "restarted_airborne", Navigating),
     t(Preflight, "storage_failed", Idle),
     // Navigating: take-off, cruise, approach
@@ -55,6 +58,8 @@ pub const TRANSITIONS: &[Transition] = &[
     t(Navigating, "battery_critical", EmergencyLanding),
     t(Navigating, "battery_low", Returning),
     t(Navigating, "battery_low", Aborting),
+    t(Navigating, "energy", Returning),
+    t(Navigating, "energy", Aborting),
     t(Navigating, "fc_link_lost", Failsafe),
     t(Navigating, "flight_op_refused", Idle),
     t(Navigating, "flight_op_refused", Returning),
@@ -84,6 +89,8 @@ pub const TRANSITIONS: &[Transition] = &[
     t(WaitingDrop, "battery_critical", EmergencyLanding),
     t(WaitingDrop, "battery_low", Returning),
     t(WaitingDrop, "battery_low", Aborting),
+    t(WaitingDrop, "energy", Returning),
+    t(WaitingDrop, "energy", Aborting),
     t(WaitingDrop, "cloud_lost", Returning),
     t(WaitingDrop, "cloud_lost", Aborting),
     t(WaitingDrop, "drop_wait_expired", Returning),
@@ -121,6 +128,8 @@ pub const TRANSITIONS: &[Transition] = &[
     t(Dropped, "battery_critical", EmergencyLanding),
     t(Dropped, "battery_low", Returning),
     t(Dropped, "battery_low", Aborting),
+    t(Dropped, "energy", Returning),
+    t(Dropped, "energy", Aborting),
     t(Dropped, "fc_link_lost", Failsafe),
     t(Dropped, "flight_op_refused", Returning),
     t(Dropped, "flight_op_refused", Aborting),
@@ -174,6 +183,8 @@ pub const TRANSITIONS: &[Transition] = &[
     t(Paused, "battery_critical", EmergencyLanding),
     t(Paused, "battery_low", Returning),
     t(Paused, "battery_low", Aborting),
+    t(Paused, "energy", Returning),
+    t(Paused, "energy", Aborting),
     t(Paused, "fc_link_lost", Failsafe),
     t(Paused, "flight_op_refused", Returning),
     t(Paused, "flight_op_refused", Aborting),

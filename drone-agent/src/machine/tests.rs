@@ -152,9 +152,48 @@ fn task_while_busy_is_rejected_naming_both_deliveries() {
     );
 }
 
+/// `[energy]` as a test sets it: 20 min of hover, cruise a little dearer, 10 % reserve.
+pub(super) fn energy_limits() -> energy::EnergyLimits {
+    energy::EnergyLimits {
+        model: crate::energy::EnergyModel {
+            hover_pct_per_s: 100.0 / 1200.0,
+            cruise_pct_per_s: 0.07,
+            climb_pct_per_m: 0.05,
+            flights: 0,
+        },
+        profile: crate::energy::FlightProfile {
+            cruise_speed_mps: 12.0,
+            descent_speed_mps: 1.5,
+            reserve_pct: 10.0,
+        },
+        return_alt_m: None,
+    }
+}
+
+/// An energy reading `north_m` north of home with `pct` left, 6 m/s of wind
+/// blowing from home's side toward the drone (a headwind home).
+pub(super) fn energy_reading(pct: f64, north_m: f64) -> Event {
+    // home 500 m south of the delivery's destination
+    let d = delivery();
+    let h =
+        protocol::geo::LatLon::new(d.lat, d.lon).offset(protocol::geo::NorthEast::new(-500.0, 0.0));
+    let home = (h.lat_deg, h.lon_deg);
+    let here = h.offset(protocol::geo::NorthEast::new(north_m, 0.0));
+    Event::Energy(energy::EnergyReading {
+        battery_pct: pct,
+        here: (here.lat_deg, here.lon_deg),
+        home,
+        alt_m: 30.0,
+        wind_ne_mps: (6.0, 0.0),
+        velocity_ne_mps: (0.0, 0.0),
+        clock_rate: 1.0,
+    })
+}
+
 /// Limits with a precision approach (a camera and `[precision]`).
 pub(super) fn with_precision(gps_fallback: bool) -> Limits {
     Limits {
+        energy: Some(energy_limits()),
         precision: Some(crate::precision::PrecisionConfig {
             gps_fallback,
             ..Default::default()
@@ -390,6 +429,97 @@ fn battery_thresholds() {
     let out = m.handle(&Event::BatteryCritical("9.9 V".into()));
     assert_eq!(m.state(), EmergencyLanding);
     assert_eq!(out.flights().collect::<Vec<_>>(), [Fly::LandNow]);
+}
+
+fn with_energy() -> Limits {
+    Limits {
+        energy: Some(energy_limits()),
+        ..Limits::default()
+    }
+}
+
+/// Issue 12: the way home at cruise against the wind, down and land, plus the reserve: when
+/// the battery has only that left, home with the parcel and the numbers.
+#[test]
+fn energy_for_the_way_home_turns_the_drone_with_the_numbers() {
+    let mut m = Machine::new(with_energy());
+    run(&mut m, &to_cruise());
+    // 1.4 km out, 6 m/s against: 28 % needed; 40 % is enough, 27 % is not
+    let out = m.handle(&energy_reading(40.0, 1400.0));
+    assert_eq!(m.state(), Navigating, "{out:?}");
+    let out = m.handle(&energy_reading(27.0, 1400.0));
+    assert_eq!(m.state(), Aborting);
+    let (event, reason) = out.reports().next().unwrap();
+    assert_eq!(event, EventType::BatteryLow);
+    assert_eq!(
+        reason,
+        Some("energy: needed 28 %, have 27 % at 1.4 km, headwind 6 m/s")
+    );
+    assert_eq!(out.flights().collect::<Vec<_>>(), [Fly::ReturnHome]);
+    // on the way home the estimate says nothing more
+    let out = m.handle(&energy_reading(20.0, 1000.0));
+    assert!(out.effects.is_empty(), "{out:?}");
+    // without `[energy]` the readings change nothing: the fixed thresholds decide
+    let mut m = Machine::new(Limits::default());
+    run(&mut m, &to_cruise());
+    m.handle(&energy_reading(12.0, 1400.0));
+    assert_eq!(m.state(), Navigating);
+}
+
+#[test]
+fn a_round_trip_beyond_the_battery_is_refused_before_take_off() {
+    let mut m = Machine::new(with_energy());
+    m.handle(&Event::Task(delivery()));
+    // on the ground at home, 500 m from the destination: 30 % is too little for out, the
+    // 120 s drop wait, back and the reserve
+    m.handle(&energy_reading(30.0, 0.0));
+    let out = m.handle(&Event::PreflightPassed);
+    assert_eq!(m.state(), Idle, "{out:?}");
+    let (event, reason) = out.reports().next().unwrap();
+    assert_eq!(event, EventType::PreflightFailed);
+    let reason = reason.unwrap();
+    assert!(
+        reason.starts_with("energy: the round trip needs"),
+        "{reason}"
+    );
+    assert!(reason.contains("the battery has 30 %"), "{reason}");
+    assert!(reason.contains("drop wait 120 s"), "{reason}");
+    // with a full battery it flies
+    let mut m = Machine::new(with_energy());
+    m.handle(&Event::Task(delivery()));
+    m.handle(&energy_reading(100.0, 0.0));
+    m.handle(&Event::PreflightPassed);
+    assert_eq!(m.state(), Navigating);
+}
+
+#[test]
+fn the_battery_shortens_the_drop_wait_and_says_so() {
+    let mut m = Machine::new(with_energy());
+    run(&mut m, &to_cruise());
+    m.handle(&Event::OverDestination);
+    // 500 m from home, 6 m/s against: the way home needs 83 s × 0.07 + 20 s × 0.083 + 10 ≈
+    // 17.5 %; 20 % leaves about 30 s of hover, less than the 120 s configured
+    m.handle(&energy_reading(20.0, 500.0));
+    let out = m.handle(&Event::AtDropHeight);
+    assert_eq!(m.state(), WaitingDrop);
+    let wait = out
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::StartTimer(Timer::DropWait, d) => Some(*d),
+            _ => None,
+        })
+        .unwrap();
+    assert!(wait.as_secs() > 20 && wait.as_secs() < 40, "{wait:?}");
+    let (event, reason) = out.reports().next().unwrap();
+    assert_eq!(event, EventType::Arrived);
+    let reason = reason.unwrap();
+    assert!(reason.contains("drop wait shortened to"), "{reason}");
+    assert!(reason.contains("of 120 s"), "{reason}");
+    let out = m.handle(&Event::TimerFired(Timer::DropWait));
+    let (_, reason) = out.reports().next().unwrap();
+    assert!(reason.unwrap().contains("(shortened by the battery)"));
+    assert_eq!(m.state(), Aborting);
 }
 
 #[test]

@@ -13,6 +13,8 @@
 //!   the machine what the vehicle is doing.
 //! - [`storage`]: a disk that refuses writes: events sent live and held in memory, the state
 //!   file re-saved, retried backing off; the machine is told.
+//! - [`energy`]: energy to get home, measured (phases, wind, the autopilot's clock) and learned
+//!   per flight; the machine gets the numbers as [`Event::Energy`] and decides.
 //! - [`approach`]: the precision approach executor (camera sightings → `LANDING_TARGET` and
 //!   steering; the approach's verdict goes to the machine as an event).
 //! - `fake` (tests): an in-memory [`FlightController`] that can refuse, delay and fail on request,
@@ -21,6 +23,7 @@
 mod approach;
 mod effects;
 mod fence;
+mod energy;
 mod inbound;
 mod restart;
 mod storage;
@@ -149,6 +152,8 @@ pub struct Agent<F: FlightController, P: PayloadRelease, C: Cloud = CloudLink> {
     task_volume: Option<(uuid::Uuid, Option<protocol::volume::OperationalVolume>)>,
     /// The volume the current delivery flies in (chosen in pre-flight); every go-to is checked.
     volume: Option<crate::geofence::Volume>,
+    /// `[energy]`: the flight's recording and the learned model.
+    energy: Option<energy::EnergyRecorder>,
 }
 
 impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
@@ -180,6 +185,14 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
         commands.set_capacity(cfg.commands.remember);
         let state_file = StateFile::new(&cfg.drone.state_dir);
         let snap = fc.snapshot().borrow().clone();
+        let energy = cfg
+            .energy
+            .as_ref()
+            .map(|e| energy::EnergyRecorder::open(&cfg.drone.state_dir, e.seed(), e.learn));
+        let mut machine = machine;
+        if let Some(e) = &energy {
+            machine.set_energy_model(e.model);
+        }
         let view = watch::Sender::new(crate::technician::AgentView::new(
             machine.state(),
             machine.delivery().map(|d| d.delivery_id),
@@ -210,6 +223,7 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
             routed: None,
             task_volume: None,
             volume: None,
+            energy,
         };
         (agent, internal_rx)
     }
@@ -328,6 +342,7 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
                     for event in self.monitor.observe(&self.snap, at) {
                         self.feed(event).await;
                     }
+                    self.observe_energy().await;
                 }
                 Some(msg) = internal_rx.recv() => self.on_internal(msg).await,
                 _ = sleep_until(next_timer.map(|t| t.1)), if next_timer.is_some() => {
@@ -433,6 +448,24 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
             }
         }
         outcome
+    }
+
+    /// The energy numbers of this snapshot to the machine; after a flight, the learned model to
+    /// the machine and the disk (a failed write is said, and the flight goes on regardless).
+    async fn observe_energy(&mut self) {
+        let Some(rec) = self.energy.as_mut() else {
+            return;
+        };
+        let (reading, learned) = rec.observe(&self.snap, std::time::Instant::now());
+        if let Some(model) = learned {
+            self.machine.set_energy_model(model);
+            if let Err(error) = rec.save().await {
+                warn!(%error, "energy model not saved: the learned one is used until the agent restarts");
+            }
+        }
+        if let Some(r) = reading {
+            self.feed(Event::Energy(r)).await;
+        }
     }
 
     /// Started with no flight on record: once the autopilot's link and position are known, a

@@ -288,6 +288,15 @@ pub struct FcSnapshot {
     pub gripper: Option<GripperAction>,
     /// The autopilot's last `FENCE_STATUS` (ArduPilot), if it sent one.
     pub fence: Option<FenceStatus>,
+    /// What the energy estimate needs (issue 12): the autopilot's own clock (`time_boot_ms` of
+    /// GLOBAL_POSITION_INT, seconds), so rates are per second of flight whatever the link's
+    /// delays; VFR_HUD's airspeed and ground speed, m/s; ArduPilot's WIND estimate as the air's
+    /// velocity north and east (moving *to*), m/s; BATTERY_STATUS's current, A.
+    pub fc_time_s: Option<f64>,
+    pub airspeed_mps: Option<f64>,
+    pub groundspeed_mps: Option<f64>,
+    pub wind_ne_mps: Option<(f64, f64)>,
+    pub battery_current_a: Option<f64>,
 }
 
 impl FcSnapshot {
@@ -339,6 +348,11 @@ impl FcSnapshot {
             autopilot_mode_change: None,
             gripper: None,
             fence: None,
+            fc_time_s: None,
+            airspeed_mps: None,
+            groundspeed_mps: None,
+            wind_ne_mps: None,
+            battery_current_a: None,
         }
     }
 

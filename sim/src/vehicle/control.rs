@@ -12,12 +12,17 @@
 //! rc_throttle <us>                    ArduPilot's RC throttle input (default 1000: stick down,
 //!                                     no transmitter; 1500 = mid-stick: LOITER holds altitude)
 //! voltage_sag <volts>                 pack voltage this much lower from now on (percent unchanged)
+//! wind <mps> <from_deg> [gust_mps] [gust_period_s]
+//!                                     the wind from now on: mean speed, where it blows from
+//!                                     (degrees from north), gusts swinging ± gust_mps over the
+//!                                     period (sim seconds); `wind 0 0` calms it
 //! battery_fault <name>...            BATTERY_STATUS fault bits from now on (none clears):
 //!                                     deep_discharge spikes cell_fail over_current
 //!                                     over_temperature under_temperature incompatible_voltage
 //!                                     incompatible_firmware incompatible_cells
 //! param <NAME> <value>                an autopilot parameter the sim models: BATT_LOW_VOLT,
-//!                                     BATT_LOW_TIMER, BATT_FS_LOW_ACT, BATT_CAPACITY, FS_GCS_ENABLE,
+//!                                     BATT_LOW_TIMER, BATT_FS_LOW_ACT, BATT_CAPACITY (PX4:
+//!                                     BAT1_CAPACITY), SIM_BATT_RES_OHM, FS_GCS_ENABLE,
 //!                                     SYSID_MYGCS, FS_GCS_TIMEOUT, NAV_DLL_ACT, COM_DL_LOSS_T
 //! gcs_mode <MODE>                     a ground station on another link sets the mode (the
 //!                                     flavour's name: LOITER, POSHOLD, GUIDED, AUTO.LOITER, …)
@@ -82,6 +87,21 @@ pub fn parse_fault(line: &str) -> Result<Fault, String> {
         }
         Some("rc_throttle") => Ok(Fault::RcThrottle(num(1, "microseconds")?.min(2200.0) as u16)),
         Some("voltage_sag") => Ok(Fault::VoltageSag(num(1, "volts")?)),
+        Some("wind") => {
+            let opt = |i: usize, what: &str| {
+                if words.len() > i {
+                    num(i, what)
+                } else {
+                    Ok(0.0)
+                }
+            };
+            Ok(Fault::Wind(super::model::Wind {
+                speed_mps: num(1, "wind speed")?,
+                from_deg: num(2, "direction")?,
+                gust_mps: opt(3, "gust speed")?,
+                gust_period_s: opt(4, "gust period")?,
+            }))
+        }
         Some("battery_fault") => {
             // the MAVLink bit numbers, spelled here on purpose (the sim is a check on the hal)
             const NAMES: [&str; 9] = [
@@ -156,11 +176,11 @@ pub async fn serve(listener: TcpListener, vehicle: Arc<VehicleHandle>) {
                 let reply = if line.trim() == "status" {
                     let v = vehicle.view().borrow().clone();
                     format!(
-                        "ok t={:.2} armed={} mode={} lat={:.7} lon={:.7} alt={:.2} on_ground={} battery={:.1} gps={} gripper_released={} mission_len={} mission_current={} position_ok={} voltage={:.2} battery_failsafe={} gcs_failsafe={} rc_throttle={} fence_items={} fence_breached={}\n",
+                        "ok t={:.2} armed={} mode={} lat={:.7} lon={:.7} alt={:.2} on_ground={} battery={:.1} gps={} gripper_released={} mission_len={} mission_current={} position_ok={} voltage={:.2} battery_failsafe={} gcs_failsafe={} rc_throttle={} fence_items={} fence_breached={} airspeed={:.2} groundspeed={:.2} current={:.2}\n",
                         v.t_s, v.armed, v.mode, v.lat_deg, v.lon_deg, v.alt_rel_m, v.on_ground,
                         v.battery_pct, v.gps_fix, v.gripper_released, v.mission_len, v.mission_current,
                         v.position_ok, v.voltage, v.battery_failsafe, v.gcs_failsafe, v.rc_throttle_us,
-                        v.fence_items, v.fence_breached
+                        v.fence_items, v.fence_breached, v.airspeed_mps, v.speed_mps, v.current_a
                     )
                 } else {
                     match parse_fault(&line) {
@@ -225,6 +245,17 @@ mod tests {
             Fault::BatteryFaults(0)
         );
         assert!(parse_fault("battery_fault hot").is_err());
+        assert_eq!(
+            parse_fault("wind 6 180 2 30").unwrap(),
+            Fault::Wind(crate::vehicle::model::Wind {
+                speed_mps: 6.0,
+                from_deg: 180.0,
+                gust_mps: 2.0,
+                gust_period_s: 30.0
+            })
+        );
+        assert!(matches!(parse_fault("wind 6 90"), Ok(Fault::Wind(w)) if w.gust_mps == 0.0));
+        assert!(parse_fault("wind fast").is_err());
         assert_eq!(
             parse_fault("voltage_sag 2.3").unwrap(),
             Fault::VoltageSag(2.3)

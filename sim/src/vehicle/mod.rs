@@ -109,6 +109,8 @@ pub enum Fault {
     /// `BATTERY_STATUS.fault_bitmask` from now on (`MAV_BATTERY_FAULT` bits; 0 clears). Set
     /// on the way out, so the model's battery (percent, voltage, charge state) is untouched.
     BatteryFaults(u32),
+    /// The wind from now on: mean speed, direction it blows from, gusts (issue 12).
+    Wind(model::Wind),
     /// Set an autopilot parameter the sim models (`BATT_LOW_VOLT`, `BATT_FS_LOW_ACT`,
     /// `FS_GCS_ENABLE`, `SYSID_MYGCS`, `NAV_DLL_ACT`, ... see [`model::Params::set`]).
     Param(String, f64),
@@ -486,6 +488,7 @@ async fn run(
                     }
                     Fault::RcThrottle(us) => model.set_rc_throttle(us),
                     Fault::VoltageSag(v) => model.set_voltage_sag(v),
+                    Fault::Wind(w) => model.set_wind(w),
                     Fault::BatteryFaults(bits) => {
                         battery_faults = apm::MavBatteryFault::from_bits_truncate(bits);
                     }

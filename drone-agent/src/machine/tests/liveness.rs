@@ -21,8 +21,13 @@ struct Node {
 
 impl Node {
     fn key(&self) -> String {
+        // the last energy reading decides only the pre-flight check: part of the key there
+        let energy = match self.m.state() {
+            DroneState::Preflight => format!("{:?}", self.m.energy_reading()),
+            _ => String::new(),
+        };
         format!(
-            "{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}{energy}",
             self.m.raw_state(),
             self.m.drone(),
             self.timers
@@ -105,6 +110,12 @@ fn world_events(n: &Node) -> Vec<Event> {
     if n.m.state() == DroneState::Navigating {
         v.push(Event::CameraFault("no frame for 2 s".into()));
         v.push(Event::CameraRestored);
+    }
+    // the autopilot's numbers: plenty for anything, and too little for the way home (sent where
+    // they can matter: before the take-off and in the air)
+    if n.m.airborne() || n.m.state() == DroneState::Preflight {
+        v.push(super::energy_reading(100.0, 0.0));
+        v.push(super::energy_reading(5.0, 1400.0));
     }
     for c in [DropCargo, ReturnToBase, Pause, Resume, Abort, ReturnToHome] {
         v.push(Event::Command(c));

@@ -339,7 +339,19 @@ impl Shared {
                 if p.hdg != u16::MAX {
                     s.heading_deg = Some(f64::from(p.hdg) * 0.01);
                 }
+                s.fc_time_s = Some(f64::from(p.time_boot_ms) * 1e-3);
             }),
+            MavMessage::VFR_HUD(h) => self.update(|s| {
+                s.airspeed_mps = Some(f64::from(h.airspeed)).filter(|v| v.is_finite());
+                s.groundspeed_mps = Some(f64::from(h.groundspeed)).filter(|v| v.is_finite());
+            }),
+            // where the wind comes *from*, as ArduPilot's EKF estimates it
+            MavMessage::WIND(w) if w.speed.is_finite() && w.direction.is_finite() => {
+                self.update(|s| {
+                    let (speed, from) = (f64::from(w.speed), f64::from(w.direction).to_radians());
+                    s.wind_ne_mps = Some((-speed * from.cos(), -speed * from.sin()));
+                })
+            }
             MavMessage::GPS_RAW_INT(g) => self.update(|s| {
                 use apm::GpsFixType as G;
                 s.gps_fix = match g.fix_type {
@@ -394,6 +406,10 @@ impl Shared {
             MavMessage::BATTERY_STATUS(b) => self.update(|s| {
                 if b.battery_remaining >= 0 {
                     s.battery_percent = Some(f64::from(b.battery_remaining));
+                }
+                // -1: the autopilot does not measure it
+                if b.current_battery >= 0 {
+                    s.battery_current_a = Some(f64::from(b.current_battery) * 0.01);
                 }
                 let cells: Vec<f64> = b
                     .voltages

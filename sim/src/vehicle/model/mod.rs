@@ -15,9 +15,10 @@
 //! The mode numbers here are written independently of the hal's on purpose: the sim checks the hal.
 //!
 //! One concern a file: `params` the world's limits, `mode` the flavours' mode numbers,
-//! `physics` the world and the control loop, `mission` missions, `commands` messages in,
+//! `physics` the world and the control loop, `battery` the pack's draw and the wind, `mission` missions, `commands` messages in,
 //! `telemetry` messages out.
 
+mod battery;
 mod commands;
 mod fence;
 mod mission;
@@ -26,6 +27,7 @@ mod params;
 mod physics;
 mod telemetry;
 
+pub use battery::Wind;
 pub use commands::px4_event_id;
 pub use mode::Mode;
 pub use params::{Params, GRIPPER_CHANNEL, GRIPPER_GRAB_US, GRIPPER_RELEASE_US};
@@ -107,6 +109,9 @@ pub struct View {
     /// Fence items stored (`MAV_MISSION_TYPE_FENCE`) and whether the vehicle is in breach now.
     pub fence_items: usize,
     pub fence_breached: bool,
+    /// Speed through the air, m/s, and the pack's current now, A (issue 12).
+    pub airspeed_mps: f64,
+    pub current_a: f64,
 }
 
 pub struct Model {
@@ -130,6 +135,7 @@ pub struct Model {
     /// Transient voltage dip (battery_sag) and the control socket's lasting sag.
     sag_v: f64,
     voltage_sag_v: f64,
+    wind: battery::Wind,
     /// ArduPilot's RC throttle input, µs (1000 = stick down: no transmitter).
     rc_throttle_us: u16,
     /// Since when the voltage is under BATT_LOW_VOLT, and whether the failsafe fired.
@@ -208,6 +214,7 @@ impl Model {
             consumed_mah: 0.0,
             sag_v: 0.0,
             voltage_sag_v: 0.0,
+            wind: battery::Wind::default(),
             rc_throttle_us: 1000,
             batt_low_since: None,
             batt_failsafe: false,
@@ -269,6 +276,8 @@ impl Model {
             speed_mps: self.vel[0].hypot(self.vel[1]),
             fence_items: self.fence_items(),
             fence_breached: self.fence_breached(),
+            airspeed_mps: self.airspeed(),
+            current_a: self.current_a(),
         }
     }
 

@@ -41,9 +41,16 @@ pub struct Params {
     pub cells: u8,
     /// BATT_CAPACITY, mAh: the percentage is consumed mAh against this, whatever the voltage.
     pub capacity_mah: f64,
-    /// Current drawn flying / on the ground, A.
+    /// Current drawn hovering / on the ground, A.
     pub current_flying_a: f64,
     pub current_idle_a: f64,
+    /// Extra current at full airspeed, as a fraction of hover's (drag grows with the square of
+    /// the airspeed), and per m/s of climb, A.
+    pub cruise_current_extra: f64,
+    pub climb_current_a_per_mps: f64,
+    /// The pack's internal resistance, Ω: the voltage sags by current × this under load.
+    /// ArduPilot SITL's pack shows no sag (12.6 V flying in the recordings): 0 there.
+    pub internal_resistance_ohm: f64,
     /// ArduPilot BATT_LOW_VOLT (V, 0 = off), BATT_LOW_TIMER (s below it before the failsafe) and
     /// BATT_FS_LOW_ACT (0 warn only, 1 land, 2 RTL).
     pub batt_low_volt: f64,
@@ -85,6 +92,10 @@ impl Params {
                 capacity_mah: 5000.0,
                 current_flying_a: 14.4,
                 current_idle_a: 0.36,
+                cruise_current_extra: 0.25,
+                climb_current_a_per_mps: 2.0,
+                // 0.4 V at hover current, what PX4 SITL's 4S pack drops armed
+                internal_resistance_ohm: 0.028,
                 batt_low_volt: 0.0,
                 batt_low_timer_s: 10.0,
                 batt_fs_low_act: 0,
@@ -113,6 +124,9 @@ impl Params {
                 capacity_mah: 3300.0,
                 current_flying_a: 9.5,
                 current_idle_a: 0.24,
+                cruise_current_extra: 0.25,
+                climb_current_a_per_mps: 1.5,
+                internal_resistance_ohm: 0.0,
                 batt_low_volt: 10.5,
                 batt_low_timer_s: 10.0,
                 batt_fs_low_act: 0,
@@ -134,7 +148,9 @@ impl Params {
             "BATT_LOW_VOLT" => self.batt_low_volt = v,
             "BATT_LOW_TIMER" => self.batt_low_timer_s = v,
             "BATT_FS_LOW_ACT" => self.batt_fs_low_act = v as u8,
-            "BATT_CAPACITY" if v > 0.0 => self.capacity_mah = v,
+            "BATT_CAPACITY" | "BAT1_CAPACITY" if v > 0.0 => self.capacity_mah = v,
+            // the sim's own: the pack's internal resistance, Ω
+            "SIM_BATT_RES_OHM" if v >= 0.0 => self.internal_resistance_ohm = v,
             "FS_GCS_ENABLE" => self.fs_gcs_enable = v as u8,
             "SYSID_MYGCS" | "MAV_GCS_SYSID" => self.sysid_mygcs = v as u8,
             "FS_GCS_TIMEOUT" => self.fs_gcs_timeout_s = v,

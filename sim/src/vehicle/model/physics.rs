@@ -127,11 +127,8 @@ impl Model {
             self.vel = [0.0; 3];
         }
 
-        // battery: consumed mAh against the capacity; the voltage follows but never feeds back
-        let amps = self.current_a();
-        self.consumed_mah += amps * dt / 3.6;
-        self.battery = (100.0 - 100.0 * self.consumed_mah / self.p.capacity_mah).max(0.0);
-        self.sag_v = (self.sag_v - 0.5 * dt).max(0.0);
+        // battery: consumed mAh against the capacity (`battery`); the voltage never feeds back
+        self.battery_step(dt);
         self.battery_failsafe_step(outs);
         self.gcs_failsafe_step(outs);
         self.fence_step(outs);
@@ -145,14 +142,6 @@ impl Model {
             1500
         };
         self.servo[..4].fill(m);
-    }
-
-    pub(super) fn current_a(&self) -> f64 {
-        if self.armed && !self.on_ground() {
-            self.p.current_flying_a
-        } else {
-            self.p.current_idle_a
-        }
     }
 
     /// ArduPilot's low-voltage failsafe: BATT_LOW_TIMER seconds under BATT_LOW_VOLT, then "Battery
@@ -379,7 +368,13 @@ impl Model {
         let du = desired[2] - here[2];
         let dist_h = dn.hypot(de);
         // slow down on approach: v = sqrt(2 a d), capped
-        let v_h = vmax_h.min((2.0 * self.p.accel_mps2 * dist_h).sqrt());
+        // the airspeed is what is limited: the wind adds to or takes from the ground speed
+        let v_air = if dist_h > 1e-6 {
+            self.ground_speed_limit(dn / dist_h, de / dist_h, vmax_h)
+        } else {
+            vmax_h
+        };
+        let v_h = v_air.min((2.0 * self.p.accel_mps2 * dist_h).sqrt());
         let (vn_d, ve_d) = if dist_h > 1e-6 {
             (dn / dist_h * v_h, de / dist_h * v_h)
         } else {
@@ -435,27 +430,5 @@ impl Model {
         } else {
             self.armed_on_ground_s = 0.0;
         }
-    }
-
-    /// Pack voltage: from the charge left (the percentage never comes from it), minus the load,
-    /// a transient sag and the control socket's lasting one.
-    pub(super) fn voltage(&self) -> f64 {
-        let cells = f64::from(self.p.cells);
-        cells * (3.5 + 0.7 * self.battery / 100.0)
-            // ArduPilot SITL's pack shows no load sag (12.6 V flying in the recordings)
-            - if self.armed && self.flavour == Flavour::Px4 {
-                0.1 * cells
-            } else {
-                0.0
-            }
-            - self.sag_v
-            - self.voltage_sag_v
-    }
-
-    /// Battery sag fault: lose `percent` at once, with a voltage dip that recovers over seconds.
-    pub fn battery_sag(&mut self, percent: f64) {
-        self.consumed_mah += percent / 100.0 * self.p.capacity_mah;
-        self.battery = (self.battery - percent).max(0.0);
-        self.sag_v += 1.0;
     }
 }

@@ -29,6 +29,7 @@ pub(super) fn default_intervals(f: Flavour) -> HashMap<u32, f64> {
         Flavour::ArduPilot => {
             m.insert(id::<apm::HOME_POSITION_DATA>(), 5.0);
             m.insert(id::<apm::EKF_STATUS_REPORT_DATA>(), 1.0);
+            m.insert(id::<apm::WIND_DATA>(), 1.0);
         }
         Flavour::Px4 => {
             m.insert(id::<apm::CURRENT_EVENT_SEQUENCE_DATA>(), 1.0);
@@ -270,13 +271,19 @@ impl Model {
             })
         } else if msg_id == id::<apm::VFR_HUD_DATA>() {
             MavMessage::VFR_HUD(apm::VFR_HUD_DATA {
-                airspeed: self.vel[0].hypot(self.vel[1]) as f32,
+                airspeed: self.airspeed() as f32,
                 groundspeed: self.vel[0].hypot(self.vel[1]) as f32,
                 alt: (self.home.2 + self.pos[2]) as f32,
                 climb: self.vel[2] as f32,
                 heading: self.heading_deg as i16,
                 throttle: if self.armed { 50 } else { 0 },
             })
+        } else if msg_id == id::<apm::WIND_DATA>() {
+            // ArduPilot's EKF estimates the wind and streams it; PX4 sends WIND_COV, not this
+            if self.flavour != Flavour::ArduPilot {
+                return None;
+            }
+            self.wind_message()
         } else if msg_id == id::<apm::SERVO_OUTPUT_RAW_DATA>() {
             self.servo_output()
         } else if msg_id == id::<apm::MISSION_CURRENT_DATA>() {
