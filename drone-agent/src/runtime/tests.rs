@@ -214,9 +214,16 @@ async fn a_whole_delivery_against_the_fake_autopilot() {
         ]
     );
     let calls = w.fc.calls();
+    // the example config's [geofence]: stored and verified before the arm
     assert_eq!(
-        &calls[..4],
-        ["preflight", "arm", "takeoff 30", "goto 55.0010,37.0000,30"]
+        &calls[..5],
+        [
+            "preflight",
+            "fence 1 120",
+            "arm",
+            "takeoff 30",
+            "goto 55.0010,37.0000,30"
+        ]
     );
     assert!(
         calls.contains(&"goto 55.0010,37.0000,4".to_owned()),
