@@ -25,7 +25,7 @@ hover_pct_per_s = 0.08
 cruise_pct_per_s = 0.1
 climb_pct_per_m = 0.05
 cruise_speed_mps = 10.0
-descent_speed_mps = 0.8
+descent_speed_mps = 0.6
 reserve_percent = 15.0
 
 [battery]

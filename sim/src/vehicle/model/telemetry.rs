@@ -29,7 +29,8 @@ pub(super) fn default_intervals(f: Flavour) -> HashMap<u32, f64> {
         Flavour::ArduPilot => {
             m.insert(id::<apm::HOME_POSITION_DATA>(), 5.0);
             m.insert(id::<apm::EKF_STATUS_REPORT_DATA>(), 1.0);
-            m.insert(id::<apm::WIND_DATA>(), 1.0);
+            // WIND only when asked (SET_MESSAGE_INTERVAL / SR_EXTRA3): the recorded link never
+            // carried it unasked (`sim/tests/ardupilot_recordings.rs`)
         }
         Flavour::Px4 => {
             m.insert(id::<apm::CURRENT_EVENT_SEQUENCE_DATA>(), 1.0);
@@ -279,7 +280,7 @@ impl Model {
                 throttle: if self.armed { 50 } else { 0 },
             })
         } else if msg_id == id::<apm::WIND_DATA>() {
-            // ArduPilot's EKF estimates the wind and streams it; PX4 sends WIND_COV, not this
+            // ArduPilot's EKF estimates the wind and sends it when asked; PX4 sends WIND_COV
             if self.flavour != Flavour::ArduPilot {
                 return None;
             }
