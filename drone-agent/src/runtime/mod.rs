@@ -22,8 +22,8 @@
 
 mod approach;
 mod effects;
-mod fence;
 mod energy;
+mod fence;
 mod inbound;
 mod restart;
 mod storage;

@@ -38,8 +38,8 @@
 
 mod autopilot;
 mod command;
-mod logfetch;
 mod fence;
+mod logfetch;
 mod mission;
 mod ops;
 mod receive;
