@@ -285,3 +285,54 @@ async fn ground_stations_through_the_router_ardupilot() {
 async fn ground_stations_through_the_router_px4() {
     ground_stations(Flavour::Px4).await;
 }
+
+/// The join of the router and "who is flying": a mode change a ground station sends through a
+/// `full` endpoint mid-flight is a `pilot_override` that names that endpoint (the router's
+/// `RoutedCommand`, not the HEARTBEAT guess "an RC transmitter…"), and the agent stops commanding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routed_mode_change_in_flight_names_the_ground_station() {
+    let python = match python() {
+        Ok(p) => p,
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true: {why}"),
+        Err(why) => {
+            eprintln!("SKIPPED router test: {why}");
+            return;
+        }
+    };
+    let port = free_tcp_port();
+    let mut w = World::start(Flavour::ArduPilot, |c| {
+        c + &format!(
+            "\n[[flight_controller.endpoints]]\nname = \"qgc\"\nconnection = \"tcpin:127.0.0.1:{port}\"\nmode = \"full\"\n"
+        )
+    })
+    .await;
+    w.send_task(250.0);
+    w.backend.event(EventType::TookOff).await;
+    w.vehicle
+        .wait_for(WAIT, |v| v.alt_rel_m > 15.0)
+        .await
+        .expect("climbing out");
+    // the pilot's sticks at mid (LOITER takes its climb rate from the throttle)
+    w.vehicle.inject(sim::vehicle::Fault::RcThrottle(1500));
+    let out = gcs(
+        &python,
+        Flavour::ArduPilot,
+        format!("tcp:127.0.0.1:{port}"),
+        &["--check", "full", "--mode", "LOITER"],
+    )
+    .await;
+    assert!(out.contains("PASS"), "{out}");
+    let over = w.backend.event(EventType::PilotOverride).await;
+    assert_eq!(over.to_state, Some(protocol::ws::DroneState::PilotOverride));
+    let why = over.reason.unwrap_or_default();
+    assert!(why.contains("`qgc`"), "the endpoint is not named: {why}");
+    let at_override = w.vehicle.view().borrow().clone();
+    // three sim seconds under the pilot: the mode stays the pilot's
+    let later = w
+        .vehicle
+        .wait_for(WAIT, |v| v.t_s > at_override.t_s + 3.0)
+        .await
+        .unwrap();
+    assert_eq!(later.mode, "LOITER", "the agent took the controls back");
+    w.stop().await;
+}

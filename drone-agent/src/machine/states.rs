@@ -704,8 +704,11 @@ impl Drone {
                 );
                 Handled
             }
-            // The agent commands nothing here: no hold on GPS loss, no landing by timer.
-            Event::GpsLost | Event::GpsRestored | Event::TimerFired(_) => Handled,
+            // The agent commands nothing here: no hold on GPS loss, no landing by timer, no
+            // turn home for energy (the reading is kept for after the hand-back).
+            Event::GpsLost | Event::GpsRestored | Event::TimerFired(_) | Event::Energy(_) => {
+                Handled
+            }
             _ => Super,
         }
     }

@@ -1042,3 +1042,25 @@ fn a_pilots_override_is_followed_until_handed_back_or_landed() {
     assert_eq!(m.state(), Idle);
     assert_eq!(reports(&out), [EventType::PilotOverride]);
 }
+
+/// Issue 12 meets issue 13: under a pilot the way home's energy running short turns nothing
+/// (the agent commands nothing while a person flies); the reading is kept, and the first one
+/// after the hand-back turns the drone home.
+#[test]
+fn energy_short_under_a_pilot_turns_nothing_until_handed_back() {
+    let mut m = Machine::new(with_energy());
+    run(&mut m, &to_cruise());
+    m.handle(&Event::PilotOverride {
+        who: "ground station `qgc`".into(),
+        what: "mode LOITER (was GUIDED)".into(),
+    });
+    assert_eq!(m.state(), PilotOverride);
+    let out = m.handle(&energy_reading(27.0, 1400.0));
+    assert_eq!(m.state(), PilotOverride);
+    assert_eq!(out.flights().count(), 0);
+    m.handle(&cmd(CommandKind::Resume));
+    assert_eq!(m.state(), Navigating);
+    let out = m.handle(&energy_reading(27.0, 1400.0));
+    assert_eq!(m.state(), Aborting, "the parcel comes home");
+    assert_eq!(out.flights().collect::<Vec<_>>(), [Fly::ReturnHome]);
+}
