@@ -352,14 +352,15 @@ impl<F: FlightController, P: PayloadRelease, C: Cloud> Agent<F, P, C> {
                     }
                 }
                 Some(report) = recv_some(&mut camera_reports) => self.on_camera(report).await,
-                Some(cmd) = recv_routed(&mut self.routed) => {
+                // a ground station's housekeeping (camera, queries) is not a take-over
+                Some(cmd) = recv_routed(&mut self.routed) => if cmd.what.takes_the_controls() {
                     let at = self.monitor_position();
                     let what = cmd.what.to_string();
                     let now = std::time::SystemTime::now();
                     if let Some(event) = self.monitor.routed_command(&cmd.endpoint, &what, now, at) {
                         self.feed(event).await;
                     }
-                }
+                },
                 _ = approach_tick.tick(), if self.machine.approach().is_some() => self.tick_approach().await,
                 _ = telemetry.tick() => self.push_telemetry(),
                 _ = sleep_until(self.storage.retry_at()), if self.storage.retry_at().is_some() => {

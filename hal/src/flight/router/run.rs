@@ -68,6 +68,24 @@ pub enum Steering {
     MissionWrite,
 }
 
+impl Steering {
+    /// Whether this takes the controls from the agent: arming, a mode, a mission, or a command
+    /// that moves the vehicle or its payload (NAV_*, the DO_* that fly, change speed, home,
+    /// servos, relays, yaw or the fence, terminate, reboot, MISSION_START). A ground station's
+    /// housekeeping (camera, mount, calibration queries, commands that ask for messages) does
+    /// not: a QGroundControl that connects mid-flight must not suspend the delivery.
+    pub fn takes_the_controls(&self) -> bool {
+        match self {
+            Steering::Arm | Steering::Disarm | Steering::ModeChange { .. } => true,
+            Steering::MissionWrite => true,
+            Steering::Command { id } => matches!(
+                id,
+                16..=99 | 177..=201 | 207..=213 | 222..=224 | 246 | 300 | 3000
+            ),
+        }
+    }
+}
+
 impl std::fmt::Display for Steering {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -646,6 +664,24 @@ async fn save_clocks(router: std::sync::Weak<Router>) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn only_what_flies_takes_the_controls() {
+        for flies in [
+            Steering::Arm,
+            Steering::ModeChange { custom_mode: 5 },
+            Steering::MissionWrite,
+            Steering::Command { id: 20 },  // NAV_RETURN_TO_LAUNCH
+            Steering::Command { id: 192 }, // DO_REPOSITION
+            Steering::Command { id: 211 }, // DO_GRIPPER
+        ] {
+            assert!(flies.takes_the_controls(), "{flies}");
+        }
+        // camera information, flight information, a mount query: a GCS connecting
+        for housekeeping in [521, 528, 2504] {
+            assert!(!Steering::Command { id: housekeeping }.takes_the_controls());
+        }
+    }
 
     fn free_port() -> u16 {
         std::net::UdpSocket::bind("127.0.0.1:0")
