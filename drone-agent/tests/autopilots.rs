@@ -262,12 +262,7 @@ async fn ardupilots_battery_failsafe_is_reported_and_followed() {
     )
     .await;
     arm_ready(&w.vehicle, Flavour::ArduPilot).await;
-    w.send_task(400.0);
-    w.backend.event(EventType::TookOff).await;
-    w.vehicle
-        .wait_for(WAIT, |v| v.alt_rel_m > 15.0)
-        .await
-        .expect("climbing out");
+    w.climb_out(400.0).await;
     // 3S pack: 10.3 V, under BATT_LOW_VOLT 10.5
     let v0 = w.vehicle.view().borrow().voltage;
     w.vehicle.inject(Fault::VoltageSag(v0 - 10.3));

@@ -174,12 +174,7 @@ async fn bad_and_out_of_order_input_is_answered_and_the_flight_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn battery_low_then_critical() {
     let mut w = World::start(Flavour::ArduPilot, |c| c).await;
-    w.send_task(400.0);
-    w.backend.event(EventType::TookOff).await;
-    w.vehicle
-        .wait_for(WAIT, |v| v.alt_rel_m > 15.0)
-        .await
-        .unwrap();
+    w.climb_out(400.0).await;
     let pct = w.vehicle.view().borrow().battery_pct;
     w.vehicle.inject(Fault::BatterySag(pct - 20.0));
     let low = w.backend.event(EventType::BatteryLow).await;
@@ -198,12 +193,7 @@ async fn battery_low_then_critical() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gps_loss_holds_then_lands() {
     let mut w = World::start(Flavour::Px4, |c| c).await;
-    w.send_task(400.0);
-    w.backend.event(EventType::TookOff).await;
-    w.vehicle
-        .wait_for(WAIT, |v| v.alt_rel_m > 15.0)
-        .await
-        .unwrap();
+    w.climb_out(400.0).await;
     w.vehicle.inject(Fault::GpsLoss(600.0));
     let lost = w.backend.event(EventType::GpsLost).await;
     assert!(lost.reason.unwrap().contains("holding"));

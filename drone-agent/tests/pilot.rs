@@ -14,7 +14,7 @@ mod common;
 use common::*;
 use protocol::ws::{AckStatus, CommandKind, DroneState, EventType};
 use sim::vehicle::{Fault, Flavour};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// The commands that fly the vehicle (what the agent must not send under a pilot).
@@ -28,33 +28,13 @@ fn flying_commands(commands: &[(u32, u8)]) -> Vec<u32> {
         .collect()
 }
 
-fn python() -> Option<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Some(p) = std::env::var_os("SKYPOST_PYTHON") {
-        candidates.push(PathBuf::from(p));
-    }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
-    candidates.push(PathBuf::from("python3"));
-    candidates.into_iter().find(|c| {
-        Command::new(c)
-            .args(["-c", "import pymavlink"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ground_stations_mode_change_is_a_pilot_override_and_guided_hands_back() {
     let mut w = World::start(Flavour::ArduPilot, |c| {
         c + "\n[pilot]\nhand_back_mode = \"GUIDED\"\n\n[logs]\nmargin_s = 0.5\nfetch_autopilot_log = true\n"
     })
     .await;
-    w.send_task(250.0);
-    w.backend.event(EventType::TookOff).await;
-    w.vehicle
-        .wait_for(WAIT, |v| v.alt_rel_m > 15.0)
-        .await
-        .expect("climbing out");
+    w.climb_out(250.0).await;
     // the pilot's transmitter at mid-stick (LOITER takes its climb from it), then LOITER from a
     // ground station the agent does not route
     w.vehicle.inject(Fault::RcThrottle(1500));
@@ -133,12 +113,7 @@ async fn a_ground_stations_mode_change_is_a_pilot_override_and_guided_hands_back
     }
     let tlogs = hal::flight::tlog::list(&logs).unwrap();
     assert_eq!(tlogs.len(), 1, "one flight, one tlog: {tlogs:?}");
-    let Some(python) = python() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must run the tlog check: no Python with pymavlink"
-        );
-        println!("no Python with pymavlink: the tlog check skipped");
+    let Some(python) = pymavlink_python("the tlog check") else {
         return;
     };
     let out = Command::new(&python)
@@ -192,12 +167,7 @@ async fn a_ground_stations_mode_change_is_a_pilot_override_and_guided_hands_back
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn px4_pilot_override_waits_for_resume_then_the_delivery_goes_on() {
     let mut w = World::start(Flavour::Px4, |c| c + "\n[logs]\nmax_mb = 0\n").await;
-    w.send_task(150.0);
-    w.backend.event(EventType::TookOff).await;
-    w.vehicle
-        .wait_for(WAIT, |v| v.alt_rel_m > 15.0)
-        .await
-        .expect("climbing out");
+    w.climb_out(150.0).await;
     w.vehicle.inject(Fault::GcsMode("MANUAL".into()));
     let over = w.backend.event(EventType::PilotOverride).await;
     assert_eq!(over.to_state, Some(DroneState::PilotOverride));

@@ -22,25 +22,6 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn python() -> Result<PathBuf, String> {
-    let mut candidates = Vec::new();
-    if let Some(p) = std::env::var_os("SKYPOST_PYTHON") {
-        candidates.push(PathBuf::from(p));
-    }
-    candidates.push(workspace().join(".venv/bin/python"));
-    candidates.push(PathBuf::from("python3"));
-    for c in &candidates {
-        if Command::new(c)
-            .args(["-c", "import pymavlink"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return Ok(c.clone());
-        }
-    }
-    Err(format!("no Python with pymavlink among {candidates:?}"))
-}
-
 fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -104,13 +85,8 @@ async fn counter_reaches(dir: &Path, name: &str, field: &str, at_least: u64) -> 
 }
 
 async fn ground_stations(flavour: Flavour) {
-    let python = match python() {
-        Ok(p) => p,
-        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true: {why}"),
-        Err(why) => {
-            eprintln!("SKIPPED router test: {why}");
-            return;
-        }
+    let Some(python) = pymavlink_python("the router test") else {
+        return;
     };
     let keys = tempfile::tempdir().unwrap();
     let key = keys.path().join("gcs.key");
@@ -291,13 +267,8 @@ async fn ground_stations_through_the_router_px4() {
 /// `RoutedCommand`, not the HEARTBEAT guess "an RC transmitter…"), and the agent stops commanding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_routed_mode_change_in_flight_names_the_ground_station() {
-    let python = match python() {
-        Ok(p) => p,
-        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true: {why}"),
-        Err(why) => {
-            eprintln!("SKIPPED router test: {why}");
-            return;
-        }
+    let Some(python) = pymavlink_python("the router test") else {
+        return;
     };
     let port = free_tcp_port();
     let mut w = World::start(Flavour::ArduPilot, |c| {
@@ -306,12 +277,7 @@ async fn a_routed_mode_change_in_flight_names_the_ground_station() {
         )
     })
     .await;
-    w.send_task(250.0);
-    w.backend.event(EventType::TookOff).await;
-    w.vehicle
-        .wait_for(WAIT, |v| v.alt_rel_m > 15.0)
-        .await
-        .expect("climbing out");
+    w.climb_out(250.0).await;
     // the pilot's sticks at mid (LOITER takes its climb rate from the throttle)
     w.vehicle.inject(sim::vehicle::Fault::RcThrottle(1500));
     let out = gcs(

@@ -116,6 +116,22 @@ pub struct Ctx {
     pub(super) energy: Option<super::energy::EnergyReading>,
 }
 
+/// Who flies while the agent commands nothing (`autopilot_control`, `pilot_override`).
+#[derive(Debug, Clone, Copy)]
+enum Flier {
+    Autopilot,
+    Pilot,
+}
+
+impl Flier {
+    fn name(self) -> &'static str {
+        match self {
+            Flier::Autopilot => "the autopilot",
+            Flier::Pilot => "the pilot",
+        }
+    }
+}
+
 impl Ctx {
     fn report(&mut self, event: EventType, reason: Option<String>) {
         self.report = Some((event, reason));
@@ -588,60 +604,22 @@ impl Drone {
     #[state(superstate = "airborne")]
     fn autopilot_control(&mut self, ctx: &mut Ctx, resume: &mut Resume, event: &Event) -> Response {
         match event {
-            Event::Command(CommandKind::Resume) => {
-                let resume = *resume;
+            Event::Command(CommandKind::Resume | CommandKind::Pause) => {
                 ctx.cancel(&[Timer::TakeBack]);
-                ctx.report(
-                    EventType::Resumed,
-                    Some("taking control back from the autopilot".into()),
-                );
-                Transition(self.resume_into(ctx, resume))
-            }
-            Event::Command(CommandKind::Pause) => {
-                let resume = *resume;
-                ctx.cancel(&[Timer::TakeBack]);
-                self.pause(ctx, resume)
+                self.someone_else_flies(ctx, *resume, Flier::Autopilot, event)
             }
             Event::TimerFired(Timer::TakeBack) => self.go_home(
                 ctx,
                 EventType::ReturnCommand,
                 Some("taking control back from the autopilot by config: flying home".into()),
             ),
-            Event::AutopilotTookOver { mode, reason } => {
-                ctx.report(
-                    EventType::AutopilotTookOver,
-                    Some(format!("{mode}: {reason}")),
-                );
-                Handled
-            }
             // a person takes over from the autopilot's failsafe: theirs until they hand back
             Event::PilotOverride { who, what } => {
                 let resume = *resume;
                 ctx.cancel(&[Timer::TakeBack]);
                 self.yield_to_pilot(ctx, resume, who, what)
             }
-            Event::LandedAtHome => {
-                self.landed_home(ctx, Some("the autopilot landed the drone at home".into()))
-            }
-            Event::Restarted(Vehicle::Airborne) => {
-                ctx.report(
-                    EventType::AgentRestarted,
-                    Some("still following the autopilot".into()),
-                );
-                Handled
-            }
-            Event::BatteryLow(why) | Event::BatteryCritical(why) => {
-                ctx.report(
-                    EventType::BatteryLow,
-                    Some(format!("{why}; the autopilot is in control")),
-                );
-                Handled
-            }
-            // The agent commands nothing here: no hold on GPS loss, no landing by timer.
-            Event::GpsLost | Event::GpsRestored | Event::TimerFired(_) | Event::Energy(_) => {
-                Handled
-            }
-            _ => Super,
+            _ => self.someone_else_flies(ctx, *resume, Flier::Autopilot, event),
         }
     }
 
@@ -652,14 +630,6 @@ impl Drone {
     #[state(superstate = "airborne")]
     fn pilot_override(&mut self, ctx: &mut Ctx, resume: &mut Resume, event: &Event) -> Response {
         match event {
-            Event::Command(CommandKind::Resume) => {
-                let resume = *resume;
-                ctx.report(
-                    EventType::Resumed,
-                    Some("taking control back from the pilot".into()),
-                );
-                Transition(self.resume_into(ctx, resume))
-            }
             Event::PilotHandBack { mode } => {
                 let resume = *resume;
                 ctx.report(
@@ -670,46 +640,13 @@ impl Drone {
                 );
                 Transition(self.resume_into(ctx, resume))
             }
-            Event::Command(CommandKind::Pause) => {
-                let resume = *resume;
-                self.pause(ctx, resume)
-            }
-            // further actions of a pilot, or the autopilot's failsafe under them: reported
+            // further actions of a pilot: reported
             Event::PilotOverride { who, what } => {
                 ctx.report(EventType::PilotOverride, Some(format!("{who}: {what}")));
                 Handled
             }
-            Event::AutopilotTookOver { mode, reason } => {
-                ctx.report(
-                    EventType::AutopilotTookOver,
-                    Some(format!("{mode}: {reason}; the pilot is in control")),
-                );
-                Handled
-            }
-            Event::LandedAtHome => {
-                self.landed_home(ctx, Some("the pilot landed the drone at home".into()))
-            }
             Event::LandedAway => self.landed_away(ctx, "the pilot landed the drone away from home"),
-            Event::Restarted(Vehicle::Airborne) => {
-                ctx.report(
-                    EventType::AgentRestarted,
-                    Some("the pilot is still in control".into()),
-                );
-                Handled
-            }
-            Event::BatteryLow(why) | Event::BatteryCritical(why) => {
-                ctx.report(
-                    EventType::BatteryLow,
-                    Some(format!("{why}; the pilot is in control")),
-                );
-                Handled
-            }
-            // The agent commands nothing here: no hold on GPS loss, no landing by timer, no
-            // turn home for energy (the reading is kept for after the hand-back).
-            Event::GpsLost | Event::GpsRestored | Event::TimerFired(_) | Event::Energy(_) => {
-                Handled
-            }
-            _ => Super,
+            _ => self.someone_else_flies(ctx, *resume, Flier::Pilot, event),
         }
     }
 
@@ -1215,14 +1152,7 @@ impl Drone {
     }
 
     fn follow(&mut self, ctx: &mut Ctx, resume: Resume, mode: &str, reason: &str) -> Response {
-        self.stop_commanding(ctx);
-        ctx.cancel(&[
-            Timer::DropWait,
-            Timer::AutoReturn,
-            Timer::Approach,
-            Timer::GpsLoss,
-            Timer::CloudLoss,
-        ]);
+        self.hand_over(ctx);
         if let Some(after) = ctx.limits.take_back_after {
             ctx.timer(Timer::TakeBack, after);
         }
@@ -1236,6 +1166,72 @@ impl Drone {
     /// A person took the controls: stop commanding (nothing retried, no timer that would fly),
     /// say who and what, and wait for the hand-back.
     fn yield_to_pilot(&mut self, ctx: &mut Ctx, resume: Resume, who: &str, what: &str) -> Response {
+        self.hand_over(ctx);
+        ctx.report(
+            EventType::PilotOverride,
+            Some(format!(
+                "{who}: {what}; the delivery is suspended until resume or the hand-back mode"
+            )),
+        );
+        Transition(State::pilot_override(resume))
+    }
+
+    /// What `autopilot_control` and `pilot_override` do alike while someone else flies: the agent
+    /// commands nothing (no hold on GPS loss, no landing by timer, no turn home for energy: the
+    /// reading is kept for after the hand-back), reports what it sees, takes control back on
+    /// `resume` or `pause`, and a landing at home ends the delivery.
+    fn someone_else_flies(
+        &mut self,
+        ctx: &mut Ctx,
+        resume: Resume,
+        flier: Flier,
+        event: &Event,
+    ) -> Response {
+        let who = flier.name();
+        match event {
+            Event::Command(CommandKind::Resume) => {
+                ctx.report(
+                    EventType::Resumed,
+                    Some(format!("taking control back from {who}")),
+                );
+                Transition(self.resume_into(ctx, resume))
+            }
+            Event::Command(CommandKind::Pause) => self.pause(ctx, resume),
+            Event::AutopilotTookOver { mode, reason } => {
+                let reason = match flier {
+                    Flier::Autopilot => format!("{mode}: {reason}"),
+                    Flier::Pilot => format!("{mode}: {reason}; the pilot is in control"),
+                };
+                ctx.report(EventType::AutopilotTookOver, Some(reason));
+                Handled
+            }
+            Event::LandedAtHome => {
+                self.landed_home(ctx, Some(format!("{who} landed the drone at home")))
+            }
+            Event::Restarted(Vehicle::Airborne) => {
+                ctx.report(
+                    EventType::AgentRestarted,
+                    Some(format!("{who} is still in control")),
+                );
+                Handled
+            }
+            Event::BatteryLow(why) | Event::BatteryCritical(why) => {
+                ctx.report(
+                    EventType::BatteryLow,
+                    Some(format!("{why}; {who} is in control")),
+                );
+                Handled
+            }
+            Event::GpsLost | Event::GpsRestored | Event::TimerFired(_) | Event::Energy(_) => {
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    /// Someone else took the controls: stop commanding (nothing retried, no timer that would
+    /// fly) before saying who.
+    fn hand_over(&mut self, ctx: &mut Ctx) {
         self.stop_commanding(ctx);
         ctx.cancel(&[
             Timer::DropWait,
@@ -1244,13 +1240,6 @@ impl Drone {
             Timer::GpsLoss,
             Timer::CloudLoss,
         ]);
-        ctx.report(
-            EventType::PilotOverride,
-            Some(format!(
-                "{who}: {what}; the delivery is suspended until resume or the hand-back mode"
-            )),
-        );
-        Transition(State::pilot_override(resume))
     }
 
     /// Back to where `resume` says, with that state's flight and timers.

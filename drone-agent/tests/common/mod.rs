@@ -503,6 +503,18 @@ impl World {
         id
     }
 
+    /// Sends a task `north_m` north of home and waits until the drone has taken off and climbed
+    /// past 15 m (where the flight tests start doing things to it); returns the delivery id.
+    pub async fn climb_out(&mut self, north_m: f64) -> Uuid {
+        let id = self.send_task(north_m);
+        self.backend.event(EventType::TookOff).await;
+        self.vehicle
+            .wait_for(WAIT, |v| v.alt_rel_m > 15.0)
+            .await
+            .expect("climbing out past 15 m");
+        id
+    }
+
     /// Flies the happy path up to WAITING_DROP.
     pub async fn fly_to_locker(&mut self, north_m: f64) -> Uuid {
         let id = self.send_task(north_m);
@@ -516,4 +528,31 @@ impl World {
             a.stop().await;
         }
     }
+}
+
+/// The Python that imports pymavlink: `$SKYPOST_PYTHON`, the checkout's `.venv/bin/python`
+/// (`.ci/run` makes it from `tests/requirements.txt`), or `python3`. Where there is none, `None`
+/// and a line saying `what` is skipped; under `CI=true` the test fails instead.
+pub fn pymavlink_python(what: &str) -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("SKYPOST_PYTHON") {
+        candidates.push(PathBuf::from(p));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    candidates.push(PathBuf::from("python3"));
+    let found = candidates.iter().find(|c| {
+        std::process::Command::new(c)
+            .args(["-c", "import pymavlink"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if found.is_none() {
+        let why = format!("no Python with pymavlink among {candidates:?}");
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true must run {what}: {why}"
+        );
+        eprintln!("SKIPPED {what}: {why}");
+    }
+    found.cloned()
 }
