@@ -20,6 +20,7 @@ pub mod geo;
 pub mod lockboard;
 pub mod locker_api;
 pub mod orchestrator;
+mod sorted_json;
 pub mod units;
 pub mod volume;
 pub mod ws;
