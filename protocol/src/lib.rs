@@ -23,6 +23,7 @@ pub mod orchestrator;
 mod sorted_json;
 pub mod units;
 pub mod volume;
+mod wire_time;
 pub mod ws;
 
 pub use error::ProtocolError;

@@ -27,8 +27,9 @@ type Error = serde_json::Error;
 pub(crate) fn write<T: ?Sized + Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), Error> {
     let mut w = Writer {
         out: std::mem::take(out),
-        entries: Vec::new(),
-        scratch: Vec::new(),
+        // room for a drone's telemetry (13 fields, 5 more nested) without growing
+        entries: Vec::with_capacity(24),
+        scratch: Vec::with_capacity(512),
     };
     let result = value.serialize(&mut w);
     *out = w.out;
@@ -66,6 +67,27 @@ fn key_bytes<'k>(key: &Key, buf: &'k [u8], base: usize) -> &'k [u8] {
     }
 }
 
+/// Byte order, as `String`'s `Ord`; the first bytes, which mostly differ, compared inline.
+fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    match (a.first(), b.first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
+/// Appends `key` as a JSON string: as is between quotes when nothing in it needs escaping (a
+/// field name always), else escaped by serde_json.
+fn write_key(out: &mut Vec<u8>, key: &[u8]) -> Result<(), Error> {
+    if key.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(key);
+        out.push(b'"');
+        return Ok(());
+    }
+    let key = std::str::from_utf8(key).map_err(Error::custom)?;
+    serde_json::Serializer::new(out).serialize_str(key)
+}
+
 impl Writer {
     fn json(&mut self) -> serde_json::Serializer<&mut Vec<u8>> {
         serde_json::Serializer::new(&mut self.out)
@@ -100,7 +122,7 @@ impl Writer {
         } = self;
         let mine = entries.get_mut(mark..).unwrap_or_default();
         // stable: of entries with one key, the last written stays last
-        mine.sort_by(|a, b| key_bytes(&a.key, out, 0).cmp(key_bytes(&b.key, out, 0)));
+        mine.sort_by(|a, b| key_order(key_bytes(&a.key, out, 0), key_bytes(&b.key, out, 0)));
         scratch.clear();
         scratch.extend_from_slice(out.get(begin..).unwrap_or_default());
         out.truncate(begin);
@@ -119,8 +141,7 @@ impl Writer {
                 out.push(b',');
             }
             first = false;
-            let key = std::str::from_utf8(key).map_err(Error::custom)?;
-            serde_json::Serializer::new(&mut *out).serialize_str(key)?;
+            write_key(out, key)?;
             out.push(b':');
             out.extend_from_slice(
                 scratch

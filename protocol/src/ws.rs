@@ -89,8 +89,12 @@ impl Envelope {
         // One pass when `type` comes before `payload`, as in every frame this crate writes: the
         // payload is typed by `type` straight from the bytes. Anything else (the payload first, a
         // frame with anything wrong in it) is read again in two steps, which name what was wrong.
-        if let Ok(FastEnvelope(env)) = serde_json::from_slice(bytes) {
-            return Ok(env);
+        // UTF-8 checked once for the whole frame, rather than string by string (invalid UTF-8
+        // is an error, which the two steps report)
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            if let Ok(FastEnvelope(env)) = serde_json::from_str(text) {
+                return Ok(env);
+            }
         }
         Self::from_slice_in_two_steps(bytes)
     }
@@ -123,7 +127,9 @@ impl Envelope {
         self.message.write_payload(&mut out)?;
         if let Some(ts) = &self.timestamp {
             out.extend_from_slice(br#","timestamp":"#);
-            serde_json::to_writer(&mut out, ts)?;
+            if !crate::wire_time::write(&mut out, ts) {
+                serde_json::to_writer(&mut out, ts)?;
+            }
         }
         if let Some(source) = &self.source {
             out.extend_from_slice(br#","source":"#);
@@ -360,7 +366,7 @@ impl<'de> serde::de::Visitor<'de> for FastEnvelopeVisitor {
         let mut kind: Option<&'static str> = None;
         let mut message = None;
         // `Some(None)`: the field was there as `null` (absent, as in `RawEnvelope`)
-        let mut timestamp: Option<Option<DateTime<Utc>>> = None;
+        let mut timestamp: Option<Option<crate::wire_time::Timestamp>> = None;
         let mut source: Option<Option<Peer>> = None;
         let mut target: Option<Option<Peer>> = None;
         while let Some(field) = map.next_key::<EnvelopeField>()? {
@@ -388,7 +394,7 @@ impl<'de> serde::de::Visitor<'de> for FastEnvelopeVisitor {
         let message = message.ok_or_else(|| A::Error::custom("no payload"))?;
         Ok(FastEnvelope(Envelope {
             message,
-            timestamp: timestamp.flatten(),
+            timestamp: timestamp.flatten().map(|t| t.0),
             source: source.flatten(),
             target: target.flatten(),
         }))
