@@ -1154,6 +1154,20 @@ mod tests {
         }
     }
 
+    /// The one difference, on purpose: a field the types do not know is skipped without being
+    /// read into a `Value`, so a number out of f64's range (or a lone UTF-16 surrogate) in it no
+    /// longer refuses the frame. The top level's unknown fields were always skipped that way.
+    #[test]
+    fn unknown_fields_inside_the_payload_are_skipped_unread() {
+        let text = r#"{"type":"telemetry","payload":{"battery_level":85.3,"position":{"lat":55.7558,"lon":37.6173,"alt":10.5,"junk":1e400},"status":"flying","note":"\ud800"}}"#;
+        assert!(matches!(
+            Envelope::from_slice_in_two_steps(text.as_bytes()),
+            Err(ProtocolError::Malformed { .. })
+        ));
+        assert_eq!(one_pass(text).map(|e| e.kind()), Some("telemetry"));
+        assert!(Envelope::from_json(text).is_ok());
+    }
+
     #[test]
     fn to_json_writes_the_serialize_impls_bytes() {
         let mut env = Envelope::new(EventAck {
