@@ -47,8 +47,20 @@ enum Key {
 #[derive(Clone, Copy)]
 struct Entry {
     key: Key,
+    /// The key's first 8 bytes, for sorting (see [`prefix`]).
+    prefix: u64,
     start: usize,
     end: usize,
+}
+
+/// The first 8 bytes of `key` (zero-padded) as a big-endian number: where two keys' prefixes
+/// differ, they are in the keys' byte order; where they are equal, the keys are compared whole.
+fn prefix(key: &[u8]) -> u64 {
+    let mut p = [0u8; 8];
+    for (to, from) in p.iter_mut().zip(key) {
+        *to = *from;
+    }
+    u64::from_be_bytes(p)
 }
 
 struct Writer {
@@ -64,14 +76,6 @@ fn key_bytes<'k>(key: &Key, buf: &'k [u8], base: usize) -> &'k [u8] {
     match *key {
         Key::Field(name) => name.as_bytes(),
         Key::Written { start, end } => buf.get(start - base..end - base).unwrap_or_default(),
-    }
-}
-
-/// Byte order, as `String`'s `Ord`; the first bytes, which mostly differ, compared inline.
-fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    match (a.first(), b.first()) {
-        (Some(x), Some(y)) if x != y => x.cmp(y),
-        _ => a.cmp(b),
     }
 }
 
@@ -122,7 +126,12 @@ impl Writer {
         } = self;
         let mine = entries.get_mut(mark..).unwrap_or_default();
         // stable: of entries with one key, the last written stays last
-        mine.sort_by(|a, b| key_order(key_bytes(&a.key, out, 0), key_bytes(&b.key, out, 0)));
+        // byte order, as `String`'s `Ord` in the `Value`'s map
+        mine.sort_by(|a, b| {
+            a.prefix
+                .cmp(&b.prefix)
+                .then_with(|| key_bytes(&a.key, out, 0).cmp(key_bytes(&b.key, out, 0)))
+        });
         scratch.clear();
         scratch.extend_from_slice(out.get(begin..).unwrap_or_default());
         out.truncate(begin);
@@ -131,10 +140,9 @@ impl Writer {
         for (i, e) in mine.iter().enumerate() {
             let key = key_bytes(&e.key, scratch, begin);
             // a map keeps the last value written for a key
-            if mine
-                .get(i + 1)
-                .is_some_and(|next| key_bytes(&next.key, scratch, begin) == key)
-            {
+            if mine.get(i + 1).is_some_and(|next| {
+                next.prefix == e.prefix && key_bytes(&next.key, scratch, begin) == key
+            }) {
                 continue;
             }
             if !first {
@@ -398,10 +406,16 @@ pub(crate) struct Object<'a> {
 
 impl Object<'_> {
     fn value<T: ?Sized + Serialize>(&mut self, key: Key, value: &T) -> Result<(), Error> {
+        let prefix = prefix(key_bytes(&key, &self.w.out, 0));
         let start = self.w.out.len();
         value.serialize(&mut *self.w)?;
         let end = self.w.out.len();
-        self.w.entries.push(Entry { key, start, end });
+        self.w.entries.push(Entry {
+            key,
+            prefix,
+            start,
+            end,
+        });
         Ok(())
     }
 
@@ -714,7 +728,20 @@ mod tests {
                 ("q\"".to_owned(), 4),
             ]
             .into(),
-            hash: [("y", vec![1]), ("x", vec![]), ("Z", vec![3, 4])].into(),
+            hash: [
+                ("y", vec![1]),
+                ("x", vec![]),
+                ("Z", vec![3, 4]),
+                // one 8-byte prefix, a key that is another's prefix, NUL, empty, non-ASCII
+                ("battery_voltage", vec![5]),
+                ("battery_level", vec![6]),
+                ("battery_", vec![7]),
+                ("batt", vec![8]),
+                ("batt\u{0}", vec![9]),
+                ("", vec![10]),
+                ("é", vec![11]),
+            ]
+            .into(),
             nan: f64::NAN,
             big: -(1 << 62),
             empty: BTreeMap::new(),
