@@ -20,8 +20,10 @@ pub mod geo;
 pub mod lockboard;
 pub mod locker_api;
 pub mod orchestrator;
+mod sorted_json;
 pub mod units;
 pub mod volume;
+mod wire_time;
 pub mod ws;
 
 pub use error::ProtocolError;

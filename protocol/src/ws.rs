@@ -86,13 +86,66 @@ impl Envelope {
                 limit: MAX_MESSAGE_BYTES,
             });
         }
+        // One pass when `type` comes before `payload`, as in every frame this crate writes: the
+        // payload is typed by `type` straight from the bytes. Anything else (the payload first, a
+        // frame with anything wrong in it) is read again in two steps, which name what was wrong.
+        // UTF-8 checked once for the whole frame, rather than string by string (invalid UTF-8
+        // is an error, which the two steps report)
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            if let Ok(FastEnvelope(env)) = serde_json::from_str(text) {
+                return Ok(env);
+            }
+        }
+        Self::from_slice_in_two_steps(bytes)
+    }
+
+    /// The envelope with its payload as a `Value`, then the payload typed by `type` through
+    /// `serde_path_to_error` (`payload.position.lat`). Every error [`Envelope::from_slice`]
+    /// returns comes from here: a frame's errors read the same whichever path it took.
+    fn from_slice_in_two_steps(bytes: &[u8]) -> Result<Self, ProtocolError> {
         let raw: RawEnvelope = serde_json::from_slice(bytes).map_err(ProtocolError::from_json)?;
         raw.into_envelope()
     }
 
     /// Serialises to the wire form. Every type here serialises infallibly (string keys, finite
     /// numbers), so this returns a `String` rather than a `Result`.
+    ///
+    /// The payload's keys come out sorted, as they always have (it used to go through a
+    /// `serde_json::Value`, a sorted map): the same bytes as the `Serialize` impl writes, without
+    /// the `Value` (see `sorted_json`).
     pub fn to_json(&self) -> String {
+        self.write_json()
+            .unwrap_or_else(|_| self.to_json_via_value())
+    }
+
+    fn write_json(&self) -> Result<String, serde_json::Error> {
+        // a drone's full telemetry with `source` is ~500 bytes
+        let mut out = Vec::with_capacity(640);
+        out.extend_from_slice(br#"{"type":"#);
+        serde_json::to_writer(&mut out, self.kind())?;
+        out.extend_from_slice(br#","payload":"#);
+        self.message.write_payload(&mut out)?;
+        if let Some(ts) = &self.timestamp {
+            out.extend_from_slice(br#","timestamp":"#);
+            if !crate::wire_time::write(&mut out, ts) {
+                serde_json::to_writer(&mut out, ts)?;
+            }
+        }
+        if let Some(source) = &self.source {
+            out.extend_from_slice(br#","source":"#);
+            serde_json::to_writer(&mut out, source)?;
+        }
+        if let Some(target) = &self.target {
+            out.extend_from_slice(br#","target":"#);
+            serde_json::to_writer(&mut out, target)?;
+        }
+        out.push(b'}');
+        String::from_utf8(out).map_err(serde_json::Error::custom)
+    }
+
+    /// The `Serialize` impl's bytes (the payload through a `Value`): what [`Envelope::to_json`]
+    /// falls back to if its own writer refuses a value.
+    fn to_json_via_value(&self) -> String {
         // Serialising our own types to a String cannot fail: no non-string map keys, and every
         // float is range-checked finite on construction.
         serde_json::to_string(self).unwrap_or_else(|e| {
@@ -164,6 +217,30 @@ macro_rules! message_kinds {
 
             fn payload_value(&self) -> Result<serde_json::Value, serde_json::Error> {
                 match self { $(Message::$variant(p) => serde_json::to_value(p)),* }
+            }
+
+            /// Appends the payload as `payload_value` writes it (keys sorted), without the `Value`.
+            fn write_payload(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+                match self { $(Message::$variant(p) => crate::sorted_json::write(out, p)),* }
+            }
+
+            /// `name` as the wire name of one of the types, if it is one.
+            fn static_kind(name: &str) -> Option<&'static str> {
+                match name {
+                    $($name => Some($name),)*
+                    _ => None,
+                }
+            }
+
+            /// Types the map's next value as the payload of a `kind` frame, as it is read.
+            fn next_payload<'de, A: serde::de::MapAccess<'de>>(
+                kind: &str,
+                map: &mut A,
+            ) -> Result<Self, A::Error> {
+                match kind {
+                    $($name => map.next_value::<$ty>().map(Message::$variant),)*
+                    other => Err(A::Error::custom(format_args!("unknown message type `{other}`"))),
+                }
             }
 
             /// Parses `payload` as the type named `kind`; a wrong field is named by its path.
@@ -264,6 +341,123 @@ fn envelope_field<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
+/// The one-pass parse behind [`Envelope::from_slice`]: `type`, then the payload typed by it as it
+/// is read (a `type` after the payload is refused here). It only ever has to succeed or give up:
+/// on any error the frame is parsed again by [`RawEnvelope`], whose errors are the ones returned,
+/// so the errors here say little.
+struct FastEnvelope(Envelope);
+
+impl<'de> Deserialize<'de> for FastEnvelope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(FastEnvelopeVisitor)
+    }
+}
+
+struct FastEnvelopeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FastEnvelopeVisitor {
+    type Value = FastEnvelope;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an envelope with `type` before `payload`")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FastEnvelope, A::Error> {
+        let mut kind: Option<&'static str> = None;
+        let mut message = None;
+        // `Some(None)`: the field was there as `null` (absent, as in `RawEnvelope`)
+        let mut timestamp: Option<Option<crate::wire_time::Timestamp>> = None;
+        let mut source: Option<Option<Peer>> = None;
+        let mut target: Option<Option<Peer>> = None;
+        while let Some(field) = map.next_key::<EnvelopeField>()? {
+            match field {
+                EnvelopeField::Type if kind.is_none() => {
+                    kind = Some(map.next_value::<KindName>()?.0);
+                }
+                EnvelopeField::Payload if message.is_none() => {
+                    let Some(kind) = kind else {
+                        return Err(A::Error::custom("payload before type"));
+                    };
+                    message = Some(Message::next_payload(kind, &mut map)?);
+                }
+                EnvelopeField::Timestamp if timestamp.is_none() => {
+                    timestamp = Some(map.next_value()?);
+                }
+                EnvelopeField::Source if source.is_none() => source = Some(map.next_value()?),
+                EnvelopeField::Target if target.is_none() => target = Some(map.next_value()?),
+                EnvelopeField::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                _ => return Err(A::Error::custom("duplicate field")),
+            }
+        }
+        let message = message.ok_or_else(|| A::Error::custom("no payload"))?;
+        Ok(FastEnvelope(Envelope {
+            message,
+            timestamp: timestamp.flatten().map(|t| t.0),
+            source: source.flatten(),
+            target: target.flatten(),
+        }))
+    }
+}
+
+/// A key of the envelope object.
+enum EnvelopeField {
+    Type,
+    Payload,
+    Timestamp,
+    Source,
+    Target,
+    /// Ignored, as `RawEnvelope` ignores it.
+    Other,
+}
+
+impl<'de> Deserialize<'de> for EnvelopeField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = EnvelopeField;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EnvelopeField, E> {
+                Ok(match v {
+                    "type" => EnvelopeField::Type,
+                    "payload" => EnvelopeField::Payload,
+                    "timestamp" => EnvelopeField::Timestamp,
+                    "source" => EnvelopeField::Source,
+                    "target" => EnvelopeField::Target,
+                    _ => EnvelopeField::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(Name)
+    }
+}
+
+/// `type`'s value, one of [`Message::KINDS`].
+struct KindName(&'static str);
+
+impl<'de> Deserialize<'de> for KindName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = KindName;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a message type")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KindName, E> {
+                Message::static_kind(v)
+                    .map(KindName)
+                    .ok_or_else(|| E::custom("unknown message type"))
+            }
+        }
+        d.deserialize_str(Name)
+    }
+}
+
+/// The reference shape of the wire form: the payload through a `serde_json::Value`, whose object
+/// keys come out sorted. [`Envelope::to_json`] writes the same bytes without the `Value`.
 impl Serialize for Envelope {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{Error, SerializeMap};
@@ -870,6 +1064,126 @@ mod tests {
         k.sort_unstable();
         k.dedup();
         assert_eq!(k.len(), Message::KINDS.len());
+    }
+
+    fn one_pass(text: &str) -> Option<Envelope> {
+        serde_json::from_str::<FastEnvelope>(text).ok().map(|f| f.0)
+    }
+
+    /// Both parses of `text`: the one pass must give up or agree with the two steps.
+    fn parses_alike(text: &str) -> Option<Envelope> {
+        let two_steps = Envelope::from_slice_in_two_steps(text.as_bytes());
+        let fast = one_pass(text);
+        if let Some(fast) = &fast {
+            assert_eq!(Ok(fast), two_steps.as_ref(), "{text}");
+        }
+        assert_eq!(Envelope::from_json(text), two_steps, "{text}");
+        fast
+    }
+
+    const TELEMETRY: &str = r#"{"battery_level":85.3,"position":{"lat":55.7558,"lon":37.6173,"alt":10.5},"status":"flying"}"#;
+
+    #[test]
+    fn frames_with_type_first_take_the_one_pass() {
+        for text in [
+            format!(r#"{{"type":"telemetry","payload":{TELEMETRY}}}"#),
+            format!(
+                r#"{{"type":"telemetry","payload":{TELEMETRY},"timestamp":"2024-01-15T12:00:03Z"}}"#
+            ),
+            // null is absent, as before
+            format!(
+                r#"{{"type":"telemetry","payload":{TELEMETRY},"timestamp":null,"source":null,"target":null}}"#
+            ),
+            // the routing fields and unknown ones, anywhere
+            format!(
+                r#"{{"source":{{"kind":"drone","id":"d1"}},"x":[1,{{"y":null}}],"type":"telemetry","target":{{"kind":"backend","id":"b"}},"payload":{TELEMETRY},"z":1e400}}"#
+            ),
+            // an escaped type name
+            format!(r#"{{"type":"tele\u006detry","payload":{TELEMETRY}}}"#),
+            format!(" \n{{ \"type\" : \"telemetry\" ,\n \"payload\" : {TELEMETRY} }} \n"),
+        ] {
+            let env = parses_alike(&text).unwrap_or_else(|| panic!("not in one pass: {text}"));
+            assert_eq!(env.kind(), "telemetry");
+        }
+        // what this crate writes, every type (one of each that parses)
+        let env = Envelope::new(EventAck {
+            event_id: Uuid::nil(),
+        })
+        .with_source(Peer {
+            kind: PeerKind::Drone,
+            id: "d".into(),
+        });
+        assert_eq!(one_pass(&env.to_json()), Some(env));
+    }
+
+    #[test]
+    fn the_rest_takes_two_steps_with_the_same_result() {
+        for text in [
+            // payload before type: the two steps handle it
+            format!(r#"{{"payload":{TELEMETRY},"type":"telemetry"}}"#),
+            // a repeated key in the payload: the last one, as a `Value` has it
+            r#"{"type":"event_ack","payload":{"event_id":"9b2f6d1e-7c4a-4f3b-8a2d-0e1f2a3b4c5d","event_id":"00000000-0000-0000-0000-000000000000"}}"#.to_owned(),
+        ] {
+            assert!(one_pass(&text).is_none(), "{text}");
+            assert!(Envelope::from_json(&text).is_ok(), "{text}");
+            parses_alike(&text);
+        }
+        // errors: all from the two steps, whatever the one pass made of the frame
+        for text in [
+            "",
+            "{",
+            "[]",
+            r#"["telemetry",{}]"#,
+            r#"{"payload":{}}"#,
+            r#"{"type":"telemetry"}"#,
+            r#"{"type":null,"payload":{}}"#,
+            r#"{"type":5,"payload":{}}"#,
+            r#"{"type":"teleport","payload":{}}"#,
+            r#"{"type":"telemetry","type":"telemetry","payload":{}}"#,
+            r#"{"type":"event_ack","payload":{"event_id":"9b2f6d1e-7c4a-4f3b-8a2d-0e1f2a3b4c5d"},"payload":{}}"#,
+            r#"{"type":"event_ack","payload":{"event_id":"9b2f6d1e-7c4a-4f3b-8a2d-0e1f2a3b4c5d"},"timestamp":"x"}"#,
+            r#"{"type":"event_ack","payload":{"event_id":"9b2f6d1e-7c4a-4f3b-8a2d-0e1f2a3b4c5d"},"source":{"kind":"x","id":"y"}}"#,
+            r#"{"type":"event_ack","payload":{"event_id":"9b2f6d1e-7c4a-4f3b-8a2d-0e1f2a3b4c5d"}} x"#,
+            r#"{"type":"telemetry","payload":{"battery_level":85.3,"position":{"lat":95,"lon":37.6173,"alt":10.5},"status":"flying"}}"#,
+            r#"{"type":"telemetry","payload":{"battery_level":85.3,"position":{"lat":5,"lon":37.6173,"alt":10.5},"status":5}}"#,
+            r#"{"type":"telemetry","payload":{"battery_level":1e400,"position":{"lat":5,"lon":37.6173,"alt":10.5},"status":"flying"}}"#,
+        ] {
+            assert!(one_pass(text).is_none(), "{text}");
+            let e = Envelope::from_json(text).expect_err(text);
+            assert_eq!(Err(e), Envelope::from_slice_in_two_steps(text.as_bytes()));
+        }
+    }
+
+    /// The one difference, on purpose: a field the types do not know is skipped without being
+    /// read into a `Value`, so a number out of f64's range (or a lone UTF-16 surrogate) in it no
+    /// longer refuses the frame. The top level's unknown fields were always skipped that way.
+    #[test]
+    fn unknown_fields_inside_the_payload_are_skipped_unread() {
+        let text = r#"{"type":"telemetry","payload":{"battery_level":85.3,"position":{"lat":55.7558,"lon":37.6173,"alt":10.5,"junk":1e400},"status":"flying","note":"\ud800"}}"#;
+        assert!(matches!(
+            Envelope::from_slice_in_two_steps(text.as_bytes()),
+            Err(ProtocolError::Malformed { .. })
+        ));
+        assert_eq!(one_pass(text).map(|e| e.kind()), Some("telemetry"));
+        assert!(Envelope::from_json(text).is_ok());
+    }
+
+    #[test]
+    fn to_json_writes_the_serialize_impls_bytes() {
+        let mut env = Envelope::new(EventAck {
+            event_id: Uuid::nil(),
+        });
+        assert_eq!(env.to_json(), env.to_json_via_value());
+        env.timestamp = None;
+        env.source = Some(Peer {
+            kind: PeerKind::Locker,
+            id: "l\"1".into(),
+        });
+        env.target = Some(Peer {
+            kind: PeerKind::Backend,
+            id: "b".into(),
+        });
+        assert_eq!(env.to_json(), env.to_json_via_value());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use protocol::broker::DeliveryTask;
 use protocol::locker_api::{
     ApiErrorResponse, CellsOpenRequest, CellsOpenResponse, GrpcCellOpenRequest,
 };
-use protocol::ws::{AckStatus, CommandKind, EventType, Priority};
+use protocol::ws::{AckStatus, CommandKind, EventType, Peer, PeerKind, Priority};
 use protocol::{Envelope, Message};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -144,6 +144,53 @@ fn locker_api_bodies() {
     let e: ApiErrorResponse = round_trip("api_error_response.json");
     assert_eq!(e.error.code, "ORDER_NOT_FOUND");
     let _: GrpcCellOpenRequest = round_trip("grpc_cell_open_request.json");
+}
+
+/// Every envelope among the fixtures (ours and the extensions'): `to_json`, which writes the
+/// payload without a `serde_json::Value`, gives the bytes the `Serialize` impl gives through one,
+/// as it is and with the relay's `source` stamped on; and `from_json` (one pass when `type` comes
+/// first) reads what the `Deserialize` impl (two steps) reads.
+#[test]
+fn to_json_and_from_json_agree_with_the_value_path_on_every_fixture() {
+    let mut envelopes = 0;
+    for dir in [fixtures_dir(), fixtures_dir().join("../extensions")] {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        names.sort();
+        for path in names {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if value.get("type").is_none() {
+                continue; // an HTTP body or a broker task, not a frame
+            }
+            let name = path.display();
+            let mut env = Envelope::from_json(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let via_serde: Envelope = serde_json::from_str(&text).unwrap();
+            assert_eq!(env, via_serde, "{name}");
+            assert_eq!(
+                env.to_json(),
+                serde_json::to_string(&env).unwrap(),
+                "{name}"
+            );
+            env.source = Some(Peer {
+                kind: PeerKind::Drone,
+                id: "9b2f6d1e-7c4a-4f3b-8a2d-0e1f2a3b4c5d".into(),
+            });
+            assert_eq!(
+                env.to_json(),
+                serde_json::to_string(&env).unwrap(),
+                "{name}"
+            );
+            envelopes += 1;
+        }
+    }
+    assert!(
+        envelopes >= 10,
+        "only {envelopes} envelopes among the fixtures"
+    );
 }
 
 /// Where the seed's shared fixtures are: `$SKYPOST_SHARED/fixtures/protocol` when that is set,

@@ -155,6 +155,16 @@ proptest! {
         let _ = Envelope::from_json(&text);
     }
 
+    /// The one-pass parse (`type` first) never accepts what the two steps (the `Deserialize`
+    /// impl) refuse, nor reads it differently.
+    #[test]
+    fn arbitrary_json_shapes_parse_alike_in_one_pass_and_two(kind in prop::sample::select(protocol::Message::KINDS), payload in arb_json(), timestamp in arb_json()) {
+        // by hand: `json!` would sort `payload` before `type`
+        let text = format!(r#"{{"type":"{kind}","payload":{payload},"timestamp":{timestamp}}}"#);
+        let two_steps = serde_json::from_str::<Envelope>(&text).ok();
+        prop_assert_eq!(Envelope::from_json(&text).ok(), two_steps);
+    }
+
     #[test]
     fn board_lines_never_panic(line in "\\PC{0,80}") {
         let _ = BoardReply::parse(&line);

@@ -392,6 +392,21 @@ proptest! {
         prop_assert_eq!(back, env);
     }
 
+    /// `to_json` writes the payload without a `serde_json::Value`; the `Serialize` impl still goes
+    /// through one (sorted keys): the bytes must be the same, with and without routing fields.
+    #[test]
+    fn to_json_writes_the_serialize_impls_bytes(env in envelope(), source in any::<bool>()) {
+        let mut env = env;
+        if source {
+            env.source = Some(Peer { kind: PeerKind::Drone, id: "9b2f6d1e-7c4a-4f3b-8a2d-0e1f2a3b4c5d".into() });
+        }
+        let text = env.to_json();
+        prop_assert_eq!(&text, &serde_json::to_string(&env).unwrap());
+        // and the one-pass parse agrees with the two-step one (the `Deserialize` impl)
+        let two_steps: Envelope = serde_json::from_str(&text).unwrap();
+        prop_assert_eq!(Envelope::from_json(&text).unwrap(), two_steps);
+    }
+
     #[test]
     fn envelopes_round_trip_through_serde(env in envelope()) {
         let value = serde_json::to_value(&env).unwrap();
