@@ -49,7 +49,6 @@
 use crate::auth::AgentKind;
 use crate::config::{secs, ClusterConfig};
 use crate::hub::{AgentKey, Hub};
-use axum::extract::ws::Utf8Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt as _;
 use lapin::options::{
@@ -65,6 +64,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
+use tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
 /// A frame that must not be lost is published at most this many times.

@@ -9,8 +9,10 @@ use crate::auth::AgentKind;
 use crate::config::{secs, Config};
 use crate::hub::{agent_side, is_lossy, message_id, Hub, KickReason, Outbound, Queue, RouteError};
 use crate::metrics::{kind_index, DropReason, Side};
-use axum::extract::ws::{close_code, CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
-use futures_util::SinkExt as _;
+use axum::extract::ws::close_code;
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
 use protocol::error::codes;
 use protocol::ws::{Message, Peer};
 use protocol::Envelope;
@@ -18,8 +20,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::time::{interval_at, timeout, MissedTickBehavior};
+use tokio_tungstenite_029::WebSocketStream;
 use tracing::{debug, info, warn};
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use uuid::Uuid;
+
+/// A connection's WebSocket: tungstenite straight on the connection hyper hands over after the
+/// 101 (the relay does the upgrade itself, see [`crate::server`]).
+pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Close code for an agent whose credentials a fleet reload took away (4000-4999 are the
 /// application's; 4401 reads as "401, after the fact").
@@ -35,8 +44,12 @@ pub struct ConnSettings {
     pub silent_after: u32,
     pub close_after: u32,
     pub write_timeout: Duration,
-    /// Largest frame the relay sends (as it goes out, after stamping `source`).
+    /// Largest frame the relay sends (as it goes out, after stamping `source`), and accepts.
     pub max_message: usize,
+    /// tungstenite's read buffers (`[websocket]`) and the backend's write buffer.
+    pub agent_read_buffer: usize,
+    pub backend_read_buffer: usize,
+    pub backend_write_buffer: usize,
 }
 
 impl ConnSettings {
@@ -47,8 +60,56 @@ impl ConnSettings {
             close_after: c.presence.close_after_missed_pongs,
             write_timeout: secs(c.queues.write_timeout_s),
             max_message: c.websocket.max_message_bytes,
+            agent_read_buffer: c.websocket.agent_read_buffer,
+            backend_read_buffer: c.websocket.backend_read_buffer,
+            backend_write_buffer: c.websocket.backend_write_buffer,
         }
     }
+
+    /// An agent's socket: agents get few, small frames, so each is written through at once and
+    /// no write buffer is kept around.
+    pub fn agent_socket(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(self.agent_read_buffer)
+            .write_buffer_size(0)
+            .max_write_buffer_size(self.max_message.saturating_mul(2))
+            .max_message_size(Some(self.max_message))
+            .max_frame_size(Some(self.max_message))
+    }
+
+    /// A backend's socket: frames to it are batched up to `backend_write_buffer` per write.
+    pub fn backend_socket(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(self.backend_read_buffer)
+            .write_buffer_size(self.backend_write_buffer)
+            .max_write_buffer_size(
+                self.backend_write_buffer
+                    .saturating_add(self.max_message.saturating_mul(2)),
+            )
+            .max_message_size(Some(self.max_message))
+            .max_frame_size(Some(self.max_message))
+    }
+}
+
+/// The WebSocket on a connection once hyper has sent the 101 and handed the connection over;
+/// `None` if the client went away first. Awaited inside each connection's future, so it awaits
+/// nothing but hyper's handle (8 bytes): tungstenite's `from_raw_socket` does no I/O and is ready
+/// at once, so it is polled here (`now_or_never`) rather than kept as a future in every task.
+async fn accept(on_upgrade: OnUpgrade, settings: &ConnSettings, agent: bool) -> Option<Socket> {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            debug!(error = %e, "the connection was not upgraded");
+            return None;
+        }
+    };
+    let config = if agent {
+        settings.agent_socket()
+    } else {
+        settings.backend_socket()
+    };
+    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+        .now_or_never()
 }
 
 /// What ended a connection loop.
@@ -86,11 +147,11 @@ impl Liveness {
 
 /// Writes a batch of queued frames, then flushes once.
 async fn write_batch(
-    ws: &mut WebSocket,
+    ws: &mut Socket,
     batch: &mut Vec<Outbound>,
     hub: &Hub,
     side: Side,
-) -> Result<(), axum::Error> {
+) -> Result<(), WsError> {
     // only frames to a backend carry a read time; an agent's batch never allocates here
     let mut stamps = Vec::new();
     for item in batch.drain(..) {
@@ -109,7 +170,7 @@ async fn write_batch(
 
 /// Drains one batch from the queue and writes it, bounded as [`bounded_write`] says.
 async fn write_queued(
-    ws: &mut WebSocket,
+    ws: &mut Socket,
     queue: &Queue,
     batch: &mut Vec<Outbound>,
     hub: &Hub,
@@ -129,7 +190,7 @@ async fn write_queued(
 /// connection meanwhile (a stalled peer's queue fills while we wait on its socket: that kick
 /// must not wait for the write timeout).
 async fn bounded_write(
-    write: impl std::future::Future<Output = Result<(), axum::Error>>,
+    write: impl std::future::Future<Output = Result<(), WsError>>,
     queue: &Queue,
     limit: Duration,
 ) -> Result<(), End> {
@@ -162,22 +223,16 @@ async fn bounded_write(
 }
 
 /// Sends one frame straight from this task (replies to the peer's own frames).
-async fn send_now(
-    ws: &mut WebSocket,
-    env: &Envelope,
-    hub: &Hub,
-    side: Side,
-    limit: Duration,
-) -> bool {
+async fn send_now(ws: &mut Socket, env: &Envelope, hub: &Hub, side: Side, limit: Duration) -> bool {
     hub.metrics.frame_out(side, kind_index(env.kind()));
     let frame = WsMessage::Text(env.to_json().into());
     matches!(timeout(limit, ws.send(frame)).await, Ok(Ok(())))
 }
 
-async fn close(ws: &mut WebSocket, end: End) {
+async fn close(ws: &mut Socket, end: End) {
     if let End::Close(code, reason) = end {
         let frame = CloseFrame {
-            code,
+            code: code.into(),
             reason: Utf8Bytes::from_static(reason),
         };
         let _ = timeout(
@@ -191,28 +246,27 @@ async fn close(ws: &mut WebSocket, end: End) {
 /// How a failed read ends the connection: a frame over the size limit or a text frame that is
 /// not UTF-8 gets the close code RFC 6455 gives it (1009 / 1007) and a reason, rather than a
 /// connection that just vanishes; a socket error has nobody left to tell.
-fn read_failed(e: axum::Error, peer: &'static str) -> End {
-    use tungstenite::error::{CapacityError, Error as WsError};
-    let inner = e.into_inner();
-    match inner.downcast_ref::<WsError>() {
-        Some(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
+fn read_failed(e: WsError, peer: &'static str) -> End {
+    use tungstenite::error::CapacityError;
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
             warn!(peer, size, max_size, "frame over the size limit: closing");
             End::Close(close_code::SIZE, "message too big")
         }
-        Some(WsError::Capacity(c)) => {
+        WsError::Capacity(c) => {
             warn!(peer, error = %c, "frame over a limit: closing");
             End::Close(close_code::SIZE, "message too big")
         }
-        Some(WsError::Utf8(why)) => {
+        WsError::Utf8(why) => {
             warn!(peer, error = %why, "text frame is not UTF-8: closing");
             End::Close(close_code::INVALID, "text frame is not valid UTF-8")
         }
-        Some(WsError::Protocol(p)) => {
+        WsError::Protocol(p) => {
             debug!(peer, error = %p, "WebSocket protocol error: closing");
             End::Close(close_code::PROTOCOL, "WebSocket protocol error")
         }
-        _ => {
-            debug!(peer, error = %inner, "socket error");
+        e => {
+            debug!(peer, error = %e, "socket error");
             End::Gone
         }
     }
@@ -241,10 +295,14 @@ fn kick_end(reason: KickReason) -> End {
 /// For the same reason the settings are read from the hub rather than copied in, the queue's
 /// one wake-up serves frames and kicks (shutdown is a kick too), and the `source` stamped on
 /// the agent's frames is built per frame rather than held (a heap string per connection).
+///
+/// It is spawned as the connection's whole task right after the 101 is answered, and waits
+/// for hyper to hand the connection over itself: no wrapper (axum's `on_upgrade` block kept its
+/// own captures, config and protocol beside this future, in every task).
 #[allow(clippy::manual_async_fn)] // on purpose: the reason is above
 pub fn run_agent(
     hub: Arc<Hub>,
-    mut ws: WebSocket,
+    on_upgrade: OnUpgrade,
     kind: AgentKind,
     id: Uuid,
     // held until the task ends: shutdown waits for every one to be dropped
@@ -253,6 +311,9 @@ pub fn run_agent(
     async move {
         // named inside the block, so the block owns it until the connection ends
         let _drain = &drain;
+        let Some(mut ws) = accept(on_upgrade, &hub.settings, true).await else {
+            return;
+        };
         let side = agent_side(kind);
         let key = (kind, id);
         hub.metrics.connected(side);
@@ -271,7 +332,7 @@ pub fn run_agent(
         // select's small branch states (2.4 KiB before, see docs/relay.md).
         let end = loop {
             tokio::select! {
-                incoming = ws.recv() => {
+                incoming = ws.next() => {
                     // handled in a plain function: the message and the reply are not kept in
                     // this future (an `Envelope` is hundreds of bytes; the reply is boxed)
                     let reply = match agent_incoming(&hub, key, reg.conn, incoming, &mut live, &mut silent) {
@@ -326,7 +387,7 @@ fn agent_incoming(
     hub: &Hub,
     key: (AgentKind, Uuid),
     conn: u64,
-    incoming: Option<Result<WsMessage, axum::Error>>,
+    incoming: Option<Result<WsMessage, WsError>>,
     live: &mut Liveness,
     silent: &mut bool,
 ) -> Result<Option<Box<Envelope>>, End> {
@@ -345,7 +406,7 @@ fn agent_incoming(
         WsMessage::Text(t) => agent_frame(hub, key, t.as_bytes()).map(Box::new),
         WsMessage::Binary(b) => agent_frame(hub, key, &b).map(Box::new),
         WsMessage::Close(_) => return Err(End::Gone),
-        WsMessage::Ping(_) | WsMessage::Pong(_) => None,
+        WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => None,
     })
 }
 
@@ -437,8 +498,11 @@ fn impersonation(message: &Message, (kind, id): (AgentKind, Uuid)) -> Option<Str
 }
 
 /// Runs one backend connection until it ends.
-pub async fn run_backend(hub: Arc<Hub>, mut ws: WebSocket, _drain: mpsc::Sender<()>) {
+pub async fn run_backend(hub: Arc<Hub>, on_upgrade: OnUpgrade, _drain: mpsc::Sender<()>) {
     let settings = hub.settings;
+    let Some(mut ws) = accept(on_upgrade, &settings, false).await else {
+        return;
+    };
     hub.metrics.connected(Side::Backend);
     let (reg, snapshot) = hub.register_backend();
     info!(
@@ -470,7 +534,7 @@ pub async fn run_backend(hub: Arc<Hub>, mut ws: WebSocket, _drain: mpsc::Sender<
         let mut live = Liveness::new();
         loop {
             tokio::select! {
-                incoming = ws.recv() => {
+                incoming = ws.next() => {
                     let msg = match incoming {
                         Some(Ok(m)) => m,
                         Some(Err(e)) => break read_failed(e, "backend"),
@@ -481,7 +545,7 @@ pub async fn run_backend(hub: Arc<Hub>, mut ws: WebSocket, _drain: mpsc::Sender<
                         WsMessage::Text(t) => backend_frame(&hub, t.as_bytes()),
                         WsMessage::Binary(b) => backend_frame(&hub, &b),
                         WsMessage::Close(_) => break End::Gone,
-                        WsMessage::Ping(_) | WsMessage::Pong(_) => None,
+                        WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => None,
                     };
                     if let Some(reply) = reply {
                         if !send_now(&mut ws, &reply, &hub, Side::Backend, settings.write_timeout).await {
@@ -582,11 +646,13 @@ mod tests {
         std::mem::size_of::<Fut>()
     }
 
-    /// Twenty thousand of these futures are alive at once, each in its own task. 1,240 bytes
-    /// (debug build) before the queue's two wake-ups became one, the shutdown watch a kick, the
-    /// settings and the `source` peer stopped being copied in, and the reply was boxed: 696
-    /// after. A bound with room to spare: an `Envelope` (240 bytes) kept across an await again
-    /// would cross it.
+    /// Twenty thousand of these futures are alive at once, each the whole of its task (the relay
+    /// does the WebSocket upgrade itself: no axum block around it). 1,240 bytes (debug build)
+    /// before the queue's two wake-ups became one, the shutdown watch a kick, the settings and
+    /// the `source` peer stopped being copied in, and the reply was boxed: 696 after; 656 since
+    /// it awaits the upgrade itself (and tungstenite's ready-at-once `from_raw_socket` is not
+    /// kept as a future). A bound with room to spare: an `Envelope` (240 bytes) kept across an
+    /// await again would cross it.
     #[test]
     fn an_agent_connections_future_stays_small() {
         let n = future_size(run_agent);
@@ -594,6 +660,6 @@ mod tests {
             "run_agent future: {n} bytes, Envelope {} bytes",
             std::mem::size_of::<Envelope>()
         );
-        assert!(n <= 900, "run_agent's future is {n} bytes");
+        assert!(n <= 800, "run_agent's future is {n} bytes");
     }
 }

@@ -193,7 +193,9 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Gate
 /// A socket with a deadline that holds until the connection authenticates.
 pub struct Gated<S> {
     inner: S,
-    admission: Admission,
+    /// Until the connection authenticates (then let go: it is shared with the request handlers,
+    /// and an agent's socket lives for hours).
+    admission: Option<Admission>,
     deadline: Option<Pin<Box<Sleep>>>,
     expired: bool,
     metrics: Arc<Metrics>,
@@ -211,7 +213,7 @@ impl<S> Gated<S> {
         };
         let gated = Self {
             inner,
-            admission,
+            admission: Some(admission),
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
             expired: false,
             metrics,
@@ -229,26 +231,28 @@ impl<S> Gated<S> {
         if self.expired {
             return Err(timed_out());
         }
-        let Some(deadline) = &mut self.deadline else {
+        let (Some(deadline), Some(admission)) = (&mut self.deadline, &self.admission) else {
             return Ok(());
         };
-        if self.admission.0.authenticated.load(Ordering::Acquire) {
-            // free the timer: an agent's connection lives for hours
+        if admission.0.authenticated.load(Ordering::Acquire) {
+            // free the timer and the admission: an agent's connection lives for hours
             self.deadline = None;
+            self.admission = None;
             return Ok(());
         }
         if deadline.as_mut().poll(cx).is_ready() {
-            self.expired = true;
-            self.deadline = None;
             // the ticket goes now, not when hyper gets round to dropping the socket
             drop(
-                self.admission
+                admission
                     .0
                     .ticket
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .take(),
             );
+            self.expired = true;
+            self.deadline = None;
+            self.admission = None;
             self.metrics.gate(GateOutcome::HeaderTimeout);
             return Err(timed_out());
         }

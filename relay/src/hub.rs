@@ -27,7 +27,6 @@ use crate::config::Config;
 use crate::conn::ConnSettings;
 use crate::fleet::{Fleet, Revocation};
 use crate::metrics::{kind_index, DropReason, Metrics, Side};
-use axum::extract::ws::Utf8Bytes;
 use protocol::ws::{
     ErrorMessage, LockerOp, LockerRequest, LockerResponse, Peer, PeerKind, Presence, PresenceStatus,
 };
@@ -37,6 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
+use tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
 /// An agent by kind and id.

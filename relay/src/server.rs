@@ -18,10 +18,10 @@ use crate::hub::{AgentKey, BridgeFailure, Hub};
 use crate::metrics::{BridgeOutcome, Side};
 use crate::tls::{self, TlsError, TlsListener};
 use axum::body::Body;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ConnectInfo;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, info_span, warn, Instrument as _};
+use tungstenite::handshake::derive_accept_key;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,19 +67,9 @@ pub struct FleetReload {
     pub revoked: Vec<(AgentKey, Revocation)>,
 }
 
-/// Buffer sizes and limits handed to each WebSocket upgrade.
-#[derive(Debug, Clone, Copy)]
-struct SocketSizes {
-    agent_read: usize,
-    backend_read: usize,
-    backend_write: usize,
-    max_message: usize,
-}
-
 #[derive(Clone)]
 struct AppState {
     hub: Arc<Hub>,
-    sizes: SocketSizes,
     bridge_timeout: Duration,
     bridge_body_limit: usize,
     /// Every connection task holds a clone; shutdown waits until all are dropped.
@@ -120,32 +111,79 @@ fn unauthorized() -> Response {
 async fn ws_drone(
     State(s): State<AppState>,
     ConnectInfo(remote): ConnectInfo<Remote>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    req: Request,
 ) -> Response {
-    agent_upgrade(s, AgentKind::Drone, &remote.admission, &headers, ws)
+    agent_upgrade(s, AgentKind::Drone, &remote.admission, req).await
 }
 
 async fn ws_locker(
     State(s): State<AppState>,
     ConnectInfo(remote): ConnectInfo<Remote>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    req: Request,
 ) -> Response {
-    agent_upgrade(s, AgentKind::Locker, &remote.admission, &headers, ws)
+    agent_upgrade(s, AgentKind::Locker, &remote.admission, req).await
+}
+
+/// A WebSocket upgrade the request asks for, checked: the `Sec-WebSocket-Accept` to answer
+/// with, and hyper's handle on the connection once the 101 has gone.
+struct Upgrade {
+    accept: HeaderValue,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+}
+
+impl Upgrade {
+    /// The relay does the handshake itself rather than through axum's `on_upgrade`, which
+    /// spawns its own block around the connection's future (keeping its captures, the socket
+    /// config and the protocol header beside it in each of twenty thousand tasks). axum's
+    /// extractor still checks the request (GET, `Connection`, `Upgrade`, version 13, a key, a
+    /// connection hyper can upgrade) and answers a bad one as it always did; only its
+    /// `on_upgrade` is not used. (No `Sec-WebSocket-Protocol`: the relay offers none.)
+    async fn check(parts: &mut Parts) -> Result<Self, Response> {
+        // a handle on the same upgrade: the extractor takes its own out of the extensions
+        let on_upgrade = parts.extensions.get::<hyper::upgrade::OnUpgrade>().cloned();
+        if let Err(rejection) =
+            <WebSocketUpgrade as FromRequestParts<()>>::from_request_parts(parts, &()).await
+        {
+            return Err(rejection.into_response());
+        }
+        let key = parts.headers.get(header::SEC_WEBSOCKET_KEY);
+        let (Some(on_upgrade), Some(key)) = (on_upgrade, key) else {
+            // the extractor checked both: not reached
+            return Err(StatusCode::UPGRADE_REQUIRED.into_response());
+        };
+        let Ok(accept) = HeaderValue::try_from(derive_accept_key(key.as_bytes())) else {
+            return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        };
+        Ok(Self { accept, on_upgrade })
+    }
+
+    /// Starts `task` (which awaits `on_upgrade` itself) and answers 101.
+    fn switch(
+        accept: HeaderValue,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Response {
+        tokio::spawn(task);
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        r
+    }
 }
 
 /// Credentials are checked before the upgrade is even looked at: a wrong token gets 401 and
 /// the socket never becomes a WebSocket, so not one frame from it is read.
-fn agent_upgrade(
+async fn agent_upgrade(
     s: AppState,
     kind: AgentKind,
     admission: &Admission,
-    headers: &HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    req: Request,
 ) -> Response {
+    let (mut parts, _body) = req.into_parts();
     let side = crate::hub::agent_side(kind);
-    let id = match s.hub.auth.agent(kind, headers) {
+    let id = match s.hub.auth.agent(kind, &parts.headers) {
         Ok(id) => {
             admission.authenticated();
             id
@@ -160,52 +198,36 @@ fn agent_upgrade(
             return unauthorized();
         }
     };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
+    let upgrade = match Upgrade::check(&mut parts).await {
+        Ok(u) => u,
+        Err(response) => return response,
     };
-    let sizes = s.sizes;
+    drop(parts);
     let span = info_span!("agent", kind = kind.as_str(), agent_id = %id);
-    ws.read_buffer_size(sizes.agent_read)
-        // agents get few, small frames: write each through at once, keep no buffer around
-        .write_buffer_size(0)
-        .max_write_buffer_size(sizes.max_message.saturating_mul(2))
-        .max_message_size(sizes.max_message)
-        .max_frame_size(sizes.max_message)
-        // The callback returns run_agent's future itself, not an async block around it: a
-        // block would keep its own copy of every captured value (the socket included) beside
-        // the future it awaits, in each of ten thousand tasks.
-        .on_upgrade(move |socket| run_agent(s.hub, socket, kind, id, s.drain).instrument(span))
+    // run_agent's future is the task itself: nothing around it but the span
+    let task = run_agent(s.hub, upgrade.on_upgrade, kind, id, s.drain).instrument(span);
+    Upgrade::switch(upgrade.accept, task)
 }
 
 async fn ws_backend(
     State(s): State<AppState>,
     ConnectInfo(remote): ConnectInfo<Remote>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    req: Request,
 ) -> Response {
-    if let Err(why) = s.hub.auth.backend(&headers) {
+    let (mut parts, _body) = req.into_parts();
+    if let Err(why) = s.hub.auth.backend(&parts.headers) {
         s.hub.metrics.refused(Side::Backend, why);
         warn!(reason = why.as_str(), "backend refused at upgrade");
         return unauthorized();
     }
     remote.admission.authenticated();
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
+    let upgrade = match Upgrade::check(&mut parts).await {
+        Ok(u) => u,
+        Err(response) => return response,
     };
-    let sizes = s.sizes;
-    let span = info_span!("backend");
-    ws.read_buffer_size(sizes.backend_read)
-        .write_buffer_size(sizes.backend_write)
-        .max_write_buffer_size(
-            sizes
-                .backend_write
-                .saturating_add(sizes.max_message.saturating_mul(2)),
-        )
-        .max_message_size(sizes.max_message)
-        .max_frame_size(sizes.max_message)
-        .on_upgrade(move |socket| run_backend(s.hub, socket, s.drain).instrument(span))
+    drop(parts);
+    let task = run_backend(s.hub, upgrade.on_upgrade, s.drain).instrument(info_span!("backend"));
+    Upgrade::switch(upgrade.accept, task)
 }
 
 // -- HTTP bridge -----------------------------------------------------------------------------
@@ -516,12 +538,6 @@ impl Relay {
         let (drain, drained) = mpsc::channel(1);
         let state = AppState {
             hub: hub.clone(),
-            sizes: SocketSizes {
-                agent_read: config.websocket.agent_read_buffer,
-                backend_read: config.websocket.backend_read_buffer,
-                backend_write: config.websocket.backend_write_buffer,
-                max_message: config.websocket.max_message_bytes,
-            },
             bridge_timeout: secs(config.bridge.timeout_s),
             bridge_body_limit: config.bridge.max_body_bytes,
             drain,
