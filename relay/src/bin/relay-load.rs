@@ -66,6 +66,10 @@ struct Args {
     /// Connections being opened at once during the ramp-up.
     #[arg(long, default_value_t = 200)]
     ramp_concurrency: usize,
+    /// Threads of the agents' runtime (the backend has a thread of its own). One thread could
+    /// not ramp 19,900 agents on a busy machine while also sending the connected ones' 1 Hz.
+    #[arg(long, default_value_t = 2)]
+    generator_threads: usize,
     /// Seconds of traffic before the measured window starts.
     #[arg(long, default_value_t = 3)]
     warmup_seconds: u64,
@@ -540,16 +544,18 @@ fn run(args: &Args, relays: &[(u32, u16)], broker: Option<u32>) -> anyhow::Resul
         std::thread::sleep(Duration::from_millis(10));
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.generator_threads.max(1))
         .enable_all()
         .build()?;
     let sent_in_window = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
+    // telemetry starts once every agent is connected: the ramp is handshakes only
+    let (origin_tx, origin_rx) = watch::channel(None);
     let ramp_started = Instant::now();
     let outcome = rt.block_on(async {
         let period = Duration::from_secs_f64(1.0 / args.rate_hz);
         let ramp = Arc::new(Semaphore::new(args.ramp_concurrency));
-        let origin = tokio::time::Instant::now() + Duration::from_millis(100);
         let mut tasks = Vec::with_capacity(args.agents);
         for i in 0..args.agents {
             // spread the agents evenly over one period, as real drones are
@@ -558,7 +564,7 @@ fn run(args: &Args, relays: &[(u32, u16)], broker: Option<u32>) -> anyhow::Resul
                 format!("{}/ws/drone", bases[i % bases.len()]),
                 connector.clone(),
                 i,
-                origin + phase,
+                (origin_rx.clone(), phase),
                 period,
                 ramp.clone(),
                 window.clone(),
@@ -579,6 +585,9 @@ fn run(args: &Args, relays: &[(u32, u16)], broker: Option<u32>) -> anyhow::Resul
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let ramp_s = ramp_started.elapsed().as_secs_f64();
+        let _ = origin_tx.send(Some(
+            tokio::time::Instant::now() + Duration::from_millis(100),
+        ));
         tokio::time::sleep(Duration::from_secs(args.warmup_seconds)).await;
 
         let start = Utc::now();
@@ -919,7 +928,8 @@ async fn agent(
     url: String,
     connector: Option<tokio_tungstenite::Connector>,
     i: usize,
-    first_send: tokio::time::Instant,
+    // when the first telemetry goes (once every agent is connected), and this agent's phase
+    (mut origin, phase): (watch::Receiver<Option<tokio::time::Instant>>, Duration),
     period: Duration,
     ramp: Arc<Semaphore>,
     window: Arc<std::sync::OnceLock<(DateTime<Utc>, DateTime<Utc>)>>,
@@ -949,13 +959,24 @@ async fn agent(
             }
         }
     };
-    let mut tick = tokio::time::interval_at(first_send, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // replaced when the origin is known; until then its branch is off
+    let mut tick = tokio::time::interval(period);
+    let mut sending = false;
     let mut battery = 100.0_f64;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
-            _ = tick.tick() => {
+            changed = origin.changed(), if !sending => {
+                if changed.is_err() {
+                    break;
+                }
+                if let Some(first) = *origin.borrow_and_update() {
+                    tick = tokio::time::interval_at(first + phase, period);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    sending = true;
+                }
+            }
+            _ = tick.tick(), if sending => {
                 let now = Utc::now();
                 battery = (battery - 0.01).max(5.0);
                 let frame = format!(
@@ -971,6 +992,7 @@ async fn agent(
                     }
                 }
             }
+            // read meanwhile too: the relay's pings must be answered during a long ramp
             incoming = ws.next() => match incoming {
                 // pings are answered by tungstenite while we poll; nothing else is expected
                 Some(Ok(_)) => {}
