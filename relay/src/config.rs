@@ -160,9 +160,10 @@ impl Default for BridgeConfig {
 /// an agent's frames are a few hundred bytes, so small buffers that grow for the rare video frame
 /// are what makes thousands of connections fit in a few tens of MiB.
 ///
-/// The read buffer is also the most tungstenite reads per syscall: a 100 KB video frame takes
-/// about 100 reads at 1 KiB. A relay that mostly carries video may raise `agent_read_buffer`;
-/// every KiB costs 10 MiB of resident memory per 10,000 agents (tungstenite zero-fills it).
+/// The read buffer is the most tungstenite reads per syscall: a 100 KB video frame takes about
+/// 100 reads at 1 KiB (the stack buffer of a first read is at most 4 KiB). With the patched
+/// tungstenite (vendor/tungstenite) it is not held between frames: a connection keeps only a
+/// frame it has not finished receiving, so raising it costs memory only while frames arrive.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebSocketConfig {
