@@ -69,7 +69,7 @@ fn defocused_and_small_codes_are_read() {
         (Hardness::Defocus, 0),
         (Hardness::Defocus, 2),
         (Hardness::Small, 7),
-        (Hardness::Small, 15),
+        (Hardness::Small, 10),
     ] {
         let p = presentation(h, seed, 20);
         let mut d = QrDecoder::new(false)

@@ -451,11 +451,17 @@ impl FinderScanner {
         boxes.sort_by_key(|(_, k)| std::cmp::Reverse(*k));
         let (w, h) = frame.dimensions();
         let mut sub = FinderScanner::default();
-        for (b, _) in boxes.into_iter().take(WEAK_REGIONS) {
-            // the hits are finder centres: a finder (7 modules) and the code's other finders
-            // beyond a lone hit lie within the span around it
-            let pad = if b[2] - b[0] < 40.0 && b[3] - b[1] < 40.0 {
-                WEAK_SPAN * 0.75
+        // a lone weak hit is text or a vent as often as not (idle scenes have them): a code
+        // shows at least two of its three finders
+        for (b, _) in boxes
+            .into_iter()
+            .filter(|(_, k)| *k >= 2)
+            .take(WEAK_REGIONS)
+        {
+            // the hits are finder centres: a box across two finders in both directions holds
+            // all three; otherwise the third lies up to a leg beyond it
+            let pad = if b[2] - b[0] < 40.0 || b[3] - b[1] < 40.0 {
+                WEAK_SPAN * 0.5
             } else {
                 16.0
             };
@@ -479,9 +485,11 @@ impl FinderScanner {
                     hits: f.hits,
                 })
                 .collect();
+            // (only a sighting's finders join the frame's: more candidates without one would
+            // send an idle frame to the whole-frame rqrr pass)
             let sighting = layout(&found, (w, h));
-            finders.extend(found);
             if sighting.is_some() {
+                finders.extend(found);
                 return sighting;
             }
         }
