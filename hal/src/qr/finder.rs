@@ -10,6 +10,10 @@
 //! module size stand at a right angle with equal legs (the top-left, top-right and bottom-left
 //! finders) at a distance a QR version allows (14 to 170 modules).
 //!
+//! At 1.3-2 px per module a finder's rings are too thin for the row-and-diagonal steps: row hits
+//! that hold down the column but fail there are kept as *weak*, and where they cluster the region
+//! is scanned again at twice the size ([`FinderScanner::scan`]; idle scenes rarely have them).
+//!
 //! Thresholds are local: the frame's 8×8-pixel block means, averaged over 5×5 blocks and
 //! interpolated, minus a margin from the local contrast (flat areas have no dark pixels). Large
 //! modules are found on the half- and quarter-size copies, where the same window is wider.
@@ -86,7 +90,19 @@ pub struct FinderScanner {
     row_thr: Vec<f32>,
     half: Option<GrayImage>,
     quarter: Option<GrayImage>,
+    /// Full-size row hits of a small ring (under [`WEAK_TOTAL`] px across) that held down the
+    /// column but not along the row or the diagonal: at 1.3-2 px per module a finder's rings
+    /// are too thin for those steps. Where they cluster, the gate looks again at twice the size.
+    weak: Vec<[f32; 2]>,
 }
+
+/// A row hit narrower than this (pixels, the whole 1:1:3:1:1) is a small ring (modules under
+/// about 2 px).
+const WEAK_TOTAL: u32 = 16;
+/// Side of the region (pixels) weak hits of one code can span: a code of 100 px and its finders.
+const WEAK_SPAN: f32 = 140.0;
+/// Regions looked at again per frame, at most.
+const WEAK_REGIONS: usize = 2;
 
 impl FinderScanner {
     /// Scans `frame` at full, half and quarter size (stopping at the first scale that shows a
@@ -96,6 +112,7 @@ impl FinderScanner {
         if !std::mem::take(&mut self.looked) {
             self.look(frame);
         }
+        self.weak.clear();
         self.scan_one(frame, 1.0, &mut finders);
         let mut sighting = layout(&finders, frame.dimensions());
         if sighting.is_none() && self.noisy() {
@@ -116,6 +133,9 @@ impl FinderScanner {
                 self.quarter = Some(q);
             }
             self.half = Some(h);
+        }
+        if sighting.is_none() && !self.weak.is_empty() {
+            sighting = self.rescan_weak(frame, &mut finders);
         }
         GateView { finders, sighting }
     }
@@ -297,8 +317,12 @@ impl FinderScanner {
                     let end = x as f32;
                     let cx = end - runs[4] as f32 - runs[3] as f32 - runs[2] as f32 / 2.0;
                     let total: u32 = runs.iter().sum();
-                    if let Some(f) = self.confirm(img, cx, y as f32 + 0.5, total) {
-                        merge(&mut found, f);
+                    match self.confirm(img, cx, y as f32 + 0.5, total) {
+                        Confirmed::Ring(f) => merge(&mut found, f),
+                        Confirmed::Weak if scale == 1.0 && total < WEAK_TOTAL => {
+                            self.weak.push([cx, y as f32 + 0.5]);
+                        }
+                        _ => {}
                     }
                 }
                 cur_dark = d;
@@ -371,34 +395,143 @@ impl FinderScanner {
     }
 
     /// Checks a row hit down the column, along the row again and along a diagonal.
-    fn confirm(&self, img: &GrayImage, cx: f32, cy: f32, total: u32) -> Option<Finder> {
+    fn confirm(&self, img: &GrayImage, cx: f32, cy: f32, total: u32) -> Confirmed {
         let limit = total * 2;
         let (x, y) = (cx as i64, cy as i64);
-        let (vr, dy) = self.cross(img, x, y, 0, 1, limit)?;
+        let Some((vr, dy)) = self.cross(img, x, y, 0, 1, limit) else {
+            return Confirmed::No;
+        };
         let vt: u32 = vr.iter().sum();
         let y = (y as f32 + dy).round() as i64;
-        let (hr, dx) = self.cross(img, x, y, 1, 0, limit)?;
+        let Some((hr, dx)) = self.cross(img, x, y, 1, 0, limit) else {
+            return Confirmed::Weak;
+        };
         let ht: u32 = hr.iter().sum();
         let x = (x as f32 + dx).round() as i64;
-        let (dr, _) = self.cross(img, x, y, 1, 1, limit)?;
+        let Some((dr, _)) = self.cross(img, x, y, 1, 1, limit) else {
+            return Confirmed::Weak;
+        };
         let dt: u32 = dr.iter().sum();
         let (ht, vt, dt) = (ht as f32, vt as f32, dt as f32);
         // a square ring: row and column agree; the diagonal (steps of √2 px) is between
         // 7/√2·m (a ring rotated 45°) and 7·m (square on)
         if vt < ht * 0.6 || vt > ht * 1.6 {
-            return None;
+            return Confirmed::Weak;
         }
         let m = (ht + vt) / 14.0;
         if dt < 7.0 * m * 0.5 || dt > 7.0 * m * 1.3 {
-            return None;
+            return Confirmed::Weak;
         }
-        Some(Finder {
+        Confirmed::Ring(Finder {
             x: x as f32 + 0.5,
             y: y as f32 + 0.5,
             module: m,
             hits: 1,
         })
     }
+
+    /// The regions where weak hits cluster (at most [`WEAK_REGIONS`], the most hits first),
+    /// scanned again at twice the size: rings of 1.3-2 px modules are 3-4 px wide there. A
+    /// triple found in one region is the sighting; its finders join `finders`.
+    fn rescan_weak(&mut self, frame: &GrayImage, finders: &mut Vec<Finder>) -> Option<Sighting> {
+        // greedy clusters: a hit joins the first cluster it keeps within WEAK_SPAN
+        let mut boxes: Vec<([f32; 4], usize)> = Vec::new();
+        for &[x, y] in &self.weak {
+            let joined = boxes.iter_mut().find(|(b, _)| {
+                x.max(b[2]) - x.min(b[0]) <= WEAK_SPAN && y.max(b[3]) - y.min(b[1]) <= WEAK_SPAN
+            });
+            match joined {
+                Some((b, k)) => {
+                    *b = [b[0].min(x), b[1].min(y), b[2].max(x), b[3].max(y)];
+                    *k += 1;
+                }
+                None => boxes.push(([x, y, x, y], 1)),
+            }
+        }
+        boxes.sort_by_key(|(_, k)| std::cmp::Reverse(*k));
+        let (w, h) = frame.dimensions();
+        let mut sub = FinderScanner::default();
+        // a lone weak hit is text or a vent as often as not (idle scenes have them): a code
+        // shows at least two of its three finders
+        for (b, _) in boxes
+            .into_iter()
+            .filter(|(_, k)| *k >= 2)
+            .take(WEAK_REGIONS)
+        {
+            // the hits are finder centres: a box across two finders in both directions holds
+            // all three; otherwise the third lies up to a leg beyond it
+            let pad = if b[2] - b[0] < 40.0 || b[3] - b[1] < 40.0 {
+                WEAK_SPAN * 0.5
+            } else {
+                16.0
+            };
+            let clip = |v: f32, max: u32| v.clamp(0.0, max as f32) as u32;
+            let (x0, y0) = (clip(b[0] - pad, w), clip(b[1] - pad, h));
+            let (x1, y1) = (clip(b[2] + pad, w), clip(b[3] + pad, h));
+            if x1 < x0 + 16 || y1 < y0 + 16 {
+                continue;
+            }
+            let crop = image::imageops::crop_imm(frame, x0, y0, x1 - x0, y1 - y0).to_image();
+            let big = double(&crop);
+            let mut found = Vec::new();
+            sub.stats(&big);
+            sub.scan_one(&big, 1.0, &mut found);
+            let found: Vec<Finder> = found
+                .into_iter()
+                .map(|f| Finder {
+                    x: f.x / 2.0 + x0 as f32,
+                    y: f.y / 2.0 + y0 as f32,
+                    module: f.module / 2.0,
+                    hits: f.hits,
+                })
+                .collect();
+            // (only a sighting's finders join the frame's: more candidates without one would
+            // send an idle frame to the whole-frame rqrr pass)
+            let sighting = layout(&found, (w, h));
+            if sighting.is_some() {
+                finders.extend(found);
+                return sighting;
+            }
+        }
+        None
+    }
+}
+
+/// What a row hit turned out to be.
+enum Confirmed {
+    /// A square ring.
+    Ring(Finder),
+    /// It held down the column, then not along the row or the diagonal.
+    Weak,
+    No,
+}
+
+/// A copy twice the size, bilinear (each new pixel ¾ of its nearest old one and ¼ of the next,
+/// along each axis; edges repeated).
+fn double(img: &GrayImage) -> GrayImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let src = img.as_raw();
+    // rows doubled along x, in quarters
+    let mut wide = vec![0u16; 2 * w * h];
+    for y in 0..h {
+        let r = &src[y * w..(y + 1) * w];
+        let out = &mut wide[2 * w * y..2 * w * (y + 1)];
+        for x in 0..w {
+            let c = 3 * u16::from(r[x]);
+            out[2 * x] = c + u16::from(r[x.saturating_sub(1)]);
+            out[2 * x + 1] = c + u16::from(r[(x + 1).min(w - 1)]);
+        }
+    }
+    let mut out = vec![0u8; 4 * w * h];
+    for y in 0..h {
+        let (up, down) = (y.saturating_sub(1), (y + 1).min(h - 1));
+        for x in 0..2 * w {
+            let c = 3 * wide[2 * w * y + x];
+            out[2 * w * (2 * y) + x] = ((c + wide[2 * w * up + x] + 8) / 16) as u8;
+            out[2 * w * (2 * y + 1) + x] = ((c + wide[2 * w * down + x] + 8) / 16) as u8;
+        }
+    }
+    GrayImage::from_raw(2 * w as u32, 2 * h as u32, out).unwrap_or_else(|| img.clone())
 }
 
 /// A 3×3 box-smoothed copy (edges kept as they are).

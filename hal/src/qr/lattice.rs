@@ -17,10 +17,14 @@
 //! Samples of one code from several frames can average into one lattice (each frame sampled on
 //! its own grid: registration for free).
 //!
-//! Not in [`super::QrDecoder`]'s pipeline yet (session 6, docs/notes/issue-15.md): on a sharp
-//! code it reads every grid `rqrr` locates, but on the defocused presentations `rqrr`'s grid is
-//! itself wrong (its timing scan gives version 1 for a version 2 code in most frames, and where
-//! the size is right a third of the sampled modules are off), so the next step is the geometry.
+//! The grid comes from the gate's finders, not from `rqrr` (whose grid is wrong on blurred
+//! frames: its timing scan miscounts the size, its perspective is off by a fair part of a module;
+//! session 6 in docs/notes/issue-15.md): [`fit_grids`] takes the three finder centres, tries the
+//! versions their distance allows, places the fourth corner (a tilted card) and moves every
+//! corner to where the known modules sampled on the grid separate best into dark and light
+//! ([`score`]); [`track`] follows a grid into a frame where the gate misses the code. The
+//! pipeline ([`super::QrDecoder`], [`super::stack::Stack::lattice`]) reads each frame's lattice
+//! and the average of a presentation's.
 
 use image::GrayImage;
 
@@ -146,6 +150,258 @@ pub fn sample(
         }
     }
     Some(Lattice { n, v, frames: 1 })
+}
+
+/// A code's module grid in one frame: where four points given in module coordinates (the
+/// code's top-left corner at (0, 0), one module 1 × 1) lie in the frame (pixel coordinates,
+/// pixel centres at half-integers, as the gate reports finders). The points are the three
+/// finders' centres, (3.5, 3.5), (n − 3.5, 3.5), (3.5, n − 3.5), and (n − 3.5, n − 3.5): a
+/// projective map, so a tilted card (keystone) is followed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Grid {
+    pub n: usize,
+    pub pts: [[f64; 2]; 4],
+    /// How well the known modules sampled on it separate into dark and light (see [`score`]).
+    pub score: f32,
+}
+
+impl Grid {
+    fn anchors(n: usize) -> [[f64; 2]; 4] {
+        let f = n as f64 - 3.5;
+        [[3.5, 3.5], [f, 3.5], [3.5, f], [f, f]]
+    }
+
+    /// The projective map from module coordinates to pixels.
+    pub fn map(&self) -> Option<[f64; 8]> {
+        homography(&Self::anchors(self.n), &self.pts)
+    }
+
+    /// Pixels per module along the top finders' line.
+    pub fn module(&self) -> f64 {
+        let [a, b, ..] = self.pts;
+        (b[0] - a[0]).hypot(b[1] - a[1]) / (self.n as f64 - 7.0)
+    }
+
+    /// The same grid moved by (`dx`, `dy`) pixels.
+    pub fn shifted(&self, dx: f64, dy: f64) -> Grid {
+        let mut g = *self;
+        for p in &mut g.pts {
+            p[0] += dx;
+            p[1] += dy;
+        }
+        g
+    }
+}
+
+/// A module whose colour is known: its centre in module coordinates, and whether it is dark.
+pub type KnownModule = (f64, f64, bool);
+
+/// The modules a code of side `n` has whatever it says, with one ring of its quiet zone.
+pub fn known_modules(n: usize) -> Vec<KnownModule> {
+    let ni = n as i64;
+    let mut out = Vec::new();
+    for y in -1..=ni {
+        for x in -1..=ni {
+            if let Some(d) = known(n, x, y) {
+                out.push((x as f64 + 0.5, y as f64 + 0.5, d));
+            }
+        }
+    }
+    out
+}
+
+/// How well `grid` lies on a code: the grey levels at the known modules' centres, light minus
+/// dark over their pooled spread (a Fisher ratio). A grid off by a module, or of the wrong
+/// version, mixes the two.
+pub fn score(frame: &GrayImage, grid: &Grid, known: &[KnownModule]) -> f32 {
+    let Some(h) = grid.map() else {
+        return f32::MIN;
+    };
+    let (mut sd, mut sd2, mut nd) = (0f64, 0f64, 0u32);
+    let (mut sl, mut sl2, mut nl) = (0f64, 0f64, 0u32);
+    for &(x, y, dark) in known {
+        let (px, py) = map(&h, x, y);
+        let Some(v) = bilinear(frame, px as f32, py as f32) else {
+            continue;
+        };
+        let v = f64::from(v);
+        if dark {
+            sd += v;
+            sd2 += v * v;
+            nd += 1;
+        } else {
+            sl += v;
+            sl2 += v * v;
+            nl += 1;
+        }
+    }
+    // most of the code must be in the frame
+    if ((nd + nl) as usize) < known.len() * 3 / 4 || nd < 10 || nl < 10 {
+        return f32::MIN;
+    }
+    let (nd, nl) = (f64::from(nd), f64::from(nl));
+    let (md, ml) = (sd / nd, sl / nl);
+    let var = (sd2 - sd * md + sl2 - sl * ml) / (nd + nl);
+    ((ml - md) / (var.max(0.0) + 4.0).sqrt()) as f32
+}
+
+/// `last` (the code's grid in an earlier frame) found again in `frame`: moved as a whole in
+/// half-module steps up to `reach` pixels either way (hand shake), then every point refined.
+pub fn track(frame: &GrayImage, last: &Grid, known: &[KnownModule], reach: f64) -> Grid {
+    let m = last.module();
+    let mut best = *last;
+    best.score = score(frame, &best, known);
+    let k = (reach / (0.5 * m)).ceil().min(12.0) as i32;
+    for iy in -k..=k {
+        for ix in -k..=k {
+            if ix == 0 && iy == 0 {
+                continue;
+            }
+            let mut g = last.shifted(f64::from(ix) * 0.5 * m, f64::from(iy) * 0.5 * m);
+            g.score = score(frame, &g, known);
+            if g.score > best.score {
+                best = g;
+            }
+        }
+    }
+    descend(frame, best, known, &[0.5, 0.25, 0.125])
+}
+
+/// Coordinate descent on the eight point coordinates, one step size (modules) after another.
+pub fn descend(frame: &GrayImage, grid: Grid, known: &[KnownModule], steps: &[f64]) -> Grid {
+    let m = grid.module();
+    let mut best = grid;
+    for &step in steps {
+        let d = step * m;
+        for _sweep in 0..4 {
+            let mut moved = false;
+            for p in 0..4 {
+                for c in 0..2 {
+                    for sign in [-1.0, 1.0] {
+                        let mut g = best;
+                        g.pts[p][c] += sign * d;
+                        g.score = score(frame, &g, known);
+                        if g.score > best.score {
+                            best = g;
+                            moved = true;
+                        }
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+    best
+}
+
+/// The module lattice of `frame` on `grid` (each module the mean of 3×3 points ¼ module apart
+/// about its centre).
+pub fn sample_grid(frame: &GrayImage, grid: &Grid) -> Option<Lattice> {
+    let h = grid.map()?;
+    let n = grid.n;
+    let mut v = Vec::with_capacity(n * n);
+    for y in 0..n {
+        for x in 0..n {
+            let mut acc = 0.0;
+            let mut k = 0;
+            for dy in [-0.25, 0.0, 0.25] {
+                for dx in [-0.25, 0.0, 0.25] {
+                    let (px, py) = map(&h, x as f64 + 0.5 + dx, y as f64 + 0.5 + dy);
+                    if let Some(g) = bilinear(frame, px as f32, py as f32) {
+                        acc += g;
+                        k += 1;
+                    }
+                }
+            }
+            if k == 0 {
+                return None;
+            }
+            v.push(acc / k as f32);
+        }
+    }
+    Some(Lattice { n, v, frames: 1 })
+}
+
+/// The side of a code of `version`.
+pub fn side(version: usize) -> usize {
+    17 + 4 * version
+}
+
+/// Grids for a code whose finders' centres are `corner` (top-left), `a` and `b` (the other
+/// two, either order) with modules of about `module` pixels: the versions the finders' distance
+/// allows (the estimate and its neighbours; two either side for small modules, whose size the
+/// gate knows less well), each with the fourth point placed by a coarse search and every point
+/// moved to where the known modules fit best, and the best `keep` of them refined further. Best
+/// first.
+pub fn fit_grids(
+    frame: &GrayImage,
+    corner: [f32; 2],
+    a: [f32; 2],
+    b: [f32; 2],
+    module: f32,
+    keep: usize,
+) -> Vec<Grid> {
+    let c = corner.map(f64::from);
+    let (mut tr, mut bl) = (a.map(f64::from), b.map(f64::from));
+    // y grows downwards: top-right × bottom-left about the corner is positive
+    if (tr[0] - c[0]) * (bl[1] - c[1]) - (tr[1] - c[1]) * (bl[0] - c[0]) < 0.0 {
+        std::mem::swap(&mut tr, &mut bl);
+    }
+    let leg = ((tr[0] - c[0]).hypot(tr[1] - c[1]) + (bl[0] - c[0]).hypot(bl[1] - c[1])) / 2.0;
+    if module <= 0.0 || leg <= 0.0 {
+        return Vec::new();
+    }
+    let span = leg / f64::from(module);
+    let v = ((span + 7.0 - 17.0) / 4.0).round() as i64;
+    let k = if module < 2.5 { 2 } else { 1 };
+    let br = [tr[0] + bl[0] - c[0], tr[1] + bl[1] - c[1]];
+    let mut coarse: Vec<(Grid, Vec<KnownModule>)> = Vec::new();
+    for version in (v - k).max(1)..=(v + k).min(10) {
+        let n = side(version as usize);
+        let known = known_modules(n);
+        let g = Grid {
+            n,
+            pts: [c, tr, bl, br],
+            score: f32::MIN,
+        };
+        let m = g.module();
+        // the fourth point alone first, then every point. A keystone of ±12 % moves the fourth
+        // point from where the finders' parallelogram puts it by up to ~2(n − 7)²/(n + 8) × 0.12
+        // modules (2.4 at version 2, 9 at version 10): whole-module steps that far (capped),
+        // then half a module about the best.
+        let reach = ((2.5 * (n as f64 - 7.0) / 18.0).round() as i32).clamp(2, 7);
+        let mut best = g;
+        best.score = score(frame, &best, &known);
+        for (reach, step) in [(reach, 1.0), (1, 0.5)] {
+            let base = best;
+            for iy in -reach..=reach {
+                for ix in -reach..=reach {
+                    if ix == 0 && iy == 0 {
+                        continue;
+                    }
+                    let mut t = base;
+                    t.pts[3][0] += f64::from(ix) * step * m;
+                    t.pts[3][1] += f64::from(iy) * step * m;
+                    t.score = score(frame, &t, &known);
+                    if t.score > best.score {
+                        best = t;
+                    }
+                }
+            }
+        }
+        coarse.push((descend(frame, best, &known, &[0.5, 0.25]), known));
+    }
+    // versions compare only once each grid sits where it fits best
+    coarse.sort_by(|x, y| y.0.score.total_cmp(&x.0.score));
+    let mut out: Vec<Grid> = coarse
+        .into_iter()
+        .take(keep)
+        .map(|(g, known)| descend(frame, g, &known, &[0.125]))
+        .collect();
+    out.sort_by(|x, y| y.score.total_cmp(&x.score));
+    out
 }
 
 /// The colour a module of every code of side `n` has (true = dark), if it is a function
@@ -463,6 +719,32 @@ mod tests {
         // the same grid read as the next version: no code, and certainly no other one
         let off = sample(f, n, n + 4, &grids[0].bounds).unwrap();
         assert_eq!(read(&off), None);
+    }
+
+    #[test]
+    fn a_grid_fitted_to_the_gates_finders_reads_the_code() {
+        for seed in [3, 4] {
+            let p = sim::camera::locker::presentation(sim::camera::locker::Hardness::Easy, seed, 1);
+            let f = &p.frames[0];
+            let s = crate::qr::finder::FinderScanner::default()
+                .scan(f)
+                .sighting
+                .unwrap();
+            let grids = fit_grids(
+                f,
+                [s.corner.x, s.corner.y],
+                [s.a.x, s.a.y],
+                [s.b.x, s.b.y],
+                s.module,
+                2,
+            );
+            let l = sample_grid(f, &grids[0]).unwrap();
+            assert_eq!(read(&l), Some(p.text.clone()), "seed {seed}");
+            // the runner-up is another version: it reads nothing
+            assert_ne!(grids[1].n, grids[0].n);
+            let other = sample_grid(f, &grids[1]).unwrap();
+            assert_eq!(read(&other), None);
+        }
     }
 
     #[test]

@@ -10,10 +10,12 @@
 //!    diagonal, and three of them with one module size at a right angle. No such triple: idle.
 //!
 //! Only with a triple do the decoders run, on the crop around the code (a fraction of the frame):
-//! `rqrr`; WeChat; `rqrr` on cleaned-up crops (contrast stretched, smoothed, enlarged). A code
-//! seen but not read goes on the multi-frame [`stack`], which tries the sharpest recent frame
-//! enlarged, then all recent frames registered and averaged on a finer grid, within the
-//! per-frame budget. Every result is Reed-Solomon checked by the decoder that read it and must
+//! `rqrr`; WeChat; the module [`lattice`] on a grid fitted to the gate's finders (blur undone on
+//! the lattice; defocus, modules under 2 px), alone and averaged with the presentation's earlier
+//! frames; `rqrr` on cleaned-up crops (contrast stretched, smoothed, enlarged). A code seen but
+//! not read goes on the multi-frame [`stack`], which tries the sharpest recent frame enlarged,
+//! then all recent frames registered and averaged on a finer grid, within the per-frame budget.
+//! For a few frames after that the code's grid is followed where the gate misses it. Every result is Reed-Solomon checked by the decoder that read it and must
 //! look like a payload ([`plausible_payload`]).
 
 pub mod finder;
@@ -73,6 +75,7 @@ pub struct QrDecoder {
     idle: Option<Vec<f32>>,
     stack: Stack,
     budget: Duration,
+    grid_fit: bool,
 }
 
 impl QrDecoder {
@@ -93,12 +96,20 @@ impl QrDecoder {
             idle: None,
             stack: Stack::default(),
             budget: DEFAULT_BUDGET,
+            grid_fit: true,
         })
     }
 
     /// Sets the time one frame may take before the heavy passes stop.
     pub fn with_budget(mut self, budget: Duration) -> Self {
         self.budget = budget;
+        self
+    }
+
+    /// Turns the lattice reader on fitted grids ([`lattice`]) off or on (on by default; off is
+    /// the pipeline before it, for comparisons).
+    pub fn with_grid_fit(mut self, on: bool) -> Self {
+        self.grid_fit = on;
         self
     }
 
@@ -140,6 +151,26 @@ impl QrDecoder {
         let view = self.gate.scan(frame);
         let finders = view.finders.len();
         let Some(s) = view.sighting else {
+            // A code on a fitted grid a moment ago that the gate misses now (blur, modules
+            // under 2 px): followed on its grid. Idle frames never get here.
+            if self.grid_fit && self.stack.tracking() {
+                let r = self.stack.lattice(frame, None, deadline);
+                let codes = checked(r.codes);
+                if !codes.is_empty() {
+                    self.stack.clear();
+                    return Decoded {
+                        codes,
+                        hint: true,
+                        stage: Some(if r.multi {
+                            Stage::MultiFrame
+                        } else {
+                            Stage::RqrrPreprocessed
+                        }),
+                        unchanged: false,
+                        finders,
+                    };
+                }
+            }
             // Two or more rings but no triple: a finder may have been missed (blur, glare).
             // One plain rqrr pass over the frame decides; rare on idle scenes.
             if finders >= 2 {
@@ -169,7 +200,35 @@ impl QrDecoder {
             unchanged: false,
             finders,
         };
-        let (mut codes, mut stage) = self.single(frame, &s, deadline);
+        let [x0, y0, x1, y1] = s.bbox;
+        let crop = image::imageops::crop_imm(frame, x0, y0, x1 - x0, y1 - y0).to_image();
+        let codes = checked(rqrr_pass(&crop).0);
+        if !codes.is_empty() {
+            self.stack.clear();
+            return found(codes, Stage::Rqrr);
+        }
+        self.stack.push(frame, &s);
+        #[cfg(feature = "opencv")]
+        if let Some(codes) = self.wechat(&crop) {
+            self.stack.clear();
+            return found(codes, Stage::WeChat);
+        }
+        if self.grid_fit {
+            // the module grid fitted to the gate's finders, read on its own and averaged with
+            // the presentation's earlier frames (defocus, small modules)
+            let r = self.stack.lattice(frame, Some(&s), deadline);
+            let codes = checked(r.codes);
+            if !codes.is_empty() {
+                self.stack.clear();
+                let stage = if r.multi {
+                    Stage::MultiFrame
+                } else {
+                    Stage::RqrrPreprocessed
+                };
+                return found(codes, stage);
+            }
+        }
+        let (mut codes, mut stage) = self.cleaned_up(&crop, &s, deadline);
         if codes.is_empty() && Instant::now() < deadline {
             // the crop may have cut the code (a finder misplaced): the whole frame once
             codes = checked(rqrr_pass(frame).0);
@@ -179,7 +238,6 @@ impl QrDecoder {
             self.stack.clear();
             return found(codes, stage);
         }
-        self.stack.push(frame, &s);
         if Instant::now() < deadline {
             let stack = &mut self.stack;
             #[cfg(feature = "opencv")]
@@ -208,27 +266,17 @@ impl QrDecoder {
         }
     }
 
-    /// One frame's crop around the sighting: rqrr, WeChat, then rqrr on cleaned-up copies.
-    fn single(
+    /// rqrr on cleaned-up copies of the crop around the sighting.
+    fn cleaned_up(
         &mut self,
-        frame: &GrayImage,
+        crop: &GrayImage,
         s: &Sighting,
         deadline: Instant,
     ) -> (Vec<String>, Stage) {
-        let [x0, y0, x1, y1] = s.bbox;
-        let crop = image::imageops::crop_imm(frame, x0, y0, x1 - x0, y1 - y0).to_image();
-        let codes = checked(rqrr_pass(&crop).0);
-        if !codes.is_empty() {
-            return (codes, Stage::Rqrr);
-        }
-        #[cfg(feature = "opencv")]
-        if let Some(codes) = self.wechat(&crop) {
-            return (codes, Stage::WeChat);
-        }
         // rqrr again on cleaned-up copies, cheapest first: contrast stretched (dim or washed-out
         // print), smoothed (sensor noise breaks its thresholding), sharpened (defocus), enlarged
         // (modules of 2-3 px).
-        let stretched = stretch_contrast(&crop);
+        let stretched = stretch_contrast(crop);
         let (w, h) = crop.dimensions();
         let variants: [&dyn Fn() -> GrayImage; 4] = [
             &|| stretched.clone(),

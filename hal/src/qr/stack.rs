@@ -18,6 +18,7 @@
 //! invents a code.
 
 use super::finder::Sighting;
+use super::lattice::{self, Grid, Lattice};
 use image::GrayImage;
 use std::time::Instant;
 
@@ -25,6 +26,10 @@ use std::time::Instant;
 pub const DEPTH: usize = 10;
 /// Frames without a sighting after which the presentation is over.
 const FORGET_AFTER: u32 = 10;
+/// Frames without a sighting over which the code's grid is still followed from frame to frame.
+const TRACK_FOR: u32 = 3;
+/// Grids fitted and read per sighted frame (the best versions by score).
+const GRIDS_PER_FRAME: usize = 2;
 
 /// A crop of one frame around a sighted code.
 #[derive(Debug, Clone)]
@@ -45,6 +50,22 @@ pub struct Stack {
     since_sighting: u32,
     /// Whether the entries changed since the last merged attempt.
     dirty: bool,
+    /// Module lattices of this presentation's frames, each sampled on its frame's own fitted
+    /// grid, with the grid's score (newest last).
+    lattices: Vec<(Lattice, f32)>,
+    /// The last frame's best grid (its score that of the last sighted frame's): where to look
+    /// when the gate misses the code.
+    grid: Option<Grid>,
+    /// Frames since the code was last on a grid (sighted or followed).
+    since_grid: u32,
+}
+
+/// What a lattice attempt read.
+#[derive(Debug, Default)]
+pub struct LatticeRead {
+    pub codes: Vec<String>,
+    /// Read from the average of several frames' lattices.
+    pub multi: bool,
 }
 
 impl Stack {
@@ -52,6 +73,116 @@ impl Stack {
         self.entries.clear();
         self.since_sighting = 0;
         self.dirty = false;
+        self.lattices.clear();
+        self.grid = None;
+        self.since_grid = 0;
+    }
+
+    /// Whether a code was on a fitted grid a moment ago (a frame where the gate misses it is
+    /// then worth a look on that grid).
+    pub fn tracking(&self) -> bool {
+        self.grid.is_some() && self.since_grid < TRACK_FOR
+    }
+
+    /// Reads the code on grids fitted to `frame`: from the sighting's finders (the versions
+    /// their distance allows), or, without a sighting, the last frame's grid followed. Each
+    /// grid's lattice is read alone, added to the presentation's, and the average of the
+    /// presentation's lattices of that size is read. Nothing is read unless `rqrr` decodes it
+    /// (format and Reed-Solomon checks).
+    pub fn lattice(
+        &mut self,
+        frame: &GrayImage,
+        s: Option<&Sighting>,
+        deadline: Instant,
+    ) -> LatticeRead {
+        let mut out = LatticeRead::default();
+        let grids = match (s, &self.grid) {
+            (Some(s), _) => lattice::fit_grids(
+                frame,
+                [s.corner.x, s.corner.y],
+                [s.a.x, s.a.y],
+                [s.b.x, s.b.y],
+                s.module,
+                GRIDS_PER_FRAME,
+            ),
+            (None, Some(last)) if self.tracking() => {
+                let known = lattice::known_modules(last.n);
+                let g = lattice::track(frame, last, &known, 6.0 + 2.0 * last.module());
+                // the code must still be there: about as clear as where it was last seen
+                if g.score < last.score * 0.6 {
+                    return out;
+                }
+                vec![g]
+            }
+            _ => return out,
+        };
+        if let Some(best) = grids.first() {
+            // a followed grid keeps the sighted one's score as the bar
+            let bar = match (s, &self.grid) {
+                (None, Some(last)) => last.score,
+                _ => best.score,
+            };
+            self.grid = Some(Grid {
+                score: bar,
+                ..*best
+            });
+            self.since_grid = 0;
+        }
+        let mut sizes = Vec::new();
+        for g in &grids {
+            let Some(l) = lattice::sample_grid(frame, g) else {
+                continue;
+            };
+            if let Some(text) = lattice::read(&l) {
+                out.codes.push(text);
+                return out;
+            }
+            self.lattices.push((l, g.score));
+            if !sizes.contains(&g.n) {
+                sizes.push(g.n);
+            }
+        }
+        let keep = DEPTH * GRIDS_PER_FRAME;
+        if self.lattices.len() > keep {
+            self.lattices.drain(..self.lattices.len() - keep);
+        }
+        for n in sizes {
+            if Instant::now() >= deadline {
+                break;
+            }
+            if let Some(avg) = self.average(n) {
+                if let Some(text) = lattice::read(&avg) {
+                    out.codes.push(text);
+                    out.multi = true;
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    /// The mean of the presentation's lattices of side `n` whose grid scored at least half the
+    /// best of them (a frame whose grid slipped would blur the rest); `None` for fewer than two.
+    fn average(&self, n: usize) -> Option<Lattice> {
+        let best = self
+            .lattices
+            .iter()
+            .filter(|(l, _)| l.n == n)
+            .map(|(_, s)| *s)
+            .fold(f32::MIN, f32::max);
+        let mut avg: Option<Lattice> = None;
+        for (l, s) in &self.lattices {
+            if l.n != n || *s < best * 0.5 {
+                continue;
+            }
+            match &mut avg {
+                None => avg = Some(l.clone()),
+                Some(a) => {
+                    a.add(l);
+                }
+            }
+        }
+        avg.filter(|a| a.frames >= 2)
     }
 
     pub fn len(&self) -> usize {
@@ -65,6 +196,7 @@ impl Stack {
     /// A frame without a sighting: the presentation ends after a run of them.
     pub fn no_sighting(&mut self) {
         self.since_sighting += 1;
+        self.since_grid += 1;
         if self.since_sighting >= FORGET_AFTER {
             self.clear();
         }
@@ -94,6 +226,8 @@ impl Stack {
             let size_changed = last.module.max(s.module) > last.module.min(s.module) * 1.4;
             if size_changed || moved > s.span_modules() * s.module * 0.5 {
                 self.entries.clear();
+                self.lattices.clear();
+                self.grid = None;
             }
         }
         let sharpness = sharpness(&crop);
