@@ -125,6 +125,16 @@ pub fn sample(
     let from = [[0.0, 0.0], [s, 0.0], [s, s], [0.0, s]];
     let to = bounds.map(|p| [f64::from(p.x) + 0.5, f64::from(p.y) + 0.5]);
     let m = homography(&from, &to)?;
+    sample_modules(frame, n, |x, y| map(&m, x * scale, y * scale))
+}
+
+/// The mean grey of 3×3 points ¼ module apart about each module's centre, `to_pixel` taking
+/// module coordinates to pixel coordinates; `None` if a module has no point inside the frame.
+fn sample_modules(
+    frame: &GrayImage,
+    n: usize,
+    to_pixel: impl Fn(f64, f64) -> (f64, f64),
+) -> Option<Lattice> {
     let mut v = Vec::with_capacity(n * n);
     for y in 0..n {
         for x in 0..n {
@@ -132,11 +142,7 @@ pub fn sample(
             let mut k = 0;
             for dy in [-0.25, 0.0, 0.25] {
                 for dx in [-0.25, 0.0, 0.25] {
-                    let (px, py) = map(
-                        &m,
-                        (x as f64 + 0.5 + dx) * scale,
-                        (y as f64 + 0.5 + dy) * scale,
-                    );
+                    let (px, py) = to_pixel(x as f64 + 0.5 + dx, y as f64 + 0.5 + dy);
                     if let Some(g) = bilinear(frame, px as f32, py as f32) {
                         acc += g;
                         k += 1;
@@ -300,28 +306,7 @@ pub fn descend(frame: &GrayImage, grid: Grid, known: &[KnownModule], steps: &[f6
 /// about its centre).
 pub fn sample_grid(frame: &GrayImage, grid: &Grid) -> Option<Lattice> {
     let h = grid.map()?;
-    let n = grid.n;
-    let mut v = Vec::with_capacity(n * n);
-    for y in 0..n {
-        for x in 0..n {
-            let mut acc = 0.0;
-            let mut k = 0;
-            for dy in [-0.25, 0.0, 0.25] {
-                for dx in [-0.25, 0.0, 0.25] {
-                    let (px, py) = map(&h, x as f64 + 0.5 + dx, y as f64 + 0.5 + dy);
-                    if let Some(g) = bilinear(frame, px as f32, py as f32) {
-                        acc += g;
-                        k += 1;
-                    }
-                }
-            }
-            if k == 0 {
-                return None;
-            }
-            v.push(acc / k as f32);
-        }
-    }
-    Some(Lattice { n, v, frames: 1 })
+    sample_modules(frame, grid.n, |x, y| map(&h, x, y))
 }
 
 /// The side of a code of `version`.
