@@ -492,7 +492,11 @@ fn agent_incoming(
     let msg = match incoming {
         Some(Ok(m)) => m,
         Some(Err(e)) => return Err(agent_read_failed(e)),
-        None => return Err(End::Gone),
+        None => {
+            // (tungstenite called this a protocol error and tried to send a 1002 to nobody)
+            debug!(peer = "agent", "the connection ended without a close frame");
+            return Err(End::Gone);
+        }
     };
     live.heard = true;
     if *silent {
