@@ -457,7 +457,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AgentSocket<S> {
     ) -> Poll<Option<Result<Incoming, FrameError>>> {
         // a pong (or close answer) still owed goes out first; if the socket cannot take it now
         // it is tried again on the next poll or write
-        if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
+        if let Poll::Ready(Err(e)) = self.poll_owed(cx) {
             // the stream is broken: what was queued will never go
             self.out = Vec::new();
             self.written = 0;
@@ -497,7 +497,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AgentSocket<S> {
         message: Incoming,
     ) -> Poll<Option<Result<Incoming, FrameError>>> {
         // a failure here shows again on the next poll or write, which will have to write too
-        let _ = self.poll_write_out(cx);
+        let _ = self.poll_owed(cx);
         Poll::Ready(Some(Ok(message)))
     }
 
@@ -522,6 +522,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AgentSocket<S> {
             };
             Poll::Ready(Ok(message.map_or(Read::More, Read::Message)))
         })
+    }
+
+    /// Writes and flushes what is queued, if anything (a pong, a close answer, the rest of a
+    /// write cut short), while the caller reads: flushed too, since over TLS a written record
+    /// may wait in the TLS stream until then.
+    fn poll_owed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.out.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(self.poll_write_out(cx))?;
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     /// Writes the queued frames; the buffer is let go once they are all written.
@@ -613,11 +624,13 @@ mod tests {
 
     /// A peer that hands the socket its bytes in the pieces given (a piece larger than the
     /// read is cut), with "nothing yet" (a wake-up and `Pending`) before each piece, then the
-    /// end of the stream; it keeps what the socket writes.
+    /// end of the stream; it keeps what the socket writes, taking at most `room` more bytes
+    /// if that is set (then `Pending`: a peer that stopped reading).
     struct Peer {
         pieces: VecDeque<Vec<u8>>,
         waited: bool,
         written: Vec<u8>,
+        room: Option<usize>,
     }
 
     impl Peer {
@@ -626,6 +639,7 @@ mod tests {
                 pieces: pieces.into_iter().collect(),
                 waited: false,
                 written: Vec::new(),
+                room: None,
             }
         }
     }
@@ -660,8 +674,16 @@ mod tests {
             _: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
-            self.get_mut().written.extend_from_slice(buf);
-            Poll::Ready(Ok(buf.len()))
+            let this = self.get_mut();
+            let n = this.room.map_or(buf.len(), |room| room.min(buf.len()));
+            if n == 0 {
+                return Poll::Pending;
+            }
+            if let Some(room) = &mut this.room {
+                *room -= n;
+            }
+            this.written.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
         }
         fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
@@ -956,6 +978,38 @@ mod tests {
             next_ok(&mut socket([client_frame(true, OP_PONG, b"")])).await,
             Incoming::Pong
         ));
+    }
+
+    #[tokio::test]
+    async fn a_pong_the_socket_cannot_take_yet_goes_out_at_the_next_poll() {
+        let mut ws = socket([client_frame(true, OP_PING, b"1"), text("after")]);
+        ws.io.room = Some(0);
+        assert_eq!(next_ok(&mut ws).await, Incoming::Ping);
+        assert!(ws.io.written.is_empty());
+        assert!(ws.held_bytes() > 0, "the pong waits");
+        ws.io.room = None;
+        assert_eq!(next_ok(&mut ws).await, Incoming::Text("after".into()));
+        assert_eq!(server_frames(&ws.io.written), [(0x8A, b"1".to_vec())]);
+        assert_eq!(ws.held_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_write_cut_short_is_finished_before_the_next_frame() {
+        let mut ws = socket([]);
+        ws.io.room = Some(100);
+        let long = "c".repeat(1000);
+        // the caller gives up on it (as a write timeout does) with 100 bytes written
+        assert!(ws.feed_text(&long).now_or_never().is_none());
+        assert_eq!(ws.io.written.len(), 100);
+        ws.io.room = None;
+        ws.close(1013, "write timed out").await.unwrap();
+        let mut close = 1013u16.to_be_bytes().to_vec();
+        close.extend_from_slice(b"write timed out");
+        assert_eq!(
+            server_frames(&ws.io.written),
+            [(0x81, long.into_bytes()), (0x88, close)]
+        );
+        assert_eq!(ws.held_bytes(), 0);
     }
 
     #[tokio::test]
