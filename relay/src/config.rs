@@ -156,14 +156,14 @@ impl Default for BridgeConfig {
     }
 }
 
-/// Socket buffer sizing. tungstenite's default is 128 KiB per read buffer (1.3 GB at 10k agents);
-/// an agent's frames are a few hundred bytes, so small buffers that grow for the rare video frame
-/// are what makes thousands of connections fit in a few tens of MiB.
+/// Socket buffer sizing. tungstenite's default is 128 KiB per read buffer (1.3 GB at 10k agents).
 ///
-/// The read buffer is the most tungstenite reads per syscall: a 100 KB video frame takes about
-/// 100 reads at 1 KiB (the stack buffer of a first read is at most 4 KiB). With the patched
-/// tungstenite (vendor/tungstenite) it is not held between frames: a connection keeps only a
-/// frame it has not finished receiving, so raising it costs memory only while frames arrive.
+/// `agent_read_buffer` is the most an agent's socket reads per syscall: a 100 KB video frame
+/// takes about 100 reads at 1 KiB. The agents' sockets are framed by the relay itself
+/// (`wsframe.rs`): the read goes into a buffer of the worker thread, not of the connection, and a
+/// connection keeps only a frame it has not finished receiving, so raising it costs memory per
+/// thread, not per connection. The backend's socket is tungstenite's, whose read buffer
+/// (`backend_read_buffer`) is its connection's for as long as it lives.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebSocketConfig {

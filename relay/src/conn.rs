@@ -9,6 +9,7 @@ use crate::auth::AgentKind;
 use crate::config::{secs, Config};
 use crate::hub::{agent_side, is_lossy, message_id, Hub, KickReason, Outbound, Queue, RouteError};
 use crate::metrics::{kind_index, DropReason, Side};
+use crate::wsframe::{AgentSocket, FrameError, Incoming};
 use axum::extract::ws::close_code;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -26,9 +27,14 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use uuid::Uuid;
 
-/// A connection's WebSocket: tungstenite straight on the connection hyper hands over after the
+/// A backend's WebSocket: tungstenite straight on the connection hyper hands over after the
 /// 101 (the relay does the upgrade itself, see [`crate::server`]).
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// An agent's WebSocket: our own framing ([`crate::wsframe`]) on the same connection, so that
+/// an idle agent's socket holds no buffer (tungstenite keeps a read buffer per connection for
+/// its whole life; twenty thousand agents, issue 14).
+pub type AgentConn = AgentSocket<TokioIo<Upgraded>>;
 
 /// Close code for an agent whose credentials a fleet reload took away (4000-4999 are the
 /// application's; 4401 reads as "401, after the fact").
@@ -46,7 +52,8 @@ pub struct ConnSettings {
     pub write_timeout: Duration,
     /// Largest frame the relay sends (as it goes out, after stamping `source`), and accepts.
     pub max_message: usize,
-    /// tungstenite's read buffers (`[websocket]`) and the backend's write buffer.
+    /// The most an agent's socket reads per call, into its worker thread's buffer (not the
+    /// connection's: see [`crate::wsframe`]); the backend's tungstenite read and write buffers.
     pub agent_read_buffer: usize,
     pub backend_read_buffer: usize,
     pub backend_write_buffer: usize,
@@ -66,17 +73,6 @@ impl ConnSettings {
         }
     }
 
-    /// An agent's socket: agents get few, small frames, so each is written through at once and
-    /// no write buffer is kept around.
-    pub fn agent_socket(&self) -> WebSocketConfig {
-        WebSocketConfig::default()
-            .read_buffer_size(self.agent_read_buffer)
-            .write_buffer_size(0)
-            .max_write_buffer_size(self.max_message.saturating_mul(2))
-            .max_message_size(Some(self.max_message))
-            .max_frame_size(Some(self.max_message))
-    }
-
     /// A backend's socket: frames to it are batched up to `backend_write_buffer` per write.
     pub fn backend_socket(&self) -> WebSocketConfig {
         WebSocketConfig::default()
@@ -91,25 +87,94 @@ impl ConnSettings {
     }
 }
 
-/// The WebSocket on a connection once hyper has sent the 101 and handed the connection over;
-/// `None` if the client went away first. Awaited inside each connection's future, so it awaits
-/// nothing but hyper's handle (8 bytes): tungstenite's `from_raw_socket` does no I/O and is ready
-/// at once, so it is polled here (`now_or_never`) rather than kept as a future in every task.
-async fn accept(on_upgrade: OnUpgrade, settings: &ConnSettings, agent: bool) -> Option<Socket> {
-    let upgraded = match on_upgrade.await {
-        Ok(upgraded) => upgraded,
+/// The connection once hyper has sent the 101 and handed it over; `None` if the client went
+/// away first. Awaited inside each connection's future, so it awaits nothing but hyper's handle
+/// (8 bytes).
+async fn upgraded(on_upgrade: OnUpgrade) -> Option<TokioIo<Upgraded>> {
+    match on_upgrade.await {
+        Ok(upgraded) => Some(TokioIo::new(upgraded)),
         Err(e) => {
             debug!(error = %e, "the connection was not upgraded");
-            return None;
+            None
         }
-    };
-    let config = if agent {
-        settings.agent_socket()
-    } else {
-        settings.backend_socket()
-    };
-    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+    }
+}
+
+/// An agent's WebSocket, with the `[websocket]` limits.
+async fn accept_agent(on_upgrade: OnUpgrade, settings: &ConnSettings) -> Option<AgentConn> {
+    let io = upgraded(on_upgrade).await?;
+    Some(AgentSocket::new(
+        io,
+        settings.max_message,
+        settings.agent_read_buffer,
+    ))
+}
+
+/// A backend's WebSocket. tungstenite's `from_raw_socket` does no I/O and is ready at once, so
+/// it is polled here (`now_or_never`) rather than kept as a future in the task.
+async fn accept_backend(on_upgrade: OnUpgrade, settings: &ConnSettings) -> Option<Socket> {
+    let io = upgraded(on_upgrade).await?;
+    WebSocketStream::from_raw_socket(io, Role::Server, Some(settings.backend_socket()))
         .now_or_never()
+}
+
+/// The writes both loops make, on an agent's socket (our framing) and on a backend's
+/// (tungstenite), so that draining a queue, replying and closing are one code for both.
+trait Frames {
+    type Error: std::fmt::Display;
+    /// One text frame: written through at once (agents) or into the write buffer (backend).
+    async fn feed_frame(&mut self, frame: Utf8Bytes) -> Result<(), Self::Error>;
+    async fn flush_frames(&mut self) -> Result<(), Self::Error>;
+    /// One text frame, flushed.
+    async fn send_frame(&mut self, frame: String) -> Result<(), Self::Error>;
+    /// Our close frame.
+    async fn send_close(&mut self, code: u16, reason: &'static str) -> Result<(), Self::Error>;
+    /// Whatever the socket still owes the peer when the connection ends without our close
+    /// (the answer to the peer's close).
+    async fn finish(&mut self) -> Result<(), Self::Error>;
+}
+
+impl Frames for AgentConn {
+    type Error = FrameError;
+    async fn feed_frame(&mut self, frame: Utf8Bytes) -> Result<(), FrameError> {
+        self.feed_text(frame.as_str()).await
+    }
+    async fn flush_frames(&mut self) -> Result<(), FrameError> {
+        self.flush().await
+    }
+    async fn send_frame(&mut self, frame: String) -> Result<(), FrameError> {
+        self.send_text(&frame).await
+    }
+    async fn send_close(&mut self, code: u16, reason: &'static str) -> Result<(), FrameError> {
+        self.close(code, reason).await
+    }
+    async fn finish(&mut self) -> Result<(), FrameError> {
+        AgentSocket::finish(self).await
+    }
+}
+
+impl Frames for Socket {
+    type Error = WsError;
+    async fn feed_frame(&mut self, frame: Utf8Bytes) -> Result<(), WsError> {
+        self.feed(WsMessage::Text(frame)).await
+    }
+    async fn flush_frames(&mut self) -> Result<(), WsError> {
+        self.flush().await
+    }
+    async fn send_frame(&mut self, frame: String) -> Result<(), WsError> {
+        self.send(WsMessage::Text(frame.into())).await
+    }
+    async fn send_close(&mut self, code: u16, reason: &'static str) -> Result<(), WsError> {
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: Utf8Bytes::from_static(reason),
+        };
+        self.send(WsMessage::Close(Some(frame))).await
+    }
+    /// Nothing: a backend's connection that ends without our close is dropped as it is.
+    async fn finish(&mut self) -> Result<(), WsError> {
+        Ok(())
+    }
 }
 
 /// What ended a connection loop.
@@ -146,12 +211,12 @@ impl Liveness {
 }
 
 /// Writes a batch of queued frames, then flushes once.
-async fn write_batch(
-    ws: &mut Socket,
+async fn write_batch<W: Frames>(
+    ws: &mut W,
     batch: &mut Vec<Outbound>,
     hub: &Hub,
     side: Side,
-) -> Result<(), WsError> {
+) -> Result<(), W::Error> {
     // only frames to a backend carry a read time; an agent's batch never allocates here
     let mut stamps = Vec::new();
     for item in batch.drain(..) {
@@ -159,9 +224,9 @@ async fn write_batch(
             stamps.push(t);
         }
         hub.metrics.frame_out(side, usize::from(item.kind));
-        ws.feed(WsMessage::Text(item.frame)).await?;
+        ws.feed_frame(item.frame).await?;
     }
-    ws.flush().await?;
+    ws.flush_frames().await?;
     for t in stamps {
         hub.metrics.forward_latency(t.elapsed());
     }
@@ -169,8 +234,8 @@ async fn write_batch(
 }
 
 /// Drains one batch from the queue and writes it, bounded as [`bounded_write`] says.
-async fn write_queued(
-    ws: &mut Socket,
+async fn write_queued<W: Frames>(
+    ws: &mut W,
     queue: &Queue,
     batch: &mut Vec<Outbound>,
     hub: &Hub,
@@ -189,8 +254,8 @@ async fn write_queued(
 /// Runs a queue write to completion unless the socket stalls past `limit` or the hub kicks the
 /// connection meanwhile (a stalled peer's queue fills while we wait on its socket: that kick
 /// must not wait for the write timeout).
-async fn bounded_write(
-    write: impl std::future::Future<Output = Result<(), WsError>>,
+async fn bounded_write<E: std::fmt::Display>(
+    write: impl std::future::Future<Output = Result<(), E>>,
     queue: &Queue,
     limit: Duration,
 ) -> Result<(), End> {
@@ -223,24 +288,29 @@ async fn bounded_write(
 }
 
 /// Sends one frame straight from this task (replies to the peer's own frames).
-async fn send_now(ws: &mut Socket, env: &Envelope, hub: &Hub, side: Side, limit: Duration) -> bool {
+async fn send_now<W: Frames>(
+    ws: &mut W,
+    env: &Envelope,
+    hub: &Hub,
+    side: Side,
+    limit: Duration,
+) -> bool {
     hub.metrics.frame_out(side, kind_index(env.kind()));
-    let frame = WsMessage::Text(env.to_json().into());
-    matches!(timeout(limit, ws.send(frame)).await, Ok(Ok(())))
+    matches!(
+        timeout(limit, ws.send_frame(env.to_json())).await,
+        Ok(Ok(()))
+    )
 }
 
-async fn close(ws: &mut Socket, end: End) {
-    if let End::Close(code, reason) = end {
-        let frame = CloseFrame {
-            code: code.into(),
-            reason: Utf8Bytes::from_static(reason),
-        };
-        let _ = timeout(
-            Duration::from_secs(1),
-            ws.send(WsMessage::Close(Some(frame))),
-        )
-        .await;
-    }
+/// Sends our close, or what the socket still owes the peer, for at most a second.
+async fn close<W: Frames>(ws: &mut W, end: End) {
+    let _ = timeout(Duration::from_secs(1), async {
+        match end {
+            End::Close(code, reason) => ws.send_close(code, reason).await,
+            End::Gone => ws.finish().await,
+        }
+    })
+    .await;
 }
 
 /// How a failed read ends the connection: a frame over the size limit or a text frame that is
@@ -268,6 +338,34 @@ fn read_failed(e: WsError, peer: &'static str) -> End {
         e => {
             debug!(peer, error = %e, "socket error");
             End::Gone
+        }
+    }
+}
+
+/// [`read_failed`] for an agent's socket: the same close codes, reasons and log lines.
+fn agent_read_failed(e: FrameError) -> End {
+    let peer = "agent";
+    match e {
+        FrameError::TooLarge { size, max } => {
+            warn!(
+                peer,
+                size,
+                max_size = max,
+                "frame over the size limit: closing"
+            );
+            End::Close(close_code::SIZE, "message too big")
+        }
+        FrameError::BadUtf8(why) => {
+            warn!(peer, error = %why, "text frame is not UTF-8: closing");
+            End::Close(close_code::INVALID, "text frame is not valid UTF-8")
+        }
+        e @ (FrameError::Io(_) | FrameError::Closed) => {
+            debug!(peer, error = %e, "socket error");
+            End::Gone
+        }
+        p => {
+            debug!(peer, error = %p, "WebSocket protocol error: closing");
+            End::Close(close_code::PROTOCOL, "WebSocket protocol error")
         }
     }
 }
@@ -311,7 +409,7 @@ pub fn run_agent(
     async move {
         // named inside the block, so the block owns it until the connection ends
         let _drain = &drain;
-        let Some(mut ws) = accept(on_upgrade, &hub.settings, true).await else {
+        let Some(mut ws) = accept_agent(on_upgrade, &hub.settings).await else {
             return;
         };
         let side = agent_side(kind);
@@ -367,7 +465,7 @@ pub fn run_agent(
                         warn!(missed, "agent silent: missed pongs");
                         hub.set_silent(key, reg.conn, true);
                     }
-                    let pinged = Box::pin(timeout(hub.settings.write_timeout, ws.send(WsMessage::Ping(Default::default())))).await;
+                    let pinged = Box::pin(timeout(hub.settings.write_timeout, ws.ping())).await;
                     if !matches!(pinged, Ok(Ok(()))) {
                         break End::Gone;
                     }
@@ -387,14 +485,18 @@ fn agent_incoming(
     hub: &Hub,
     key: (AgentKind, Uuid),
     conn: u64,
-    incoming: Option<Result<WsMessage, WsError>>,
+    incoming: Option<Result<Incoming, FrameError>>,
     live: &mut Liveness,
     silent: &mut bool,
 ) -> Result<Option<Box<Envelope>>, End> {
     let msg = match incoming {
         Some(Ok(m)) => m,
-        Some(Err(e)) => return Err(read_failed(e, "agent")),
-        None => return Err(End::Gone),
+        Some(Err(e)) => return Err(agent_read_failed(e)),
+        None => {
+            // (tungstenite called this a protocol error and tried to send a 1002 to nobody)
+            debug!(peer = "agent", "the connection ended without a close frame");
+            return Err(End::Gone);
+        }
     };
     live.heard = true;
     if *silent {
@@ -403,10 +505,11 @@ fn agent_incoming(
         info!("agent answering again");
     }
     Ok(match msg {
-        WsMessage::Text(t) => agent_frame(hub, key, t.as_bytes()).map(Box::new),
-        WsMessage::Binary(b) => agent_frame(hub, key, &b).map(Box::new),
-        WsMessage::Close(_) => return Err(End::Gone),
-        WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => None,
+        Incoming::Text(t) => agent_frame(hub, key, t.as_bytes()).map(Box::new),
+        Incoming::Binary(b) => agent_frame(hub, key, &b).map(Box::new),
+        // the answer to it is written as the connection ends (`close`)
+        Incoming::Close(_) => return Err(End::Gone),
+        Incoming::Ping | Incoming::Pong => None,
     })
 }
 
@@ -500,7 +603,7 @@ fn impersonation(message: &Message, (kind, id): (AgentKind, Uuid)) -> Option<Str
 /// Runs one backend connection until it ends.
 pub async fn run_backend(hub: Arc<Hub>, on_upgrade: OnUpgrade, _drain: mpsc::Sender<()>) {
     let settings = hub.settings;
-    let Some(mut ws) = accept(on_upgrade, &settings, false).await else {
+    let Some(mut ws) = accept_backend(on_upgrade, &settings).await else {
         return;
     };
     hub.metrics.connected(Side::Backend);
@@ -651,15 +754,27 @@ mod tests {
     /// before the queue's two wake-ups became one, the shutdown watch a kick, the settings and
     /// the `source` peer stopped being copied in, and the reply was boxed: 696 after; 656 since
     /// it awaits the upgrade itself (and tungstenite's ready-at-once `from_raw_socket` is not
-    /// kept as a future). A bound with room to spare: an `Envelope` (240 bytes) kept across an
-    /// await again would cross it.
+    /// kept as a future); 456 since the agent's socket is our own framing (`AgentConn`, a
+    /// fraction of tungstenite's stream, which is kept for the backend). A bound with room to
+    /// spare: an `Envelope` (240 bytes) kept across an await again would cross it.
     #[test]
     fn an_agent_connections_future_stays_small() {
         let n = future_size(run_agent);
         eprintln!(
-            "run_agent future: {n} bytes, Envelope {} bytes",
-            std::mem::size_of::<Envelope>()
+            "run_agent future: {n} bytes, Envelope {} bytes, agent socket {} bytes \
+             (tungstenite's {})",
+            std::mem::size_of::<Envelope>(),
+            std::mem::size_of::<AgentConn>(),
+            std::mem::size_of::<Socket>(),
         );
-        assert!(n <= 800, "run_agent's future is {n} bytes");
+        assert!(n <= 600, "run_agent's future is {n} bytes");
+    }
+
+    /// The agent's socket itself: the stream and three empty buffers' headers, no buffer behind
+    /// them while idle (`wsframe`'s tests check that).
+    #[test]
+    fn an_agent_socket_is_small() {
+        let n = std::mem::size_of::<AgentConn>();
+        assert!(n <= 176, "an agent's socket is {n} bytes");
     }
 }

@@ -11,6 +11,8 @@
 //! - [`hub`]: the live connections and the routing between them; bounded queues and what
 //!   happens when one fills; presence; pending HTTP bridge calls.
 //! - [`conn`]: one task per WebSocket: read, hand to the hub, drain its queue, ping.
+//! - [`wsframe`]: the agents' WebSocket framing (RFC 6455, server side), ours so that an idle
+//!   agent's socket holds no buffer (the backend's socket stays tungstenite).
 //! - [`gate`]: connections that have not authenticated yet: caps per source and in total, and
 //!   the header timeout.
 //! - [`server`]: routes, the HTTP bridge, `/health`, `/metrics`, and [`Relay`] (start, shutdown).
@@ -34,6 +36,7 @@ pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod tls;
+pub mod wsframe;
 
 pub use config::Config;
 pub use server::{Relay, RelayError};
