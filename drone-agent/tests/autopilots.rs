@@ -1,9 +1,9 @@
 //! Issue 11: each failure a real autopilot (ArduCopter 4.7, PX4 1.16 SITL) showed the agent, as a
 //! whole-agent test against the sim vehicle, which fails the same way (see the sim's
 //! `ardupilot_fidelity` / `px4_fidelity` tests). Numbers the issue's note needs are printed
-//! (`cargo test -p drone-agent --test autopilots -- --nocapture`).
+//! (`cargo test -p drone-agent --test integration -- --nocapture autopilots::`).
 
-mod common;
+use crate::common;
 
 use common::*;
 use protocol::ws::{AckStatus, CommandKind, DroneState, EventType};

@@ -1,6 +1,6 @@
 //! Mission controls and failsafes, each against the sim vehicle.
 
-mod common;
+use crate::common;
 
 use common::*;
 use protocol::geo::LatLon;

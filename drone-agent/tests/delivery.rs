@@ -1,6 +1,6 @@
 //! Whole deliveries against the sim vehicle in both flavours, over real sockets.
 
-mod common;
+use crate::common;
 
 use common::*;
 use protocol::ws::{AckStatus, CommandKind, DroneState, EventType};

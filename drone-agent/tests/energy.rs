@@ -2,7 +2,7 @@
 //! slows the vehicle over the ground; the agent measures, the machine decides. Fast: the sim runs
 //! 20× real time and every wait is on an event with a timeout.
 
-mod common;
+use crate::common;
 
 use common::*;
 use protocol::ws::{DroneState, EventType};
@@ -188,7 +188,7 @@ async fn the_battery_shortens_the_drop_wait() {
 /// sim-s drop wait that expires, home with the parcel) in calm air and against 5 m/s from the
 /// north (a headwind out, a tailwind back), ArduPilot (its WIND gives the estimate on the
 /// ground). Prints the pre-flight prediction of the battery at landing and what it was.
-/// `cargo test -p drone-agent --test energy -- --ignored --nocapture round_trip_figures`
+/// `cargo test -p drone-agent --test integration -- --ignored --nocapture energy::round_trip_figures`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn round_trip_figures() {

@@ -4,7 +4,7 @@
 //! vehicle pushed out over the sim's control path) reported with where and why while the agent
 //! follows the autopilot's RTL home.
 
-mod common;
+use crate::common;
 
 use common::*;
 use protocol::ws::{DroneState, EventType};

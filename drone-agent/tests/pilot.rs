@@ -9,7 +9,7 @@
 //! `python3`, whichever imports pymavlink; without one the tlog check says so and is skipped,
 //! except under `CI=true`, where it fails.
 
-mod common;
+use crate::common;
 
 use common::*;
 use protocol::ws::{AckStatus, CommandKind, DroneState, EventType};

@@ -2,7 +2,7 @@
 //! delivery completes, and after de-duplication by id the backend has every event, in order,
 //! with no gap in the sequence numbers.
 
-mod common;
+use crate::common;
 
 use common::*;
 use protocol::ws::{AckStatus, Command, CommandKind, EventType, Message};

@@ -7,7 +7,7 @@
 //! (and MAVProxy for its step) from `tests/requirements.txt`. Without them the test says so and
 //! passes locally, but fails when `CI=true`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use protocol::ws::EventType;

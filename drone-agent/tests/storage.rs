@@ -7,7 +7,7 @@
 //! write fail (EISDIR) at the same place a full disk fails it (ENOSPC); removing the directory
 //! is "the disk was freed".
 
-mod common;
+use crate::common;
 
 use common::*;
 use protocol::ws::{AckStatus, CommandKind, Event, EventType, Message};

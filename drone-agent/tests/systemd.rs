@@ -2,7 +2,7 @@
 //! the flight controller is reached, keep its start-up alive (EXTEND_TIMEOUT_USEC) while it waits,
 //! feed the watchdog after READY, and say STOPPING=1 on SIGTERM.
 
-mod common;
+use crate::common;
 
 use common::*;
 use sim::vehicle::{self, Flavour, Transport, VehicleConfig};

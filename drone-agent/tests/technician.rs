@@ -2,7 +2,7 @@
 //! (text and `--json`), `events` after a refused command, `preflight`, `test release` (done on
 //! the ground, refused on a delivery), the socket's permissions, and the exit codes.
 
-mod common;
+use crate::common;
 
 use common::*;
 use protocol::ws::{CommandKind, EventType};

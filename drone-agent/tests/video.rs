@@ -1,7 +1,7 @@
 //! Live video: `video_frame` messages (base64 JPEG at the configured size and rate) from the
 //! camera while a delivery flies, with telemetry and events still flowing.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::*;

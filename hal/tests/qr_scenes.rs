@@ -98,7 +98,7 @@ fn defocused_and_small_codes_are_read() {
 /// Presentation rates per kind of hardness, with the lattice reader on fitted grids and without
 /// it (the pipeline before it), and false positives on fresh idle scenes. A measurement, not a
 /// check (minutes in a debug build):
-/// `QR_PRESENTATIONS=20 QR_IDLE=1000 cargo test -p hal --test qr_scenes -- --ignored --nocapture`
+/// `QR_PRESENTATIONS=20 QR_IDLE=1000 cargo test -p hal --test integration -- --ignored --nocapture qr_scenes::`
 /// (`QR_KINDS=defocus,small` to pick kinds). The 10 s budget makes the rates independent of the
 /// machine's load: the default 40 ms per frame is wall time.
 #[test]

@@ -7,7 +7,7 @@
 //! first; a test runs it when they are missing). Without the AVR toolchain or simavr these tests
 //! say so and pass locally, and fail in CI (`CI=true`).
 
-mod common;
+use crate::common;
 
 use common::*;
 use hal::lockboard::{BoardError, BoardEvent, LockBoard, SerialLockBoard};

@@ -4,7 +4,7 @@
 //! message), and an orchestrator that is silent or not there at all (the customer is told to try
 //! again, an event says the code was not checked, nothing opens).
 
-mod common;
+use crate::common;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};

@@ -3,7 +3,7 @@
 //! validated by a backend on `/ws/backend` (`qr_validate` / `qr_validation`), and the locker's
 //! events reach that backend with ids it acknowledges.
 
-mod common;
+use crate::common;
 
 use common::{assert_error, WAIT};
 use futures_util::{SinkExt, StreamExt};

@@ -3,7 +3,7 @@
 //! "fills" by putting a directory where the state file's temporary copy goes (so every save of
 //! the cells fails the way a full disk makes it fail: at the write), and the outbox refuses events.
 
-mod common;
+use crate::common;
 
 use common::*;
 use locker_agent::cells::Contents;

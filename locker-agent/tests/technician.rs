@@ -5,8 +5,8 @@
 //! there (3), one that answers garbage (4) and a refusal (5); STOPPING=1 and a clean exit on
 //! SIGTERM.
 
-mod common;
-mod qrgen;
+use crate::common;
+use crate::qrgen;
 
 use common::WAIT;
 use locker_agent::cells::{CellStore, Purpose};

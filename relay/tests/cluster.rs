@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use uuid::Uuid;
 
-mod common;
-mod metrics;
+use crate::common;
+use crate::metrics;
 use common::{
     broker, broker::free_port, config, config_text, dial, relay_pair, token, until, until_up, Ws,
     BACKEND_TOKEN,

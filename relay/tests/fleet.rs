@@ -2,9 +2,9 @@
 //! ones are closed with 4401 and a reason, everyone else is untouched, and a broken file is
 //! refused (naming its line) with the old list kept.
 
+use crate::metrics;
 use futures_util::{SinkExt as _, StreamExt as _};
 use relay::fleet::Revocation;
-mod metrics;
 
 use metrics::metric;
 use relay::{Config, Relay};

@@ -5,7 +5,7 @@
 //! Loopback is all of 127.0.0.0/8 on Linux, so "another host" is a socket bound to 127.0.0.2.
 //! Nothing sleeps: every wait is for a socket event, bounded by a timeout.
 
-mod metrics;
+use crate::metrics;
 
 use metrics::metric;
 use relay::{Config, Relay};

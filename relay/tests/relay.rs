@@ -2,6 +2,7 @@
 //! tokio-tungstenite clients, the HTTP bridge through a plain HTTP/1.1 client on a TcpStream.
 //! Nothing waits on a clock: every wait is for a frame or an event, bounded by a timeout.
 
+use crate::metrics;
 use futures_util::{SinkExt as _, StreamExt as _};
 use protocol::error::codes;
 use protocol::locker_api::{ApiError, CellsOpenResponse};
@@ -10,7 +11,6 @@ use protocol::ws::{
     LockerResponse, Message, Peer, PeerKind, PresenceStatus, Register,
 };
 use protocol::Envelope;
-mod metrics;
 
 use metrics::metric;
 use relay::{Config, Relay};

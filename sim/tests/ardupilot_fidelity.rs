@@ -1,7 +1,7 @@
 //! The ArduPilot flavour fails the way ArduCopter 4.7 did against the drone agent (issue 11), on the
 //! pure model: each test steps sim time itself, so a minute of flight takes milliseconds.
 
-mod common;
+use crate::common;
 
 use common::model::*;
 use mavlink::dialects::ardupilotmega as apm;

@@ -3,7 +3,7 @@
 //! it sends the same message id, the same field values for the fields the agent reads, and the
 //! same words.
 
-mod common;
+use crate::common;
 
 use common::model::*;
 use mavlink::dialects::ardupilotmega as apm;

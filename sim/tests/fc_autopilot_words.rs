@@ -2,7 +2,7 @@
 //! hal does about a stick-less LOITER, an EKF without a position, a gripper that reports late, a
 //! failsafe of the autopilot's own, PX4's events, and a companion that dies.
 
-mod common;
+use crate::common;
 
 use common::{offset, rig, rig_full, WAIT};
 use hal::flight::{FcError, FlightController, GeoPoint, GripperAction, HeartbeatType};

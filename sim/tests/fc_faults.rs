@@ -1,6 +1,6 @@
 //! Each injected fault, and what the hal promises when it happens.
 
-mod common;
+use crate::common;
 
 use common::{rig, rig_with, WAIT};
 use hal::flight::{FcError, FlightController, GpsFixType, LinkState, MissionControl};

@@ -4,7 +4,7 @@
 //! itself, saying why its own way (ArduPilot: FENCE_STATUS and "Polygon fence breached"; PX4: an
 //! event).
 
-mod common;
+use crate::common;
 
 use common::{offset, rig};
 use hal::flight::{

@@ -1,7 +1,7 @@
 //! The hal's MavlinkFc flies the sim vehicle through a delivery, in both flavours, over real
 //! sockets: connect, detect, arm, take off, fly 500 m, release the gripper, RTL, land.
 
-mod common;
+use crate::common;
 
 use common::{offset, rig, Rig};
 use hal::flight::{

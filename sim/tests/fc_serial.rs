@@ -3,7 +3,7 @@
 //! Unplugging closes the pty (reads fail, the device node goes away); replugging creates a new pty
 //! behind the same symlink. The hal must report the link lost, keep reopening, and come back.
 
-mod common;
+use crate::common;
 
 use common::{link_config, WAIT};
 use hal::flight::mavlink::MavlinkFc;

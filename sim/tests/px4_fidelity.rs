@@ -1,7 +1,7 @@
 //! The PX4 flavour behaves the way PX4 1.16 SITL did against the drone agent (issue 11), on the
 //! pure model: each test steps sim time itself.
 
-mod common;
+use crate::common;
 
 use common::model::*;
 use mavlink::dialects::ardupilotmega as apm;

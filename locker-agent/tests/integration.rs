@@ -1,0 +1,13 @@
+//! Every integration test of `locker-agent` but the ones named in Cargo.toml's other `[[test]]`
+//! targets, as one test binary: each file below was a binary of its own, and each compiled and
+//! linked its own copy of the dependencies' generic code (all of them: 628 s of CPU; as one: 127).
+//! A file is still run alone with its module path: `cargo test -p locker-agent --test integration <file>::`.
+
+mod common;
+mod qrgen;
+
+mod firmware;
+mod orchestrator;
+mod relay;
+mod storage;
+mod technician;
