@@ -76,6 +76,21 @@ impl Refusal {
 
 type AgentMap = HashMap<(AgentKind, Uuid), Digest>;
 
+/// The token an agent's upgrade was accepted with, as the first 8 bytes of its digest: checked
+/// again when the agent registers with the hub, since a fleet reload may land between the two
+/// (8 bytes, not the digest, because every agent's task holds it; both digests it is compared
+/// with are the operator's, so a chance match of 8 bytes is the only way to miss a change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenMark(u64);
+
+impl TokenMark {
+    fn of(digest: &Digest) -> Self {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        Self(u64::from_le_bytes(first))
+    }
+}
+
 /// The credentials from the config (and the fleet file), ready to check.
 #[derive(Debug)]
 pub struct Authenticator {
@@ -138,9 +153,30 @@ impl Authenticator {
         self.agents().contains_key(&(kind, id))
     }
 
+    /// Is this agent still allowed with the token it was accepted with? `Err` says why not: a
+    /// reload removed or disabled it (both leave it out of the map: `Removed`), or changed its
+    /// token.
+    pub fn still_allows(
+        &self,
+        kind: AgentKind,
+        id: Uuid,
+        mark: TokenMark,
+    ) -> Result<(), Revocation> {
+        match self.agents().get(&(kind, id)) {
+            None => Err(Revocation::Removed),
+            Some(digest) if TokenMark::of(digest) != mark => Err(Revocation::TokenChanged),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Checks an agent's upgrade request: the id header names a configured agent of this kind
-    /// and the bearer token is its token.
-    pub fn agent(&self, kind: AgentKind, headers: &HeaderMap) -> Result<Uuid, Refusal> {
+    /// and the bearer token is its token. Returns the id and the mark of the token, for
+    /// [`Authenticator::still_allows`] at registration.
+    pub fn agent(
+        &self,
+        kind: AgentKind,
+        headers: &HeaderMap,
+    ) -> Result<(Uuid, TokenMark), Refusal> {
         let token = bearer(headers).ok_or(Refusal::MissingCredentials)?;
         let id = headers
             .get(AGENT_ID_HEADER)
@@ -150,7 +186,7 @@ impl Authenticator {
         let agents = self.agents();
         let expected = agents.get(&(kind, id)).ok_or(Refusal::UnknownAgent)?;
         if ct_eq(&sha256(token.as_bytes()), expected) {
-            Ok(id)
+            Ok((id, TokenMark::of(expected)))
         } else {
             Err(Refusal::BadToken)
         }
@@ -245,6 +281,60 @@ token_sha256 = "{hashed}"
         assert!(a.agent(AgentKind::Drone, &h).is_ok());
         let h = headers(Some("bearer locker-secret-0123456789"), Some(LOCKER));
         assert!(a.agent(AgentKind::Locker, &h).is_ok());
+    }
+
+    fn hex(token: &[u8]) -> String {
+        sha256(token).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The fleet of `auth()` after a reload: the drone with `drone_token`, the locker as before
+    /// or left out.
+    fn reloaded(drone_token: &[u8], locker: bool) -> Fleet {
+        let mut text = format!(
+            "[[agents]]\nid = \"{DRONE}\"\nkind = \"drone\"\ntoken_sha256 = \"{}\"\n",
+            hex(drone_token)
+        );
+        if locker {
+            text += &format!(
+                "[[agents]]\nid = \"{LOCKER}\"\nkind = \"locker\"\ntoken_sha256 = \"{}\"\n",
+                hex(b"locker-secret-0123456789")
+            );
+        }
+        Fleet::parse(&text, std::path::Path::new("fleet.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_reload_between_upgrade_and_registration_is_seen_at_registration() {
+        let a = auth();
+        let drone = Uuid::parse_str(DRONE).unwrap();
+        let locker = Uuid::parse_str(LOCKER).unwrap();
+        let h = headers(Some("Bearer drone-secret-0123456789"), Some(DRONE));
+        let (id, drone_mark) = a.agent(AgentKind::Drone, &h).unwrap();
+        assert_eq!(id, drone);
+        let h = headers(Some("Bearer locker-secret-0123456789"), Some(LOCKER));
+        let (_, locker_mark) = a.agent(AgentKind::Locker, &h).unwrap();
+        assert_eq!(a.still_allows(AgentKind::Drone, drone, drone_mark), Ok(()));
+
+        // the same tokens reloaded: both still allowed
+        a.replace_fleet(&reloaded(b"drone-secret-0123456789", true));
+        assert_eq!(a.still_allows(AgentKind::Drone, drone, drone_mark), Ok(()));
+        assert_eq!(
+            a.still_allows(AgentKind::Locker, locker, locker_mark),
+            Ok(())
+        );
+
+        // the drone's token changed and the locker removed while both were upgrading
+        a.replace_fleet(&reloaded(b"a-new-drone-secret-0123456789", false));
+        assert_eq!(
+            a.still_allows(AgentKind::Drone, drone, drone_mark),
+            Err(Revocation::TokenChanged)
+        );
+        assert_eq!(
+            a.still_allows(AgentKind::Locker, locker, locker_mark),
+            Err(Revocation::Removed)
+        );
+        // the id alone is still known: the check `register_agent` made before missed this
+        assert!(a.knows(AgentKind::Drone, drone));
     }
 
     #[test]

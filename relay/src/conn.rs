@@ -5,7 +5,7 @@
 //! kicks it (replaced, too slow) or the relay shuts down. A task never waits on another
 //! connection: everything it gives the hub is a non-blocking queue offer.
 
-use crate::auth::AgentKind;
+use crate::auth::{AgentKind, TokenMark};
 use crate::config::{secs, Config};
 use crate::hub::{agent_side, is_lossy, message_id, Hub, KickReason, Outbound, Queue, RouteError};
 use crate::metrics::{kind_index, DropReason, Side};
@@ -403,6 +403,8 @@ pub fn run_agent(
     on_upgrade: OnUpgrade,
     kind: AgentKind,
     id: Uuid,
+    // the token it was accepted with, checked again at registration
+    mark: TokenMark,
     // held until the task ends: shutdown waits for every one to be dropped
     drain: mpsc::Sender<()>,
 ) -> impl std::future::Future<Output = ()> + Send {
@@ -415,7 +417,7 @@ pub fn run_agent(
         let side = agent_side(kind);
         let key = (kind, id);
         hub.metrics.connected(side);
-        let reg = hub.register_agent(key);
+        let reg = hub.register_agent(key, mark);
         info!(conn = reg.conn, "agent connected");
 
         let every = hub.settings.ping_interval;
@@ -742,9 +744,9 @@ mod tests {
     use super::*;
 
     /// The size of the future a function returns, without calling it.
-    fn future_size<F, A, B, C, D, E, Fut>(_: F) -> usize
+    fn future_size<F, A, B, C, D, E, G, Fut>(_: F) -> usize
     where
-        F: FnOnce(A, B, C, D, E) -> Fut,
+        F: FnOnce(A, B, C, D, E, G) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }
@@ -755,8 +757,8 @@ mod tests {
     /// the `source` peer stopped being copied in, and the reply was boxed: 696 after; 656 since
     /// it awaits the upgrade itself (and tungstenite's ready-at-once `from_raw_socket` is not
     /// kept as a future); 456 since the agent's socket is our own framing (`AgentConn`, a
-    /// fraction of tungstenite's stream, which is kept for the backend). A bound with room to
-    /// spare: an `Envelope` (240 bytes) kept across an await again would cross it.
+    /// fraction of tungstenite's stream, which is kept for the backend); + 8 for the token's mark
+    /// checked at registration. A bound with room to spare: an `Envelope` (240 bytes) kept across an await again would cross it.
     #[test]
     fn an_agent_connections_future_stays_small() {
         let n = future_size(run_agent);

@@ -21,7 +21,7 @@
 //! registers (taking its snapshot of who is connected) under the same lock, so a backend never
 //! sees `disconnected` before the `connected` it describes.
 
-use crate::auth::{AgentKind, Authenticator};
+use crate::auth::{AgentKind, Authenticator, TokenMark};
 use crate::cluster::{Cluster, Command};
 use crate::config::Config;
 use crate::conn::ConnSettings;
@@ -403,7 +403,7 @@ impl Hub {
     /// Registers a freshly authenticated agent connection. An older connection of the same
     /// agent is closed (the newest wins: the old one is usually a dead 4G link TCP has not
     /// noticed yet), without a `disconnected` for it.
-    pub fn register_agent(&self, key: AgentKey) -> Registration {
+    pub fn register_agent(&self, key: AgentKey, mark: TokenMark) -> Registration {
         let queue = Arc::new(Queue::new(
             self.limits.agent_frames,
             self.limits.agent_lossy_limit,
@@ -418,9 +418,11 @@ impl Hub {
             moved: false,
         };
         let mut agents = lock(&self.agents);
-        // a fleet reload that revoked this agent after it authenticated, before it got here
-        if !self.auth.knows(key.0, key.1) {
-            queue.kick(KickReason::Revoked(Revocation::Removed));
+        // a fleet reload that revoked this agent, or changed its token, after it authenticated
+        // and before it got here (checked under `agents`: a reload kicks what it finds there
+        // after putting the new fleet in force, so one of the two sees the other)
+        if let Err(why) = self.auth.still_allows(key.0, key.1, mark) {
+            queue.kick(KickReason::Revoked(why));
         }
         if self.shutting_down.load(Ordering::Relaxed) {
             queue.kick(KickReason::Shutdown);

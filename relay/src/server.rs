@@ -183,10 +183,10 @@ async fn agent_upgrade(
 ) -> Response {
     let (mut parts, _body) = req.into_parts();
     let side = crate::hub::agent_side(kind);
-    let id = match s.hub.auth.agent(kind, &parts.headers) {
-        Ok(id) => {
+    let (id, mark) = match s.hub.auth.agent(kind, &parts.headers) {
+        Ok(accepted) => {
             admission.authenticated();
-            id
+            accepted
         }
         Err(why) => {
             s.hub.metrics.refused(side, why);
@@ -205,7 +205,7 @@ async fn agent_upgrade(
     drop(parts);
     let span = info_span!("agent", kind = kind.as_str(), agent_id = %id);
     // run_agent's future is the task itself: nothing around it but the span
-    let task = run_agent(s.hub, upgrade.on_upgrade, kind, id, s.drain).instrument(span);
+    let task = run_agent(s.hub, upgrade.on_upgrade, kind, id, mark, s.drain).instrument(span);
     Upgrade::switch(upgrade.accept, task)
 }
 
