@@ -313,61 +313,80 @@ async fn close<W: Frames>(ws: &mut W, end: End) {
     .await;
 }
 
+/// What a failed read was, whichever socket read it (tungstenite's for a backend, ours for an
+/// agent): one mapping to close codes, reasons and log lines for both.
+enum ReadFailure<'a> {
+    /// A message over the size limit.
+    TooLong {
+        size: u64,
+        max_size: usize,
+    },
+    /// Another of the socket's limits.
+    OverLimit(&'a dyn std::fmt::Display),
+    NotUtf8(&'a dyn std::fmt::Display),
+    Protocol(&'a dyn std::fmt::Display),
+    /// The socket itself failed.
+    Socket(&'a dyn std::fmt::Display),
+}
+
 /// How a failed read ends the connection: a frame over the size limit or a text frame that is
 /// not UTF-8 gets the close code RFC 6455 gives it (1009 / 1007) and a reason, rather than a
 /// connection that just vanishes; a socket error has nobody left to tell.
-fn read_failed(e: WsError, peer: &'static str) -> End {
-    use tungstenite::error::CapacityError;
-    match e {
-        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+fn read_ended(failure: ReadFailure<'_>, peer: &'static str) -> End {
+    match failure {
+        ReadFailure::TooLong { size, max_size } => {
             warn!(peer, size, max_size, "frame over the size limit: closing");
             End::Close(close_code::SIZE, "message too big")
         }
-        WsError::Capacity(c) => {
+        ReadFailure::OverLimit(c) => {
             warn!(peer, error = %c, "frame over a limit: closing");
             End::Close(close_code::SIZE, "message too big")
         }
-        WsError::Utf8(why) => {
+        ReadFailure::NotUtf8(why) => {
             warn!(peer, error = %why, "text frame is not UTF-8: closing");
             End::Close(close_code::INVALID, "text frame is not valid UTF-8")
         }
-        WsError::Protocol(p) => {
+        ReadFailure::Protocol(p) => {
             debug!(peer, error = %p, "WebSocket protocol error: closing");
             End::Close(close_code::PROTOCOL, "WebSocket protocol error")
         }
-        e => {
+        ReadFailure::Socket(e) => {
             debug!(peer, error = %e, "socket error");
             End::Gone
         }
     }
 }
 
-/// [`read_failed`] for an agent's socket: the same close codes, reasons and log lines.
+/// [`read_ended`] for a backend's socket (tungstenite).
+fn read_failed(e: WsError, peer: &'static str) -> End {
+    use tungstenite::error::CapacityError;
+    let failure = match &e {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            ReadFailure::TooLong {
+                size: *size as u64,
+                max_size: *max_size,
+            }
+        }
+        WsError::Capacity(c) => ReadFailure::OverLimit(c),
+        WsError::Utf8(why) => ReadFailure::NotUtf8(why),
+        WsError::Protocol(p) => ReadFailure::Protocol(p),
+        e => ReadFailure::Socket(e),
+    };
+    read_ended(failure, peer)
+}
+
+/// [`read_ended`] for an agent's socket (ours).
 fn agent_read_failed(e: FrameError) -> End {
-    let peer = "agent";
-    match e {
-        FrameError::TooLarge { size, max } => {
-            warn!(
-                peer,
-                size,
-                max_size = max,
-                "frame over the size limit: closing"
-            );
-            End::Close(close_code::SIZE, "message too big")
-        }
-        FrameError::BadUtf8(why) => {
-            warn!(peer, error = %why, "text frame is not UTF-8: closing");
-            End::Close(close_code::INVALID, "text frame is not valid UTF-8")
-        }
-        e @ (FrameError::Io(_) | FrameError::Closed) => {
-            debug!(peer, error = %e, "socket error");
-            End::Gone
-        }
-        p => {
-            debug!(peer, error = %p, "WebSocket protocol error: closing");
-            End::Close(close_code::PROTOCOL, "WebSocket protocol error")
-        }
-    }
+    let failure = match &e {
+        FrameError::TooLarge { size, max } => ReadFailure::TooLong {
+            size: *size,
+            max_size: *max,
+        },
+        FrameError::BadUtf8(why) => ReadFailure::NotUtf8(why),
+        FrameError::Io(_) | FrameError::Closed => ReadFailure::Socket(&e),
+        _ => ReadFailure::Protocol(&e),
+    };
+    read_ended(failure, "agent")
 }
 
 fn kick_end(reason: KickReason) -> End {
@@ -758,7 +777,8 @@ mod tests {
     /// it awaits the upgrade itself (and tungstenite's ready-at-once `from_raw_socket` is not
     /// kept as a future); 456 since the agent's socket is our own framing (`AgentConn`, a
     /// fraction of tungstenite's stream, which is kept for the backend); + 8 for the token's mark
-    /// checked at registration. A bound with room to spare: an `Envelope` (240 bytes) kept across an await again would cross it.
+    /// checked at registration. A bound with room to spare: an `Envelope` (240 bytes) kept
+    /// across an await again would cross it.
     #[test]
     fn an_agent_connections_future_stays_small() {
         let n = future_size(run_agent);
