@@ -5,6 +5,8 @@
 //! cargo bench -p locker-agent --bench qr_decode                     # rqrr alone
 //! cargo bench -p locker-agent --bench qr_decode --features opencv   # + WeChat second opinion
 //! QR_BENCH_IDLE=1000 QR_BENCH_PRESENTATIONS=40 cargo bench -p locker-agent --bench qr_decode
+//! QR_BENCH_PARTS=idle,code cargo bench ...   # only those parts (idle, code, presentations,
+//!                                            # detection, timings), e.g. under a profiler
 //! ```
 //!
 //! Idle frames: `sim::camera::locker::IdleScene` (door panels with gaps and numbers, signage, a
@@ -72,11 +74,24 @@ fn main() {
     }
     let idle_n = env("QR_BENCH_IDLE", 300);
     let pres_n = env("QR_BENCH_PRESENTATIONS", 20);
-    idle(idle_n);
-    with_code();
-    presentations(pres_n);
-    detection();
-    timings();
+    // `QR_BENCH_PARTS=idle,code` runs only those parts (to profile one path); all by default
+    let parts = std::env::var("QR_BENCH_PARTS").unwrap_or_default();
+    let part = |name: &str| parts.is_empty() || parts.split(',').any(|p| p.trim() == name);
+    if part("idle") {
+        idle(idle_n);
+    }
+    if part("code") {
+        with_code();
+    }
+    if part("presentations") {
+        presentations(pres_n);
+    }
+    if part("detection") {
+        detection();
+    }
+    if part("timings") {
+        timings();
+    }
 }
 
 /// Writes a few idle frames and the first and last frame of each kind of presentation as PNG
@@ -128,9 +143,27 @@ fn idle(n: usize) {
         with_finders += usize::from(out.finders > 0);
     }
     stats(
-        "fresh scenes",
+        "fresh scenes, a new decoder each",
         &mut times,
         &format!("{false_pos} / {hinted} (frames with finder candidates: {with_finders})"),
+    );
+    // The agent keeps one decoder: its buffers are warm. A different scene every frame still
+    // takes the whole path (the "unchanged" skip compares with the last idle frame).
+    let mut times = Vec::with_capacity(n);
+    let (mut false_pos, mut hinted, mut skipped) = (0, 0, 0);
+    let mut d = QrDecoder::new(second_opinion()).expect("decoder");
+    for f in &scenes {
+        let t = Instant::now();
+        let out = d.decode(f);
+        times.push(t.elapsed());
+        false_pos += out.codes.len();
+        hinted += usize::from(out.hint);
+        skipped += usize::from(out.unchanged);
+    }
+    stats(
+        "fresh scenes, one decoder",
+        &mut times,
+        &format!("{false_pos} / {hinted} (skipped as unchanged: {skipped})"),
     );
     let mut times = Vec::new();
     let (mut false_pos, mut hinted) = (0, 0);
@@ -176,6 +209,23 @@ fn with_code() {
         "code on a phone, 4 px modules, shaken",
         &mut times,
         &format!("{read}/{total} {stages:?}"),
+    );
+    // what the pipeline before issue 15 began with on every frame: one rqrr pass, whole frame
+    let (mut times, mut read) = (Vec::new(), 0);
+    for s in 0..10 {
+        let p = presentation(Hardness::Easy, s, 10);
+        for f in &p.frames {
+            let t = Instant::now();
+            let (codes, _) = rqrr_pass(f);
+            times.push(t.elapsed());
+            read += usize::from(codes == vec![p.text.clone()]);
+        }
+    }
+    let n = times.len();
+    stats(
+        "the same frames, one plain rqrr pass (whole frame)",
+        &mut times,
+        &format!("{read}/{n}"),
     );
     let f = frame_with_code("SKYPOST-ORDER-0001-7f3a9c", 4);
     let mut d = QrDecoder::new(second_opinion()).expect("decoder");

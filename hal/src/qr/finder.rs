@@ -87,7 +87,18 @@ pub struct FinderScanner {
     /// Per block: the grey level under which a pixel is dark ([`FLAT`] where flat).
     dark_below: Vec<f32>,
     tmp: Vec<f32>,
+    /// Block minima and maxima over the window along the row (the first half of `thresholds`).
+    lo_row: Vec<u8>,
+    hi_row: Vec<u8>,
     row_thr: Vec<f32>,
+    /// One row's dark mask (1 = dark), its threshold per pixel, and where its runs end.
+    row_dark: Vec<u8>,
+    row_level: Vec<u8>,
+    row_ends: Vec<u32>,
+    /// Per pixel column over one block row: sum, min and max (`stats`' accumulators).
+    col_sum: Vec<u16>,
+    col_lo: Vec<u8>,
+    col_hi: Vec<u8>,
     half: Option<GrayImage>,
     quarter: Option<GrayImage>,
     /// Full-size row hits of a small ring (under [`WEAK_TOTAL`] px across) that held down the
@@ -172,7 +183,9 @@ impl FinderScanner {
         *p10 > 48
     }
 
-    #[allow(clippy::needless_range_loop)] // bx indexes three parallel rows
+    /// Block means, minima and maxima. The 8 rows of a block row are first folded column by
+    /// column (element-wise over the row, which the compiler vectorises), then each block's 8
+    /// columns: far fewer steps than block by block.
     fn stats(&mut self, img: &GrayImage) {
         let (w, h) = (img.width() as usize, img.height() as usize);
         let (bw, bh) = (w / B, h / B);
@@ -186,30 +199,43 @@ impl FinderScanner {
         self.hi.clear();
         self.hi.resize(n, 0);
         let raw = img.as_raw();
-        let mut sum = vec![0u32; bw];
+        let cols = bw * B;
+        for v in [&mut self.col_lo, &mut self.col_hi] {
+            v.resize(cols, 0);
+        }
+        self.col_sum.resize(cols, 0);
+        let (sum, lo, hi) = (
+            &mut self.col_sum[..cols],
+            &mut self.col_lo[..cols],
+            &mut self.col_hi[..cols],
+        );
         for by in 0..bh {
-            sum.iter_mut().for_each(|s| *s = 0);
-            let (lo, hi) = (
-                &mut self.lo[by * bw..(by + 1) * bw],
-                &mut self.hi[by * bw..(by + 1) * bw],
-            );
+            sum.fill(0);
+            lo.fill(255);
+            hi.fill(0);
             for y in by * B..(by + 1) * B {
-                let row = &raw[y * w..y * w + bw * B];
-                for (bx, chunk) in row.chunks_exact(B).enumerate() {
-                    let mut s = 0u32;
-                    let (mut l, mut u) = (lo[bx], hi[bx]);
-                    for &v in chunk {
-                        s += u32::from(v);
-                        l = l.min(v);
-                        u = u.max(v);
-                    }
-                    sum[bx] += s;
-                    lo[bx] = l;
-                    hi[bx] = u;
+                let row = &raw[y * w..y * w + cols];
+                for ((s, &v), (l, u)) in sum
+                    .iter_mut()
+                    .zip(row)
+                    .zip(lo.iter_mut().zip(hi.iter_mut()))
+                {
+                    *s += u16::from(v);
+                    *l = (*l).min(v);
+                    *u = (*u).max(v);
                 }
             }
-            for bx in 0..bw {
-                self.means[by * bw + bx] = sum[bx] as f32 / (B * B) as f32;
+            let at = by * bw;
+            for (bx, ((s, l), u)) in sum
+                .chunks_exact(B)
+                .zip(lo.chunks_exact(B))
+                .zip(hi.chunks_exact(B))
+                .enumerate()
+            {
+                let total: u32 = s.iter().map(|&v| u32::from(v)).sum();
+                self.means[at + bx] = total as f32 / (B * B) as f32;
+                self.lo[at + bx] = l.iter().copied().min().unwrap_or(255);
+                self.hi[at + bx] = u.iter().copied().max().unwrap_or(0);
             }
         }
     }
@@ -231,6 +257,22 @@ impl FinderScanner {
                 self.tmp[by * bw + bx] = s / (b - a) as f32;
             }
         }
+        // min and max over the window, separable too: along the row first
+        self.lo_row.clear();
+        self.hi_row.clear();
+        for by in 0..bh {
+            let (lo, hi) = (
+                &self.lo[by * bw..(by + 1) * bw],
+                &self.hi[by * bw..(by + 1) * bw],
+            );
+            for bx in 0..bw {
+                let (a, b) = (bx.saturating_sub(WIN), (bx + WIN + 1).min(bw));
+                self.lo_row
+                    .push(lo[a..b].iter().copied().min().unwrap_or(255));
+                self.hi_row
+                    .push(hi[a..b].iter().copied().max().unwrap_or(0));
+            }
+        }
         for by in 0..bh {
             let (a, b) = (by.saturating_sub(WIN), (by + WIN + 1).min(bh));
             for bx in 0..bw {
@@ -238,10 +280,8 @@ impl FinderScanner {
                 let (mut l, mut u) = (255u8, 0u8);
                 for yy in a..b {
                     s += self.tmp[yy * bw + bx];
-                    for xx in bx.saturating_sub(WIN)..(bx + WIN + 1).min(bw) {
-                        l = l.min(self.lo[yy * bw + xx]);
-                        u = u.max(self.hi[yy * bw + xx]);
-                    }
+                    l = l.min(self.lo_row[yy * bw + bx]);
+                    u = u.max(self.hi_row[yy * bw + bx]);
                 }
                 let mean = s / (b - a) as f32;
                 let contrast = f32::from(u) - f32::from(l);
@@ -280,6 +320,11 @@ impl FinderScanner {
         let bw = self.bw;
         let mut row_thr = std::mem::take(&mut self.row_thr);
         row_thr.resize(bw, 0.0);
+        let mut dark = std::mem::take(&mut self.row_dark);
+        dark.resize(w, 0);
+        let mut level = std::mem::take(&mut self.row_level);
+        level.resize(w, 0);
+        let mut ends = std::mem::take(&mut self.row_ends);
         let mut found: Vec<Finder> = Vec::new();
         // every other row: a finder's centre stripe is three modules high, so even 1.7 px
         // modules give two rows to confirm it
@@ -299,21 +344,23 @@ impl FinderScanner {
                 continue;
             }
             let row = &raw[y * w..(y + 1) * w];
+            dark_mask(row, &row_thr, &mut level, &mut dark);
+            // each run ends where the colour changes, the last at the row's end
+            ends.clear();
+            transitions(&dark, |x| ends.push(x as u32));
+            ends.push(w as u32);
             // the last five completed runs (alternating colours), newest last
             let mut runs = [0u32; 5];
             let mut completed = 0usize;
-            let mut cur_dark = f32::from(row[0]) < row_thr[0];
-            let mut cur = 0u32;
-            for x in 0..=w {
-                let d = x < w && f32::from(row[x]) < row_thr[(x / B).min(bw - 1)];
-                if x < w && d == cur_dark {
-                    cur += 1;
-                    continue;
-                }
+            let mut cur_dark = dark[0];
+            let mut start = 0usize;
+            for &x in &ends {
+                let x = x as usize;
+                let cur = (x - start) as u32;
                 runs.rotate_left(1);
                 runs[4] = cur;
                 completed += 1;
-                if cur_dark && completed >= 5 && ratio(&runs).is_some() {
+                if cur_dark == 1 && completed >= 5 && ratio(&runs).is_some() {
                     let end = x as f32;
                     let cx = end - runs[4] as f32 - runs[3] as f32 - runs[2] as f32 / 2.0;
                     let total: u32 = runs.iter().sum();
@@ -325,10 +372,13 @@ impl FinderScanner {
                         _ => {}
                     }
                 }
-                cur_dark = d;
-                cur = 1;
+                cur_dark ^= 1;
+                start = x;
             }
         }
+        self.row_dark = dark;
+        self.row_level = level;
+        self.row_ends = ends;
         self.row_thr = row_thr;
         out.extend(found.into_iter().filter(|f| f.hits >= 2).map(|f| Finder {
             x: f.x * scale,
@@ -538,24 +588,80 @@ fn double(img: &GrayImage) -> GrayImage {
 fn box3(img: &GrayImage) -> GrayImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let src = img.as_raw();
+    // rows first (the first and last column stay as they are), then columns (the first and
+    // last row stay as the row pass left them); slices and zips, so both passes vectorise
     let mut tmp = src.clone();
-    for y in 0..h {
-        let r = &src[y * w..(y + 1) * w];
-        for x in 1..w.saturating_sub(1) {
-            tmp[y * w + x] =
-                ((u16::from(r[x - 1]) + u16::from(r[x]) + u16::from(r[x + 1])) / 3) as u8;
+    if w >= 3 {
+        for (t, r) in tmp.chunks_exact_mut(w).zip(src.chunks_exact(w)) {
+            for (o, win) in t[1..w - 1].iter_mut().zip(r.windows(3)) {
+                *o = ((u16::from(win[0]) + u16::from(win[1]) + u16::from(win[2])) / 3) as u8;
+            }
         }
     }
     let mut out = tmp.clone();
     for y in 1..h.saturating_sub(1) {
-        for x in 0..w {
-            let s = u16::from(tmp[(y - 1) * w + x])
-                + u16::from(tmp[y * w + x])
-                + u16::from(tmp[(y + 1) * w + x]);
-            out[y * w + x] = (s / 3) as u8;
+        let (a, b, c) = (
+            &tmp[(y - 1) * w..y * w],
+            &tmp[y * w..(y + 1) * w],
+            &tmp[(y + 1) * w..(y + 2) * w],
+        );
+        for (o, ((&a, &b), &c)) in out[y * w..(y + 1) * w]
+            .iter_mut()
+            .zip(a.iter().zip(b).zip(c))
+        {
+            *o = ((u16::from(a) + u16::from(b) + u16::from(c)) / 3) as u8;
         }
     }
     GrayImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| img.clone())
+}
+
+/// One row's dark mask: 1 where the pixel is under its block column's threshold (`thr`, one
+/// per 8-pixel block; pixels past the last whole block use the last one). `level` is scratch
+/// (one threshold per pixel).
+///
+/// The comparison is made on whole grey levels: for a pixel value `v` and a threshold `t`,
+/// `v < t` exactly when `v < ceil(t)`, so one `u8` per block gives the same mask as comparing
+/// in floats, and the per-pixel loop is a byte compare the compiler vectorises.
+fn dark_mask(row: &[u8], thr: &[f32], level: &mut [u8], dark: &mut [u8]) {
+    // ceil(t) in 0..=255: thresholds are at most 255 - 1.5 (a mean less a margin), and under 0
+    // nothing is dark. (Truncation and a step up, not `f32::ceil`, which is a libm call on
+    // x86-64 without SSE4.1.)
+    let grey = |t: f32| -> u8 {
+        let c = t.clamp(0.0, 255.0) as i32;
+        (c + i32::from((c as f32) < t)).min(255) as u8
+    };
+    let whole = thr.len() * B;
+    for (l, &t) in level[..whole].chunks_exact_mut(B).zip(thr) {
+        l.fill(grey(t));
+    }
+    if let Some(&t) = thr.last() {
+        level[whole..].fill(grey(t));
+    }
+    for ((d, &p), &t) in dark.iter_mut().zip(row).zip(level.iter()) {
+        *d = u8::from(p < t);
+    }
+}
+
+/// Where the colour changes in a row's dark mask: each `x` with `dark[x] != dark[x - 1]`, in
+/// order, eight pixels at a time (a flat stretch is skipped a word at a time).
+fn transitions(dark: &[u8], mut each: impl FnMut(usize)) {
+    let n = dark.len();
+    let mut x = 1;
+    while x + 8 <= n {
+        let here = u64::from_le_bytes(dark[x..x + 8].try_into().unwrap_or_default());
+        let prev = u64::from_le_bytes(dark[x - 1..x + 7].try_into().unwrap_or_default());
+        let mut diff = here ^ prev;
+        while diff != 0 {
+            each(x + diff.trailing_zeros() as usize / 8);
+            diff &= diff - 1;
+        }
+        x += 8;
+    }
+    for x in x..n {
+        if dark[x] != dark[x - 1] {
+            each(x);
+        }
+    }
 }
 
 /// The unit (module) when `runs` is dark:light:dark:light:dark in 1:1:3:1:1, loosely (blurred

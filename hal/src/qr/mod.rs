@@ -368,16 +368,15 @@ pub fn half(frame: &GrayImage) -> GrayImage {
     let (w, h) = (frame.width() / 2, frame.height() / 2);
     let src = frame.as_raw();
     let stride = frame.width() as usize;
-    let mut out = Vec::with_capacity((w * h) as usize);
-    for y in 0..h as usize {
-        let r0 = &src[2 * y * stride..];
-        let r1 = &src[(2 * y + 1) * stride..];
-        for x in 0..w as usize {
-            let s = u16::from(r0[2 * x])
-                + u16::from(r0[2 * x + 1])
-                + u16::from(r1[2 * x])
-                + u16::from(r1[2 * x + 1]);
-            out.push((s / 4) as u8);
+    let mut out = vec![0u8; (w * h) as usize];
+    if w > 0 {
+        for (y, o) in out.chunks_exact_mut(w as usize).enumerate() {
+            let r0 = &src[2 * y * stride..][..2 * w as usize];
+            let r1 = &src[(2 * y + 1) * stride..][..2 * w as usize];
+            for (o, (a, b)) in o.iter_mut().zip(r0.chunks_exact(2).zip(r1.chunks_exact(2))) {
+                let s = u16::from(a[0]) + u16::from(a[1]) + u16::from(b[0]) + u16::from(b[1]);
+                *o = (s / 4) as u8;
+            }
         }
     }
     GrayImage::from_raw(w, h, out).unwrap_or_else(|| frame.clone())
