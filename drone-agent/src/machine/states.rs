@@ -60,7 +60,7 @@ pub struct ApproachRun {
 
 /// The shared storage of the statig machine: what every state can see. Persisted (with the
 /// current state) after every transition.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Drone {
     pub delivery: Option<Delivery>,
     pub parcel_on_board: bool,

@@ -20,6 +20,46 @@ struct Node {
 }
 
 impl Node {
+    /// A cheap hash of what tells nodes apart most often (the state's variant, the storage's
+    /// flags and counters, the timers): [`Node::same`] decides within a bucket. The explorer
+    /// looks nodes up tens of millions of times; formatting the key each time was most of this
+    /// test's time.
+    fn bucket(&self) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::hash::DefaultHasher::new();
+        std::mem::discriminant(self.m.raw_state()).hash(&mut h);
+        let d = self.m.drone();
+        (
+            d.delivery.is_some(),
+            d.parcel_on_board,
+            d.nav_attempts,
+            d.releasing,
+            d.left_ground,
+            d.flight.is_some(),
+            d.cloud_down,
+            d.testing,
+            d.drop_wait_cut_s,
+            d.storage_failed.is_some(),
+            d.approach.is_some(),
+            d.camera_fault.is_some(),
+        )
+            .hash(&mut h);
+        self.timers.hash(&mut h);
+        h.finish()
+    }
+
+    /// The same node as far as the machine can tell: what [`Node::key`] shows, compared field
+    /// by field.
+    fn same(&self, o: &Node) -> bool {
+        self.m.raw_state() == o.m.raw_state()
+            && self.timers == o.timers
+            && self.m.drone() == o.m.drone()
+            // the last energy reading decides only the pre-flight check
+            && (self.m.state() != DroneState::Preflight
+                || self.m.energy_reading() == o.m.energy_reading())
+    }
+
+    /// The node as text, for messages (see [`Node::fingerprint`]).
     fn key(&self) -> String {
         // the last energy reading decides only the pre-flight check: part of the key there
         let energy = match self.m.state() {
@@ -233,16 +273,16 @@ struct Explored {
 }
 
 fn explore(limits: &Limits) -> Explored {
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
     let mut nodes: Vec<Node> = vec![];
     let mut queue = VecDeque::new();
     let mut push = |n: Node, nodes: &mut Vec<Node>, queue: &mut VecDeque<usize>| -> usize {
-        let k = n.key();
-        if let Some(i) = index.get(&k) {
-            return *i;
+        let bucket = index.entry(n.bucket()).or_default();
+        if let Some(&i) = bucket.iter().find(|&&i| nodes[i].same(&n)) {
+            return i;
         }
         let i = nodes.len();
-        index.insert(k, i);
+        bucket.push(i);
         nodes.push(n);
         queue.push_back(i);
         i
@@ -306,7 +346,12 @@ fn explore(limits: &Limits) -> Explored {
                     e.name()
                 );
             }
-            let j = push(next, &mut nodes, &mut queue);
+            // most events leave the node as it was: no lookup
+            let j = if next.same(&n) {
+                i
+            } else {
+                push(next, &mut nodes, &mut queue)
+            };
             edges.push((i, counts_for_liveness(&e), j));
         }
     }
@@ -348,11 +393,12 @@ fn can_reach_idle(x: &Explored) -> Vec<bool> {
 fn storm(n: &Node) -> (usize, usize, String) {
     let mut n = n.clone();
     let (mut flights, mut refusal_reports) = (0, 0);
-    let mut seen = HashSet::new();
+    let mut seen: Vec<Node> = Vec::new();
     for _ in 0..1000 {
-        if !seen.insert(n.key()) {
+        if seen.iter().any(|s| s.same(&n)) {
             return (usize::MAX, refusal_reports, format!("loops at {}", n.key()));
         }
+        seen.push(n.clone());
         let event = if let Some(cmd) = n.m.drone().flight {
             refusal(cmd.fly.op(), true)
         } else if n.timers.contains(&Timer::FlightRetry) {
