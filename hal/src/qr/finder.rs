@@ -22,6 +22,8 @@ use image::GrayImage;
 
 /// Side of the blocks the local statistics are taken over, pixels.
 const B: usize = 8;
+// `stats` sums a block row's pixels per column in a u16
+const _: () = assert!(B * 255 <= u16::MAX as usize);
 /// Blocks either side in the threshold window (5×5 blocks = 40 px).
 const WIN: usize = 2;
 /// Local contrast (grey levels) below which nothing counts as dark: a flat area with noise.
