@@ -59,7 +59,7 @@ impl Node {
                 || self.m.energy_reading() == o.m.energy_reading())
     }
 
-    /// The node as text, for messages (see [`Node::fingerprint`]).
+    /// The node as text, for messages (lookups use [`Node::bucket`] and [`Node::same`]).
     fn key(&self) -> String {
         // the last energy reading decides only the pre-flight check: part of the key there
         let energy = match self.m.state() {
