@@ -372,6 +372,37 @@ fn timings() {
     report("finder gate (QrDecoder::gate)", "idle", &mut || {
         gate.gate(&empty).finders.len()
     });
+    // the steps of a code frame (the first frame of an easy presentation: a code on a phone)
+    let phone = presentation(Hardness::Easy, 0, 1).frames.remove(0);
+    report("finder gate (QrDecoder::gate)", "code", &mut || {
+        gate.gate(&phone).finders.len()
+    });
+    if let Some(s) = gate.gate(&phone).sighting {
+        let [x0, y0, x1, y1] = s.bbox;
+        let crop = image::imageops::crop_imm(&phone, x0, y0, x1 - x0, y1 - y0).to_image();
+        report("one rqrr pass on the gate's crop", "code", &mut || {
+            rqrr_pass(&crop).0.len()
+        });
+        report(
+            "grid fitted to the gate's finders, read",
+            "code",
+            &mut || {
+                let grids = hal::qr::lattice::fit_grids(
+                    &phone,
+                    [s.corner.x, s.corner.y],
+                    [s.a.x, s.a.y],
+                    [s.b.x, s.b.y],
+                    s.module,
+                    2,
+                );
+                grids
+                    .iter()
+                    .filter_map(|g| hal::qr::lattice::sample_grid(&phone, g))
+                    .filter_map(|l| hal::qr::lattice::read(&l))
+                    .count()
+            },
+        );
+    }
     #[cfg(feature = "opencv")]
     {
         let mut second = QrDecoder::new(true).expect("WeChat decoder");

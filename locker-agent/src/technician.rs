@@ -206,7 +206,7 @@ pub struct CameraTest {
     pub codes: Vec<String>,
     /// Whether there was a sign of a code (grid or finder patterns).
     pub code_in_sight: bool,
-    /// Which decoder read it: `rqrr`, `rqrr_preprocessed`, `wechat`.
+    /// Which decoder read it: `grid`, `rqrr`, `rqrr_preprocessed`, `wechat`, `multi_frame`.
     pub stage: Option<String>,
     pub png_base64: String,
 }
@@ -279,6 +279,7 @@ async fn test_camera<B: LockBoard>(locker: &Locker<B>) -> Result<CameraTest, Str
             match s {
                 hal::qr::Stage::Rqrr => "rqrr",
                 hal::qr::Stage::RqrrPreprocessed => "rqrr_preprocessed",
+                hal::qr::Stage::Grid => "grid",
                 hal::qr::Stage::WeChat => "wechat",
                 hal::qr::Stage::MultiFrame => "multi_frame",
             }

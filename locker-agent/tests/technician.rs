@@ -122,7 +122,7 @@ source = {{ kind = "directory", path = "{frames}" }}
     assert_eq!((saved.width(), saved.height()), (640, 480));
     let out = cli(&["test", "camera"], &socket);
     let t = text(&out);
-    assert!(t.contains("\"SKYPOST-TECH-1\" (by rqrr"), "{t}");
+    assert!(t.contains("\"SKYPOST-TECH-1\" (by grid)"), "{t}");
     assert!(t.contains("saved to "), "{t}");
 
     // status: links, cells summary

@@ -9,10 +9,13 @@
 //! 2. *the finder gate* ([`finder`]): finder patterns confirmed along a row, a column and a
 //!    diagonal, and three of them with one module size at a right angle. No such triple: idle.
 //!
-//! Only with a triple do the decoders run, on the crop around the code (a fraction of the frame):
-//! `rqrr`; WeChat; the module [`lattice`] on a grid fitted to the gate's finders (blur undone on
-//! the lattice; defocus, modules under 2 px), alone and averaged with the presentation's earlier
-//! frames; `rqrr` on cleaned-up crops (contrast stretched, smoothed, enlarged). A code seen but
+//! Only with a triple do the decoders run: the module [`lattice`] on a grid fitted to the gate's
+//! finders (blur undone on the lattice; defocus, modules under 2 px), alone and averaged with the
+//! presentation's earlier frames; `rqrr` on the crop around the code (a fraction of the frame);
+//! WeChat; `rqrr` on cleaned-up crops (contrast stretched, smoothed, enlarged). The grid comes
+//! first because it starts from finders the gate has already placed, where `rqrr` finds them
+//! again and then fits its own grid by a blind search (most of its time on a code frame): it
+//! reads the same frames for about two-thirds of the instructions. A code seen but
 //! not read goes on the multi-frame [`stack`], which tries the sharpest recent frame enlarged,
 //! then all recent frames registered and averaged on a finer grid, within the per-frame budget.
 //! For a few frames after that the code's grid is followed where the gate misses it. Every result is Reed-Solomon checked by the decoder that read it and must
@@ -46,6 +49,8 @@ pub struct Decoded {
 pub enum Stage {
     Rqrr,
     RqrrPreprocessed,
+    /// The module grid fitted to the gate's finders, this frame alone.
+    Grid,
     WeChat,
     /// Several frames registered and averaged (or the sharpest recent one, enlarged).
     MultiFrame,
@@ -164,7 +169,7 @@ impl QrDecoder {
                         stage: Some(if r.multi {
                             Stage::MultiFrame
                         } else {
-                            Stage::RqrrPreprocessed
+                            Stage::Grid
                         }),
                         unchanged: false,
                         finders,
@@ -202,20 +207,11 @@ impl QrDecoder {
         };
         let [x0, y0, x1, y1] = s.bbox;
         let crop = image::imageops::crop_imm(frame, x0, y0, x1 - x0, y1 - y0).to_image();
-        let codes = checked(rqrr_pass(&crop).0);
-        if !codes.is_empty() {
-            self.stack.clear();
-            return found(codes, Stage::Rqrr);
-        }
         self.stack.push(frame, &s);
-        #[cfg(feature = "opencv")]
-        if let Some(codes) = self.wechat(&crop) {
-            self.stack.clear();
-            return found(codes, Stage::WeChat);
-        }
         if self.grid_fit {
             // the module grid fitted to the gate's finders, read on its own and averaged with
-            // the presentation's earlier frames (defocus, small modules)
+            // the presentation's earlier frames (defocus, small modules); first, as the cheapest
+            // read of a sighted code (module docs)
             let r = self.stack.lattice(frame, Some(&s), deadline);
             let codes = checked(r.codes);
             if !codes.is_empty() {
@@ -223,10 +219,20 @@ impl QrDecoder {
                 let stage = if r.multi {
                     Stage::MultiFrame
                 } else {
-                    Stage::RqrrPreprocessed
+                    Stage::Grid
                 };
                 return found(codes, stage);
             }
+        }
+        let codes = checked(rqrr_pass(&crop).0);
+        if !codes.is_empty() {
+            self.stack.clear();
+            return found(codes, Stage::Rqrr);
+        }
+        #[cfg(feature = "opencv")]
+        if let Some(codes) = self.wechat(&crop) {
+            self.stack.clear();
+            return found(codes, Stage::WeChat);
         }
         let (mut codes, mut stage) = self.cleaned_up(&crop, &s, deadline);
         if codes.is_empty() && Instant::now() < deadline {
