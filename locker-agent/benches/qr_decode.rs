@@ -378,8 +378,7 @@ fn timings() {
         gate.gate(&phone).finders.len()
     });
     if let Some(s) = gate.gate(&phone).sighting {
-        let [x0, y0, x1, y1] = s.bbox;
-        let crop = image::imageops::crop_imm(&phone, x0, y0, x1 - x0, y1 - y0).to_image();
+        let crop = s.crop(&phone);
         report("one rqrr pass on the gate's crop", "code", &mut || {
             rqrr_pass(&crop).0.len()
         });
@@ -393,7 +392,7 @@ fn timings() {
                     [s.a.x, s.a.y],
                     [s.b.x, s.b.y],
                     s.module,
-                    2,
+                    hal::qr::stack::GRIDS_PER_FRAME,
                 );
                 grids
                     .iter()

@@ -61,6 +61,12 @@ impl Sighting {
         let d = |f: &Finder| (f.x - self.corner.x).hypot(f.y - self.corner.y);
         (d(&self.a) + d(&self.b)) / 2.0 / self.module
     }
+
+    /// A copy of the frame around the code (`bbox`): what the crop decoders and the stack read.
+    pub fn crop(&self, frame: &GrayImage) -> GrayImage {
+        let [x0, y0, x1, y1] = self.bbox;
+        image::imageops::crop_imm(frame, x0, y0, x1 - x0, y1 - y0).to_image()
+    }
 }
 
 /// What the gate saw in one frame.

@@ -205,8 +205,6 @@ impl QrDecoder {
             unchanged: false,
             finders,
         };
-        let [x0, y0, x1, y1] = s.bbox;
-        let crop = image::imageops::crop_imm(frame, x0, y0, x1 - x0, y1 - y0).to_image();
         self.stack.push(frame, &s);
         if self.grid_fit {
             // the module grid fitted to the gate's finders, read on its own and averaged with
@@ -224,6 +222,7 @@ impl QrDecoder {
                 return found(codes, stage);
             }
         }
+        let crop = s.crop(frame);
         let codes = checked(rqrr_pass(&crop).0);
         if !codes.is_empty() {
             self.stack.clear();

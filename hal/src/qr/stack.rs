@@ -29,7 +29,7 @@ const FORGET_AFTER: u32 = 10;
 /// Frames without a sighting over which the code's grid is still followed from frame to frame.
 const TRACK_FOR: u32 = 3;
 /// Grids fitted and read per sighted frame (the best versions by score).
-const GRIDS_PER_FRAME: usize = 2;
+pub const GRIDS_PER_FRAME: usize = 2;
 
 /// A crop of one frame around a sighted code.
 #[derive(Debug, Clone)]
@@ -210,7 +210,7 @@ impl Stack {
         if x1 <= x0 + 8 || y1 <= y0 + 8 {
             return;
         }
-        let crop = image::imageops::crop_imm(frame, x0, y0, x1 - x0, y1 - y0).to_image();
+        let crop = s.crop(frame);
         let (ox, oy) = (x0 as f32, y0 as f32);
         let c = [s.corner.x - ox, s.corner.y - oy];
         let mut a = [s.a.x - ox, s.a.y - oy];
