@@ -2,26 +2,32 @@
 //! this runs and the relay works alone).
 //!
 //! # Data flow
-//! - Every frame an agent sends (stamped with its `source`) is published to the topic exchange
-//!   `skypost.agents` with routing key `<kind>.<agent id>.<type>`; the relay's own presence
-//!   frames for its agents go there too (`<kind>.<agent id>.presence`), and its heartbeat
-//!   (`relay.<relay id>.heartbeat`). A backend on AMQP consumes what it needs from there.
+//! - Every frame an agent sends (stamped with its `source`) reaches the topic exchange
+//!   `skypost.agents` with routing key `<kind>.<agent id>.<type>`: the relay publishes it to
+//!   its own fanout exchange `skypost.agents.from.<relay id>`, bound to `skypost.agents` (so
+//!   the keys are the same there). The relay's presence frames for its agents
+//!   (`<kind>.<agent id>.presence`) and its heartbeat (`relay.<relay id>.heartbeat`) go to
+//!   `skypost.agents` directly. A backend on AMQP consumes what it needs from there.
 //! - Frames to an agent go to the topic exchange `skypost.to-agents` with routing key
 //!   `<kind>.<agent id>` (publish there to reach an agent over AMQP).
 //! - Each relay has one queue of its own (`skypost.relay.<relay id>`, exclusive: it dies with the
 //!   relay's broker connection), bound to `skypost.agents` with `*.*.presence` and `relay.#`
 //!   (its view of the fleet, always) and `locker.*.locker_response` (answers to its bridge
-//!   calls), with `#` only while a WebSocket backend is connected to it (every agent frame, for
-//!   that backend: a relay without one does not take the fleet's traffic only to drop it), and
-//!   to `skypost.to-agents` with the key of each agent connected to it (bound on connect,
-//!   unbound on disconnect). One queue, one consumer: what a relay learns arrives in the order
-//!   the broker routed it. A backend that connects gets the fleet-wide snapshot at once (the
-//!   presence bindings never go); agent frames published in the moment before `#` is bound
-//!   again are not delivered to it (telemetry is lossy; events are re-sent by the agents until
-//!   acknowledged).
-//! - Frames of a relay's own agents reach its own backends directly (the copy that comes back
-//!   through the broker, marked with the `x-relay` header, is skipped), so a broker outage
-//!   does not stop a relay from serving the agents and backends connected to it.
+//!   calls); to every other relay's `skypost.agents.from.<relay id>` it has heard of, only while
+//!   a WebSocket backend is connected to it (every agent frame of the other relays, for that
+//!   backend: a relay without one does not take the fleet's traffic only to drop it, and none
+//!   takes its own agents' frames back); and to `skypost.to-agents` with the key of each agent
+//!   connected to it (bound on connect, unbound on disconnect). One queue, one consumer: what
+//!   a relay learns arrives in the order the broker routed it. A backend that connects gets
+//!   the fleet-wide snapshot at once (the presence bindings never go); agent frames published
+//!   before the relay's bindings are made (the moment after a backend connects, or before a
+//!   new relay is first heard of) are not delivered to it (telemetry is lossy; events are
+//!   re-sent by the agents until acknowledged).
+//! - Frames of a relay's own agents reach its own backends directly, so a broker outage does
+//!   not stop a relay from serving the agents and backends connected to it.
+//! - A relay publishes on several channels (`publish_channels`): the broker routes each
+//!   channel's publishes in one process. Everything about one agent (its frames, presence,
+//!   binding, frames to it) goes on the same channel, so the broker sees it in order.
 //!
 //! # Invariants
 //! - An agent has one owner: the relay holding its newest connection. A relay announces a
@@ -52,13 +58,13 @@ use crate::hub::{AgentKey, Hub};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt as _;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeBindOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, ConnectionProperties, ExchangeKind};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -80,7 +86,8 @@ const MAX_UNCONFIRMED: usize = 4096;
 
 /// What a relay's queue is always bound to on the agents' exchange: presence (the fleet view,
 /// and who owns an agent), the relays' heartbeats and hellos, and lockers' answers (a bridge
-/// call made on this relay for a locker on another). `#` is added while a backend is here.
+/// call made on this relay for a locker on another). The other relays' outgoing exchanges
+/// are bound as well while a backend is here.
 const ALWAYS_BOUND: [&str; 3] = ["*.*.presence", "relay.#", "locker.*.locker_response"];
 
 const RELAY_HEADER: &str = "x-relay";
@@ -129,7 +136,7 @@ pub struct ClusterStats {
 pub struct Cluster {
     pub relay_id: String,
     tx: mpsc::Sender<Command>,
-    /// Whether a WebSocket backend is connected here (the task binds `#` while it is).
+    /// Whether a WebSocket backend is connected here (the task binds the other relays' frames while it is).
     backends: watch::Sender<bool>,
     /// Shared with the broker task, which holds no reference to this handle: when the hub
     /// (and this) goes, the task's command channel closes and it disconnects.
@@ -165,7 +172,7 @@ impl Cluster {
     }
 
     /// The hub says whether any backend is connected to this relay; the broker task binds or
-    /// unbinds `#` to follow (only the latest value matters, so none is ever lost).
+    /// unbinds the other relays' frames to follow (only the latest value matters, so none is ever lost).
     pub fn set_backends(&self, present: bool) {
         self.backends
             .send_if_modified(|v| std::mem::replace(v, present) != present);
@@ -278,7 +285,8 @@ pub fn start(config: &ClusterConfig, hub: &Arc<Hub>) -> Arc<Cluster> {
         stats,
         rx,
         backends: backends_rx,
-        all_bound: false,
+        remote_wanted: false,
+        remote_bound: HashSet::new(),
         bound: HashMap::new(),
         leases: HashMap::new(),
         next_flight: 0,
@@ -295,8 +303,11 @@ struct Task {
     rx: mpsc::Receiver<Command>,
     /// Whether a backend is connected here (see [`Cluster::set_backends`]).
     backends: watch::Receiver<bool>,
-    /// Whether `#` is bound on this connection.
-    all_bound: bool,
+    /// Whether other relays' agent frames are wanted (a backend is here) on this connection.
+    remote_wanted: bool,
+    /// The other relays whose outgoing exchange this relay's queue is bound to, on this
+    /// connection (see [`Task::outgoing_exchange`]).
+    remote_bound: HashSet<String>,
     /// Local agents and their connect time: bound again after a reconnect.
     bound: HashMap<AgentKey, ()>,
     /// Other relays, when last heard from.
@@ -309,6 +320,8 @@ struct Task {
 
 /// One publish waiting for its confirm, with what is needed to send it again.
 struct InFlight {
+    /// The channel it goes on (see [`Task::lane`]).
+    lane: usize,
     exchange: String,
     key: String,
     payload: Utf8Bytes,
@@ -324,6 +337,13 @@ type Confirming = std::pin::Pin<
 >;
 
 impl Task {
+    /// The publishing channel of everything about one agent: its frames, its presence, its
+    /// binding and frames to it, so that the broker sees them in the order they were made.
+    fn lane(&self, key: AgentKey) -> usize {
+        let n = self.config.publish_channels.max(1) as u128;
+        (key.1.as_u128() % n) as usize
+    }
+
     fn queue_name(&self) -> String {
         format!("skypost.relay.{}", self.config.relay_id)
     }
@@ -416,13 +436,23 @@ impl Task {
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| format!("connect: {e}"))?;
-        let ch = conn
-            .create_channel()
-            .await
-            .map_err(|e| format!("channel: {e}"))?;
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| format!("confirm.select: {e}"))?;
+        // Publishing channels: RabbitMQ routes each channel's publishes in one process of its
+        // own (the topic match is most of a publish's cost there), so one channel caps what a
+        // relay can publish (~4,000 a second on a 2-core machine). An agent always uses the
+        // same channel, so its frames, its presence and its binding keep their order.
+        let mut chs = Vec::with_capacity(self.config.publish_channels);
+        for _ in 0..self.config.publish_channels.max(1) {
+            let ch = conn
+                .create_channel()
+                .await
+                .map_err(|e| format!("channel: {e}"))?;
+            ch.confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| format!("confirm.select: {e}"))?;
+            chs.push(ch);
+        }
+        let chs = &chs[..];
+        let ch = &chs[0];
         for ex in [
             &self.config.agents_exchange,
             &self.config.to_agents_exchange,
@@ -453,16 +483,29 @@ impl Task {
         .map_err(|e| format!("queue {queue}: {e}"))?;
         let agents_exchange = self.config.agents_exchange.clone();
         for key in ALWAYS_BOUND {
-            self.bind(&ch, &agents_exchange, key, false).await?;
+            self.bind(ch, &agents_exchange, key, false).await?;
         }
-        self.all_bound = *self.backends.borrow_and_update();
-        if self.all_bound {
-            self.bind(&ch, &agents_exchange, "#", false).await?;
-        }
+        // this relay's agents' frames: published to its own fanout exchange, which passes
+        // them all on to the agents' exchange (an AMQP backend sees them there, under the same
+        // keys) and to the queues of the relays that have a backend
+        let outgoing = self.outgoing_exchange(&self.config.relay_id);
+        self.declare_outgoing(ch, &outgoing).await?;
+        ch.exchange_bind(
+            agents_exchange.as_str().into(),
+            outgoing.as_str().into(),
+            "".into(),
+            ExchangeBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("bind {outgoing} to {agents_exchange}: {e}"))?;
+        self.remote_bound.clear();
+        self.remote_wanted = *self.backends.borrow_and_update();
+        self.follow_remote(ch).await?;
         let keys: Vec<AgentKey> = self.bound.keys().copied().collect();
         for k in keys {
             self.bind(
-                &ch,
+                &chs[self.lane(k)],
                 &self.config.to_agents_exchange.clone(),
                 &key_str(k),
                 true,
@@ -501,16 +544,16 @@ impl Task {
         let again = self.retry_after_reconnect();
         let hello = format!("relay.{}.hello", self.config.relay_id);
         let hello = self.control(&hello);
-        self.publish(&ch, &mut confirming, hello)?;
+        self.publish(chs, &mut confirming, hello)?;
         // and announce this relay's own agents (a reconnect after an outage)
         if let Some(hub) = self.hub.upgrade() {
             for (key, frame, since) in hub.local_presence() {
                 let f = self.presence_flight(key, frame, since);
-                self.publish(&ch, &mut confirming, f)?;
+                self.publish(chs, &mut confirming, f)?;
             }
         }
         for f in again {
-            self.publish(&ch, &mut confirming, f)?;
+            self.publish(chs, &mut confirming, f)?;
         }
         let mut backends_open = true;
         let mut heartbeat = tokio::time::interval(secs(self.config.heartbeat_interval_s));
@@ -522,9 +565,10 @@ impl Task {
                         stats.received.fetch_add(1, Relaxed);
                         if let Some(republish) = self.delivered(d) {
                             for f in republish {
-                                self.publish(&ch, &mut confirming, f)?;
+                                self.publish(chs, &mut confirming, f)?;
                             }
                         }
+                        self.follow_remote(ch).await?;
                     }
                     Some(Err(e)) => return Err(format!("consume: {e}")),
                     None => return Err("the broker ended the consumer".into()),
@@ -535,46 +579,91 @@ impl Task {
                         let _ = conn.close(200, "relay stopping".into()).await;
                         return Ok(());
                     };
-                    self.command(&ch, &mut confirming, c).await?;
+                    self.command(chs, &mut confirming, c).await?;
                     // what else is waiting, without a turn of the loop for each
                     for _ in 1..BATCH {
                         if self.inflight.len() >= MAX_UNCONFIRMED {
                             break;
                         }
                         let Ok(c) = self.rx.try_recv() else { break };
-                        self.command(&ch, &mut confirming, c).await?;
+                        self.command(chs, &mut confirming, c).await?;
                     }
                 }
                 Some((id, result)) = confirming.next() => {
-                    self.confirmed(&ch, &mut confirming, id, result)?;
+                    self.confirmed(chs, &mut confirming, id, result)?;
                 }
                 r = self.backends.changed(), if backends_open => {
                     if r.is_err() {
                         backends_open = false; // the hub is going; `rx` ends the session
                         continue;
                     }
-                    let want = *self.backends.borrow_and_update();
-                    if want != self.all_bound {
-                        if want {
-                            self.bind(&ch, &agents_exchange, "#", true).await?;
-                        } else {
-                            self.unbind(&ch, &agents_exchange, "#").await?;
-                        }
-                        self.all_bound = want;
-                    }
+                    self.remote_wanted = *self.backends.borrow_and_update();
+                    self.follow_remote(ch).await?;
                 }
                 _ = heartbeat.tick() => {
                     let hb = format!("relay.{}.heartbeat", self.config.relay_id);
                     let hb = self.control(&hb);
-                    self.publish(&ch, &mut confirming, hb)?;
+                    self.publish(chs, &mut confirming, hb)?;
                     self.expire_leases();
                 }
             }
         }
     }
 
+    /// The fanout exchange a relay publishes its agents' frames to (`<agents_exchange>.from.
+    /// <relay id>`), bound to the agents' exchange by its relay.
+    fn outgoing_exchange(&self, relay_id: &str) -> String {
+        format!("{}.from.{relay_id}", self.config.agents_exchange)
+    }
+
+    /// Declared by its relay, and by every relay that binds to it (the same arguments, so the
+    /// broker takes either first): a bind never meets a missing exchange. Durable: it outlives
+    /// its relay's connection, like the agents' exchange it feeds.
+    async fn declare_outgoing(&self, ch: &Channel, name: &str) -> Result<(), String> {
+        ch.exchange_declare(
+            name.into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                nowait: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("exchange {name}: {e}"))
+    }
+
+    /// Makes the queue's bindings to other relays' outgoing exchanges follow what is wanted:
+    /// bound to every relay heard of while a backend is here, to none otherwise. A relay's
+    /// own agents' frames never come back to it through the broker: its backends got them
+    /// when they were read.
+    async fn follow_remote(&mut self, ch: &Channel) -> Result<(), String> {
+        if self.remote_wanted {
+            let missing: Vec<String> = self
+                .leases
+                .keys()
+                .filter(|r| !self.remote_bound.contains(*r))
+                .cloned()
+                .collect();
+            for rid in missing {
+                let ex = self.outgoing_exchange(&rid);
+                self.declare_outgoing(ch, &ex).await?;
+                self.bind(ch, &ex, "", true).await?;
+                self.remote_bound.insert(rid);
+            }
+        } else if !self.remote_bound.is_empty() {
+            for rid in std::mem::take(&mut self.remote_bound) {
+                let ex = self.outgoing_exchange(&rid);
+                self.unbind(ch, &ex, "").await?;
+            }
+        }
+        Ok(())
+    }
+
     fn control(&self, key: &str) -> InFlight {
         InFlight {
+            lane: 0,
             exchange: self.config.agents_exchange.clone(),
             key: key.to_owned(),
             payload: Utf8Bytes::from_static("{}"),
@@ -599,6 +688,7 @@ impl Task {
 
     fn presence_flight(&self, key: AgentKey, frame: Utf8Bytes, since: i64) -> InFlight {
         InFlight {
+            lane: self.lane(key),
             exchange: self.config.agents_exchange.clone(),
             key: format!("{}.presence", key_str(key)),
             payload: frame,
@@ -644,7 +734,7 @@ impl Task {
 
     async fn command(
         &mut self,
-        ch: &Channel,
+        chs: &[Channel],
         confirming: &mut FuturesUnordered<Confirming>,
         c: Command,
     ) -> Result<(), String> {
@@ -656,7 +746,8 @@ impl Task {
                 lossy,
             } => {
                 let f = InFlight {
-                    exchange: self.config.agents_exchange.clone(),
+                    lane: self.lane(key),
+                    exchange: self.outgoing_exchange(&self.config.relay_id),
                     key: format!("{}.{kind}", key_str(key)),
                     payload: frame,
                     headers: self.headers(None),
@@ -664,16 +755,16 @@ impl Task {
                     lossy,
                     tries: 0,
                 };
-                self.publish(ch, confirming, f)
+                self.publish(chs, confirming, f)
             }
             Command::Presence { key, frame, since } => {
                 let f = self.presence_flight(key, frame, since);
-                self.publish(ch, confirming, f)
+                self.publish(chs, confirming, f)
             }
             Command::Bind(key) => {
                 self.bound.insert(key, ());
                 self.bind(
-                    ch,
+                    &chs[self.lane(key)],
                     &self.config.to_agents_exchange.clone(),
                     &key_str(key),
                     true,
@@ -682,11 +773,16 @@ impl Task {
             }
             Command::Unbind(key) => {
                 self.bound.remove(&key);
-                self.unbind(ch, &self.config.to_agents_exchange.clone(), &key_str(key))
-                    .await
+                self.unbind(
+                    &chs[self.lane(key)],
+                    &self.config.to_agents_exchange.clone(),
+                    &key_str(key),
+                )
+                .await
             }
             Command::ToAgent { key, frame } => {
                 let f = InFlight {
+                    lane: self.lane(key),
                     exchange: self.config.to_agents_exchange.clone(),
                     key: key_str(key),
                     payload: frame,
@@ -695,7 +791,7 @@ impl Task {
                     lossy: false,
                     tries: 0,
                 };
-                self.publish(ch, confirming, f)
+                self.publish(chs, confirming, f)
             }
         }
     }
@@ -704,7 +800,7 @@ impl Task {
     /// `inflight` until then. `Err` only when the channel is gone.
     fn publish(
         &mut self,
-        ch: &Channel,
+        chs: &[Channel],
         confirming: &mut FuturesUnordered<Confirming>,
         mut f: InFlight,
     ) -> Result<(), String> {
@@ -714,6 +810,8 @@ impl Task {
         let props = BasicProperties::default()
             .with_headers(f.headers.clone())
             .with_content_type(ShortString::from("application/json"));
+        // a lane past the channels (none should be) goes on the first rather than nowhere
+        let ch = chs.get(f.lane).unwrap_or(&chs[0]);
         let (ch2, exchange, key) = (ch.clone(), f.exchange.clone(), f.key.clone());
         let (payload, mandatory) = (f.payload.clone(), f.mandatory);
         self.inflight.insert(id, f);
@@ -756,7 +854,7 @@ impl Task {
 
     fn confirmed(
         &mut self,
-        ch: &Channel,
+        chs: &[Channel],
         confirming: &mut FuturesUnordered<Confirming>,
         id: u64,
         result: Result<Confirmation, lapin::Error>,
@@ -792,7 +890,7 @@ impl Task {
             Ok(Confirmation::Nack(_)) | Err(_) => {
                 if !flight.lossy && flight.tries < PUBLISH_TRIES {
                     s.publish_retried.fetch_add(1, Relaxed);
-                    self.publish(ch, confirming, flight)
+                    self.publish(chs, confirming, flight)
                 } else {
                     s.publish_failed.fetch_add(1, Relaxed);
                     warn!(key = %flight.key, tries = flight.tries, "publish not confirmed: dropped");

@@ -234,6 +234,10 @@ pub struct ClusterConfig {
     /// Frames waiting for the broker task; past it they are dropped (counted).
     #[serde(default = "default_publish_queue")]
     pub publish_queue: usize,
+    /// AMQP channels the relay publishes on (an agent always on the same one): the broker
+    /// routes each channel's publishes in one process, which caps a channel's rate.
+    #[serde(default = "default_publish_channels")]
+    pub publish_channels: usize,
 }
 
 fn default_agents_exchange() -> String {
@@ -259,6 +263,9 @@ fn default_reconnect_max_s() -> f64 {
 }
 fn default_publish_queue() -> usize {
     65_536
+}
+fn default_publish_channels() -> usize {
+    4
 }
 
 fn default_watch_interval_s() -> f64 {
@@ -526,6 +533,7 @@ impl Validate for Config {
                 600.0,
             );
             v.range("cluster.publish_queue", c.publish_queue, 16, 1 << 22);
+            v.range("cluster.publish_channels", c.publish_channels, 1, 64);
         }
         if let Some(f) = &self.fleet {
             v.range("fleet.watch_interval_s", f.watch_interval_s, 0.0, 3600.0);
