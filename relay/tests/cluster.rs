@@ -150,8 +150,9 @@ async fn a_relay_without_a_backend_receives_presence_not_the_fleets_frames() {
         a_cluster.published() - published >= BURST
     })
     .await;
-    // drone 2's presence is published by A after the burst, on the same channel, so B has
-    // been offered the burst (were it bound to it) by the time it hears of drone 2
+    // drone 2's presence is published by A after the burst was confirmed (routed to every
+    // bound queue), so B has been offered the burst (were it bound to it) by the time it hears
+    // of drone 2
     let _drone2 = dial(&a_addr, "/ws/drone", &token(d2), Some(d2)).await;
     until("B hears of drone 2", knows(d2)).await;
     // what B did take meanwhile: A's heartbeats (5 a second) and drone 2's presence
@@ -191,6 +192,66 @@ async fn a_relay_without_a_backend_receives_presence_not_the_fleets_frames() {
     assert_eq!(seen.source.unwrap().id, d1.to_string());
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+/// A relay with a backend takes the other relays' agents' frames from the broker, not its own
+/// agents' back (its backend got them when they were read): each frame reaches the backend once,
+/// and the relay's queue does not carry the burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_does_not_take_its_own_agents_frames_back_from_the_broker() {
+    const BURST: u64 = 200;
+    let (d1, d2) = (Uuid::new_v4(), Uuid::new_v4());
+    let ns = format!("t-{}", Uuid::new_v4().simple());
+    let (a, b) = relay_pair(&ns, ("a9", "b9"), &[d1, d2], &[], LEASE_S).await;
+    // the backend on A sees a drone on B (so A is bound to B's frames), and a drone on A
+    let (mut be, on_b) = backend_on_a_reaches_drone_on_b(&a, &b, d2).await;
+    let a_addr = a.local_addr().to_string();
+    let mut drone1 = dial(&a_addr, "/ws/drone", &token(d1), Some(d1)).await;
+    next_where(&mut be, |e| is_presence(e, d1, PresenceStatus::Connected)).await;
+    let a_cluster = a.hub().cluster().unwrap().clone();
+    let (before, published) = (a_cluster.received(), a_cluster.published());
+    for i in 0..BURST {
+        drone1
+            .send(WsMessage::text(telemetry(i as f64 / 4.0)))
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < BURST as usize {
+        let env = next_where(&mut be, |e| matches!(e.message, Message::Telemetry(_))).await;
+        let (Some(src), Message::Telemetry(t)) = (env.source, env.message) else {
+            unreachable!()
+        };
+        assert_eq!(src.id, d1.to_string());
+        seen.push(t.battery_level.get());
+    }
+    let sent: Vec<f64> = (0..BURST).map(|i| i as f64 / 4.0).collect();
+    assert_eq!(seen, sent, "each frame once, in order");
+    // the burst went to the broker (an AMQP backend sees it) and was confirmed, i.e. routed
+    until("A has published the burst", || {
+        a_cluster.published() - published >= BURST
+    })
+    .await;
+    // a frame from B's drone after the burst: once A has it, A's queue has given A everything
+    // routed to it before
+    on_b_send_and_wait(&mut be, on_b).await;
+    let received = a_cluster.received() - before;
+    assert!(
+        received < BURST / 2,
+        "A consumed {received} messages from the broker during a burst of {BURST} frames of its own drone"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Sends telemetry from the drone on the other relay until the backend has it.
+async fn on_b_send_and_wait(be: &mut Ws, mut drone: Ws) {
+    drone.send(WsMessage::text(telemetry(99.5))).await.unwrap();
+    next_where(
+        be,
+        |e| matches!(&e.message, Message::Telemetry(t) if t.battery_level.get() == 99.5),
+    )
+    .await;
 }
 
 /// `amqps://` with rustls (ring): a relay on the broker's TLS listener, trusting the broker's
