@@ -136,7 +136,8 @@ pub struct ClusterStats {
 pub struct Cluster {
     pub relay_id: String,
     tx: mpsc::Sender<Command>,
-    /// Whether a WebSocket backend is connected here (the task binds the other relays' frames while it is).
+    /// Whether a WebSocket backend is connected here (the task binds the other relays' frames
+    /// while it is).
     backends: watch::Sender<bool>,
     /// Shared with the broker task, which holds no reference to this handle: when the hub
     /// (and this) goes, the task's command channel closes and it disconnects.
@@ -172,7 +173,8 @@ impl Cluster {
     }
 
     /// The hub says whether any backend is connected to this relay; the broker task binds or
-    /// unbinds the other relays' frames to follow (only the latest value matters, so none is ever lost).
+    /// unbinds the other relays' frames to follow (only the latest value matters, so none is
+    /// ever lost).
     pub fn set_backends(&self, present: bool) {
         self.backends
             .send_if_modified(|v| std::mem::replace(v, present) != present);
