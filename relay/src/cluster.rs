@@ -144,6 +144,12 @@ pub struct Cluster {
     pub stats: Arc<ClusterStats>,
 }
 
+/// The fanout exchange a relay publishes its agents' frames to (`<agents_exchange>.from.
+/// <relay id>`), bound to the agents' exchange by its relay.
+fn outgoing_exchange(config: &ClusterConfig, relay_id: &str) -> String {
+    format!("{}.from.{relay_id}", config.agents_exchange)
+}
+
 fn key_str(key: AgentKey) -> String {
     format!("{}.{}", key.0.as_str(), key.1)
 }
@@ -282,6 +288,7 @@ pub fn start(config: &ClusterConfig, hub: &Arc<Hub>) -> Arc<Cluster> {
         stats: stats.clone(),
     });
     let task = Task {
+        outgoing: outgoing_exchange(config, &config.relay_id),
         config: config.clone(),
         hub: Arc::downgrade(hub),
         stats,
@@ -300,6 +307,8 @@ pub fn start(config: &ClusterConfig, hub: &Arc<Hub>) -> Arc<Cluster> {
 
 struct Task {
     config: ClusterConfig,
+    /// This relay's own outgoing exchange (named once: every agent frame is published there).
+    outgoing: String,
     hub: Weak<Hub>,
     stats: Arc<ClusterStats>,
     rx: mpsc::Receiver<Command>,
@@ -308,7 +317,7 @@ struct Task {
     /// Whether other relays' agent frames are wanted (a backend is here) on this connection.
     remote_wanted: bool,
     /// The other relays whose outgoing exchange this relay's queue is bound to, on this
-    /// connection (see [`Task::outgoing_exchange`]).
+    /// connection (see [`outgoing_exchange`]).
     remote_bound: HashSet<String>,
     /// Local agents and their connect time: bound again after a reconnect.
     bound: HashMap<AgentKey, ()>,
@@ -459,17 +468,7 @@ impl Task {
             &self.config.agents_exchange,
             &self.config.to_agents_exchange,
         ] {
-            ch.exchange_declare(
-                ex.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| format!("exchange {ex}: {e}"))?;
+            declare_exchange(ch, ex, ExchangeKind::Topic, false).await?;
         }
         let queue = self.queue_name();
         ch.queue_declare(
@@ -490,8 +489,8 @@ impl Task {
         // this relay's agents' frames: published to its own fanout exchange, which passes
         // them all on to the agents' exchange (an AMQP backend sees them there, under the same
         // keys) and to the queues of the relays that have a backend
-        let outgoing = self.outgoing_exchange(&self.config.relay_id);
-        self.declare_outgoing(ch, &outgoing).await?;
+        let outgoing = &self.outgoing;
+        declare_exchange(ch, outgoing, ExchangeKind::Fanout, true).await?;
         ch.exchange_bind(
             agents_exchange.as_str().into(),
             outgoing.as_str().into(),
@@ -612,30 +611,6 @@ impl Task {
         }
     }
 
-    /// The fanout exchange a relay publishes its agents' frames to (`<agents_exchange>.from.
-    /// <relay id>`), bound to the agents' exchange by its relay.
-    fn outgoing_exchange(&self, relay_id: &str) -> String {
-        format!("{}.from.{relay_id}", self.config.agents_exchange)
-    }
-
-    /// Declared by its relay, and by every relay that binds to it (the same arguments, so the
-    /// broker takes either first): a bind never meets a missing exchange. Durable: it outlives
-    /// its relay's connection, like the agents' exchange it feeds.
-    async fn declare_outgoing(&self, ch: &Channel, name: &str) -> Result<(), String> {
-        ch.exchange_declare(
-            name.into(),
-            ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                durable: true,
-                nowait: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| format!("exchange {name}: {e}"))
-    }
-
     /// Makes the queue's bindings to other relays' outgoing exchanges follow what is wanted:
     /// bound to every relay heard of while a backend is here, to none otherwise. A relay's
     /// own agents' frames never come back to it through the broker: its backends got them
@@ -649,14 +624,16 @@ impl Task {
                 .cloned()
                 .collect();
             for rid in missing {
-                let ex = self.outgoing_exchange(&rid);
-                self.declare_outgoing(ch, &ex).await?;
+                // declared here too (the same arguments as its relay's, so the broker takes
+                // either first): a bind never meets a missing exchange
+                let ex = outgoing_exchange(&self.config, &rid);
+                declare_exchange(ch, &ex, ExchangeKind::Fanout, true).await?;
                 self.bind(ch, &ex, "", true).await?;
                 self.remote_bound.insert(rid);
             }
         } else if !self.remote_bound.is_empty() {
             for rid in std::mem::take(&mut self.remote_bound) {
-                let ex = self.outgoing_exchange(&rid);
+                let ex = outgoing_exchange(&self.config, &rid);
                 self.unbind(ch, &ex, "").await?;
             }
         }
@@ -749,7 +726,7 @@ impl Task {
             } => {
                 let f = InFlight {
                     lane: self.lane(key),
-                    exchange: self.outgoing_exchange(&self.config.relay_id),
+                    exchange: self.outgoing.clone(),
                     key: format!("{}.{kind}", key_str(key)),
                     payload: frame,
                     headers: self.headers(None),
@@ -970,6 +947,28 @@ impl Task {
             }
         }
     }
+}
+
+/// Declares a durable exchange (it outlives the relays' connections: the agents' exchanges, and
+/// each relay's outgoing one, which feeds the agents' exchange). `nowait`: see [`Task::bind`].
+async fn declare_exchange(
+    ch: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+    nowait: bool,
+) -> Result<(), String> {
+    ch.exchange_declare(
+        name.into(),
+        kind,
+        ExchangeDeclareOptions {
+            durable: true,
+            nowait,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| format!("exchange {name}: {e}"))
 }
 
 fn backoff(c: &ClusterConfig, attempt: u32) -> Duration {
